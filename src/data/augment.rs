@@ -1,0 +1,100 @@
+//! Tuning augmentation on whole batches, on the batch's device: random crop after zero padding
+//! (torchvision's RandomCrop(size, padding)) and random horizontal flip. No per-image CPU work.
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Augmentation {
+    /// Zero padding on each side before a random crop back to the input size (0: no crop).
+    pub crop_padding: i64,
+    /// Flip each image horizontally with probability 1/2.
+    pub horizontal_flip: bool,
+}
+
+impl Augmentation {
+    pub const NONE: Augmentation = Augmentation {
+        crop_padding: 0,
+        horizontal_flip: false,
+    };
+
+    /// Augments a [B, C, H, W] batch; randomness comes from torch's seeded generator.
+    pub fn apply(&self, images: &Tensor) -> Tensor {
+        let mut out = if self.crop_padding > 0 {
+            self.random_crop(images)
+        } else {
+            images.shallow_clone()
+        };
+        if self.horizontal_flip {
+            let batch = out.size()[0];
+            let flip = Tensor::rand([batch, 1, 1, 1], (Kind::Float, out.device())).lt(0.5);
+            out = out.flip([3]).where_self(&flip, &out);
+        }
+        out
+    }
+
+    fn random_crop(&self, images: &Tensor) -> Tensor {
+        let (b, h, w) = (images.size()[0], images.size()[2], images.size()[3]);
+        let p = self.crop_padding;
+        let device = images.device();
+        let padded = images.constant_pad_nd([p, p, p, p]);
+        // One offset per image in [0, 2p]; gather rows and columns with broadcast indices.
+        let offset_y = Tensor::randint(2 * p + 1, [b, 1, 1], (Kind::Int64, device));
+        let offset_x = Tensor::randint(2 * p + 1, [b, 1, 1], (Kind::Int64, device));
+        let rows = offset_y + Tensor::arange(h, (Kind::Int64, device)).view([1, h, 1]);
+        let cols = offset_x + Tensor::arange(w, (Kind::Int64, device)).view([1, 1, w]);
+        let batch_index = Tensor::arange(b, (Kind::Int64, device)).view([b, 1, 1]);
+        // [B, H+2p, W+2p, C] indexed by [B,1,1], [B,H,1], [B,1,W] -> [B, H, W, C]
+        padded
+            .permute([0, 2, 3, 1])
+            .index(&[Some(batch_index), Some(rows), Some(cols)])
+            .permute([0, 3, 1, 2])
+            .contiguous()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn crop_shifts_content_within_padding_and_keeps_shape() {
+        tch::manual_seed(3);
+        let images = Tensor::ones([64, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let aug = Augmentation {
+            crop_padding: 2,
+            horizontal_flip: false,
+        };
+        let out = aug.apply(&images);
+        assert_eq!(out.size(), vec![64, 1, 8, 8]);
+        // Every crop keeps at least the 4x4 centre of ones; some crops bring in zero padding.
+        let per_image = out.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
+        let min = per_image.min().double_value(&[]);
+        assert!(
+            min >= 36.0 - 1e-6,
+            "crop lost more than the padding allows: {min}"
+        );
+        assert!(min < 64.0, "no crop moved the image");
+    }
+
+    #[test]
+    fn flip_mirrors_some_images_and_is_seeded() {
+        let images = Tensor::arange(8, (Kind::Float, Device::Cpu))
+            .view([1, 1, 1, 8])
+            .repeat([32, 1, 1, 1]);
+        let aug = Augmentation {
+            crop_padding: 0,
+            horizontal_flip: true,
+        };
+        tch::manual_seed(5);
+        let a = aug.apply(&images);
+        tch::manual_seed(5);
+        let b = aug.apply(&images);
+        assert!(a.equal(&b));
+        let flipped = a.double_value(&[0, 0, 0, 0]) == 7.0
+            || (0..32).any(|i| a.double_value(&[i, 0, 0, 0]) == 7.0);
+        assert!(flipped, "no image was flipped in 32 draws");
+        assert_eq!(Augmentation::NONE.apply(&images).size(), images.size());
+    }
+}

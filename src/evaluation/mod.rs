@@ -1,0 +1,266 @@
+//! Evaluation before and after purification: clean accuracy (overall and per class), attack
+//! success rate and robust accuracy for a known trigger or a user-supplied poisoned set, and
+//! trigger probes for when the attack is unknown.
+mod trigger;
+
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+pub use trigger::{BlendPattern, PatchPattern, Position, Trigger};
+
+use crate::data::{Dataset, InputSpec};
+use crate::error::{Error, Result};
+use crate::model::Classifier;
+
+/// What the attacker did, when the defender knows it.
+pub enum Attack {
+    /// Apply this trigger to the clean test images.
+    Trigger { trigger: Trigger, target: i64 },
+    /// Already-triggered test images with their TRUE labels.
+    PoisonedSet { data: Dataset, target: i64 },
+}
+
+impl Attack {
+    pub fn target(&self) -> i64 {
+        match self {
+            Attack::Trigger { target, .. } | Attack::PoisonedSet { target, .. } => *target,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Attack::Trigger { trigger, .. } => trigger.to_string(),
+            Attack::PoisonedSet { data, .. } => {
+                format!("poisoned set {}", data.source.path.display())
+            }
+        }
+    }
+}
+
+/// What to measure, the same before and after purification.
+pub struct Plan {
+    pub input: InputSpec,
+    pub attack: Option<Attack>,
+    /// Triggers tried when the attack is unknown (and reported alongside a known one).
+    pub probes: Vec<Trigger>,
+    pub batch_size: i64,
+}
+
+/// The standard probe bank: the paper's trigger families at their usual settings.
+pub fn standard_probes() -> Vec<Trigger> {
+    [
+        "badnets:pos=br",
+        "badnets:pos=tl",
+        "badnets:pos=tr",
+        "badnets:pos=bl",
+        "badnets:pattern=checker",
+        "blended:alpha=0.2,seed=0",
+        "sig:delta=40,freq=6",
+        "wanet:k=4,s=0.5,seed=0",
+    ]
+    .iter()
+    .map(|spec| spec.parse().expect("built-in probe specs parse"))
+    .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Metrics {
+    /// C-Acc: accuracy on the clean test set.
+    pub clean_accuracy: f64,
+    pub test_images: i64,
+    /// Accuracy per true class (NaN-free: classes absent from the test set are null).
+    pub per_class_accuracy: Vec<Option<f64>>,
+    pub attack: Option<AttackMetrics>,
+    pub probes: Vec<ProbeResult>,
+    /// The probe with the highest rate.
+    pub worst_probe: Option<ProbeResult>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AttackMetrics {
+    pub trigger: String,
+    pub target_class: i64,
+    /// ASR: fraction of triggered non-target images predicted as the target class.
+    pub attack_success_rate: f64,
+    /// RA: fraction of the same images predicted as their true class.
+    pub robust_accuracy: f64,
+    /// Number of triggered non-target images.
+    pub images: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProbeResult {
+    pub trigger: String,
+    /// The class that the triggered images are most often pushed to.
+    pub class: i64,
+    /// Fraction of triggered images NOT of `class` that are predicted as `class`.
+    pub rate: f64,
+}
+
+/// Runs the plan on the model (switched to eval mode) over the conformed test set.
+pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<Metrics> {
+    let started = Instant::now();
+    model.set_eval();
+    let labels = test.labels_vec();
+    let num_classes = model.num_classes;
+    let clean = predictions(model, &test.images, plan, None)?;
+    let correct = clean.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    let per_class_accuracy = (0..num_classes)
+        .map(|c| {
+            let (hits, total) = clean
+                .iter()
+                .zip(&labels)
+                .filter(|(_, l)| **l == c)
+                .fold((0, 0), |(h, t), (p, l)| (h + usize::from(p == l), t + 1));
+            (total > 0).then(|| hits as f64 / total as f64)
+        })
+        .collect();
+
+    let attack = match &plan.attack {
+        None => None,
+        Some(attack) => {
+            let target = attack.target();
+            if !(0..num_classes).contains(&target) {
+                return Err(Error::Settings(format!(
+                    "target class {target} is not one of the model's {num_classes} classes"
+                )));
+            }
+            let (predicted, true_labels) = match attack {
+                Attack::Trigger { trigger, .. } => (
+                    predictions(model, &test.images, plan, Some(trigger))?,
+                    labels.clone(),
+                ),
+                Attack::PoisonedSet { data, .. } => (
+                    predictions(model, &data.images, plan, None)?,
+                    data.labels_vec(),
+                ),
+            };
+            let victims: Vec<(i64, i64)> = predicted
+                .into_iter()
+                .zip(true_labels)
+                .filter(|(_, l)| *l != target)
+                .collect();
+            if victims.is_empty() {
+                return Err(Error::Settings(format!(
+                    "no test image outside the target class {target}: ASR is undefined"
+                )));
+            }
+            let n = victims.len() as f64;
+            Some(AttackMetrics {
+                trigger: attack.describe(),
+                target_class: target,
+                attack_success_rate: victims.iter().filter(|(p, _)| *p == target).count() as f64
+                    / n,
+                robust_accuracy: victims.iter().filter(|(p, l)| p == l).count() as f64 / n,
+                images: victims.len() as i64,
+            })
+        }
+    };
+
+    let mut probes = Vec::with_capacity(plan.probes.len());
+    for probe in &plan.probes {
+        let predicted = predictions(model, &test.images, plan, Some(probe))?;
+        probes.push(worst_class(probe, &predicted, &labels, num_classes));
+    }
+    let worst_probe = probes
+        .iter()
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .cloned();
+    Ok(Metrics {
+        clean_accuracy: correct as f64 / labels.len() as f64,
+        test_images: labels.len() as i64,
+        per_class_accuracy,
+        attack,
+        probes,
+        worst_probe,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// max over classes c of the fraction of non-c images predicted c.
+fn worst_class(
+    probe: &Trigger,
+    predicted: &[i64],
+    labels: &[i64],
+    num_classes: i64,
+) -> ProbeResult {
+    (0..num_classes)
+        .map(|c| {
+            let others: Vec<i64> = predicted
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| **l != c)
+                .map(|(p, _)| *p)
+                .collect();
+            let rate = if others.is_empty() {
+                0.0
+            } else {
+                others.iter().filter(|p| **p == c).count() as f64 / others.len() as f64
+            };
+            ProbeResult {
+                trigger: probe.to_string(),
+                class: c,
+                rate,
+            }
+        })
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .expect("a classifier has at least one class")
+}
+
+/// Predicted classes for [0, 1] images (CPU), in batches on the model's device, optionally
+/// triggered first.
+fn predictions(
+    model: &Classifier,
+    images: &Tensor,
+    plan: &Plan,
+    trigger: Option<&Trigger>,
+) -> Result<Vec<i64>> {
+    let n = images.size()[0];
+    let mut out = Vec::with_capacity(n as usize);
+    tch::no_grad(|| -> Result<()> {
+        let mut start = 0;
+        while start < n {
+            let len = plan.batch_size.min(n - start);
+            let mut batch = images.narrow(0, start, len).to_device(model.device());
+            if let Some(trigger) = trigger {
+                batch = trigger.apply(&batch)?;
+            }
+            let predicted = model.predict(&plan.input.normalize(&batch))?;
+            out.extend(
+                Vec::<i64>::try_from(predicted.to_device(tch::Device::Cpu))
+                    .map_err(Error::Torch)?,
+            );
+            start += len;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_class_finds_the_pushed_class() {
+        let probe: Trigger = "badnets".parse().unwrap();
+        // Four images of class 1 and 2; three of them predicted 0.
+        let result = worst_class(&probe, &[0, 0, 0, 2], &[1, 1, 2, 2], 3);
+        assert_eq!(result.class, 0);
+        assert!((result.rate - 0.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn probe_bank_is_valid() {
+        let bank = standard_probes();
+        assert_eq!(bank.len(), 8);
+        let images = Tensor::rand([1, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+        for probe in bank {
+            assert_eq!(probe.apply(&images).unwrap().size(), images.size());
+        }
+    }
+}

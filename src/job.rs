@@ -1,0 +1,230 @@
+//! One purification job end to end: load data and model, evaluate, purify, evaluate again, and
+//! publish the output directory atomically (staged beside it, renamed into place last).
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use tch::Device;
+
+use crate::data::{self, DataSpec, Dataset, InputSpec};
+use crate::error::{Error, Result};
+use crate::evaluation::{self, Attack, Plan, Trigger};
+use crate::model::Classifier;
+use crate::purification::{self, Settings};
+use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Summary, Timings};
+use crate::training::Progress;
+
+/// How much of a data source to use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    All,
+    /// A class-balanced fraction (the paper's clean set is 2% of the training data).
+    Fraction(f64),
+    /// A class-balanced number of images.
+    Count(i64),
+}
+
+impl Sample {
+    fn apply(self, data: Dataset, seed: u64) -> Result<Dataset> {
+        match self {
+            Sample::All => Ok(data),
+            Sample::Fraction(f) => data.balanced_subset(f, seed),
+            Sample::Count(n) => data.balanced_count(n, seed),
+        }
+    }
+}
+
+/// The known attack, as the user gave it.
+pub enum AttackInput {
+    Trigger(Trigger),
+    PoisonedSet(DataSpec),
+}
+
+pub struct PurifyJob {
+    pub model: PathBuf,
+    pub head: Option<String>,
+    pub clean_data: DataSpec,
+    pub clean_sample: Sample,
+    pub test_data: DataSpec,
+    pub test_sample: Sample,
+    pub input: InputSpec,
+    pub settings: Settings,
+    pub attack: Option<(AttackInput, i64)>,
+    pub probes: Vec<Trigger>,
+    pub device: Device,
+    pub out: PathBuf,
+}
+
+/// Loads and conforms a data set, then samples it.
+fn load_data(spec: &DataSpec, input: &InputSpec, sample: Sample, seed: u64) -> Result<Dataset> {
+    let data = data::load(spec)?.conform(input)?;
+    let data = sample.apply(data, seed)?;
+    if data.is_empty() {
+        return Err(Error::data(&spec.path, "no images left after sampling"));
+    }
+    Ok(data)
+}
+
+fn check_normalisation(input: &InputSpec, data: &Dataset) -> Result<()> {
+    input.validate()?;
+    let channels = data.image_shape()[0] as usize;
+    if input.mean.len() != 1 && input.mean.len() != channels {
+        return Err(Error::DataModelMismatch(format!(
+            "{} mean/std values for {channels}-channel images",
+            input.mean.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    if job.out.exists() {
+        return Err(Error::Settings(format!(
+            "{} already exists; choose another --out",
+            job.out.display()
+        )));
+    }
+    job.settings.validate()?;
+    let clean = load_data(
+        &job.clean_data,
+        &job.input,
+        job.clean_sample,
+        job.settings.seed,
+    )?;
+    let test = load_data(
+        &job.test_data,
+        &job.input,
+        job.test_sample,
+        job.settings.seed,
+    )?;
+    check_normalisation(&job.input, &clean)?;
+    if clean.image_shape() != test.image_shape() {
+        return Err(Error::DataModelMismatch(format!(
+            "clean images are {:?} but test images are {:?}",
+            clean.image_shape(),
+            test.image_shape()
+        )));
+    }
+    let sample = job
+        .input
+        .normalize(&clean.images.narrow(0, 0, clean.len().min(4)));
+    let mut model = Classifier::load(&job.model, job.device, &sample, job.head.as_deref())?;
+    clean.check_labels(model.num_classes)?;
+    test.check_labels(model.num_classes)?;
+    let attack = match &job.attack {
+        None => None,
+        Some((AttackInput::Trigger(trigger), target)) => {
+            // Fail before any training if the trigger does not fit the images.
+            let _ = trigger.apply(&test.images.narrow(0, 0, 1))?;
+            Some(Attack::Trigger {
+                trigger: trigger.clone(),
+                target: *target,
+            })
+        }
+        Some((AttackInput::PoisonedSet(spec), target)) => {
+            let poisoned = load_data(spec, &job.input, Sample::All, job.settings.seed)?;
+            poisoned.check_labels(model.num_classes)?;
+            if poisoned.image_shape() != test.image_shape() {
+                return Err(Error::DataModelMismatch(format!(
+                    "poisoned images are {:?} but test images are {:?}",
+                    poisoned.image_shape(),
+                    test.image_shape()
+                )));
+            }
+            Some(Attack::PoisonedSet {
+                data: poisoned,
+                target: *target,
+            })
+        }
+    };
+    let mut warnings = Vec::new();
+    if !model.mode_sensitive(&sample)? {
+        warnings.push(
+            "the model behaves identically in train and eval mode: it has no BatchNorm or dropout, \
+             or they were frozen by torch.jit.trace; BatchNorm statistics cannot be re-estimated \
+             (export with torch.jit.script to allow it)"
+                .to_string(),
+        );
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let plan = Plan {
+        input: job.input.clone(),
+        attack,
+        probes: job.probes.clone(),
+        batch_size: 512,
+    };
+    let before = evaluation::evaluate(&mut model, &test, &plan)?;
+    let purify_started = Instant::now();
+    let epochs = purification::purify(&mut model, &clean, &job.input, &job.settings, progress)?;
+    let purification_seconds = purify_started.elapsed().as_secs_f64();
+    let after = evaluation::evaluate(&mut model, &test, &plan)?;
+
+    let staging = tempfile::Builder::new()
+        .prefix(".fstgate-purify")
+        .tempdir_in(crate::lab::parent_dir(&job.out))
+        .map_err(|e| Error::io(&job.out, e))?;
+    let model_path = staging.path().join("model.pt");
+    model.save(&model_path)?;
+    let report = Report {
+        schema: REPORT_SCHEMA.to_string(),
+        fstgate_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
+        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        device: crate::device::name(job.device),
+        model: ModelInfo {
+            source: model.source.clone(),
+            head: model.head.clone(),
+            output: model.output,
+            num_classes: model.num_classes,
+        },
+        clean_data: usage(&clean),
+        test_data: usage(&test),
+        input: job.input.clone(),
+        settings: job.settings.clone(),
+        summary: Summary::new(&before, &after),
+        timings: Timings {
+            load_seconds,
+            evaluation_before_seconds: before.seconds,
+            purification_seconds,
+            evaluation_after_seconds: after.seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+        },
+        before,
+        after,
+        epochs,
+        output: OutputFile {
+            file: "model.pt".into(),
+            sha256: data::sha256_file(&model_path)?,
+        },
+        warnings,
+    };
+    write_json(&staging.path().join("report.json"), &report)?;
+    let staged = staging.keep();
+    std::fs::rename(&staged, &job.out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        Error::Write {
+            path: job.out.clone(),
+            source: e,
+        }
+    })?;
+    Ok(report)
+}
+
+fn usage(data: &Dataset) -> DataUsage {
+    DataUsage {
+        source: data.source.clone(),
+        images_used: data.len(),
+        image_shape: data.image_shape(),
+    }
+}
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    std::fs::write(path, bytes).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}

@@ -1,0 +1,240 @@
+//! The lab's model families, written as TorchScript source over named parameters so that the
+//! exported module behaves like a scripted PyTorch model (BatchNorm follows train/eval mode).
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::module_builder::ScriptModule;
+use crate::error::Result;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// Three conv-BN-ReLU stages (width, 2x, 4x channels), global average pool, head `fc`.
+    SmallCnn,
+    /// ResNet-18 for 28x28/32x32 inputs (3x3 stem, no max-pool; BasicBlocks [2, 2, 2, 2]).
+    Resnet18,
+}
+
+/// Parameters and buffers by module path, in definition order, plus the forward source.
+struct Net {
+    tensors: Vec<(String, Tensor, bool)>,
+    forward: String,
+}
+
+impl Net {
+    fn new() -> Self {
+        Net {
+            tensors: Vec::new(),
+            forward: String::new(),
+        }
+    }
+
+    /// PyTorch's default init for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    fn uniform(shape: &[i64], fan_in: i64) -> Tensor {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        Tensor::empty(shape, (Kind::Float, Device::Cpu)).uniform_(-bound, bound)
+    }
+
+    fn param(&mut self, name: String, tensor: Tensor) {
+        self.tensors.push((name, tensor, true));
+    }
+
+    /// Returns the expression for a convolution of `x`.
+    fn conv(
+        &mut self,
+        x: &str,
+        name: &str,
+        (cin, cout, k): (i64, i64, i64),
+        stride: i64,
+        bias: bool,
+    ) -> String {
+        let fan_in = cin * k * k;
+        self.param(
+            format!("{name}.weight"),
+            Self::uniform(&[cout, cin, k, k], fan_in),
+        );
+        let bias_expr = if bias {
+            self.param(format!("{name}.bias"), Self::uniform(&[cout], fan_in));
+            format!("self.{name}.bias")
+        } else {
+            "None".to_string()
+        };
+        let pad = k / 2;
+        format!(
+            "torch.conv2d({x}, self.{name}.weight, {bias_expr}, [{stride}, {stride}], [{pad}, {pad}])"
+        )
+    }
+
+    fn batch_norm(&mut self, x: &str, name: &str, channels: i64) -> String {
+        let opts = (Kind::Float, Device::Cpu);
+        self.param(format!("{name}.weight"), Tensor::ones([channels], opts));
+        self.param(format!("{name}.bias"), Tensor::zeros([channels], opts));
+        self.tensors.push((
+            format!("{name}.running_mean"),
+            Tensor::zeros([channels], opts),
+            false,
+        ));
+        self.tensors.push((
+            format!("{name}.running_var"),
+            Tensor::ones([channels], opts),
+            false,
+        ));
+        format!(
+            "torch.batch_norm({x}, self.{name}.weight, self.{name}.bias, self.{name}.running_mean, \
+             self.{name}.running_var, self.training, 0.1, 1e-05, True)"
+        )
+    }
+
+    fn linear(&mut self, x: &str, name: &str, inputs: i64, outputs: i64) -> String {
+        self.param(
+            format!("{name}.weight"),
+            Self::uniform(&[outputs, inputs], inputs),
+        );
+        self.param(format!("{name}.bias"), Self::uniform(&[outputs], inputs));
+        format!("torch.linear({x}, self.{name}.weight, self.{name}.bias)")
+    }
+
+    fn line(&mut self, statement: String) {
+        self.forward.push_str("    ");
+        self.forward.push_str(&statement);
+        self.forward.push('\n');
+    }
+}
+
+fn small_cnn(channels: i64, classes: i64, width: i64) -> Net {
+    let mut net = Net::new();
+    let widths = [width, 2 * width, 4 * width];
+    let mut cin = channels;
+    for (i, &cout) in widths.iter().enumerate() {
+        let stage = i + 1;
+        let conv = net.conv("x", &format!("conv{stage}"), (cin, cout, 3), 1, true);
+        let bn = net.batch_norm(&conv, &format!("bn{stage}"), cout);
+        net.line(format!("x = torch.relu({bn})"));
+        if stage < widths.len() {
+            net.line("x = torch.max_pool2d(x, [2, 2])".into());
+        }
+        cin = cout;
+    }
+    net.line("x = torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1)".into());
+    let fc = net.linear("x", "fc", cin, classes);
+    net.line(format!("return {fc}"));
+    net
+}
+
+fn resnet18(channels: i64, classes: i64, width: i64) -> Net {
+    let mut net = Net::new();
+    let stem = net.conv("x", "conv1", (channels, width, 3), 1, false);
+    let stem = net.batch_norm(&stem, "bn1", width);
+    net.line(format!("x = torch.relu({stem})"));
+    let mut cin = width;
+    for (stage, (multiplier, first_stride)) in
+        [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate()
+    {
+        let cout = width * multiplier;
+        for block in 0..2 {
+            let stride = if block == 0 { first_stride } else { 1 };
+            let prefix = format!("layer{}.block{block}", stage + 1);
+            let conv = net.conv(
+                "x",
+                &format!("{prefix}.conv1"),
+                (cin, cout, 3),
+                stride,
+                false,
+            );
+            let bn = net.batch_norm(&conv, &format!("{prefix}.bn1"), cout);
+            net.line(format!("out = torch.relu({bn})"));
+            let conv = net.conv("out", &format!("{prefix}.conv2"), (cout, cout, 3), 1, false);
+            let bn = net.batch_norm(&conv, &format!("{prefix}.bn2"), cout);
+            net.line(format!("out = {bn}"));
+            if stride != 1 || cin != cout {
+                let conv = net.conv(
+                    "x",
+                    &format!("{prefix}.shortcut_conv"),
+                    (cin, cout, 1),
+                    stride,
+                    false,
+                );
+                let bn = net.batch_norm(&conv, &format!("{prefix}.shortcut_bn"), cout);
+                net.line(format!("x = torch.relu(out + {bn})"));
+            } else {
+                net.line("x = torch.relu(out + x)".into());
+            }
+            cin = cout;
+        }
+    }
+    net.line("x = torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1)".into());
+    let fc = net.linear("x", "fc", cin, classes);
+    net.line(format!("return {fc}"));
+    net
+}
+
+/// A module tree: tensors of this module, then children by name, in definition order.
+#[derive(Default)]
+struct Node {
+    tensors: Vec<(String, Tensor, bool)>,
+    children: Vec<(String, Node)>,
+}
+
+impl Node {
+    fn insert(&mut self, path: &str, tensor: Tensor, is_parameter: bool) {
+        match path.split_once('.') {
+            None => self.tensors.push((path.to_string(), tensor, is_parameter)),
+            Some((child, rest)) => {
+                let index = match self.children.iter().position(|(n, _)| n == child) {
+                    Some(i) => i,
+                    None => {
+                        self.children.push((child.to_string(), Node::default()));
+                        self.children.len() - 1
+                    }
+                };
+                self.children[index].1.insert(rest, tensor, is_parameter);
+            }
+        }
+    }
+
+    /// Registers this node's tensors and (recursively built) children on `module`; every class
+    /// lives in the root's compilation unit so one archive holds the whole tree.
+    fn fill(&self, class: &str, module: &ScriptModule, root: &ScriptModule) -> Result<()> {
+        for (name, tensor, is_parameter) in &self.tensors {
+            module.add_tensor(name, tensor, *is_parameter)?;
+        }
+        for (name, child) in &self.children {
+            let child_class = format!("{class}_{name}");
+            let child_module = ScriptModule::new(&child_class, Some(root))?;
+            child.fill(&child_class, &child_module, root)?;
+            module.add_child(name, &child_module)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a freshly initialised (torch's global seed) TorchScript model to `path`.
+pub fn export(
+    architecture: Architecture,
+    channels: i64,
+    classes: i64,
+    width: i64,
+    path: &Path,
+) -> Result<()> {
+    let net = match architecture {
+        Architecture::SmallCnn => small_cnn(channels, classes, width),
+        Architecture::Resnet18 => resnet18(channels, classes, width),
+    };
+    let class = match architecture {
+        Architecture::SmallCnn => "SmallCnn",
+        Architecture::Resnet18 => "ResNet18",
+    };
+    let mut tree = Node::default();
+    for (name, tensor, is_parameter) in net.tensors {
+        tree.insert(&name, tensor, is_parameter);
+    }
+    let root = ScriptModule::new(class, None)?;
+    tree.fill(class, &root, &root)?;
+    root.define(&format!("def forward(self, x):\n{}", net.forward))?;
+    root.save(path)
+}

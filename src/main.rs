@@ -1,0 +1,428 @@
+//! The fstgate command line. Exit codes: 0 success, 1 check failed (`schema --check`), 2 error.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use fstgate::data::{Augmentation, DataSpec, InputSpec};
+use fstgate::device::{self, DeviceChoice};
+use fstgate::evaluation::{self, Trigger};
+use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::lab::{self, Architecture, PoisonSettings};
+use fstgate::purification::{Method, Settings};
+use fstgate::report::Report;
+
+#[derive(Parser)]
+#[command(
+    name = "fstgate",
+    version,
+    about = "Backdoor-purification gate: Feature Shift Tuning, evaluation, policy, attestation"
+)]
+struct Cli {
+    /// No progress output; warnings and errors only.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Purify a classifier with FST (or a baseline) and evaluate it before and after.
+    Purify(PurifyArgs),
+    /// The attack lab: make backdoored models on real data.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Write the JSON Schemas of fstgate's documents (or check that they are up to date).
+    Schema {
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        /// Exit 1 if the files differ from what this build generates.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Train a classifier on poisoned data and export it as TorchScript.
+    Poison(PoisonArgs),
+}
+
+/// The model input contract, shared by every command that feeds images to a model.
+#[derive(Args)]
+struct InputArgs {
+    /// Model input size HxW (images are resized to it when they differ).
+    #[arg(long, value_parser = parse_size)]
+    input_size: Option<[i64; 2]>,
+    /// Model input channels (1 or 3).
+    #[arg(long)]
+    channels: Option<i64>,
+    /// Normalisation mean per channel, comma-separated (after scaling pixels to [0, 1]).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    mean: Vec<f64>,
+    /// Normalisation standard deviation per channel, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    std: Vec<f64>,
+    /// auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+impl InputArgs {
+    fn spec(&self) -> InputSpec {
+        InputSpec {
+            size: self.input_size,
+            channels: self.channels,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PurifyArgs {
+    /// TorchScript archive, or an MLflow model directory with a TorchScript pytorch flavour.
+    #[arg(long)]
+    model: PathBuf,
+    /// Module path of the classification head (found automatically when omitted).
+    #[arg(long)]
+    head: Option<String>,
+    /// Clean tuning data: PATH, or DIR#train / DIR#test for IDX and CIFAR-10 directories.
+    #[arg(long)]
+    clean_data: DataSpec,
+    /// Fraction of the clean data to tune on, class-balanced.
+    #[arg(long, default_value_t = 0.02, conflicts_with = "clean_count")]
+    clean_fraction: f64,
+    /// Number of clean images to tune on, class-balanced (instead of --clean-fraction).
+    #[arg(long)]
+    clean_count: Option<i64>,
+    /// Clean test data (same spec syntax).
+    #[arg(long)]
+    test_data: DataSpec,
+    /// Evaluate on this many test images, class-balanced (default: all).
+    #[arg(long)]
+    test_count: Option<i64>,
+    /// The known trigger, e.g. badnets:size=3,pos=br | blended:alpha=0.2,seed=0 | sig | wanet.
+    #[arg(long, conflicts_with = "poisoned_test_data")]
+    trigger: Option<Trigger>,
+    /// Already-triggered test images with their true labels (instead of --trigger).
+    #[arg(long)]
+    poisoned_test_data: Option<DataSpec>,
+    /// The attack's target class.
+    #[arg(long, default_value_t = 0)]
+    target_class: i64,
+    /// Skip the trigger probes (trigger-agnostic backdoor check).
+    #[arg(long)]
+    no_probes: bool,
+    #[arg(long, value_enum, default_value_t = Method::Fst)]
+    method: Method,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: i64,
+    /// FST's weight on <W, W0>.
+    #[arg(long, default_value_t = 0.2)]
+    alpha: f64,
+    /// Padding of the random crop (0 disables it).
+    #[arg(long, default_value_t = 4)]
+    crop_padding: i64,
+    /// No random horizontal flip.
+    #[arg(long)]
+    no_flip: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Output directory (must not exist): model.pt and report.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct PoisonArgs {
+    /// Training data (PATH or DIR#train).
+    #[arg(long)]
+    data: DataSpec,
+    /// Train on this many images, class-balanced (default: all).
+    #[arg(long)]
+    train_count: Option<i64>,
+    /// Test data for the lab's own check of clean accuracy and ASR.
+    #[arg(long)]
+    test_data: DataSpec,
+    #[arg(long)]
+    test_count: Option<i64>,
+    #[arg(long, value_enum, default_value_t = Architecture::SmallCnn)]
+    arch: Architecture,
+    /// Base channel width (default: 16 for small-cnn, 64 for resnet18).
+    #[arg(long)]
+    width: Option<i64>,
+    #[arg(long, default_value = "badnets")]
+    trigger: Trigger,
+    #[arg(long, default_value_t = 0)]
+    target_class: i64,
+    /// Fraction of the training set to poison.
+    #[arg(long, default_value_t = 0.01)]
+    rate: f64,
+    /// Clean-label poisoning (always on for SIG).
+    #[arg(long)]
+    clean_label: bool,
+    #[arg(long, default_value_t = 6)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: i64,
+    #[arg(long, default_value_t = 0)]
+    crop_padding: i64,
+    #[arg(long)]
+    flip: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Where to write the TorchScript model (lab.json goes beside it).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<[i64; 2], String> {
+    let (h, w) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}` is not HxW"))?;
+    let parse = |v: &str| {
+        v.parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{s}` is not HxW"))
+    };
+    Ok([parse(h)?, parse(w)?])
+}
+
+fn sample(count: Option<i64>) -> Sample {
+    count.map_or(Sample::All, Sample::Count)
+}
+
+fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
+    let device = device::resolve(args.input.device)?;
+    let settings = Settings {
+        method: args.method,
+        epochs: args.epochs,
+        learning_rate: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        batch_size: args.batch_size,
+        alpha: args.alpha,
+        augmentation: Augmentation {
+            crop_padding: args.crop_padding,
+            horizontal_flip: !args.no_flip,
+        },
+        seed: args.seed,
+    };
+    let attack = match (args.trigger, args.poisoned_test_data) {
+        (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),
+        (None, Some(spec)) => Some((AttackInput::PoisonedSet(spec), args.target_class)),
+        (None, None) => None,
+    };
+    let job = PurifyJob {
+        model: args.model,
+        head: args.head,
+        clean_data: args.clean_data,
+        clean_sample: args
+            .clean_count
+            .map_or(Sample::Fraction(args.clean_fraction), Sample::Count),
+        test_data: args.test_data,
+        test_sample: sample(args.test_count),
+        input: args.input.spec(),
+        settings,
+        attack,
+        probes: if args.no_probes {
+            Vec::new()
+        } else {
+            evaluation::standard_probes()
+        },
+        device,
+        out: args.out,
+    };
+    tracing::info!(device = %device::name(device), method = ?job.settings.method, "purifying {}", job.model.display());
+    let progress = fstgate::progress::for_terminal(quiet);
+    let report = job::run(&job, progress.as_ref())?;
+    print_table(&report);
+    println!(
+        "wrote {}/model.pt and {}/report.json",
+        job.out.display(),
+        job.out.display()
+    );
+    Ok(())
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+fn print_table(report: &Report) {
+    let s = &report.summary;
+    println!("{:<22} {:>9} {:>9}", "", "before", "after");
+    println!(
+        "{:<22} {:>9} {:>9}   ({:+.1} points)",
+        "clean accuracy",
+        percent(Some(s.clean_accuracy_before)),
+        percent(Some(s.clean_accuracy_after)),
+        -s.clean_accuracy_drop_points
+    );
+    if let Some(attack) = &report.after.attack {
+        println!(
+            "{:<22} {:>9} {:>9}   ({}, target {})",
+            "attack success rate",
+            percent(s.attack_success_rate_before),
+            percent(s.attack_success_rate_after),
+            attack.trigger,
+            attack.target_class
+        );
+        println!(
+            "{:<22} {:>9} {:>9}",
+            "robust accuracy",
+            percent(s.robust_accuracy_before),
+            percent(s.robust_accuracy_after)
+        );
+    }
+    if let (Some(before), Some(after)) = (&report.before.worst_probe, &report.after.worst_probe) {
+        println!(
+            "{:<22} {:>9} {:>9}   (before: {} -> class {}; after: {} -> class {})",
+            "worst trigger probe",
+            percent(Some(before.rate)),
+            percent(Some(after.rate)),
+            before.trigger,
+            before.class,
+            after.trigger,
+            after.class
+        );
+    }
+    println!(
+        "{} on {}: {:.1} s tuning, {:.1} s total",
+        format!("{:?}", report.settings.method).to_lowercase(),
+        report.device,
+        report.timings.purification_seconds,
+        report.timings.total_seconds
+    );
+}
+
+fn poison(args: PoisonArgs, quiet: bool) -> anyhow::Result<()> {
+    let device = device::resolve(args.input.device)?;
+    let input = args.input.spec();
+    let train = fstgate::data::load(&args.data)?.conform(&input)?;
+    let train = match args.train_count {
+        Some(n) => train.balanced_count(n, args.seed)?,
+        None => train,
+    };
+    let test = fstgate::data::load(&args.test_data)?.conform(&input)?;
+    let test = match args.test_count {
+        Some(n) => test.balanced_count(n, args.seed)?,
+        None => test,
+    };
+    let clean_label = args.clean_label || matches!(args.trigger, Trigger::Sig { .. });
+    let settings = PoisonSettings {
+        architecture: args.arch,
+        width: args.width.unwrap_or(match args.arch {
+            Architecture::SmallCnn => 16,
+            Architecture::Resnet18 => 64,
+        }),
+        trigger: args.trigger,
+        target_class: args.target_class,
+        poisoning_rate: args.rate,
+        clean_label,
+        epochs: args.epochs,
+        learning_rate: args.lr,
+        weight_decay: args.weight_decay,
+        batch_size: args.batch_size,
+        augmentation: Augmentation {
+            crop_padding: args.crop_padding,
+            horizontal_flip: args.flip,
+        },
+        seed: args.seed,
+    };
+    let progress = fstgate::progress::for_terminal(quiet);
+    let report = lab::train_backdoored(
+        &train,
+        &test,
+        &settings,
+        &input,
+        device,
+        &args.out,
+        progress.as_ref(),
+    )?;
+    let attack = report
+        .test
+        .attack
+        .as_ref()
+        .context("the lab always measures its attack")?;
+    println!(
+        "backdoored {:?} ({} of {} images poisoned): clean accuracy {:.1}%, ASR {:.1}% -> {}",
+        settings.architecture,
+        report.poisoned_images,
+        report.training_images,
+        100.0 * report.test.clean_accuracy,
+        100.0 * attack.attack_success_rate,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
+    let mut stale = Vec::new();
+    for (name, schema) in fstgate::report::schemas() {
+        let path = out.join(name);
+        let text = serde_json::to_string_pretty(&schema)? + "\n";
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        } else {
+            std::fs::create_dir_all(&out)?;
+            let tmp = path.with_extension("json.partial");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+    }
+    if !stale.is_empty() {
+        eprintln!(
+            "out of date (run `fstgate schema --out {}`): {}",
+            out.display(),
+            stale.join(", ")
+        );
+    }
+    Ok(stale.is_empty())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if cli.quiet { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FSTGATE_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Purify(args) => purify(args, cli.quiet).map(|()| true),
+        Command::Lab(LabCommand::Poison(args)) => poison(args, cli.quiet).map(|()| true),
+        Command::Schema { out, check } => schema(out, check),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Image classifiers as TorchScript modules: loading (a TorchScript archive or an MLflow model
+//! directory), taking the logits out of whatever the model returns, and saving.
+mod head;
+mod mlflow;
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+pub use head::Head;
+
+use crate::error::{Error, Result};
+
+/// How the logits are taken from the model's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// forward returns the logits tensor.
+    Tensor,
+    /// forward returns a tuple or list; the logits are its first element.
+    TupleFirst,
+    /// forward returns a dict; the logits are under key `logits`.
+    DictLogits,
+}
+
+/// Where the model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFormat {
+    Torchscript,
+    MlflowTorchscript,
+}
+
+/// Provenance of a loaded model, recorded in reports.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ModelSource {
+    /// The path the user gave.
+    pub path: PathBuf,
+    /// The TorchScript archive actually loaded (inside an MLflow directory, its data file).
+    pub archive: PathBuf,
+    pub format: ModelFormat,
+    /// sha256 of the TorchScript archive.
+    pub sha256: String,
+}
+
+/// A TorchScript image classifier with its classification head located.
+pub struct Classifier {
+    module: CModule,
+    pub source: ModelSource,
+    pub output: OutputKind,
+    pub head: Head,
+    pub num_classes: i64,
+    device: Device,
+}
+
+impl Classifier {
+    /// Loads the model at `path` onto `device`, probes it with `sample` (a small batch of
+    /// [0, 1]-scaled, already normalised inputs) and locates its head (`head_name` overrides).
+    pub fn load(
+        path: &Path,
+        device: Device,
+        sample: &Tensor,
+        head_name: Option<&str>,
+    ) -> Result<Self> {
+        let (archive, format) = resolve_archive(path)?;
+        check_torchscript_archive(&archive)?;
+        let mut module = CModule::load_on_device(&archive, device).map_err(|e| {
+            Error::model(
+                &archive,
+                format!("TorchScript load failed: {}", first_line(&e.to_string())),
+            )
+        })?;
+        module.set_eval();
+        let sha256 = crate::data::sha256_file(&archive)?;
+        let sample = sample.to_device(device);
+        let output = tch::no_grad(|| module.forward_is(&[IValue::Tensor(sample.shallow_clone())]))
+            .map_err(|e| {
+                Error::DataModelMismatch(format!(
+                    "the model rejects inputs of shape {:?}: {}",
+                    sample.size(),
+                    first_line(&e.to_string())
+                ))
+            })?;
+        let (output_kind, logits) =
+            take_logits(output).map_err(|reason| Error::model(&archive, reason))?;
+        let shape = logits.size();
+        if shape.len() != 2 || shape[0] != sample.size()[0] {
+            return Err(Error::model(
+                &archive,
+                format!(
+                    "output of shape {shape:?} for a batch of {}: expected [batch, classes]",
+                    sample.size()[0]
+                ),
+            ));
+        }
+        let mut classifier = Classifier {
+            module,
+            source: ModelSource {
+                path: path.to_path_buf(),
+                archive,
+                format,
+                sha256,
+            },
+            output: output_kind,
+            head: Head::placeholder(),
+            num_classes: shape[1],
+            device,
+        };
+        classifier.head = head::locate(&classifier, &sample, head_name)?;
+        Ok(classifier)
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Logits [batch, classes] for a normalised batch on the model's device.
+    pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
+        let output = self
+            .module
+            .forward_is(&[IValue::Tensor(inputs.shallow_clone())])
+            .map_err(|e| {
+                Error::model(
+                    &self.source.archive,
+                    format!("forward failed: {}", first_line(&e.to_string())),
+                )
+            })?;
+        take_logits(output)
+            .map(|(_, logits)| logits)
+            .map_err(|reason| Error::model(&self.source.archive, reason))
+    }
+
+    /// BatchNorm uses batch statistics and updates its running statistics; dropout is active.
+    pub fn set_train(&mut self) {
+        self.module.set_train();
+    }
+
+    pub fn set_eval(&mut self) {
+        self.module.set_eval();
+    }
+
+    /// All parameters with their TorchScript names (e.g. `layer1.0.conv1.weight`).
+    pub fn named_parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.module.named_parameters()?)
+    }
+
+    /// The head's weight and (if any) bias tensors, sharing storage with the module.
+    pub fn head_tensors(&self) -> Result<(Tensor, Option<Tensor>)> {
+        let params = self.named_parameters()?;
+        let find = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.shallow_clone())
+        };
+        let weight = find(&self.head.weight)
+            .ok_or_else(|| Error::Head(format!("parameter {} vanished", self.head.weight)))?;
+        Ok((weight, self.head.bias.as_deref().and_then(find)))
+    }
+
+    /// Predicted classes for a normalised batch (eval mode is the caller's business).
+    pub fn predict(&self, inputs: &Tensor) -> Result<Tensor> {
+        Ok(self.logits(inputs)?.argmax(1, false))
+    }
+
+    /// Does the output change between train and eval mode? BatchNorm and dropout make it
+    /// change; torch.jit.trace bakes the mode in. Runs on a fresh copy of the archive, because a
+    /// train-mode forward updates BatchNorm running statistics.
+    pub fn mode_sensitive(&self, sample: &Tensor) -> Result<bool> {
+        let mut probe = CModule::load_on_device(&self.source.archive, self.device)?;
+        let input = [IValue::Tensor(sample.to_device(self.device))];
+        probe.set_eval();
+        let eval = tch::no_grad(|| probe.forward_is(&input))?;
+        probe.set_train();
+        let Ok(train) = tch::no_grad(|| probe.forward_is(&input)) else {
+            return Ok(true);
+        };
+        let logits = |v| {
+            take_logits(v)
+                .map(|(_, t)| t)
+                .map_err(|reason| Error::model(&self.source.archive, reason))
+        };
+        Ok(!logits(train)?.allclose(&logits(eval)?, 1e-5, 1e-6, false))
+    }
+
+    /// Writes the module as a TorchScript archive loadable by torch.jit.load and by fstgate.
+    /// Parameters are saved on the CPU as float so the archive loads anywhere.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.module.to(Device::Cpu, Kind::Float, false);
+        let saved = self.module.save(path);
+        self.module.to(self.device, Kind::Float, false);
+        saved.map_err(|e| Error::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+}
+
+/// Finds the TorchScript archive behind `path`: the file itself, or the pytorch flavour's data
+/// inside an MLflow model directory.
+fn resolve_archive(path: &Path) -> Result<(PathBuf, ModelFormat)> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        Ok((
+            mlflow::torchscript_archive(path)?,
+            ModelFormat::MlflowTorchscript,
+        ))
+    } else {
+        Ok((path.to_path_buf(), ModelFormat::Torchscript))
+    }
+}
+
+/// A TorchScript archive is a zip with a `code/` tree; `torch.save` of an eager module is a zip
+/// with only `data.pkl`. Telling them apart gives a useful error instead of a C++ one.
+fn check_torchscript_archive(path: &Path) -> Result<()> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if !raw.starts_with(b"PK\x03\x04") {
+        return Err(Error::model(
+            path,
+            "not a TorchScript archive (not a zip file; corrupt or another format)",
+        ));
+    }
+    let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    if !has(b"/code/") && !has(b"constants.pkl") {
+        return Err(Error::model(
+            path,
+            "this is a pickled eager PyTorch module (torch.save), not TorchScript: export it with \
+             torch.jit.script(model).save(path) or torch.jit.trace",
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the logits out of a model output: a tensor, the first element of a tuple or list, or
+/// the `logits` entry of a dict.
+fn take_logits(output: IValue) -> std::result::Result<(OutputKind, Tensor), String> {
+    match output {
+        IValue::Tensor(t) => Ok((OutputKind::Tensor, t)),
+        IValue::Tuple(items) | IValue::GenericList(items) => match items.into_iter().next() {
+            Some(IValue::Tensor(t)) => Ok((OutputKind::TupleFirst, t)),
+            Some(other) => Err(format!(
+                "the first element of the model's tuple output is not a tensor: {}",
+                describe(&other)
+            )),
+            None => Err("the model returns an empty tuple".to_string()),
+        },
+        IValue::TensorList(mut items) if !items.is_empty() => {
+            Ok((OutputKind::TupleFirst, items.swap_remove(0)))
+        }
+        IValue::GenericDict(entries) => {
+            let keys: Vec<String> = entries.iter().map(|(k, _)| describe(k)).collect();
+            entries
+                .into_iter()
+                .find_map(|(k, v)| match (k, v) {
+                    (IValue::String(k), IValue::Tensor(t)) if k == "logits" => Some(t),
+                    _ => None,
+                })
+                .map(|t| (OutputKind::DictLogits, t))
+                .ok_or_else(|| {
+                    format!(
+                        "the model returns a dict without a `logits` tensor (keys: {})",
+                        keys.join(", ")
+                    )
+                })
+        }
+        other => Err(format!(
+            "the model returns {}, not logits",
+            describe(&other)
+        )),
+    }
+}
+
+fn describe(value: &IValue) -> String {
+    match value {
+        IValue::String(s) => s.clone(),
+        IValue::Tensor(t) => format!("a tensor {:?}", t.size()),
+        IValue::Tuple(_) => "a tuple".into(),
+        IValue::GenericList(_) | IValue::TensorList(_) => "a list".into(),
+        IValue::GenericDict(_) => "a dict".into(),
+        IValue::None => "None".into(),
+        other => format!("{other:?}").chars().take(60).collect(),
+    }
+}
+
+pub(crate) fn first_line(s: &str) -> &str {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}

@@ -1,0 +1,165 @@
+//! Feature Shift Tuning and its baselines (FST.md): which parameters are re-initialised, which
+//! are trained, and which loss, on top of the shared training loop.
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Augmentation, Dataset, InputSpec};
+use crate::error::{Error, Result};
+use crate::model::Classifier;
+use crate::training::{self, EpochRecord, HeadConstraint, Progress};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Vanilla fine-tuning of every parameter.
+    Ft,
+    /// Linear probing: the head only.
+    Lp,
+    /// Re-initialised head, frozen; everything else trained.
+    FeTuning,
+    /// Re-initialised head; everything trained.
+    FtInit,
+    /// Feature Shift Tuning: re-initialised head, everything trained, loss CE + alpha <W, W0>.
+    Fst,
+}
+
+impl Method {
+    fn reinitialises_head(self) -> bool {
+        matches!(self, Method::FeTuning | Method::FtInit | Method::Fst)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Settings {
+    pub method: Method,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: i64,
+    /// Weight of the <W, W0> term (FST only).
+    pub alpha: f64,
+    pub augmentation: Augmentation,
+    /// Seeds the head re-initialisation, shuffling and augmentation.
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    /// The paper's CIFAR-10 settings.
+    fn default() -> Self {
+        Settings {
+            method: Method::Fst,
+            epochs: 10,
+            learning_rate: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            batch_size: 128,
+            alpha: 0.2,
+            augmentation: Augmentation {
+                crop_padding: 4,
+                horizontal_flip: true,
+            },
+            seed: 0,
+        }
+    }
+}
+
+impl Settings {
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::Settings(format!("{name} must be positive, got {v}")))
+            }
+        };
+        positive("learning rate", self.learning_rate)?;
+        positive("batch size", self.batch_size as f64)?;
+        positive("epochs", self.epochs as f64)?;
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::Settings(format!(
+                "momentum must be in [0, 1), got {}",
+                self.momentum
+            )));
+        }
+        if !(self.weight_decay >= 0.0 && self.alpha >= 0.0 && self.alpha.is_finite()) {
+            return Err(Error::Settings(
+                "weight decay and alpha must be non-negative".into(),
+            ));
+        }
+        if self.augmentation.crop_padding < 0 {
+            return Err(Error::Settings("crop padding must be non-negative".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Purifies `model` in place on the conformed clean set. On error the model is left
+/// half-trained: callers must not save it.
+pub fn purify(
+    model: &mut Classifier,
+    clean: &Dataset,
+    input: &InputSpec,
+    settings: &Settings,
+    progress: &dyn Progress,
+) -> Result<Vec<EpochRecord>> {
+    settings.validate()?;
+    clean.check_labels(model.num_classes)?;
+    tch::manual_seed(settings.seed as i64);
+    let (weight, bias) = model.head_tensors()?;
+    let original = tch::no_grad(|| weight.detach().copy());
+
+    if settings.method.reinitialises_head() {
+        // PyTorch's default Linear init: U(-1/sqrt(in_features), 1/sqrt(in_features)).
+        let bound = 1.0 / (weight.size()[1] as f64).sqrt();
+        tch::no_grad(|| {
+            let _ = weight.shallow_clone().uniform_(-bound, bound);
+            if let Some(bias) = &bias {
+                let _ = bias.shallow_clone().uniform_(-bound, bound);
+            }
+        });
+    }
+
+    let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
+    let is_head = |name: &str| head_names.iter().flatten().any(|h| h == name);
+    let mut trainable = Vec::new();
+    for (name, tensor) in model.named_parameters()? {
+        let train = match settings.method {
+            Method::Lp => is_head(&name),
+            Method::FeTuning => !is_head(&name),
+            Method::Ft | Method::FtInit | Method::Fst => true,
+        };
+        let tensor = tensor.set_requires_grad(train);
+        if train {
+            trainable.push(tensor);
+        }
+    }
+
+    let config = training::Config {
+        epochs: settings.epochs,
+        lr: settings.learning_rate,
+        momentum: settings.momentum,
+        weight_decay: settings.weight_decay,
+        batch_size: settings.batch_size,
+        augmentation: settings.augmentation,
+        input,
+        head: Some(HeadConstraint {
+            weight: weight.shallow_clone(),
+            original,
+            alpha: if settings.method == Method::Fst {
+                settings.alpha
+            } else {
+                0.0
+            },
+            project: true,
+        }),
+    };
+    let records = training::train(model, trainable, clean, &config, progress);
+    // The saved model keeps the usual contract: every parameter trainable.
+    for (_, tensor) in model.named_parameters()? {
+        let _ = tensor.set_requires_grad(true);
+    }
+    records
+}

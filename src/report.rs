@@ -1,0 +1,121 @@
+//! report.json: everything a reviewer needs to judge one purification, and its JSON Schema.
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataSource, InputSpec};
+use crate::evaluation::Metrics;
+use crate::model::{Head, ModelSource, OutputKind};
+use crate::purification::Settings;
+use crate::training::EpochRecord;
+
+/// Identifies the document type and version.
+pub const REPORT_SCHEMA: &str = "fstgate.report/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Report {
+    /// Always `fstgate.report/v1`.
+    pub schema: String,
+    pub fstgate_version: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    pub model: ModelInfo,
+    pub clean_data: DataUsage,
+    pub test_data: DataUsage,
+    pub input: InputSpec,
+    pub settings: Settings,
+    pub before: Metrics,
+    pub after: Metrics,
+    pub summary: Summary,
+    pub epochs: Vec<EpochRecord>,
+    pub timings: Timings,
+    /// The purified model written beside this report.
+    pub output: OutputFile,
+    /// Things the reader should know (e.g. a model whose BatchNorm statistics are frozen).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ModelInfo {
+    pub source: ModelSource,
+    pub head: Head,
+    pub output: OutputKind,
+    pub num_classes: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DataUsage {
+    pub source: DataSource,
+    /// Images used after class-balanced sampling.
+    pub images_used: i64,
+    /// [C, H, W] after conforming to the model input.
+    pub image_shape: Vec<i64>,
+}
+
+/// The figures a gate decides on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub clean_accuracy_before: f64,
+    pub clean_accuracy_after: f64,
+    /// before - after, in percentage points.
+    pub clean_accuracy_drop_points: f64,
+    pub attack_success_rate_before: Option<f64>,
+    pub attack_success_rate_after: Option<f64>,
+    pub robust_accuracy_before: Option<f64>,
+    pub robust_accuracy_after: Option<f64>,
+    pub worst_probe_rate_before: Option<f64>,
+    pub worst_probe_rate_after: Option<f64>,
+}
+
+impl Summary {
+    pub fn new(before: &Metrics, after: &Metrics) -> Self {
+        let asr = |m: &Metrics| m.attack.as_ref().map(|a| a.attack_success_rate);
+        let ra = |m: &Metrics| m.attack.as_ref().map(|a| a.robust_accuracy);
+        let probe = |m: &Metrics| m.worst_probe.as_ref().map(|p| p.rate);
+        Summary {
+            clean_accuracy_before: before.clean_accuracy,
+            clean_accuracy_after: after.clean_accuracy,
+            clean_accuracy_drop_points: 100.0 * (before.clean_accuracy - after.clean_accuracy),
+            attack_success_rate_before: asr(before),
+            attack_success_rate_after: asr(after),
+            robust_accuracy_before: ra(before),
+            robust_accuracy_after: ra(after),
+            worst_probe_rate_before: probe(before),
+            worst_probe_rate_after: probe(after),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Timings {
+    pub load_seconds: f64,
+    pub evaluation_before_seconds: f64,
+    pub purification_seconds: f64,
+    pub evaluation_after_seconds: f64,
+    pub total_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct OutputFile {
+    /// Relative to the report's directory.
+    pub file: String,
+    pub sha256: String,
+}
+
+/// The JSON Schemas of the documents fstgate writes, by file name under schemas/.
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    let to_value =
+        |schema: schemars::Schema| serde_json::to_value(schema).expect("schemas serialise");
+    vec![
+        (
+            "report.schema.json",
+            to_value(schemars::schema_for!(Report)),
+        ),
+        (
+            "lab-report.schema.json",
+            to_value(schemars::schema_for!(crate::lab::LabReport)),
+        ),
+    ]
+}

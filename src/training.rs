@@ -1,0 +1,252 @@
+//! The SGD training loop shared by purification and the attack lab: SGD with momentum (as
+//! torch.optim.SGD: no dampening, no Nesterov), cosine annealing stepped per epoch, on-device
+//! batches and augmentation, an optional head regulariser and per-step norm projection. Host
+//! synchronisation happens once per epoch, not per step.
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::data::{Augmentation, Dataset, InputSpec};
+use crate::error::{Error, Result};
+use crate::model::Classifier;
+
+/// Receives training progress (a terminal bar, log lines, or nothing).
+pub trait Progress {
+    fn begin(&self, _epochs: usize, _steps_per_epoch: usize) {}
+    fn step(&self) {}
+    fn epoch(&self, _record: &EpochRecord) {}
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub learning_rate: f64,
+    /// Mean total loss over the epoch's samples.
+    pub loss: f64,
+    /// Mean cross-entropy over the epoch's samples.
+    pub cross_entropy: f64,
+    /// Accuracy on the (augmented) training batches, in train mode.
+    pub train_accuracy: f64,
+    /// Cosine between the head weight and the original head weight at the end of the epoch
+    /// (FST drives it negative); absent when there is no reference head.
+    pub head_cosine_to_original: Option<f64>,
+    pub seconds: f64,
+}
+
+/// The head terms of the loss and the step: FST's <W, W0> penalty and the projection of W
+/// back onto the sphere of W0's norm.
+pub struct HeadConstraint {
+    pub weight: Tensor,
+    pub original: Tensor,
+    /// Coefficient of sum(W * W0) in the loss (0: no penalty).
+    pub alpha: f64,
+    /// Rescale W to ||W0||_F after every step.
+    pub project: bool,
+}
+
+pub struct Config<'a> {
+    pub epochs: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: i64,
+    pub augmentation: Augmentation,
+    pub input: &'a InputSpec,
+    pub head: Option<HeadConstraint>,
+}
+
+struct Sgd {
+    params: Vec<Tensor>,
+    momentum_buffers: Vec<Option<Tensor>>,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    fn new(params: Vec<Tensor>, momentum: f64, weight_decay: f64) -> Self {
+        let params: Vec<Tensor> = params
+            .into_iter()
+            .map(|p| p.set_requires_grad(true))
+            .collect();
+        let momentum_buffers = params.iter().map(|_| None).collect();
+        Sgd {
+            params,
+            momentum_buffers,
+            momentum,
+            weight_decay,
+        }
+    }
+
+    fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for (p, buffer) in self.params.iter_mut().zip(&mut self.momentum_buffers) {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let mut direction = if self.weight_decay > 0.0 {
+                    grad + &*p * self.weight_decay
+                } else {
+                    grad
+                };
+                if self.momentum > 0.0 {
+                    direction = match buffer {
+                        Some(b) => {
+                            let _ = b.g_mul_scalar_(self.momentum).g_add_(&direction);
+                            b.shallow_clone()
+                        }
+                        None => {
+                            let b = direction.copy();
+                            *buffer = Some(b.shallow_clone());
+                            b
+                        }
+                    };
+                }
+                let _ = p.g_sub_(&(direction * lr));
+            }
+        });
+    }
+}
+
+/// Cosine annealing to 0 over `epochs`, stepped per epoch (CosineAnnealingLR, T_max = epochs).
+pub fn cosine_lr(base: f64, epoch: usize, epochs: usize) -> f64 {
+    base * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs as f64).cos()) / 2.0
+}
+
+/// Cosine between two weight matrices: how far a head has turned from another.
+pub fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    tch::no_grad(|| ((a * b).sum(Kind::Float) / (a.norm() * b.norm())).double_value(&[]))
+}
+
+/// Trains `trainable` parameters of `model` on `data` (conformed, [0, 1] images on the CPU).
+pub fn train(
+    model: &mut Classifier,
+    trainable: Vec<Tensor>,
+    data: &Dataset,
+    config: &Config,
+    progress: &dyn Progress,
+) -> Result<Vec<EpochRecord>> {
+    let device = model.device();
+    let n = data.len();
+    let images = data.images.to_device(device);
+    let labels = data.labels.to_device(device);
+    let steps_per_epoch = (n + config.batch_size - 1) / config.batch_size;
+    let mut sgd = Sgd::new(trainable, config.momentum, config.weight_decay);
+    let original_norm = config.head.as_ref().map(|h| h.original.norm());
+    let mut records = Vec::with_capacity(config.epochs);
+    progress.begin(config.epochs, steps_per_epoch as usize);
+    for epoch in 0..config.epochs {
+        let started = Instant::now();
+        let lr = cosine_lr(config.lr, epoch, config.epochs);
+        model.set_train();
+        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let zero = || Tensor::zeros([], (Kind::Float, device));
+        let (mut loss_sum, mut ce_sum, mut correct) = (zero(), zero(), zero());
+        let mut seen = 0;
+        for step in 0..steps_per_epoch {
+            let start = step * config.batch_size;
+            let len = config.batch_size.min(n - start);
+            // BatchNorm cannot train on a batch of one; like drop_last for that case only.
+            if len < 2 {
+                continue;
+            }
+            let index = order.narrow(0, start, len);
+            let batch = config.augmentation.apply(&images.index_select(0, &index));
+            let targets = labels.index_select(0, &index);
+            let logits = model.logits(&config.input.normalize(&batch))?;
+            let cross_entropy =
+                logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
+            let loss = match &config.head {
+                Some(head) if head.alpha != 0.0 => {
+                    &cross_entropy + (&head.weight * &head.original).sum(Kind::Float) * head.alpha
+                }
+                _ => cross_entropy.shallow_clone(),
+            };
+            sgd.zero_grad();
+            loss.f_backward()?;
+            sgd.step(lr);
+            if let (Some(head), Some(norm)) = (&config.head, &original_norm)
+                && head.project
+            {
+                tch::no_grad(|| {
+                    let mut weight = head.weight.shallow_clone();
+                    let _ = weight.g_mul_(&(norm / head.weight.norm()));
+                });
+            }
+            tch::no_grad(|| {
+                loss_sum += loss.detach() * len as f64;
+                ce_sum += cross_entropy.detach() * len as f64;
+                correct += logits.argmax(1, false).eq_tensor(&targets).sum(Kind::Float);
+            });
+            seen += len;
+            progress.step();
+        }
+        // One host synchronisation per epoch.
+        let loss = loss_sum.double_value(&[]) / seen as f64;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the loss became {loss} in epoch {}; nothing was written (try a smaller learning rate)",
+                epoch + 1
+            )));
+        }
+        let head_cosine_to_original = config.head.as_ref().map(|h| cosine(&h.weight, &h.original));
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            learning_rate: lr,
+            loss,
+            cross_entropy: ce_sum.double_value(&[]) / seen as f64,
+            train_accuracy: correct.double_value(&[]) / seen as f64,
+            head_cosine_to_original,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        progress.epoch(&record);
+        records.push(record);
+    }
+    progress.finish();
+    model.set_eval();
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_matches_pytorch() {
+        assert_eq!(cosine_lr(0.01, 0, 10), 0.01);
+        assert!((cosine_lr(0.01, 5, 10) - 0.005).abs() < 1e-12);
+        assert!(
+            (cosine_lr(0.01, 9, 10) - 0.01 * (1.0 + (0.9 * std::f64::consts::PI).cos()) / 2.0)
+                .abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn sgd_matches_torch_optim_sgd_with_momentum() {
+        // Minimise 0.5 * p^2 (grad = p) twice from p = 1 with lr 0.1, momentum 0.9:
+        // step 1: buf = 1, p = 0.9; step 2: buf = 0.9 * 1 + 0.9 = 1.8, p = 0.9 - 0.18 = 0.72.
+        let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let mut sgd = Sgd::new(vec![p.shallow_clone()], 0.9, 0.0);
+        for _ in 0..2 {
+            sgd.zero_grad();
+            (&p * &p * 0.5).sum(Kind::Float).backward();
+            sgd.step(0.1);
+        }
+        assert!((p.double_value(&[0]) - 0.72).abs() < 1e-6);
+    }
+}
