@@ -1,0 +1,302 @@
+//! The command line's contract: exit codes, clear errors for every bad input, and no partial
+//! output when anything fails.
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+/// n grey 8x8 images (the fixtures' input) with labels cycling through `classes`.
+fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
+    let pixels: Vec<u8> = (0..n * channels * 64)
+        .map(|i| (i * 37 % 256) as u8)
+        .collect();
+    let labels: Vec<u8> = (0..n as i64)
+        .flat_map(|i| (i % classes).to_le_bytes())
+        .collect();
+    let mut map = HashMap::new();
+    map.insert(
+        "images".to_string(),
+        TensorView::new(Dtype::U8, vec![n, channels, 8, 8], &pixels).unwrap(),
+    );
+    map.insert(
+        "labels".to_string(),
+        TensorView::new(Dtype::I64, vec![n], &labels).unwrap(),
+    );
+    safetensors::serialize_to_file(&map, None, path).unwrap();
+}
+
+struct Run {
+    code: i32,
+    stderr: String,
+}
+
+fn fstgate(args: &[&str]) -> Run {
+    let output = Command::cargo_bin("fstgate")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs purify on the fc fixture with `data` as clean and test set plus `extra` arguments.
+fn purify(dir: &Path, model: &Path, data: &Path, extra: &[&str]) -> (Run, PathBuf) {
+    let out = dir.join("out");
+    let mut args = vec![
+        "--quiet",
+        "purify",
+        "--model",
+        model.to_str().unwrap(),
+        "--clean-data",
+        data.to_str().unwrap(),
+        "--clean-fraction",
+        "1",
+        "--test-data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if !extra.contains(&"--device") {
+        args.extend_from_slice(&["--device", "cpu"]);
+    }
+    args.extend_from_slice(extra);
+    (fstgate(&args), out)
+}
+
+/// Nothing but the inputs is left in `dir`: no output, no staging directory.
+fn assert_nothing_written(dir: &Path, inputs: &[&str]) {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.retain(|name| !inputs.contains(&name.as_str()));
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn purify_on_a_scripted_fixture_writes_model_and_report() {
+    let dir = common::scratch("cli-ok");
+    let data = dir.join("toy.safetensors");
+    toy_data(&data, 64, 1, 10);
+    let (run, out) = purify(
+        &dir,
+        &fixture("heads/fc.pt"),
+        &data,
+        &["--trigger", "badnets:size=2", "--crop-padding", "1"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: fstgate::report::Report =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.model.head.name, "fc");
+    assert_eq!(report.epochs.len(), 2);
+    assert_eq!(report.clean_data.images_used, 64);
+    assert_eq!(
+        report.output.sha256,
+        fstgate::data::sha256_file(&out.join("model.pt")).unwrap()
+    );
+    assert!(report.after.attack.is_some() && report.after.probes.len() == 8);
+    // Output directory exists only once complete; a second run refuses to overwrite it.
+    let (again, _) = purify(&dir, &fixture("heads/fc.pt"), &data, &[]);
+    assert_eq!(again.code, 2);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+}
+
+#[test]
+fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
+    let fc = fixture("heads/fc.pt");
+    let cases: Vec<(
+        &str,
+        Box<dyn Fn(&Path) -> (PathBuf, PathBuf, Vec<&'static str>)>,
+        &str,
+    )> = vec![
+        (
+            "corrupt model",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 10);
+                (fixture("garbage.pt"), d, vec![])
+            }),
+            "not a TorchScript archive",
+        ),
+        (
+            "pickled eager model",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 10);
+                (fixture("eager_pickled.pt"), d, vec![])
+            }),
+            "pickled eager PyTorch module",
+        ),
+        (
+            "wrong image shape",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 3, 10);
+                (fc.clone(), d, vec![])
+            }),
+            "the model rejects inputs of shape [4, 3, 8, 8]",
+        ),
+        (
+            "label out of range",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 13);
+                (fc.clone(), d, vec![])
+            }),
+            "label 12 is out of range for a model with 10 outputs",
+        ),
+        (
+            "empty data set",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 0, 1, 10);
+                (fc.clone(), d, vec![])
+            }),
+            "the data set is empty",
+        ),
+        (
+            "unreadable data",
+            Box::new(|dir: &Path| (fc.clone(), dir.join("missing.safetensors"), vec![])),
+            "missing.safetensors",
+        ),
+        (
+            "garbage data",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                std::fs::write(&d, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
+                (fc.clone(), d, vec![])
+            }),
+            "not a valid safetensors file",
+        ),
+        (
+            "trigger too big",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 10);
+                (fc.clone(), d, vec!["--trigger", "badnets:size=9"])
+            }),
+            "does not fit 8x8 images",
+        ),
+        (
+            "diverging training",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 10);
+                (fc.clone(), d, vec!["--lr", "1e30", "--no-probes"])
+            }),
+            "training diverged",
+        ),
+        (
+            "missing GPU",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 10);
+                (fc.clone(), d, vec!["--device", "cuda:99"])
+            }),
+            "cuda",
+        ),
+        (
+            "bad normalisation",
+            Box::new(|dir: &Path| {
+                let d = dir.join("d.safetensors");
+                toy_data(&d, 32, 1, 10);
+                (
+                    fc.clone(),
+                    d,
+                    vec!["--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2"],
+                )
+            }),
+            "3 mean/std values for 1-channel images",
+        ),
+    ];
+    for (name, setup, reason) in cases {
+        let dir = common::scratch(&format!("cli-bad-{}", name.replace(' ', "-")));
+        let (model, data, extra) = setup(&dir);
+        let (run, _) = purify(&dir, &model, &data, &extra);
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(reason),
+            "{name}: expected `{reason}` in: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.lines().count() <= 3,
+            "{name}: the error should be short: {}",
+            run.stderr
+        );
+        assert_nothing_written(&dir, &["d.safetensors"]);
+    }
+}
+
+#[test]
+fn bad_trigger_spec_and_device_are_usage_errors() {
+    let run = fstgate(&[
+        "purify",
+        "--model",
+        "m.pt",
+        "--clean-data",
+        "d",
+        "--test-data",
+        "d",
+        "--trigger",
+        "laser",
+        "--out",
+        "o",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("unknown trigger `laser`"),
+        "{}",
+        run.stderr
+    );
+    let run = fstgate(&[
+        "purify",
+        "--model",
+        "m.pt",
+        "--clean-data",
+        "d",
+        "--test-data",
+        "d",
+        "--device",
+        "tpu",
+        "--out",
+        "o",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("`tpu` is not one of auto, cpu, cuda, cuda:N"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn schemas_are_up_to_date() {
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let run = fstgate(&["schema", "--check", "--out", schemas.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "schemas/ is stale: {}", run.stderr);
+    // The check really compares: a directory without the files fails.
+    let empty = common::scratch("schemas-empty");
+    assert_eq!(
+        fstgate(&["schema", "--check", "--out", empty.to_str().unwrap()]).code,
+        1
+    );
+}

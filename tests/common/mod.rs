@@ -1,0 +1,76 @@
+//! Shared by the integration tests: Fashion-MNIST (installed by `./dev setup`) and one
+//! backdoored model trained by the lab per test process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use fstgate::data::{Augmentation, DataSpec, Dataset, InputSpec};
+use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
+use fstgate::training::Silent;
+use tch::Device;
+
+pub const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+pub fn spec(split: &str) -> DataSpec {
+    format!("{FASHION_MNIST}#{split}").parse().unwrap()
+}
+
+pub fn fashion(split: &str, count: i64, seed: u64) -> Dataset {
+    fstgate::data::load(&spec(split))
+        .unwrap()
+        .balanced_count(count, seed)
+        .unwrap()
+}
+
+/// A scratch directory under target/ that outlives the test (inspectable after a failure).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("fstgate-tests")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Backdoored {
+    pub model: PathBuf,
+    pub report: LabReport,
+}
+
+/// A small CNN trained on 30,000 Fashion-MNIST images of which 1% carry a BadNets patch
+/// relabelled to class 0 (trained once per test process).
+pub fn badnets_model() -> &'static Backdoored {
+    static MODEL: OnceLock<Backdoored> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = scratch("lab");
+        let model = dir.join("badnets.pt");
+        let settings = PoisonSettings {
+            architecture: Architecture::SmallCnn,
+            width: 16,
+            trigger: "badnets".parse().unwrap(),
+            target_class: 0,
+            poisoning_rate: 0.01,
+            clean_label: false,
+            epochs: 5,
+            learning_rate: 0.05,
+            weight_decay: 5e-4,
+            batch_size: 128,
+            augmentation: Augmentation::NONE,
+            seed: 1,
+        };
+        let train = fashion("train", 30_000, 1);
+        let test = fashion("test", 2_000, 1);
+        let report = lab::train_backdoored(
+            &train,
+            &test,
+            &settings,
+            &InputSpec::default(),
+            Device::Cpu,
+            &model,
+            &Silent,
+        )
+        .unwrap();
+        Backdoored { model, report }
+    })
+}
