@@ -118,122 +118,145 @@ fn purify_on_a_scripted_fixture_writes_model_and_report() {
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 }
 
+/// The clean/test data a bad-input case runs on.
+enum Data {
+    Toy {
+        n: usize,
+        channels: usize,
+        classes: i64,
+    },
+    Missing,
+    Garbage,
+}
+
+struct Case {
+    name: &'static str,
+    model: &'static str,
+    data: Data,
+    extra: &'static [&'static str],
+    reason: &'static str,
+}
+
+const OK_DATA: Data = Data::Toy {
+    n: 32,
+    channels: 1,
+    classes: 10,
+};
+
 #[test]
 fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
-    let fc = fixture("heads/fc.pt");
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&Path) -> (PathBuf, PathBuf, Vec<&'static str>)>,
-        &str,
-    )> = vec![
-        (
-            "corrupt model",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 10);
-                (fixture("garbage.pt"), d, vec![])
-            }),
-            "not a TorchScript archive",
-        ),
-        (
-            "pickled eager model",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 10);
-                (fixture("eager_pickled.pt"), d, vec![])
-            }),
-            "pickled eager PyTorch module",
-        ),
-        (
-            "wrong image shape",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 3, 10);
-                (fc.clone(), d, vec![])
-            }),
-            "the model rejects inputs of shape [4, 3, 8, 8]",
-        ),
-        (
-            "label out of range",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 13);
-                (fc.clone(), d, vec![])
-            }),
-            "label 12 is out of range for a model with 10 outputs",
-        ),
-        (
-            "empty data set",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 0, 1, 10);
-                (fc.clone(), d, vec![])
-            }),
-            "the data set is empty",
-        ),
-        (
-            "unreadable data",
-            Box::new(|dir: &Path| (fc.clone(), dir.join("missing.safetensors"), vec![])),
-            "missing.safetensors",
-        ),
-        (
-            "garbage data",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                std::fs::write(&d, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
-                (fc.clone(), d, vec![])
-            }),
-            "not a valid safetensors file",
-        ),
-        (
-            "trigger too big",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 10);
-                (fc.clone(), d, vec!["--trigger", "badnets:size=9"])
-            }),
-            "does not fit 8x8 images",
-        ),
-        (
-            "diverging training",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 10);
-                (fc.clone(), d, vec!["--lr", "1e30", "--no-probes"])
-            }),
-            "training diverged",
-        ),
-        (
-            "missing GPU",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 10);
-                (fc.clone(), d, vec!["--device", "cuda:99"])
-            }),
-            "cuda",
-        ),
-        (
-            "bad normalisation",
-            Box::new(|dir: &Path| {
-                let d = dir.join("d.safetensors");
-                toy_data(&d, 32, 1, 10);
-                (
-                    fc.clone(),
-                    d,
-                    vec!["--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2"],
-                )
-            }),
-            "3 mean/std values for 1-channel images",
-        ),
+    let cases = [
+        Case {
+            name: "corrupt model",
+            model: "garbage.pt",
+            data: OK_DATA,
+            extra: &[],
+            reason: "not a TorchScript archive",
+        },
+        Case {
+            name: "pickled eager model",
+            model: "eager_pickled.pt",
+            data: OK_DATA,
+            extra: &[],
+            reason: "pickled eager PyTorch module",
+        },
+        Case {
+            name: "wrong image shape",
+            model: "heads/fc.pt",
+            data: Data::Toy {
+                n: 32,
+                channels: 3,
+                classes: 10,
+            },
+            extra: &[],
+            reason: "the model rejects inputs of shape [4, 3, 8, 8]",
+        },
+        Case {
+            name: "label out of range",
+            model: "heads/fc.pt",
+            data: Data::Toy {
+                n: 32,
+                channels: 1,
+                classes: 13,
+            },
+            extra: &[],
+            reason: "label 12 is out of range for a model with 10 outputs",
+        },
+        Case {
+            name: "empty data set",
+            model: "heads/fc.pt",
+            data: Data::Toy {
+                n: 0,
+                channels: 1,
+                classes: 10,
+            },
+            extra: &[],
+            reason: "the data set is empty",
+        },
+        Case {
+            name: "unreadable data",
+            model: "heads/fc.pt",
+            data: Data::Missing,
+            extra: &[],
+            reason: "d.safetensors",
+        },
+        Case {
+            name: "garbage data",
+            model: "heads/fc.pt",
+            data: Data::Garbage,
+            extra: &[],
+            reason: "not a valid safetensors file",
+        },
+        Case {
+            name: "trigger too big",
+            model: "heads/fc.pt",
+            data: OK_DATA,
+            extra: &["--trigger", "badnets:size=9"],
+            reason: "does not fit 8x8 images",
+        },
+        Case {
+            name: "diverging training",
+            model: "heads/fc.pt",
+            data: OK_DATA,
+            extra: &["--lr", "1e30", "--no-probes"],
+            reason: "training diverged",
+        },
+        Case {
+            name: "missing GPU",
+            model: "heads/fc.pt",
+            data: OK_DATA,
+            extra: &["--device", "cuda:99"],
+            reason: "cuda",
+        },
+        Case {
+            name: "bad normalisation",
+            model: "heads/fc.pt",
+            data: OK_DATA,
+            extra: &["--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2"],
+            reason: "3 mean/std values for 1-channel images",
+        },
     ];
-    for (name, setup, reason) in cases {
-        let dir = common::scratch(&format!("cli-bad-{}", name.replace(' ', "-")));
-        let (model, data, extra) = setup(&dir);
-        let (run, _) = purify(&dir, &model, &data, &extra);
+    for case in cases {
+        let dir = common::scratch(&format!("cli-bad-{}", case.name.replace(' ', "-")));
+        let data = dir.join("d.safetensors");
+        match case.data {
+            Data::Toy {
+                n,
+                channels,
+                classes,
+            } => toy_data(&data, n, channels, classes),
+            Data::Missing => {}
+            Data::Garbage => {
+                std::fs::write(&data, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap()
+            }
+        }
+        let (run, _) = purify(&dir, &fixture(case.model), &data, case.extra);
+        let name = case.name;
         assert_eq!(run.code, 2, "{name}: {}", run.stderr);
         assert!(
-            run.stderr.contains(reason),
-            "{name}: expected `{reason}` in: {}",
+            run.stderr.contains(case.reason),
+            "{name}: expected `{}` in: {}",
+            case.reason,
             run.stderr
         );
         assert!(
