@@ -14,6 +14,7 @@ pub mod model;
 pub mod progress;
 pub mod purification;
 pub mod report;
+pub mod rng;
 pub mod training;
 
 pub use error::{Error, Result};

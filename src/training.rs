@@ -11,6 +11,7 @@ use tch::{Kind, Reduction, Tensor};
 use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
+use crate::rng::SeededRng;
 
 /// Receives training progress (a terminal bar, log lines, or nothing).
 pub trait Progress {
@@ -138,6 +139,7 @@ pub fn train(
     trainable: Vec<Tensor>,
     data: &Dataset,
     config: &Config,
+    rng: &mut SeededRng,
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>> {
     let device = model.device();
@@ -153,7 +155,7 @@ pub fn train(
         let started = Instant::now();
         let lr = cosine_lr(config.lr, epoch, config.epochs);
         model.set_train();
-        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let order = rng.permutation(n, device);
         let zero = || Tensor::zeros([], (Kind::Float, device));
         let (mut loss_sum, mut ce_sum, mut correct) = (zero(), zero(), zero());
         let mut seen = 0;
@@ -165,7 +167,9 @@ pub fn train(
                 continue;
             }
             let index = order.narrow(0, start, len);
-            let batch = config.augmentation.apply(&images.index_select(0, &index));
+            let batch = config
+                .augmentation
+                .apply(&images.index_select(0, &index), rng);
             let targets = labels.index_select(0, &index);
             let logits = model.logits(&config.input.normalize(&batch))?;
             let cross_entropy =

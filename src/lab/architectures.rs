@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::module_builder::ScriptModule;
 use crate::error::Result;
+use crate::rng::SeededRng;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
@@ -21,23 +22,27 @@ pub enum Architecture {
 }
 
 /// Parameters and buffers by module path, in definition order, plus the forward source.
-struct Net {
+struct Net<'a> {
     tensors: Vec<(String, Tensor, bool)>,
     forward: String,
+    rng: &'a mut SeededRng,
 }
 
-impl Net {
-    fn new() -> Self {
+impl<'a> Net<'a> {
+    fn new(rng: &'a mut SeededRng) -> Self {
         Net {
             tensors: Vec::new(),
             forward: String::new(),
+            rng,
         }
     }
 
-    /// PyTorch's default init for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    fn uniform(shape: &[i64], fan_in: i64) -> Tensor {
+    /// A parameter with PyTorch's default init for conv and linear layers:
+    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    fn uniform_param(&mut self, name: String, shape: &[i64], fan_in: i64) {
         let bound = 1.0 / (fan_in as f64).sqrt();
-        Tensor::empty(shape, (Kind::Float, Device::Cpu)).uniform_(-bound, bound)
+        let tensor = self.rng.uniform(shape, -bound, bound, Device::Cpu);
+        self.param(name, tensor);
     }
 
     fn param(&mut self, name: String, tensor: Tensor) {
@@ -54,12 +59,9 @@ impl Net {
         bias: bool,
     ) -> String {
         let fan_in = cin * k * k;
-        self.param(
-            format!("{name}.weight"),
-            Self::uniform(&[cout, cin, k, k], fan_in),
-        );
+        self.uniform_param(format!("{name}.weight"), &[cout, cin, k, k], fan_in);
         let bias_expr = if bias {
-            self.param(format!("{name}.bias"), Self::uniform(&[cout], fan_in));
+            self.uniform_param(format!("{name}.bias"), &[cout], fan_in);
             format!("self.{name}.bias")
         } else {
             "None".to_string()
@@ -91,11 +93,8 @@ impl Net {
     }
 
     fn linear(&mut self, x: &str, name: &str, inputs: i64, outputs: i64) -> String {
-        self.param(
-            format!("{name}.weight"),
-            Self::uniform(&[outputs, inputs], inputs),
-        );
-        self.param(format!("{name}.bias"), Self::uniform(&[outputs], inputs));
+        self.uniform_param(format!("{name}.weight"), &[outputs, inputs], inputs);
+        self.uniform_param(format!("{name}.bias"), &[outputs], inputs);
         format!("torch.linear({x}, self.{name}.weight, self.{name}.bias)")
     }
 
@@ -106,8 +105,8 @@ impl Net {
     }
 }
 
-fn small_cnn(channels: i64, classes: i64, width: i64) -> Net {
-    let mut net = Net::new();
+fn small_cnn(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Net<'_> {
+    let mut net = Net::new(rng);
     let widths = [width, 2 * width, 4 * width];
     let mut cin = channels;
     for (i, &cout) in widths.iter().enumerate() {
@@ -126,8 +125,8 @@ fn small_cnn(channels: i64, classes: i64, width: i64) -> Net {
     net
 }
 
-fn resnet18(channels: i64, classes: i64, width: i64) -> Net {
-    let mut net = Net::new();
+fn resnet18(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Net<'_> {
+    let mut net = Net::new(rng);
     let stem = net.conv("x", "conv1", (channels, width, 3), 1, false);
     let stem = net.batch_norm(&stem, "bn1", width);
     net.line(format!("x = torch.relu({stem})"));
@@ -219,11 +218,12 @@ pub fn export(
     channels: i64,
     classes: i64,
     width: i64,
+    rng: &mut SeededRng,
     path: &Path,
 ) -> Result<()> {
     let net = match architecture {
-        Architecture::SmallCnn => small_cnn(channels, classes, width),
-        Architecture::Resnet18 => resnet18(channels, classes, width),
+        Architecture::SmallCnn => small_cnn(channels, classes, width, rng),
+        Architecture::Resnet18 => resnet18(channels, classes, width, rng),
     };
     let class = match architecture {
         Architecture::SmallCnn => "SmallCnn",

@@ -19,6 +19,7 @@ use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, Metrics, Plan, Trigger};
 use crate::model::Classifier;
+use crate::rng::SeededRng;
 use crate::training::{self, EpochRecord, Progress};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -103,7 +104,7 @@ pub fn train_backdoored(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<LabReport> {
-    tch::manual_seed(settings.seed as i64);
+    let mut rng = SeededRng::new(settings.seed);
     let num_classes = train.labels.max().int64_value(&[]) + 1;
     if !(0..num_classes).contains(&settings.target_class) {
         return Err(Error::Settings(format!(
@@ -123,6 +124,7 @@ pub fn train_backdoored(
         channels,
         num_classes,
         settings.width,
+        &mut rng,
         &initial,
     )?;
     let sample = input.normalize(&train.images.narrow(0, 0, 2));
@@ -142,7 +144,9 @@ pub fn train_backdoored(
         input,
         head: None,
     };
-    let epochs = training::train(&mut model, trainable, &poisoned, &config, progress)?;
+    let epochs = training::train(
+        &mut model, trainable, &poisoned, &config, &mut rng, progress,
+    )?;
     let plan = Plan {
         input: input.clone(),
         attack: Some(Attack::Trigger {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
+use crate::rng::SeededRng;
 use crate::training::{self, EpochRecord, HeadConstraint, Progress};
 
 #[derive(
@@ -107,6 +108,8 @@ pub fn purify(
 ) -> Result<Vec<EpochRecord>> {
     settings.validate()?;
     clean.check_labels(model.num_classes)?;
+    let mut rng = SeededRng::new(settings.seed);
+    // Only dropout still draws from torch's global generator.
     tch::manual_seed(settings.seed as i64);
     let (weight, bias) = model.head_tensors()?;
     let original = tch::no_grad(|| weight.detach().copy());
@@ -115,9 +118,19 @@ pub fn purify(
         // PyTorch's default Linear init: U(-1/sqrt(in_features), 1/sqrt(in_features)).
         let bound = 1.0 / (weight.size()[1] as f64).sqrt();
         tch::no_grad(|| {
-            let _ = weight.shallow_clone().uniform_(-bound, bound);
+            weight.shallow_clone().copy_(&rng.uniform(
+                &weight.size(),
+                -bound,
+                bound,
+                weight.device(),
+            ));
             if let Some(bias) = &bias {
-                let _ = bias.shallow_clone().uniform_(-bound, bound);
+                bias.shallow_clone().copy_(&rng.uniform(
+                    &bias.size(),
+                    -bound,
+                    bound,
+                    bias.device(),
+                ));
             }
         });
     }
@@ -156,7 +169,7 @@ pub fn purify(
             project: true,
         }),
     };
-    let records = training::train(model, trainable, clean, &config, progress);
+    let records = training::train(model, trainable, clean, &config, &mut rng, progress);
     // The saved model keeps the usual contract: every parameter trainable.
     for (_, tensor) in model.named_parameters()? {
         let _ = tensor.set_requires_grad(true);

@@ -1,0 +1,346 @@
+//! Purification on a real backdoor: the lab trains a small CNN on Fashion-MNIST with 1% BadNets
+//! poisoning, then FST (and vanilla fine-tuning, for the record) purify it.
+mod common;
+
+use std::path::Path;
+
+use fstgate::data::{Augmentation, InputSpec};
+use fstgate::evaluation::{self, Attack, Plan};
+use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::model::Classifier;
+use fstgate::purification::{self, Method, Settings};
+use fstgate::report::Report;
+use fstgate::training::Silent;
+use tch::{Device, Tensor};
+
+const TEST_IMAGES: i64 = 2_000;
+
+fn settings(method: Method) -> Settings {
+    Settings {
+        method,
+        ..fstgate_test_settings()
+    }
+}
+
+/// The FST settings the acceptance test uses (see the test's doc comment for why).
+fn fstgate_test_settings() -> Settings {
+    Settings {
+        method: Method::Fst,
+        epochs: 20,
+        learning_rate: 0.01,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        batch_size: 128,
+        alpha: 0.02,
+        augmentation: Augmentation::NONE,
+        seed: 0,
+    }
+}
+
+fn purify_job(settings: Settings, clean: Sample, out: &Path) -> PurifyJob {
+    PurifyJob {
+        model: common::badnets_model().model.clone(),
+        head: None,
+        clean_data: common::spec("train"),
+        clean_sample: clean,
+        test_data: common::spec("test"),
+        test_sample: Sample::Count(TEST_IMAGES),
+        input: InputSpec::default(),
+        settings,
+        attack: Some((AttackInput::Trigger("badnets".parse().unwrap()), 0)),
+        probes: evaluation::standard_probes(),
+        device: Device::Cpu,
+        out: out.to_path_buf(),
+    }
+}
+
+fn row(name: &str, report: &Report) -> String {
+    let s = &report.summary;
+    format!(
+        "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        100.0 * s.clean_accuracy_before,
+        100.0 * s.clean_accuracy_after,
+        s.clean_accuracy_drop_points,
+        100.0 * s.attack_success_rate_before.unwrap(),
+        100.0 * s.attack_success_rate_after.unwrap(),
+        100.0 * s.robust_accuracy_after.unwrap(),
+        report.timings.purification_seconds
+    )
+}
+
+/// FST removes a 1% BadNets backdoor (ASR < 5%) for at most 2 points of clean accuracy, where
+/// vanilla fine-tuning with the same budget keeps the backdoor.
+///
+/// The settings are not the paper's CIFAR-10 defaults: on this small 28x28 CNN, the defaults
+/// (2% clean data, alpha 0.2, 10 epochs, crop + flip) remove the backdoor but cost far more
+/// than 2 points, because the head is driven to cos(W, W0) of about -0.7 and the features must
+/// be re-learnt from 1,200 images. A gentler push (alpha 0.02) for longer (20 epochs) on 5%
+/// clean data keeps the accuracy. The defaults run here too, for the record, and must at least
+/// remove the backdoor. Choosing these per model automatically is issue 8's job.
+#[test]
+fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
+    let lab = common::badnets_model();
+    let attack = lab.report.test.attack.as_ref().unwrap();
+    assert!(
+        attack.attack_success_rate > 0.8,
+        "the lab's backdoor did not take: ASR {}",
+        attack.attack_success_rate
+    );
+    assert!(
+        lab.report.test.clean_accuracy > 0.85,
+        "the lab's model is too weak: {}",
+        lab.report.test.clean_accuracy
+    );
+
+    let dir = common::scratch("fst-vs-ft");
+    let clean = Sample::Fraction(0.05);
+    let fst = job::run(
+        &purify_job(settings(Method::Fst), clean, &dir.join("fst")),
+        &Silent,
+    )
+    .unwrap();
+    let ft = job::run(
+        &purify_job(settings(Method::Ft), clean, &dir.join("ft")),
+        &Silent,
+    )
+    .unwrap();
+    eprintln!(
+        "| method | C-Acc before | C-Acc after | drop (points) | ASR before | ASR after | RA after | tuning s |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|");
+    eprintln!("{}", row("fst", &fst));
+    eprintln!("{}", row("ft", &ft));
+    eprintln!("{}", row("fst, paper defaults", &paper));
+
+    let after = fst.summary.attack_success_rate_after.unwrap();
+    assert!(after < 0.05, "FST left ASR at {:.1}%", 100.0 * after);
+    assert!(
+        fst.summary.clean_accuracy_drop_points <= 2.0,
+        "FST cost {:.2} points of clean accuracy",
+        fst.summary.clean_accuracy_drop_points
+    );
+    let ft_after = ft.summary.attack_success_rate_after.unwrap();
+    assert!(
+        ft_after > 0.5,
+        "vanilla FT was expected to keep the backdoor at 1% poisoning; ASR after {:.1}%",
+        100.0 * ft_after
+    );
+    let paper_after = paper.summary.attack_success_rate_after.unwrap();
+    assert!(
+        paper_after < 0.05,
+        "FST with the paper's defaults left ASR at {:.1}%",
+        100.0 * paper_after
+    );
+    // The trigger-agnostic probe bank sees the backdoor before and not after.
+    let probe_before = fst.before.worst_probe.as_ref().unwrap();
+    assert_eq!(probe_before.class, 0);
+    assert!(probe_before.rate > 0.8, "{probe_before:?}");
+}
+
+/// Same seed, same result on the CPU, to the bit.
+#[test]
+fn purification_is_reproducible_with_a_seed() {
+    let dir = common::scratch("reproducible");
+    let quick = Settings {
+        epochs: 2,
+        augmentation: Augmentation {
+            crop_padding: 2,
+            horizontal_flip: true,
+        },
+        ..settings(Method::Fst)
+    };
+    let a = job::run(
+        &purify_job(quick.clone(), Sample::Count(600), &dir.join("a")),
+        &Silent,
+    )
+    .unwrap();
+    let b = job::run(
+        &purify_job(quick.clone(), Sample::Count(600), &dir.join("b")),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&a.after).unwrap()["clean_accuracy"],
+        serde_json::to_value(&b.after).unwrap()["clean_accuracy"]
+    );
+    for (x, y) in a.epochs.iter().zip(&b.epochs) {
+        assert_eq!(
+            x.loss.to_bits(),
+            y.loss.to_bits(),
+            "epoch {} loss differs",
+            x.epoch
+        );
+    }
+    let logits = |dir: &Path| {
+        let test = common::fashion("test", 64, 3);
+        let model =
+            Classifier::load(&dir.join("model.pt"), Device::Cpu, &test.images, None).unwrap();
+        tch::no_grad(|| model.logits(&test.images)).unwrap()
+    };
+    assert!(logits(&dir.join("a")).equal(&logits(&dir.join("b"))));
+    let c = job::run(
+        &purify_job(
+            Settings { seed: 1, ..quick },
+            Sample::Count(600),
+            &dir.join("c"),
+        ),
+        &Silent,
+    )
+    .unwrap();
+    assert_ne!(
+        a.epochs[0].loss.to_bits(),
+        c.epochs[0].loss.to_bits(),
+        "another seed must give another run"
+    );
+}
+
+/// The archive written after purification gives the in-memory model's logits, and reloads with
+/// the same head and output contract.
+#[test]
+fn saved_model_reloads_with_identical_logits() {
+    let dir = common::scratch("reload");
+    let clean = common::fashion("train", 500, 5);
+    let test = common::fashion("test", 256, 5);
+    let lab = common::badnets_model();
+    let mut model =
+        Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let quick = Settings {
+        epochs: 1,
+        ..settings(Method::Fst)
+    };
+    purification::purify(&mut model, &clean, &InputSpec::default(), &quick, &Silent).unwrap();
+    model.set_eval();
+    let in_memory = tch::no_grad(|| model.logits(&test.images)).unwrap();
+    let path = dir.join("model.pt");
+    model.save(&path).unwrap();
+    let reloaded =
+        Classifier::load(&path, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    assert_eq!(reloaded.head, model.head);
+    assert_eq!(reloaded.output, model.output);
+    let from_disk = tch::no_grad(|| reloaded.logits(&test.images)).unwrap();
+    let diff = (&in_memory - &from_disk).abs().max().double_value(&[]);
+    assert!(diff == 0.0, "logits differ by {diff}");
+    // And the purified model really differs from the backdoored one.
+    let original =
+        Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let before = tch::no_grad(|| original.logits(&test.images)).unwrap();
+    assert!((before - from_disk).abs().max().double_value(&[]) > 1e-3);
+}
+
+/// Each method trains exactly the parameters FST.md says (one epoch at the paper's defaults).
+#[test]
+fn baselines_train_the_parameters_they_should() {
+    let clean = common::fashion("train", 300, 7);
+    let sample = clean.images.narrow(0, 0, 4);
+    let lab = common::badnets_model();
+    for method in [
+        Method::Ft,
+        Method::Lp,
+        Method::FeTuning,
+        Method::FtInit,
+        Method::Fst,
+    ] {
+        let mut model = Classifier::load(&lab.model, Device::Cpu, &sample, None).unwrap();
+        let before: Vec<(String, Tensor)> = model
+            .named_parameters()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        let (w0, _) = model.head_tensors().unwrap();
+        let w0 = w0.copy();
+        purification::purify(
+            &mut model,
+            &clean,
+            &InputSpec::default(),
+            &Settings {
+                method,
+                epochs: 1,
+                ..Settings::default()
+            },
+            &Silent,
+        )
+        .unwrap();
+        let head = &model.head;
+        let changed = |name: &str| {
+            let (_, old) = before.iter().find(|(n, _)| n == name).unwrap();
+            let (_, new) = model
+                .named_parameters()
+                .unwrap()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .unwrap();
+            !old.equal(&new)
+        };
+        let backbone_changed = before
+            .iter()
+            .any(|(n, _)| n != &head.weight && Some(n) != head.bias.as_ref() && changed(n));
+        let head_changed = changed(&head.weight);
+        match method {
+            Method::Lp => assert!(!backbone_changed && head_changed, "{method:?}"),
+            Method::FeTuning => assert!(backbone_changed, "{method:?}"),
+            _ => assert!(backbone_changed && head_changed, "{method:?}"),
+        }
+        // Every method keeps the head on the sphere of the original norm.
+        let (w, _) = model.head_tensors().unwrap();
+        let ratio = w.norm().double_value(&[]) / w0.norm().double_value(&[]);
+        assert!(
+            (ratio - 1.0).abs() < 1e-4,
+            "{method:?}: head norm ratio {ratio}"
+        );
+        // Methods that re-initialise start far from W0; FST pushes it to negative cosine.
+        let cosine = fstgate::training::cosine(&w, &w0);
+        match method {
+            Method::Ft | Method::Lp => assert!(cosine > 0.9, "{method:?}: cosine {cosine}"),
+            Method::Fst => assert!(cosine < 0.0, "{method:?}: cosine {cosine}"),
+            Method::FeTuning | Method::FtInit => {
+                assert!(cosine.abs() < 0.5, "{method:?}: cosine {cosine}")
+            }
+        }
+    }
+}
+
+/// A user-supplied poisoned test set gives the same ASR as applying the trigger.
+#[test]
+fn poisoned_test_set_matches_the_trigger() {
+    let test = common::fashion("test", 500, 9);
+    let lab = common::badnets_model();
+    let mut model =
+        Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let trigger: fstgate::evaluation::Trigger = "badnets".parse().unwrap();
+    let triggered = trigger.apply(&test.images).unwrap();
+    let poisoned =
+        fstgate::data::Dataset::from_tensors(triggered, test.labels.copy(), test.source.clone())
+            .unwrap();
+    let input = InputSpec::default();
+    let by_trigger = evaluation::evaluate(
+        &mut model,
+        &test,
+        &Plan {
+            input: input.clone(),
+            attack: Some(Attack::Trigger { trigger, target: 0 }),
+            probes: vec![],
+            batch_size: 128,
+        },
+    )
+    .unwrap();
+    let by_set = evaluation::evaluate(
+        &mut model,
+        &test,
+        &Plan {
+            input,
+            attack: Some(Attack::PoisonedSet {
+                data: poisoned,
+                target: 0,
+            }),
+            probes: vec![],
+            batch_size: 128,
+        },
+    )
+    .unwrap();
+    let (a, b) = (by_trigger.attack.unwrap(), by_set.attack.unwrap());
+    assert_eq!(a.attack_success_rate, b.attack_success_rate);
+    assert_eq!(a.robust_accuracy, b.robust_accuracy);
+    assert_eq!(a.images, b.images);
+    assert!(a.images < 500, "target-class images are excluded from ASR");
+}
