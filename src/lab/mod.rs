@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-pub use architectures::Architecture;
+pub use architectures::{Architecture, export};
 
 use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
