@@ -104,6 +104,15 @@ fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
         &Silent,
     )
     .unwrap();
+    let paper = job::run(
+        &purify_job(
+            Settings::default(),
+            Sample::Fraction(0.02),
+            &dir.join("paper"),
+        ),
+        &Silent,
+    )
+    .unwrap();
     eprintln!(
         "| method | C-Acc before | C-Acc after | drop (points) | ASR before | ASR after | RA after | tuning s |"
     );
