@@ -33,6 +33,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("key {0}")]
+    Key(String),
+    #[error("attestation: {0}")]
+    Attestation(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }

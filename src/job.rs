@@ -1,14 +1,16 @@
 //! One purification job end to end: load data and model, evaluate, purify, evaluate again, and
 //! publish the output directory atomically (staged beside it, renamed into place last).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use tch::Device;
 
+use crate::attestation::{self, SigningKey};
 use crate::data::{self, DataSpec, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, Plan, Trigger};
 use crate::model::Classifier;
+use crate::policy::{Decision, ThresholdPolicy};
 use crate::purification::{self, Settings};
 use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Summary, Timings};
 use crate::training::Progress;
@@ -52,6 +54,10 @@ pub struct PurifyJob {
     pub probes: Vec<Trigger>,
     pub device: Device,
     pub out: PathBuf,
+    /// The release rules applied to the report.
+    pub policy: ThresholdPolicy,
+    /// Signs the output directory (model_signing bundle, provenance, decision record).
+    pub signing_key: Option<SigningKey>,
 }
 
 /// Loads and conforms a data set, then samples it.
@@ -165,9 +171,9 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         .prefix(".fstgate-purify")
         .tempdir_in(crate::lab::parent_dir(&job.out))
         .map_err(|e| Error::io(&job.out, e))?;
-    let model_path = staging.path().join("model.pt");
+    let model_path = staging.path().join(attestation::MODEL_FILE);
     model.save(&model_path)?;
-    let report = Report {
+    let mut report = Report {
         schema: REPORT_SCHEMA.to_string(),
         fstgate_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
@@ -195,12 +201,17 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         after,
         epochs,
         output: OutputFile {
-            file: "model.pt".into(),
+            file: attestation::MODEL_FILE.into(),
             sha256: data::sha256_file(&model_path)?,
         },
         warnings,
+        decision: Decision::from_results(Vec::new()),
     };
-    write_json(&staging.path().join("report.json"), &report)?;
+    report.decision = Decision::from_results(vec![job.policy.evaluate(&report)]);
+    crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
+    if let Some(key) = &job.signing_key {
+        attestation::attest(staging.path(), &report, &report.decision, key)?;
+    }
     let staged = staging.keep();
     std::fs::rename(&staged, &job.out).map_err(|e| {
         let _ = std::fs::remove_dir_all(&staged);
@@ -218,13 +229,4 @@ fn usage(data: &Dataset) -> DataUsage {
         images_used: data.len(),
         image_shape: data.image_shape(),
     }
-}
-
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    std::fs::write(path, bytes).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
-        source: e,
-    })
 }

@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use fstgate::attestation::{self, PublicKey, SigningKey};
 use fstgate::data::{Augmentation, DataSpec, InputSpec};
 use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, Trigger};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture, PoisonSettings};
+use fstgate::policy::{Decision, ThresholdPolicy};
 use fstgate::purification::{Method, Settings};
 use fstgate::report::Report;
 
@@ -33,6 +35,22 @@ enum Command {
     /// The attack lab: make backdoored models on real data.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Write a new ECDSA P-256 signing key pair (private key mode 0600).
+    Keygen {
+        #[arg(long)]
+        private_key: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Check a purified directory's signatures, digests and provenance chain (exit 1 if any fails).
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Also check that this file is the original model the provenance names.
+        #[arg(long)]
+        original_model: Option<PathBuf>,
+    },
     /// Write the JSON Schemas of fstgate's documents (or check that they are up to date).
     Schema {
         #[arg(long, default_value = "schemas")]
@@ -78,6 +96,20 @@ impl InputArgs {
             std: self.std.clone(),
         }
     }
+}
+
+/// The built-in release thresholds.
+#[derive(Args)]
+struct PolicyArgs {
+    /// Deny when the known trigger's attack success rate after purification exceeds this (0-1).
+    #[arg(long, default_value_t = 0.05)]
+    max_asr: f64,
+    /// Deny when the worst trigger probe's rate after purification exceeds this (0-1).
+    #[arg(long, default_value_t = 0.2)]
+    max_probe_rate: f64,
+    /// Deny when clean accuracy drops by more than this many points.
+    #[arg(long, default_value_t = 3.0)]
+    max_accuracy_drop: f64,
 }
 
 #[derive(Args)]
@@ -140,7 +172,15 @@ struct PurifyArgs {
     seed: u64,
     #[command(flatten)]
     input: InputArgs,
-    /// Output directory (must not exist): model.pt and report.json.
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// PEM file of the ECDSA P-256 key that signs the output (see `fstgate keygen`).
+    #[arg(long, conflicts_with = "signing_key_env")]
+    signing_key: Option<PathBuf>,
+    /// Name of an environment variable holding the signing key's PEM.
+    #[arg(long)]
+    signing_key_env: Option<String>,
+    /// Output directory (must not exist): model.pt and report.json, plus the signed attestations.
     #[arg(long)]
     out: PathBuf,
 }
@@ -251,16 +291,28 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         },
         device,
         out: args.out,
+        policy: ThresholdPolicy {
+            max_attack_success_rate: args.policy.max_asr,
+            max_probe_rate: args.policy.max_probe_rate,
+            max_accuracy_drop_points: args.policy.max_accuracy_drop,
+        },
+        signing_key: match (&args.signing_key, &args.signing_key_env) {
+            (Some(path), _) => Some(SigningKey::from_file(path)?),
+            (None, Some(var)) => Some(SigningKey::from_env(var)?),
+            (None, None) => None,
+        },
     };
     tracing::info!(device = %device::name(device), method = ?job.settings.method, "purifying {}", job.model.display());
     let progress = fstgate::progress::for_terminal(quiet);
     let report = job::run(&job, progress.as_ref())?;
     print_table(&report);
-    println!(
-        "wrote {}/model.pt and {}/report.json",
-        job.out.display(),
-        job.out.display()
-    );
+    print_decision(&report.decision);
+    let signed = if job.signing_key.is_some() {
+        ", signed attestations"
+    } else {
+        ""
+    };
+    println!("wrote {}: model.pt, report.json{signed}", job.out.display());
     Ok(())
 }
 
@@ -313,6 +365,50 @@ fn print_table(report: &Report) {
         report.timings.purification_seconds,
         report.timings.total_seconds
     );
+}
+
+fn print_decision(decision: &Decision) {
+    println!(
+        "decision: {}",
+        if decision.releasable {
+            "release"
+        } else {
+            "deny"
+        }
+    );
+    for policy in &decision.policies {
+        for reason in &policy.reasons {
+            println!("  {}: {reason}", policy.name);
+        }
+    }
+}
+
+fn verify(
+    dir: PathBuf,
+    public_key: PathBuf,
+    original_model: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let key = PublicKey::from_file(&public_key)?;
+    match attestation::verify(&dir, &key, original_model.as_deref()) {
+        Ok(verified) => {
+            println!(
+                "verified {}: {} files signed by {}",
+                dir.display(),
+                verified.files.len(),
+                key.fingerprint()
+            );
+            println!(
+                "  model sha256 {} made from original model sha256 {}",
+                verified.model_sha256, verified.original_model_sha256
+            );
+            println!("  decision: {}", verified.decision.decision);
+            Ok(true)
+        }
+        Err(e) => {
+            println!("verification failed: {e}");
+            Ok(false)
+        }
+    }
 }
 
 fn poison(args: PoisonArgs, quiet: bool) -> anyhow::Result<()> {
@@ -387,9 +483,7 @@ fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
             }
         } else {
             std::fs::create_dir_all(&out)?;
-            let tmp = path.with_extension("json.partial");
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, &path)?;
+            fstgate::fsutil::write_atomic(&path, text.as_bytes())?;
         }
     }
     if !stale.is_empty() {
@@ -415,6 +509,25 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Purify(args) => purify(args, cli.quiet).map(|()| true),
         Command::Lab(LabCommand::Poison(args)) => poison(args, cli.quiet).map(|()| true),
+        Command::Keygen {
+            private_key,
+            public_key,
+        } => attestation::keys::generate_files(&private_key, &public_key)
+            .map(|key| {
+                println!(
+                    "wrote {} (private, mode 0600) and {} (key id {})",
+                    private_key.display(),
+                    public_key.display(),
+                    key.fingerprint()
+                );
+                true
+            })
+            .map_err(Into::into),
+        Command::Verify {
+            dir,
+            public_key,
+            original_model,
+        } => verify(dir, public_key, original_model),
         Command::Schema { out, check } => schema(out, check),
     };
     match result {

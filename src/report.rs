@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{DataSource, InputSpec};
 use crate::evaluation::Metrics;
 use crate::model::{Head, ModelSource, OutputKind};
+use crate::policy::Decision;
 use crate::purification::Settings;
 use crate::training::EpochRecord;
 
@@ -33,6 +34,8 @@ pub struct Report {
     pub timings: Timings,
     /// The purified model written beside this report.
     pub output: OutputFile,
+    /// The release policies' verdicts on these figures, and the gate's decision.
+    pub decision: Decision,
     /// Things the reader should know (e.g. a model whose BatchNorm statistics are frozen).
     pub warnings: Vec<String>,
 }
@@ -55,7 +58,7 @@ pub struct DataUsage {
 }
 
 /// The figures a gate decides on.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub clean_accuracy_before: f64,
     pub clean_accuracy_after: f64,

@@ -2,37 +2,14 @@
 //! output when anything fails.
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(path)
-}
-
-/// n grey 8x8 images (the fixtures' input) with labels cycling through `classes`.
-fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
-    let pixels: Vec<u8> = (0..n * channels * 64)
-        .map(|i| (i * 37 % 256) as u8)
-        .collect();
-    let labels: Vec<u8> = (0..n as i64)
-        .flat_map(|i| (i % classes).to_le_bytes())
-        .collect();
-    let mut map = HashMap::new();
-    map.insert(
-        "images".to_string(),
-        TensorView::new(Dtype::U8, vec![n, channels, 8, 8], &pixels).unwrap(),
-    );
-    map.insert(
-        "labels".to_string(),
-        TensorView::new(Dtype::I64, vec![n], &labels).unwrap(),
-    );
-    safetensors::serialize_to_file(&map, None, path).unwrap();
 }
 
 struct Run {
@@ -94,7 +71,7 @@ fn assert_nothing_written(dir: &Path, inputs: &[&str]) {
 fn purify_on_a_scripted_fixture_writes_model_and_report() {
     let dir = common::scratch("cli-ok");
     let data = dir.join("toy.safetensors");
-    toy_data(&data, 64, 1, 10);
+    common::toy_data(&data, 64, 1, 10);
     let (run, out) = purify(
         &dir,
         &fixture("heads/fc.pt"),
@@ -244,7 +221,7 @@ fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
                 n,
                 channels,
                 classes,
-            } => toy_data(&data, n, channels, classes),
+            } => common::toy_data(&data, n, channels, classes),
             Data::Missing => {}
             Data::Garbage => {
                 std::fs::write(&data, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap()

@@ -8,6 +8,7 @@ use fstgate::data::{Augmentation, InputSpec};
 use fstgate::evaluation::{self, Attack, Plan};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::model::Classifier;
+use fstgate::policy::ThresholdPolicy;
 use fstgate::purification::{self, Method, Settings};
 use fstgate::report::Report;
 use fstgate::training::Silent;
@@ -51,6 +52,8 @@ fn purify_job(settings: Settings, clean: Sample, out: &Path) -> PurifyJob {
         probes: evaluation::standard_probes(),
         device: Device::Cpu,
         out: out.to_path_buf(),
+        policy: ThresholdPolicy::default(),
+        signing_key: None,
     }
 }
 

@@ -2,12 +2,15 @@
 //! backdoored model trained by the lab per test process.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use fstgate::data::{Augmentation, DataSpec, Dataset, InputSpec};
 use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
 use fstgate::training::Silent;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 use tch::Device;
 
 pub const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -73,4 +76,24 @@ pub fn badnets_model() -> &'static Backdoored {
         .unwrap();
         Backdoored { model, report }
     })
+}
+
+/// n grey 8x8 images (the fixtures' input) with labels cycling through `classes`.
+pub fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
+    let pixels: Vec<u8> = (0..n * channels * 64)
+        .map(|i| (i * 37 % 256) as u8)
+        .collect();
+    let labels: Vec<u8> = (0..n as i64)
+        .flat_map(|i| (i % classes).to_le_bytes())
+        .collect();
+    let mut map = HashMap::new();
+    map.insert(
+        "images".to_string(),
+        TensorView::new(Dtype::U8, vec![n, channels, 8, 8], &pixels).unwrap(),
+    );
+    map.insert(
+        "labels".to_string(),
+        TensorView::new(Dtype::I64, vec![n], &labels).unwrap(),
+    );
+    safetensors::serialize_to_file(&map, None, path).unwrap();
 }
