@@ -6,16 +6,13 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/lab/module_builder.cpp");
-    let libtorch = std::env::var("LIBTORCH").map(PathBuf::from).expect(
-        "LIBTORCH is not set: run `./dev setup` (it installs libtorch and links .libtorch)",
-    );
+    let libtorch = std::env::var("LIBTORCH")
+        .map(PathBuf::from)
+        .expect("LIBTORCH is not set: run `./dev setup` (it installs libtorch and links .libtorch)");
     // Resolve the .libtorch link so the rpath names the real cache directory.
-    let libtorch = libtorch.canonicalize().unwrap_or_else(|e| {
-        panic!(
-            "libtorch not found at {}: {e}; run `./dev setup`",
-            libtorch.display()
-        )
-    });
+    let libtorch = libtorch
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("libtorch not found at {}: {e}; run `./dev setup`", libtorch.display()));
     let lib_dir = libtorch.join("lib");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
     println!("cargo:rustc-env=FSTGATE_LIBTORCH_LIB={}", lib_dir.display());

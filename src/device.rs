@@ -27,9 +27,7 @@ impl FromStr for DeviceChoice {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceChoice::Cuda)
-                .ok_or_else(|| {
-                    Error::Device(format!("`{s}` is not one of auto, cpu, cuda, cuda:N"))
-                }),
+                .ok_or_else(|| Error::Device(format!("`{s}` is not one of auto, cpu, cuda, cuda:N"))),
         }
     }
 }
@@ -97,9 +95,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
             load_cuda_runtime().map_err(|why| Error::Device(format!("CUDA unavailable: {why}")))?;
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
-                return Err(Error::Device(format!(
-                    "cuda:{index} requested but {count} CUDA device(s) are visible"
-                )));
+                return Err(Error::Device(format!("cuda:{index} requested but {count} CUDA device(s) are visible")));
             }
             Ok(Device::Cuda(index))
         }
@@ -122,14 +118,8 @@ mod tests {
     fn parses_device_choices() {
         assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!(
-            "cuda".parse::<DeviceChoice>().unwrap(),
-            DeviceChoice::Cuda(0)
-        );
-        assert_eq!(
-            "cuda:3".parse::<DeviceChoice>().unwrap(),
-            DeviceChoice::Cuda(3)
-        );
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
         let err = "gpu".parse::<DeviceChoice>().unwrap_err().to_string();
         assert!(err.contains("`gpu`"), "{err}");
         assert!("cuda:x".parse::<DeviceChoice>().is_err());

@@ -6,22 +6,12 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let write_error = |e: std::io::Error| Error::Write {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let write_error = |e: std::io::Error| Error::Write { path: path.to_path_buf(), source: e };
     let dir = crate::lab::parent_dir(path);
-    let mut temp = tempfile::Builder::new()
-        .prefix(".fstgate-write")
-        .tempfile_in(dir)
-        .map_err(write_error)?;
+    let mut temp = tempfile::Builder::new().prefix(".fstgate-write").tempfile_in(dir).map_err(write_error)?;
     temp.write_all(bytes).map_err(write_error)?;
     // tempfile creates 0600; these are documents meant to be read (secrets are written elsewhere).
-    std::fs::set_permissions(
-        temp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .map_err(write_error)?;
+    std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(write_error)?;
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(path).map_err(|e| write_error(e.error))?;
     Ok(())

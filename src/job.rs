@@ -86,24 +86,11 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     if job.out.exists() {
-        return Err(Error::Settings(format!(
-            "{} already exists; choose another --out",
-            job.out.display()
-        )));
+        return Err(Error::Settings(format!("{} already exists; choose another --out", job.out.display())));
     }
     job.settings.validate()?;
-    let clean = load_data(
-        &job.clean_data,
-        &job.input,
-        job.clean_sample,
-        job.settings.seed,
-    )?;
-    let test = load_data(
-        &job.test_data,
-        &job.input,
-        job.test_sample,
-        job.settings.seed,
-    )?;
+    let clean = load_data(&job.clean_data, &job.input, job.clean_sample, job.settings.seed)?;
+    let test = load_data(&job.test_data, &job.input, job.test_sample, job.settings.seed)?;
     check_normalisation(&job.input, &clean)?;
     if clean.image_shape() != test.image_shape() {
         return Err(Error::DataModelMismatch(format!(
@@ -112,9 +99,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
             test.image_shape()
         )));
     }
-    let sample = job
-        .input
-        .normalize(&clean.images.narrow(0, 0, clean.len().min(4)));
+    let sample = job.input.normalize(&clean.images.narrow(0, 0, clean.len().min(4)));
     let mut model = Classifier::load(&job.model, job.device, &sample, job.head.as_deref())?;
     clean.check_labels(model.num_classes)?;
     test.check_labels(model.num_classes)?;
@@ -123,10 +108,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         Some((AttackInput::Trigger(trigger), target)) => {
             // Fail before any training if the trigger does not fit the images.
             let _ = trigger.apply(&test.images.narrow(0, 0, 1))?;
-            Some(Attack::Trigger {
-                trigger: trigger.clone(),
-                target: *target,
-            })
+            Some(Attack::Trigger { trigger: trigger.clone(), target: *target })
         }
         Some((AttackInput::PoisonedSet(spec), target)) => {
             let poisoned = load_data(spec, &job.input, Sample::All, job.settings.seed)?;
@@ -138,10 +120,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
                     test.image_shape()
                 )));
             }
-            Some(Attack::PoisonedSet {
-                data: poisoned,
-                target: *target,
-            })
+            Some(Attack::PoisonedSet { data: poisoned, target: *target })
         }
     };
     let mut warnings = Vec::new();
@@ -155,12 +134,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     }
     let load_seconds = started.elapsed().as_secs_f64();
 
-    let plan = Plan {
-        input: job.input.clone(),
-        attack,
-        probes: job.probes.clone(),
-        batch_size: 512,
-    };
+    let plan = Plan { input: job.input.clone(), attack, probes: job.probes.clone(), batch_size: 512 };
     let before = evaluation::evaluate(&mut model, &test, &plan)?;
     let purify_started = Instant::now();
     let epochs = purification::purify(&mut model, &clean, &job.input, &job.settings, progress)?;
@@ -200,10 +174,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         before,
         after,
         epochs,
-        output: OutputFile {
-            file: attestation::MODEL_FILE.into(),
-            sha256: data::sha256_file(&model_path)?,
-        },
+        output: OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? },
         warnings,
         decision: Decision::from_results(Vec::new()),
     };
@@ -215,18 +186,11 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     let staged = staging.keep();
     std::fs::rename(&staged, &job.out).map_err(|e| {
         let _ = std::fs::remove_dir_all(&staged);
-        Error::Write {
-            path: job.out.clone(),
-            source: e,
-        }
+        Error::Write { path: job.out.clone(), source: e }
     })?;
     Ok(report)
 }
 
 fn usage(data: &Dataset) -> DataUsage {
-    DataUsage {
-        source: data.source.clone(),
-        images_used: data.len(),
-        image_shape: data.image_shape(),
-    }
+    DataUsage { source: data.source.clone(), images_used: data.len(), image_shape: data.image_shape() }
 }

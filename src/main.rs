@@ -89,12 +89,7 @@ struct InputArgs {
 
 impl InputArgs {
     fn spec(&self) -> InputSpec {
-        InputSpec {
-            size: self.input_size,
-            channels: self.channels,
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-        }
+        InputSpec { size: self.input_size, channels: self.channels, mean: self.mean.clone(), std: self.std.clone() }
     }
 }
 
@@ -235,15 +230,8 @@ struct PoisonArgs {
 }
 
 fn parse_size(s: &str) -> Result<[i64; 2], String> {
-    let (h, w) = s
-        .split_once('x')
-        .ok_or_else(|| format!("`{s}` is not HxW"))?;
-    let parse = |v: &str| {
-        v.parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("`{s}` is not HxW"))
-    };
+    let (h, w) = s.split_once('x').ok_or_else(|| format!("`{s}` is not HxW"))?;
+    let parse = |v: &str| v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("`{s}` is not HxW"));
     Ok([parse(h)?, parse(w)?])
 }
 
@@ -261,10 +249,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         weight_decay: args.weight_decay,
         batch_size: args.batch_size,
         alpha: args.alpha,
-        augmentation: Augmentation {
-            crop_padding: args.crop_padding,
-            horizontal_flip: !args.no_flip,
-        },
+        augmentation: Augmentation { crop_padding: args.crop_padding, horizontal_flip: !args.no_flip },
         seed: args.seed,
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
@@ -276,19 +261,13 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         model: args.model,
         head: args.head,
         clean_data: args.clean_data,
-        clean_sample: args
-            .clean_count
-            .map_or(Sample::Fraction(args.clean_fraction), Sample::Count),
+        clean_sample: args.clean_count.map_or(Sample::Fraction(args.clean_fraction), Sample::Count),
         test_data: args.test_data,
         test_sample: sample(args.test_count),
         input: args.input.spec(),
         settings,
         attack,
-        probes: if args.no_probes {
-            Vec::new()
-        } else {
-            evaluation::standard_probes()
-        },
+        probes: if args.no_probes { Vec::new() } else { evaluation::standard_probes() },
         device,
         out: args.out,
         policy: ThresholdPolicy {
@@ -307,11 +286,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
     let report = job::run(&job, progress.as_ref())?;
     print_table(&report);
     print_decision(&report.decision);
-    let signed = if job.signing_key.is_some() {
-        ", signed attestations"
-    } else {
-        ""
-    };
+    let signed = if job.signing_key.is_some() { ", signed attestations" } else { "" };
     println!("wrote {}: model.pt, report.json{signed}", job.out.display());
     Ok(())
 }
@@ -368,14 +343,7 @@ fn print_table(report: &Report) {
 }
 
 fn print_decision(decision: &Decision) {
-    println!(
-        "decision: {}",
-        if decision.releasable {
-            "release"
-        } else {
-            "deny"
-        }
-    );
+    println!("decision: {}", if decision.releasable { "release" } else { "deny" });
     for policy in &decision.policies {
         for reason in &policy.reasons {
             println!("  {}: {reason}", policy.name);
@@ -383,20 +351,11 @@ fn print_decision(decision: &Decision) {
     }
 }
 
-fn verify(
-    dir: PathBuf,
-    public_key: PathBuf,
-    original_model: Option<PathBuf>,
-) -> anyhow::Result<bool> {
+fn verify(dir: PathBuf, public_key: PathBuf, original_model: Option<PathBuf>) -> anyhow::Result<bool> {
     let key = PublicKey::from_file(&public_key)?;
     match attestation::verify(&dir, &key, original_model.as_deref()) {
         Ok(verified) => {
-            println!(
-                "verified {}: {} files signed by {}",
-                dir.display(),
-                verified.files.len(),
-                key.fingerprint()
-            );
+            println!("verified {}: {} files signed by {}", dir.display(), verified.files.len(), key.fingerprint());
             println!(
                 "  model sha256 {} made from original model sha256 {}",
                 verified.model_sha256, verified.original_model_sha256
@@ -439,27 +398,12 @@ fn poison(args: PoisonArgs, quiet: bool) -> anyhow::Result<()> {
         learning_rate: args.lr,
         weight_decay: args.weight_decay,
         batch_size: args.batch_size,
-        augmentation: Augmentation {
-            crop_padding: args.crop_padding,
-            horizontal_flip: args.flip,
-        },
+        augmentation: Augmentation { crop_padding: args.crop_padding, horizontal_flip: args.flip },
         seed: args.seed,
     };
     let progress = fstgate::progress::for_terminal(quiet);
-    let report = lab::train_backdoored(
-        &train,
-        &test,
-        &settings,
-        &input,
-        device,
-        &args.out,
-        progress.as_ref(),
-    )?;
-    let attack = report
-        .test
-        .attack
-        .as_ref()
-        .context("the lab always measures its attack")?;
+    let report = lab::train_backdoored(&train, &test, &settings, &input, device, &args.out, progress.as_ref())?;
+    let attack = report.test.attack.as_ref().context("the lab always measures its attack")?;
     println!(
         "backdoored {:?} ({} of {} images poisoned): clean accuracy {:.1}%, ASR {:.1}% -> {}",
         settings.architecture,
@@ -487,11 +431,7 @@ fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
         }
     }
     if !stale.is_empty() {
-        eprintln!(
-            "out of date (run `fstgate schema --out {}`): {}",
-            out.display(),
-            stale.join(", ")
-        );
+        eprintln!("out of date (run `fstgate schema --out {}`): {}", out.display(), stale.join(", "));
     }
     Ok(stale.is_empty())
 }
@@ -501,18 +441,14 @@ fn main() -> ExitCode {
     let default_level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FSTGATE_LOG")
-                .unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_from_env("FSTGATE_LOG").unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Purify(args) => purify(args, cli.quiet).map(|()| true),
         Command::Lab(LabCommand::Poison(args)) => poison(args, cli.quiet).map(|()| true),
-        Command::Keygen {
-            private_key,
-            public_key,
-        } => attestation::keys::generate_files(&private_key, &public_key)
+        Command::Keygen { private_key, public_key } => attestation::keys::generate_files(&private_key, &public_key)
             .map(|key| {
                 println!(
                     "wrote {} (private, mode 0600) and {} (key id {})",
@@ -523,11 +459,7 @@ fn main() -> ExitCode {
                 true
             })
             .map_err(Into::into),
-        Command::Verify {
-            dir,
-            public_key,
-            original_model,
-        } => verify(dir, public_key, original_model),
+        Command::Verify { dir, public_key, original_model } => verify(dir, public_key, original_model),
         Command::Schema { out, check } => schema(out, check),
     };
     match result {

@@ -53,11 +53,9 @@ pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
     } else if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps {msg}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
         );
         Box::new(Bar(bar))
     } else {

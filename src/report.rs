@@ -109,16 +109,13 @@ pub struct OutputFile {
 
 /// The JSON Schemas of the documents fstgate writes, by file name under schemas/.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
-    let to_value =
-        |schema: schemars::Schema| serde_json::to_value(schema).expect("schemas serialise");
+    use crate::attestation::predicates::{DecisionRecord, ExternalParameters};
+    let to_value = |schema: schemars::Schema| serde_json::to_value(schema).expect("schemas serialise");
     vec![
-        (
-            "report.schema.json",
-            to_value(schemars::schema_for!(Report)),
-        ),
-        (
-            "lab-report.schema.json",
-            to_value(schemars::schema_for!(crate::lab::LabReport)),
-        ),
+        ("report.schema.json", to_value(schemars::schema_for!(Report))),
+        ("lab-report.schema.json", to_value(schemars::schema_for!(crate::lab::LabReport))),
+        // fstgate's parts of the signed predicates.
+        ("decision-record.schema.json", to_value(schemars::schema_for!(DecisionRecord))),
+        ("provenance-parameters.schema.json", to_value(schemars::schema_for!(ExternalParameters))),
     ]
 }

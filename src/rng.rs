@@ -24,9 +24,7 @@ impl SeededRng {
     /// Uniform floats in [low, high).
     pub fn uniform(&mut self, shape: &[i64], low: f64, high: f64, device: Device) -> Tensor {
         let count = shape.iter().product::<i64>() as usize;
-        let values: Vec<f32> = (0..count)
-            .map(|_| self.0.random_range(low..high) as f32)
-            .collect();
+        let values: Vec<f32> = (0..count).map(|_| self.0.random_range(low..high) as f32).collect();
         Tensor::from_slice(&values).view(shape).to_device(device)
     }
 
@@ -52,10 +50,7 @@ mod tests {
     #[test]
     fn same_seed_same_draws_and_ranges_hold() {
         let (mut a, mut b) = (SeededRng::new(4), SeededRng::new(4));
-        assert!(
-            a.permutation(50, Device::Cpu)
-                .equal(&b.permutation(50, Device::Cpu))
-        );
+        assert!(a.permutation(50, Device::Cpu).equal(&b.permutation(50, Device::Cpu)));
         let u = a.uniform(&[1000], -0.5, 0.5, Device::Cpu);
         assert!(u.equal(&b.uniform(&[1000], -0.5, 0.5, Device::Cpu)));
         assert!(u.min().double_value(&[]) >= -0.5 && u.max().double_value(&[]) < 0.5);
@@ -63,9 +58,6 @@ mod tests {
         assert_eq!(i.max().int64_value(&[]), 2);
         let sorted = a.permutation(10, Device::Cpu).sort(0, false).0;
         assert!(sorted.equal(&Tensor::arange(10, (tch::Kind::Int64, Device::Cpu))));
-        assert_ne!(
-            SeededRng::new(5).permutation(50, Device::Cpu),
-            b.permutation(50, Device::Cpu)
-        );
+        assert_ne!(SeededRng::new(5).permutation(50, Device::Cpu), b.permutation(50, Device::Cpu));
     }
 }

@@ -73,17 +73,9 @@ struct Sgd {
 
 impl Sgd {
     fn new(params: Vec<Tensor>, momentum: f64, weight_decay: f64) -> Self {
-        let params: Vec<Tensor> = params
-            .into_iter()
-            .map(|p| p.set_requires_grad(true))
-            .collect();
+        let params: Vec<Tensor> = params.into_iter().map(|p| p.set_requires_grad(true)).collect();
         let momentum_buffers = params.iter().map(|_| None).collect();
-        Sgd {
-            params,
-            momentum_buffers,
-            momentum,
-            weight_decay,
-        }
+        Sgd { params, momentum_buffers, momentum, weight_decay }
     }
 
     fn zero_grad(&mut self) {
@@ -99,11 +91,7 @@ impl Sgd {
                 if !grad.defined() {
                     continue;
                 }
-                let mut direction = if self.weight_decay > 0.0 {
-                    grad + &*p * self.weight_decay
-                } else {
-                    grad
-                };
+                let mut direction = if self.weight_decay > 0.0 { grad + &*p * self.weight_decay } else { grad };
                 if self.momentum > 0.0 {
                     direction = match buffer {
                         Some(b) => {
@@ -167,13 +155,10 @@ pub fn train(
                 continue;
             }
             let index = order.narrow(0, start, len);
-            let batch = config
-                .augmentation
-                .apply(&images.index_select(0, &index), rng);
+            let batch = config.augmentation.apply(&images.index_select(0, &index), rng);
             let targets = labels.index_select(0, &index);
             let logits = model.logits(&config.input.normalize(&batch))?;
-            let cross_entropy =
-                logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
+            let cross_entropy = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
             let loss = match &config.head {
                 Some(head) if head.alpha != 0.0 => {
                     &cross_entropy + (&head.weight * &head.original).sum(Kind::Float) * head.alpha
@@ -233,11 +218,7 @@ mod tests {
     fn cosine_schedule_matches_pytorch() {
         assert_eq!(cosine_lr(0.01, 0, 10), 0.01);
         assert!((cosine_lr(0.01, 5, 10) - 0.005).abs() < 1e-12);
-        assert!(
-            (cosine_lr(0.01, 9, 10) - 0.01 * (1.0 + (0.9 * std::f64::consts::PI).cos()) / 2.0)
-                .abs()
-                < 1e-12
-        );
+        assert!((cosine_lr(0.01, 9, 10) - 0.01 * (1.0 + (0.9 * std::f64::consts::PI).cos()) / 2.0).abs() < 1e-12);
     }
 
     #[test]

@@ -16,19 +16,11 @@ use fstgate::training::Silent;
 use tch::Device;
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }
 
 /// Purifies the fc fixture on toy data and signs the result into `dir/<name>`.
-fn signed_dir(
-    dir: &Path,
-    name: &str,
-    seed: u64,
-    key: &SigningKey,
-    policy: ThresholdPolicy,
-) -> PathBuf {
+fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policy: ThresholdPolicy) -> PathBuf {
     let data = dir.join("toy.safetensors");
     if !data.exists() {
         common::toy_data(&data, 64, 1, 10);
@@ -43,12 +35,7 @@ fn signed_dir(
         test_data: spec,
         test_sample: Sample::All,
         input: InputSpec::default(),
-        settings: Settings {
-            epochs: 1,
-            batch_size: 16,
-            seed,
-            ..Settings::default()
-        },
+        settings: Settings { epochs: 1, batch_size: 16, seed, ..Settings::default() },
         attack: Some((AttackInput::Trigger("badnets:size=2".parse().unwrap()), 0)),
         probes: evaluation::standard_probes(),
         device: Device::Cpu,
@@ -62,11 +49,7 @@ fn signed_dir(
 
 /// Everything allowed: the toy model's figures pass these thresholds.
 fn lenient() -> ThresholdPolicy {
-    ThresholdPolicy {
-        max_attack_success_rate: 1.0,
-        max_probe_rate: 1.0,
-        max_accuracy_drop_points: 100.0,
-    }
+    ThresholdPolicy { max_attack_success_rate: 1.0, max_probe_rate: 1.0, max_accuracy_drop_points: 100.0 }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -78,9 +61,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn verify_error(dir: &Path, key: &SigningKey) -> String {
-    attestation::verify(dir, &key.public(), None)
-        .expect_err("verification must fail")
-        .to_string()
+    attestation::verify(dir, &key.public(), None).expect_err("verification must fail").to_string()
 }
 
 #[test]
@@ -88,72 +69,34 @@ fn signed_directory_verifies_and_records_the_decision() {
     let scratch = common::scratch("attest-ok");
     let key = SigningKey::generate();
     let released = signed_dir(&scratch, "released", 0, &key, lenient());
-    let verified =
-        attestation::verify(&released, &key.public(), Some(&fixture("heads/fc.pt"))).unwrap();
-    assert_eq!(
-        verified.files,
-        [
-            "decision.intoto.json",
-            "model.pt",
-            "provenance.intoto.json",
-            "report.json"
-        ]
-    );
+    let verified = attestation::verify(&released, &key.public(), Some(&fixture("heads/fc.pt"))).unwrap();
+    assert_eq!(verified.files, ["decision.intoto.json", "model.pt", "provenance.intoto.json", "report.json"]);
     assert!(verified.decision.releasable);
     assert_eq!(verified.decision.decision, "release");
 
     // A denied model gets a signed decision record too, never marked releasable.
-    let denied = signed_dir(
-        &scratch,
-        "denied",
-        0,
-        &key,
-        ThresholdPolicy {
-            max_attack_success_rate: -1.0,
-            ..lenient()
-        },
-    );
+    let denied =
+        signed_dir(&scratch, "denied", 0, &key, ThresholdPolicy { max_attack_success_rate: -1.0, ..lenient() });
     let verified = attestation::verify(&denied, &key.public(), None).unwrap();
     assert!(!verified.decision.releasable);
     assert_eq!(verified.decision.decision, "deny");
-    assert!(
-        verified.decision.policies[0].reasons[0].contains("attack success rate after purification")
-    );
+    assert!(verified.decision.policies[0].reasons[0].contains("attack success rate after purification"));
     let vsa: serde_json::Value = statement_of(&denied.join("decision.intoto.json"));
     assert_eq!(vsa["predicate"]["verificationResult"], "FAILED");
-    assert_eq!(
-        vsa["predicate"]["verifiedLevels"].as_array().unwrap().len(),
-        0
-    );
+    assert_eq!(vsa["predicate"]["verifiedLevels"].as_array().unwrap().len(), 0);
 
     // The provenance names the original model and the data by digest.
     let provenance = statement_of(&released.join("provenance.intoto.json"));
-    assert_eq!(
-        provenance["predicateType"],
-        "https://slsa.dev/provenance/v1"
-    );
-    let deps = provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
-        .as_array()
-        .unwrap();
+    assert_eq!(provenance["predicateType"], "https://slsa.dev/provenance/v1");
+    let deps = provenance["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
     let original = deps.iter().find(|d| d["name"] == "original-model").unwrap();
-    assert_eq!(
-        original["digest"]["sha256"],
-        fstgate::data::sha256_file(&fixture("heads/fc.pt")).unwrap()
-    );
-    assert!(
-        deps.iter()
-            .any(|d| d["name"] == "policy:builtin:thresholds")
-    );
+    assert_eq!(original["digest"]["sha256"], fstgate::data::sha256_file(&fixture("heads/fc.pt")).unwrap());
+    assert!(deps.iter().any(|d| d["name"] == "policy:builtin:thresholds"));
 }
 
 fn statement_of(path: &Path) -> serde_json::Value {
     let envelope: Envelope = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(envelope.payload)
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(envelope.payload).unwrap()).unwrap()
 }
 
 #[test]
@@ -176,25 +119,22 @@ fn every_tampering_is_rejected_with_its_reason() {
     assert!(verify_error(&dir, &key).contains("model.pt does not match its signed sha256"));
 
     let dir = case("report");
-    let report = std::fs::read_to_string(dir.join("report.json"))
-        .unwrap()
-        .replacen("\"clean_accuracy\": ", "\"clean_accuracy\": 0.99", 1);
+    let report = std::fs::read_to_string(dir.join("report.json")).unwrap().replacen(
+        "\"clean_accuracy\": ",
+        "\"clean_accuracy\": 0.99",
+        1,
+    );
     std::fs::write(dir.join("report.json"), report).unwrap();
     assert!(verify_error(&dir, &key).contains("report.json does not match its signed sha256"));
 
     let dir = case("wrong-key");
     let err = verify_error(&dir, &SigningKey::generate());
-    assert!(
-        err.contains("model.sig") && err.contains("no valid signature"),
-        "{err}"
-    );
+    assert!(err.contains("model.sig") && err.contains("no valid signature"), "{err}");
 
     let dir = case("truncated");
     let text = std::fs::read(dir.join("decision.intoto.json")).unwrap();
     std::fs::write(dir.join("decision.intoto.json"), &text[..text.len() / 2]).unwrap();
-    assert!(
-        verify_error(&dir, &key).contains("decision.intoto.json does not match its signed sha256")
-    );
+    assert!(verify_error(&dir, &key).contains("decision.intoto.json does not match its signed sha256"));
     // Even re-signed over the directory, a truncated envelope is named as such.
     attestation::sign_directory(&dir, "model.sig", &key).unwrap();
     assert!(verify_error(&dir, &key).contains("decision.intoto.json is not a DSSE envelope"));
@@ -206,46 +146,24 @@ fn every_tampering_is_rejected_with_its_reason() {
     // An attestation moved from another model: caught by the bundle, and by the subject digest
     // even when the directory is re-signed with the same key.
     let dir = case("moved");
-    std::fs::copy(
-        other.join("provenance.intoto.json"),
-        dir.join("provenance.intoto.json"),
-    )
-    .unwrap();
-    assert!(
-        verify_error(&dir, &key)
-            .contains("provenance.intoto.json does not match its signed sha256")
-    );
+    std::fs::copy(other.join("provenance.intoto.json"), dir.join("provenance.intoto.json")).unwrap();
+    assert!(verify_error(&dir, &key).contains("provenance.intoto.json does not match its signed sha256"));
     attestation::sign_directory(&dir, "model.sig", &key).unwrap();
     assert!(verify_error(&dir, &key).contains("provenance.intoto.json attests another model"));
 
     // A DSSE signature over another payload type, by the right key.
     let dir = case("payload-type");
-    let envelope: Envelope =
-        serde_json::from_slice(&std::fs::read(dir.join("decision.intoto.json")).unwrap()).unwrap();
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(&envelope.payload)
-        .unwrap();
+    let envelope: Envelope = serde_json::from_slice(&std::fs::read(dir.join("decision.intoto.json")).unwrap()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD.decode(&envelope.payload).unwrap();
     let resigned = Envelope::sign("application/json", &payload, &key, "");
-    std::fs::write(
-        dir.join("decision.intoto.json"),
-        serde_json::to_vec(&resigned).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("decision.intoto.json"), serde_json::to_vec(&resigned).unwrap()).unwrap();
     attestation::sign_directory(&dir, "model.sig", &key).unwrap();
     let err = verify_error(&dir, &key);
-    assert!(
-        err.contains("payload type is `application/json`, expected `application/vnd.in-toto+json`"),
-        "{err}"
-    );
+    assert!(err.contains("payload type is `application/json`, expected `application/vnd.in-toto+json`"), "{err}");
 
     // The wrong original model is named.
-    let err = attestation::verify(&good, &key.public(), Some(&fixture("heads/linear.pt")))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("is not the original model the provenance names"),
-        "{err}"
-    );
+    let err = attestation::verify(&good, &key.public(), Some(&fixture("heads/linear.pt"))).unwrap_err().to_string();
+    assert!(err.contains("is not the original model the provenance names"), "{err}");
 }
 
 #[test]
@@ -258,29 +176,16 @@ fn cli_verify_exits_0_when_all_holds_and_1_with_the_reason() {
     let run = |dir: &Path| {
         assert_cmd::Command::cargo_bin("fstgate")
             .unwrap()
-            .args([
-                "verify",
-                dir.to_str().unwrap(),
-                "--public-key",
-                public.to_str().unwrap(),
-            ])
+            .args(["verify", dir.to_str().unwrap(), "--public-key", public.to_str().unwrap()])
             .output()
             .unwrap()
     };
     let ok = run(&dir);
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
     std::fs::write(dir.join("report.json"), b"{}").unwrap();
     let bad = run(&dir);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&bad.stdout)
-            .contains("report.json does not match its signed sha256")
-    );
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("report.json does not match its signed sha256"));
 }
 
 /// The real OpenSSF tool, installed from PyPI by scripts/model-signing-verify.sh (cached).
@@ -307,11 +212,7 @@ fn openssf_model_signing_accepts_our_bundle_and_rejects_tampering() {
             .unwrap();
         (
             output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
         )
     };
     let (accepted, log) = model_signing(&dir, &public);

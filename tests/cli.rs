@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }
 
 struct Run {
@@ -18,15 +16,8 @@ struct Run {
 }
 
 fn fstgate(args: &[&str]) -> Run {
-    let output = Command::cargo_bin("fstgate")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let output = Command::cargo_bin("fstgate").unwrap().args(args).output().unwrap();
+    Run { code: output.status.code().unwrap_or(-1), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
 }
 
 /// Runs purify on the fc fixture with `data` as clean and test set plus `extra` arguments.
@@ -59,10 +50,8 @@ fn purify(dir: &Path, model: &Path, data: &Path, extra: &[&str]) -> (Run, PathBu
 
 /// Nothing but the inputs is left in `dir`: no output, no staging directory.
 fn assert_nothing_written(dir: &Path, inputs: &[&str]) {
-    let mut left: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut left: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     left.retain(|name| !inputs.contains(&name.as_str()));
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
@@ -72,22 +61,15 @@ fn purify_on_a_scripted_fixture_writes_model_and_report() {
     let dir = common::scratch("cli-ok");
     let data = dir.join("toy.safetensors");
     common::toy_data(&data, 64, 1, 10);
-    let (run, out) = purify(
-        &dir,
-        &fixture("heads/fc.pt"),
-        &data,
-        &["--trigger", "badnets:size=2", "--crop-padding", "1"],
-    );
+    let (run, out) =
+        purify(&dir, &fixture("heads/fc.pt"), &data, &["--trigger", "badnets:size=2", "--crop-padding", "1"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: fstgate::report::Report =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report.model.head.name, "fc");
     assert_eq!(report.epochs.len(), 2);
     assert_eq!(report.clean_data.images_used, 64);
-    assert_eq!(
-        report.output.sha256,
-        fstgate::data::sha256_file(&out.join("model.pt")).unwrap()
-    );
+    assert_eq!(report.output.sha256, fstgate::data::sha256_file(&out.join("model.pt")).unwrap());
     assert!(report.after.attack.is_some() && report.after.probes.len() == 8);
     // Output directory exists only once complete; a second run refuses to overwrite it.
     let (again, _) = purify(&dir, &fixture("heads/fc.pt"), &data, &[]);
@@ -97,11 +79,7 @@ fn purify_on_a_scripted_fixture_writes_model_and_report() {
 
 /// The clean/test data a bad-input case runs on.
 enum Data {
-    Toy {
-        n: usize,
-        channels: usize,
-        classes: i64,
-    },
+    Toy { n: usize, channels: usize, classes: i64 },
     Missing,
     Garbage,
 }
@@ -114,11 +92,7 @@ struct Case {
     reason: &'static str,
 }
 
-const OK_DATA: Data = Data::Toy {
-    n: 32,
-    channels: 1,
-    classes: 10,
-};
+const OK_DATA: Data = Data::Toy { n: 32, channels: 1, classes: 10 };
 
 #[test]
 fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
@@ -140,33 +114,21 @@ fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
         Case {
             name: "wrong image shape",
             model: "heads/fc.pt",
-            data: Data::Toy {
-                n: 32,
-                channels: 3,
-                classes: 10,
-            },
+            data: Data::Toy { n: 32, channels: 3, classes: 10 },
             extra: &[],
             reason: "the model rejects inputs of shape [4, 3, 8, 8]",
         },
         Case {
             name: "label out of range",
             model: "heads/fc.pt",
-            data: Data::Toy {
-                n: 32,
-                channels: 1,
-                classes: 13,
-            },
+            data: Data::Toy { n: 32, channels: 1, classes: 13 },
             extra: &[],
             reason: "label 12 is out of range for a model with 10 outputs",
         },
         Case {
             name: "empty data set",
             model: "heads/fc.pt",
-            data: Data::Toy {
-                n: 0,
-                channels: 1,
-                classes: 10,
-            },
+            data: Data::Toy { n: 0, channels: 1, classes: 10 },
             extra: &[],
             reason: "the data set is empty",
         },
@@ -217,30 +179,15 @@ fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
         let dir = common::scratch(&format!("cli-bad-{}", case.name.replace(' ', "-")));
         let data = dir.join("d.safetensors");
         match case.data {
-            Data::Toy {
-                n,
-                channels,
-                classes,
-            } => common::toy_data(&data, n, channels, classes),
+            Data::Toy { n, channels, classes } => common::toy_data(&data, n, channels, classes),
             Data::Missing => {}
-            Data::Garbage => {
-                std::fs::write(&data, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap()
-            }
+            Data::Garbage => std::fs::write(&data, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap(),
         }
         let (run, _) = purify(&dir, &fixture(case.model), &data, case.extra);
         let name = case.name;
         assert_eq!(run.code, 2, "{name}: {}", run.stderr);
-        assert!(
-            run.stderr.contains(case.reason),
-            "{name}: expected `{}` in: {}",
-            case.reason,
-            run.stderr
-        );
-        assert!(
-            run.stderr.lines().count() <= 3,
-            "{name}: the error should be short: {}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(case.reason), "{name}: expected `{}` in: {}", case.reason, run.stderr);
+        assert!(run.stderr.lines().count() <= 3, "{name}: the error should be short: {}", run.stderr);
         assert_nothing_written(&dir, &["d.safetensors"]);
     }
 }
@@ -261,11 +208,7 @@ fn bad_trigger_spec_and_device_are_usage_errors() {
         "o",
     ]);
     assert_eq!(run.code, 2);
-    assert!(
-        run.stderr.contains("unknown trigger `laser`"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("unknown trigger `laser`"), "{}", run.stderr);
     let run = fstgate(&[
         "purify",
         "--model",
@@ -280,12 +223,7 @@ fn bad_trigger_spec_and_device_are_usage_errors() {
         "o",
     ]);
     assert_eq!(run.code, 2);
-    assert!(
-        run.stderr
-            .contains("`tpu` is not one of auto, cpu, cuda, cuda:N"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("`tpu` is not one of auto, cpu, cuda, cuda:N"), "{}", run.stderr);
 }
 
 #[test]
@@ -295,8 +233,5 @@ fn schemas_are_up_to_date() {
     assert_eq!(run.code, 0, "schemas/ is stale: {}", run.stderr);
     // The check really compares: a directory without the files fails.
     let empty = common::scratch("schemas-empty");
-    assert_eq!(
-        fstgate(&["schema", "--check", "--out", empty.to_str().unwrap()]).code,
-        1
-    );
+    assert_eq!(fstgate(&["schema", "--check", "--out", empty.to_str().unwrap()]).code, 1);
 }

@@ -22,11 +22,7 @@ fn reference_input() -> Tensor {
 
 fn expected() -> serde_json::Map<String, Value> {
     let text = std::fs::read_to_string(fixtures().join("heads/expected.json")).unwrap();
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .clone()
+    serde_json::from_str::<Value>(&text).unwrap().as_object().unwrap().clone()
 }
 
 fn load(path: &Path, head: Option<&str>) -> fstgate::Result<Classifier> {
@@ -42,11 +38,7 @@ fn finds_every_fixture_head_and_reproduces_pytorch_logits() {
         };
         let model = load(&path, None).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(model.head.name, head, "{file}");
-        assert_eq!(
-            model.head.in_features,
-            spec["in_features"].as_i64().unwrap(),
-            "{file}"
-        );
+        assert_eq!(model.head.in_features, spec["in_features"].as_i64().unwrap(), "{file}");
         assert_eq!(model.num_classes, 10, "{file}");
         assert!(model.head.verified, "{file}");
         let output = match spec["output"].as_str().unwrap() {
@@ -56,20 +48,10 @@ fn finds_every_fixture_head_and_reproduces_pytorch_logits() {
         };
         assert_eq!(model.output, output, "{file}");
         let logits = tch::no_grad(|| model.logits(&reference_input())).unwrap();
-        let want: Vec<f32> = spec["logits_eval"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let diff = (logits.view([-1]) - Tensor::from_slice(&want))
-            .abs()
-            .max()
-            .double_value(&[]);
-        assert!(
-            diff < 1e-4,
-            "{file}: logits differ from PyTorch's by {diff}"
-        );
+        let want: Vec<f32> =
+            spec["logits_eval"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let diff = (logits.view([-1]) - Tensor::from_slice(&want)).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{file}: logits differ from PyTorch's by {diff}");
     }
 }
 
@@ -93,10 +75,7 @@ fn softmax_output_is_refused_with_the_candidates() {
         .err()
         .expect("softmax output must be refused")
         .to_string();
-    assert!(
-        err.contains("none of the linear maps with 10 outputs produces the logits directly"),
-        "{err}"
-    );
+    assert!(err.contains("none of the linear maps with 10 outputs produces the logits directly"), "{err}");
     assert!(err.contains("fc [10, 32]"), "candidates are listed: {err}");
 }
 
@@ -108,23 +87,11 @@ fn head_override_accepts_a_suffix_and_rejects_unknown_names() {
     assert_eq!(model.head.located_by, "user");
 
     let err = load(&nested, Some("classifier")).err().unwrap().to_string();
-    assert!(
-        err.contains("no linear map named `classifier`") && err.contains("module.net.fc [10, 32]"),
-        "{err}"
-    );
+    assert!(err.contains("no linear map named `classifier`") && err.contains("module.net.fc [10, 32]"), "{err}");
 
     // classifier.1 and classifier.4 are [32, 32]: not 10 outputs.
-    let err = load(
-        &fixtures().join("heads/sequential.pt"),
-        Some("classifier.4"),
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(
-        err.contains("has 32 outputs but the model produces 10 logits"),
-        "{err}"
-    );
+    let err = load(&fixtures().join("heads/sequential.pt"), Some("classifier.4")).err().unwrap().to_string();
+    assert!(err.contains("has 32 outputs but the model produces 10 logits"), "{err}");
 }
 
 #[test]
@@ -140,38 +107,17 @@ fn mlflow_directory_loads_its_torchscript_archive() {
 
 #[test]
 fn pickled_eager_modules_garbage_and_missing_files_are_refused_clearly() {
-    let err = load(&fixtures().join("eager_pickled.pt"), None)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("pickled eager PyTorch module") && err.contains("torch.jit.script"),
-        "{err}"
-    );
-    let err = load(&fixtures().join("garbage.pt"), None)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("garbage.pt") && err.contains("not a TorchScript archive"),
-        "{err}"
-    );
-    let err = load(&fixtures().join("missing.pt"), None)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load(&fixtures().join("eager_pickled.pt"), None).err().unwrap().to_string();
+    assert!(err.contains("pickled eager PyTorch module") && err.contains("torch.jit.script"), "{err}");
+    let err = load(&fixtures().join("garbage.pt"), None).err().unwrap().to_string();
+    assert!(err.contains("garbage.pt") && err.contains("not a TorchScript archive"), "{err}");
+    let err = load(&fixtures().join("missing.pt"), None).err().unwrap().to_string();
     assert!(err.contains("missing.pt"), "{err}");
 }
 
 #[test]
 fn inputs_of_the_wrong_shape_are_named() {
     let wrong = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let err = Classifier::load(&fixtures().join("heads/fc.pt"), Device::Cpu, &wrong, None)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("the model rejects inputs of shape [2, 3, 32, 32]"),
-        "{err}"
-    );
+    let err = Classifier::load(&fixtures().join("heads/fc.pt"), Device::Cpu, &wrong, None).err().unwrap().to_string();
+    assert!(err.contains("the model rejects inputs of shape [2, 3, 32, 32]"), "{err}");
 }

@@ -31,29 +31,15 @@ fn dirty_label_poisoning_relabels_only_other_classes() {
     assert_eq!(count, 50);
     let (old, new) = (train.labels_vec(), poisoned.labels_vec());
     let changed: Vec<usize> = (0..old.len()).filter(|&i| old[i] != new[i]).collect();
-    assert_eq!(
-        changed.len(),
-        50,
-        "every poisoned image comes from another class"
-    );
+    assert_eq!(changed.len(), 50, "every poisoned image comes from another class");
     assert!(changed.iter().all(|&i| new[i] == 3));
     // Exactly those images carry the patch.
     let patch = |data: &fstgate::data::Dataset, i: usize| {
-        data.images
-            .get(i as i64)
-            .narrow(1, 25, 3)
-            .narrow(2, 25, 3)
-            .min()
-            .double_value(&[])
+        data.images.get(i as i64).narrow(1, 25, 3).narrow(2, 25, 3).min().double_value(&[])
     };
     assert!(changed.iter().all(|&i| patch(&poisoned, i) == 1.0));
     let untouched = (0..old.len()).find(|i| !changed.contains(i)).unwrap();
-    assert!(
-        poisoned
-            .images
-            .get(untouched as i64)
-            .equal(&train.images.get(untouched as i64))
-    );
+    assert!(poisoned.images.get(untouched as i64).equal(&train.images.get(untouched as i64)));
 }
 
 #[test]
@@ -62,52 +48,32 @@ fn clean_label_poisoning_keeps_labels_and_uses_target_images() {
     let (poisoned, count) = lab::poison(&train, &settings("sig", true, 0.05)).unwrap();
     assert_eq!(count, 50);
     assert_eq!(poisoned.labels_vec(), train.labels_vec());
-    let diff = (&poisoned.images - &train.images).abs().sum_dim_intlist(
-        &[1i64, 2, 3][..],
-        false,
-        Kind::Float,
-    );
+    let diff = (&poisoned.images - &train.images).abs().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
     let labels = train.labels_vec();
-    let touched: Vec<usize> = (0..labels.len())
-        .filter(|&i| diff.double_value(&[i as i64]) > 0.0)
-        .collect();
+    let touched: Vec<usize> = (0..labels.len()).filter(|&i| diff.double_value(&[i as i64]) > 0.0).collect();
     assert_eq!(touched.len(), 50);
     assert!(touched.iter().all(|&i| labels[i] == 3));
     // Asking for more target images than exist is refused.
-    let err = lab::poison(&train, &settings("sig", true, 0.5))
-        .unwrap_err()
-        .to_string();
+    let err = lab::poison(&train, &settings("sig", true, 0.5)).unwrap_err().to_string();
     assert!(err.contains("only 100 are eligible"), "{err}");
 }
 
 #[test]
 fn exported_architectures_are_scripted_with_batchnorm_following_the_mode() {
     let dir = common::scratch("lab-arch");
-    for (architecture, width, features) in [
-        (Architecture::SmallCnn, 16, 64),
-        (Architecture::Resnet18, 8, 64),
-    ] {
+    for (architecture, width, features) in [(Architecture::SmallCnn, 16, 64), (Architecture::Resnet18, 8, 64)] {
         let path = dir.join(format!("{architecture:?}.pt"));
         lab::export(architecture, 3, 7, width, &mut SeededRng::new(1), &path).unwrap();
         let sample = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
         let model = Classifier::load(&path, Device::Cpu, &sample, None).unwrap();
         assert_eq!(model.head.name, "fc");
-        assert_eq!(
-            (model.head.out_features, model.head.in_features),
-            (7, features)
-        );
-        assert!(
-            model.mode_sensitive(&sample).unwrap(),
-            "{architecture:?}: BatchNorm must follow train/eval"
-        );
+        assert_eq!((model.head.out_features, model.head.in_features), (7, features));
+        assert!(model.mode_sensitive(&sample).unwrap(), "{architecture:?}: BatchNorm must follow train/eval");
         // Same seed, same initial weights.
         let again = dir.join("again.pt");
         lab::export(architecture, 3, 7, width, &mut SeededRng::new(1), &again).unwrap();
         let other = Classifier::load(&again, Device::Cpu, &sample, None).unwrap();
-        let (a, b) = (
-            tch::no_grad(|| model.logits(&sample)).unwrap(),
-            tch::no_grad(|| other.logits(&sample)).unwrap(),
-        );
+        let (a, b) = (tch::no_grad(|| model.logits(&sample)).unwrap(), tch::no_grad(|| other.logits(&sample)).unwrap());
         assert!(a.equal(&b));
     }
 }
@@ -137,10 +103,7 @@ fn lab_writes_model_and_report_atomically() {
         .collect();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
     // A bad target class fails before anything is written.
-    let bad = PoisonSettings {
-        target_class: 10,
-        ..settings("badnets", false, 0.05)
-    };
+    let bad = PoisonSettings { target_class: 10, ..settings("badnets", false, 0.05) };
     let err = lab::train_backdoored(
         &train,
         &test,

@@ -17,10 +17,7 @@ use tch::{Device, Tensor};
 const TEST_IMAGES: i64 = 2_000;
 
 fn settings(method: Method) -> Settings {
-    Settings {
-        method,
-        ..fstgate_test_settings()
-    }
+    Settings { method, ..fstgate_test_settings() }
 }
 
 /// The FST settings the acceptance test uses (see the test's doc comment for why).
@@ -84,41 +81,16 @@ fn row(name: &str, report: &Report) -> String {
 fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
     let lab = common::badnets_model();
     let attack = lab.report.test.attack.as_ref().unwrap();
-    assert!(
-        attack.attack_success_rate > 0.8,
-        "the lab's backdoor did not take: ASR {}",
-        attack.attack_success_rate
-    );
-    assert!(
-        lab.report.test.clean_accuracy > 0.85,
-        "the lab's model is too weak: {}",
-        lab.report.test.clean_accuracy
-    );
+    assert!(attack.attack_success_rate > 0.8, "the lab's backdoor did not take: ASR {}", attack.attack_success_rate);
+    assert!(lab.report.test.clean_accuracy > 0.85, "the lab's model is too weak: {}", lab.report.test.clean_accuracy);
 
     let dir = common::scratch("fst-vs-ft");
     let clean = Sample::Fraction(0.05);
-    let fst = job::run(
-        &purify_job(settings(Method::Fst), clean, &dir.join("fst")),
-        &Silent,
-    )
-    .unwrap();
-    let ft = job::run(
-        &purify_job(settings(Method::Ft), clean, &dir.join("ft")),
-        &Silent,
-    )
-    .unwrap();
-    let paper = job::run(
-        &purify_job(
-            Settings::default(),
-            Sample::Fraction(0.02),
-            &dir.join("paper"),
-        ),
-        &Silent,
-    )
-    .unwrap();
-    eprintln!(
-        "| method | C-Acc before | C-Acc after | drop (points) | ASR before | ASR after | RA after | tuning s |"
-    );
+    let fst = job::run(&purify_job(settings(Method::Fst), clean, &dir.join("fst")), &Silent).unwrap();
+    let ft = job::run(&purify_job(settings(Method::Ft), clean, &dir.join("ft")), &Silent).unwrap();
+    let paper =
+        job::run(&purify_job(Settings::default(), Sample::Fraction(0.02), &dir.join("paper")), &Silent).unwrap();
+    eprintln!("| method | C-Acc before | C-Acc after | drop (points) | ASR before | ASR after | RA after | tuning s |");
     eprintln!("|---|---|---|---|---|---|---|---|");
     eprintln!("{}", row("fst", &fst));
     eprintln!("{}", row("ft", &ft));
@@ -138,11 +110,7 @@ fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
         100.0 * ft_after
     );
     let paper_after = paper.summary.attack_success_rate_after.unwrap();
-    assert!(
-        paper_after < 0.05,
-        "FST with the paper's defaults left ASR at {:.1}%",
-        100.0 * paper_after
-    );
+    assert!(paper_after < 0.05, "FST with the paper's defaults left ASR at {:.1}%", 100.0 * paper_after);
     // The trigger-agnostic probe bank sees the backdoor before and not after.
     let probe_before = fst.before.worst_probe.as_ref().unwrap();
     assert_eq!(probe_before.class, 0);
@@ -155,55 +123,26 @@ fn purification_is_reproducible_with_a_seed() {
     let dir = common::scratch("reproducible");
     let quick = Settings {
         epochs: 2,
-        augmentation: Augmentation {
-            crop_padding: 2,
-            horizontal_flip: true,
-        },
+        augmentation: Augmentation { crop_padding: 2, horizontal_flip: true },
         ..settings(Method::Fst)
     };
-    let a = job::run(
-        &purify_job(quick.clone(), Sample::Count(600), &dir.join("a")),
-        &Silent,
-    )
-    .unwrap();
-    let b = job::run(
-        &purify_job(quick.clone(), Sample::Count(600), &dir.join("b")),
-        &Silent,
-    )
-    .unwrap();
+    let a = job::run(&purify_job(quick.clone(), Sample::Count(600), &dir.join("a")), &Silent).unwrap();
+    let b = job::run(&purify_job(quick.clone(), Sample::Count(600), &dir.join("b")), &Silent).unwrap();
     assert_eq!(
         serde_json::to_value(&a.after).unwrap()["clean_accuracy"],
         serde_json::to_value(&b.after).unwrap()["clean_accuracy"]
     );
     for (x, y) in a.epochs.iter().zip(&b.epochs) {
-        assert_eq!(
-            x.loss.to_bits(),
-            y.loss.to_bits(),
-            "epoch {} loss differs",
-            x.epoch
-        );
+        assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "epoch {} loss differs", x.epoch);
     }
     let logits = |dir: &Path| {
         let test = common::fashion("test", 64, 3);
-        let model =
-            Classifier::load(&dir.join("model.pt"), Device::Cpu, &test.images, None).unwrap();
+        let model = Classifier::load(&dir.join("model.pt"), Device::Cpu, &test.images, None).unwrap();
         tch::no_grad(|| model.logits(&test.images)).unwrap()
     };
     assert!(logits(&dir.join("a")).equal(&logits(&dir.join("b"))));
-    let c = job::run(
-        &purify_job(
-            Settings { seed: 1, ..quick },
-            Sample::Count(600),
-            &dir.join("c"),
-        ),
-        &Silent,
-    )
-    .unwrap();
-    assert_ne!(
-        a.epochs[0].loss.to_bits(),
-        c.epochs[0].loss.to_bits(),
-        "another seed must give another run"
-    );
+    let c = job::run(&purify_job(Settings { seed: 1, ..quick }, Sample::Count(600), &dir.join("c")), &Silent).unwrap();
+    assert_ne!(a.epochs[0].loss.to_bits(), c.epochs[0].loss.to_bits(), "another seed must give another run");
 }
 
 /// The archive written after purification gives the in-memory model's logits, and reloads with
@@ -214,27 +153,21 @@ fn saved_model_reloads_with_identical_logits() {
     let clean = common::fashion("train", 500, 5);
     let test = common::fashion("test", 256, 5);
     let lab = common::badnets_model();
-    let mut model =
-        Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
-    let quick = Settings {
-        epochs: 1,
-        ..settings(Method::Fst)
-    };
+    let mut model = Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let quick = Settings { epochs: 1, ..settings(Method::Fst) };
     purification::purify(&mut model, &clean, &InputSpec::default(), &quick, &Silent).unwrap();
     model.set_eval();
     let in_memory = tch::no_grad(|| model.logits(&test.images)).unwrap();
     let path = dir.join("model.pt");
     model.save(&path).unwrap();
-    let reloaded =
-        Classifier::load(&path, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let reloaded = Classifier::load(&path, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
     assert_eq!(reloaded.head, model.head);
     assert_eq!(reloaded.output, model.output);
     let from_disk = tch::no_grad(|| reloaded.logits(&test.images)).unwrap();
     let diff = (&in_memory - &from_disk).abs().max().double_value(&[]);
     assert!(diff == 0.0, "logits differ by {diff}");
     // And the purified model really differs from the backdoored one.
-    let original =
-        Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let original = Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
     let before = tch::no_grad(|| original.logits(&test.images)).unwrap();
     assert!((before - from_disk).abs().max().double_value(&[]) > 1e-3);
 }
@@ -245,48 +178,28 @@ fn baselines_train_the_parameters_they_should() {
     let clean = common::fashion("train", 300, 7);
     let sample = clean.images.narrow(0, 0, 4);
     let lab = common::badnets_model();
-    for method in [
-        Method::Ft,
-        Method::Lp,
-        Method::FeTuning,
-        Method::FtInit,
-        Method::Fst,
-    ] {
+    for method in [Method::Ft, Method::Lp, Method::FeTuning, Method::FtInit, Method::Fst] {
         let mut model = Classifier::load(&lab.model, Device::Cpu, &sample, None).unwrap();
-        let before: Vec<(String, Tensor)> = model
-            .named_parameters()
-            .unwrap()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect();
+        let before: Vec<(String, Tensor)> =
+            model.named_parameters().unwrap().into_iter().map(|(n, t)| (n, t.copy())).collect();
         let (w0, _) = model.head_tensors().unwrap();
         let w0 = w0.copy();
         purification::purify(
             &mut model,
             &clean,
             &InputSpec::default(),
-            &Settings {
-                method,
-                epochs: 1,
-                ..Settings::default()
-            },
+            &Settings { method, epochs: 1, ..Settings::default() },
             &Silent,
         )
         .unwrap();
         let head = &model.head;
         let changed = |name: &str| {
             let (_, old) = before.iter().find(|(n, _)| n == name).unwrap();
-            let (_, new) = model
-                .named_parameters()
-                .unwrap()
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .unwrap();
+            let (_, new) = model.named_parameters().unwrap().into_iter().find(|(n, _)| n == name).unwrap();
             !old.equal(&new)
         };
-        let backbone_changed = before
-            .iter()
-            .any(|(n, _)| n != &head.weight && Some(n) != head.bias.as_ref() && changed(n));
+        let backbone_changed =
+            before.iter().any(|(n, _)| n != &head.weight && Some(n) != head.bias.as_ref() && changed(n));
         let head_changed = changed(&head.weight);
         match method {
             Method::Lp => assert!(!backbone_changed && head_changed, "{method:?}"),
@@ -296,10 +209,7 @@ fn baselines_train_the_parameters_they_should() {
         // Every method keeps the head on the sphere of the original norm.
         let (w, _) = model.head_tensors().unwrap();
         let ratio = w.norm().double_value(&[]) / w0.norm().double_value(&[]);
-        assert!(
-            (ratio - 1.0).abs() < 1e-4,
-            "{method:?}: head norm ratio {ratio}"
-        );
+        assert!((ratio - 1.0).abs() < 1e-4, "{method:?}: head norm ratio {ratio}");
         // Methods that re-initialise start far from W0; FST pushes it to negative cosine.
         let cosine = fstgate::training::cosine(&w, &w0);
         match method {
@@ -317,13 +227,10 @@ fn baselines_train_the_parameters_they_should() {
 fn poisoned_test_set_matches_the_trigger() {
     let test = common::fashion("test", 500, 9);
     let lab = common::badnets_model();
-    let mut model =
-        Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let mut model = Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
     let trigger: fstgate::evaluation::Trigger = "badnets".parse().unwrap();
     let triggered = trigger.apply(&test.images).unwrap();
-    let poisoned =
-        fstgate::data::Dataset::from_tensors(triggered, test.labels.copy(), test.source.clone())
-            .unwrap();
+    let poisoned = fstgate::data::Dataset::from_tensors(triggered, test.labels.copy(), test.source.clone()).unwrap();
     let input = InputSpec::default();
     let by_trigger = evaluation::evaluate(
         &mut model,
@@ -341,10 +248,7 @@ fn poisoned_test_set_matches_the_trigger() {
         &test,
         &Plan {
             input,
-            attack: Some(Attack::PoisonedSet {
-                data: poisoned,
-                target: 0,
-            }),
+            attack: Some(Attack::PoisonedSet { data: poisoned, target: 0 }),
             probes: vec![],
             batch_size: 128,
         },

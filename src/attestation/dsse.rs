@@ -26,13 +26,7 @@ pub struct EnvelopeSignature {
 
 /// Pre-authentication encoding.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        payload.len()
-    )
-    .into_bytes();
+    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
     out.extend_from_slice(payload);
     out
 }
@@ -44,10 +38,7 @@ impl Envelope {
         Envelope {
             payload: STANDARD.encode(payload),
             payload_type: payload_type.to_string(),
-            signatures: vec![EnvelopeSignature {
-                keyid: keyid.to_string(),
-                sig: STANDARD.encode(signature),
-            }],
+            signatures: vec![EnvelopeSignature { keyid: keyid.to_string(), sig: STANDARD.encode(signature) }],
         }
     }
 
@@ -59,22 +50,14 @@ impl Envelope {
                 self.payload_type
             )));
         }
-        let payload = STANDARD
-            .decode(&self.payload)
-            .map_err(|_| Error::Attestation("payload is not base64".into()))?;
+        let payload = STANDARD.decode(&self.payload).map_err(|_| Error::Attestation("payload is not base64".into()))?;
         let message = pae(&self.payload_type, &payload);
-        let signed = self.signatures.iter().any(|s| {
-            STANDARD
-                .decode(&s.sig)
-                .is_ok_and(|sig| key.verify(&message, &sig))
-        });
+        let signed =
+            self.signatures.iter().any(|s| STANDARD.decode(&s.sig).is_ok_and(|sig| key.verify(&message, &sig)));
         if signed {
             Ok(payload)
         } else {
-            Err(Error::Attestation(format!(
-                "no valid signature by key {} over the envelope",
-                key.fingerprint()
-            )))
+            Err(Error::Attestation(format!("no valid signature by key {} over the envelope", key.fingerprint())))
         }
     }
 }
@@ -96,37 +79,16 @@ mod tests {
     fn envelopes_verify_and_reject_tampering() {
         let key = SigningKey::generate();
         let envelope = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, b"{\"a\":1}", &key, "");
-        assert_eq!(
-            envelope
-                .verify(&key.public(), IN_TOTO_PAYLOAD_TYPE)
-                .unwrap(),
-            b"{\"a\":1}"
-        );
+        assert_eq!(envelope.verify(&key.public(), IN_TOTO_PAYLOAD_TYPE).unwrap(), b"{\"a\":1}");
 
         let mut other_type = envelope.clone();
         other_type.payload_type = "text/plain".into();
-        assert!(
-            other_type
-                .verify(&key.public(), "text/plain")
-                .unwrap_err()
-                .to_string()
-                .contains("no valid signature")
-        );
-        assert!(
-            envelope
-                .verify(&key.public(), "text/plain")
-                .unwrap_err()
-                .to_string()
-                .contains("payload type is")
-        );
+        assert!(other_type.verify(&key.public(), "text/plain").unwrap_err().to_string().contains("no valid signature"));
+        assert!(envelope.verify(&key.public(), "text/plain").unwrap_err().to_string().contains("payload type is"));
 
         let mut changed = envelope.clone();
         changed.payload = STANDARD.encode(b"{\"a\":2}");
         assert!(changed.verify(&key.public(), IN_TOTO_PAYLOAD_TYPE).is_err());
-        assert!(
-            envelope
-                .verify(&SigningKey::generate().public(), IN_TOTO_PAYLOAD_TYPE)
-                .is_err()
-        );
+        assert!(envelope.verify(&SigningKey::generate().public(), IN_TOTO_PAYLOAD_TYPE).is_err());
     }
 }

@@ -6,9 +6,7 @@ use std::path::Path;
 
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey as EcSigningKey, VerifyingKey};
-use p256::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -32,10 +30,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
-        SigningKey {
-            key: EcSigningKey::random(&mut rand_core::OsRng),
-            origin: "generated".into(),
-        }
+        SigningKey { key: EcSigningKey::random(&mut rand_core::OsRng), origin: "generated".into() }
     }
 
     /// Parses a PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY") PEM. `origin` says where it
@@ -44,22 +39,17 @@ impl SigningKey {
         let key = EcSigningKey::from_pkcs8_pem(pem)
             .or_else(|_| p256::SecretKey::from_sec1_pem(pem).map(EcSigningKey::from))
             .map_err(|_| key_error(origin, "not a PEM ECDSA P-256 private key"))?;
-        Ok(SigningKey {
-            key,
-            origin: origin.to_string(),
-        })
+        Ok(SigningKey { key, origin: origin.to_string() })
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| key_error(&path.display().to_string(), &e.to_string()))?;
+        let pem = std::fs::read_to_string(path).map_err(|e| key_error(&path.display().to_string(), &e.to_string()))?;
         Self::from_pem(&pem, &path.display().to_string())
     }
 
     /// Reads the PEM from environment variable `name`.
     pub fn from_env(name: &str) -> Result<Self> {
-        let pem = std::env::var(name)
-            .map_err(|_| key_error(&format!("environment variable {name}"), "not set"))?;
+        let pem = std::env::var(name).map_err(|_| key_error(&format!("environment variable {name}"), "not set"))?;
         Self::from_pem(&pem, &format!("environment variable {name}"))
     }
 
@@ -102,15 +92,12 @@ impl PublicKey {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| key_error(&path.display().to_string(), &e.to_string()))?;
+        let pem = std::fs::read_to_string(path).map_err(|e| key_error(&path.display().to_string(), &e.to_string()))?;
         Self::from_pem(&pem, &path.display().to_string())
     }
 
     pub fn to_pem(&self) -> String {
-        self.0
-            .to_public_key_pem(LineEnding::LF)
-            .expect("a valid P-256 point encodes")
+        self.0.to_public_key_pem(LineEnding::LF).expect("a valid P-256 point encodes")
     }
 
     /// hex sha256 of the PEM text: model_signing's key hint, and our key id.
@@ -120,8 +107,7 @@ impl PublicKey {
 
     /// Checks a DER signature over `message`.
     pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> bool {
-        Signature::from_der(der_signature)
-            .is_ok_and(|signature| self.0.verify(message, &signature).is_ok())
+        Signature::from_der(der_signature).is_ok_and(|signature| self.0.verify(message, &signature).is_ok())
     }
 }
 
@@ -131,18 +117,14 @@ pub fn generate_files(private: &Path, public: &Path) -> Result<PublicKey> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let key = SigningKey::generate();
-    let write_error = |path: &Path, e: std::io::Error| Error::Write {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let write_error = |path: &Path, e: std::io::Error| Error::Write { path: path.to_path_buf(), source: e };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(private)
         .map_err(|e| write_error(private, e))?;
-    file.write_all(key.to_pem()?.as_bytes())
-        .map_err(|e| write_error(private, e))?;
+    file.write_all(key.to_pem()?.as_bytes()).map_err(|e| write_error(private, e))?;
     file.sync_all().map_err(|e| write_error(private, e))?;
     let public_key = key.public();
     crate::fsutil::write_atomic(public, public_key.to_pem().as_bytes())?;
@@ -159,11 +141,7 @@ mod tests {
         let signature = key.sign(b"payload");
         assert!(key.public().verify(b"payload", &signature));
         assert!(!key.public().verify(b"payload!", &signature));
-        assert!(
-            !SigningKey::generate()
-                .public()
-                .verify(b"payload", &signature)
-        );
+        assert!(!SigningKey::generate().public().verify(b"payload", &signature));
         assert!(!key.public().verify(b"payload", b"not der"));
     }
 
@@ -177,13 +155,8 @@ mod tests {
         assert_eq!(public, key.public());
         // A broken key: the error names the origin, never the content.
         let broken = pem.replace('A', "B");
-        let err = SigningKey::from_pem(&broken, "env FSTGATE_SIGNING_KEY")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("env FSTGATE_SIGNING_KEY") && !err.contains("BEGIN"),
-            "{err}"
-        );
+        let err = SigningKey::from_pem(&broken, "env FSTGATE_SIGNING_KEY").unwrap_err().to_string();
+        assert!(err.contains("env FSTGATE_SIGNING_KEY") && !err.contains("BEGIN"), "{err}");
         assert!(!format!("{key:?}").contains("BEGIN") && format!("{key:?}").contains("redacted"));
     }
 
@@ -193,10 +166,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (private, public) = (dir.path().join("k.pem"), dir.path().join("k.pub"));
         let key = generate_files(&private, &public).unwrap();
-        assert_eq!(
-            std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(SigningKey::from_file(&private).unwrap().public(), key);
         assert_eq!(PublicKey::from_file(&public).unwrap(), key);
         assert!(generate_files(&private, &public).is_err());

@@ -27,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::policy::Decision;
 use crate::report::Report;
 use predicates::{
-    BUILD_TYPE, BUILDER_ID, BuildDefinition, BuildMetadata, Builder, DecisionRecord,
-    ExternalParameters, InternalParameters, PROVENANCE_TYPE, Provenance, RELEASE_LEVEL, RunDetails,
-    VERIFIER_ID, VSA_TYPE, VerificationResult, VerificationSummary,
+    BUILD_TYPE, BUILDER_ID, BuildDefinition, BuildMetadata, Builder, DecisionRecord, ExternalParameters,
+    InternalParameters, PROVENANCE_TYPE, Provenance, RELEASE_LEVEL, RunDetails, VERIFIER_ID, VSA_TYPE,
+    VerificationResult, VerificationSummary,
 };
 
 pub const MODEL_FILE: &str = "model.pt";
@@ -47,26 +47,13 @@ fn fstgate_version() -> BTreeMap<String, String> {
     BTreeMap::from([("fstgate".to_string(), env!("CARGO_PKG_VERSION").to_string())])
 }
 
-fn sign_statement<P: serde::Serialize>(
-    statement: &Statement<P>,
-    key: &SigningKey,
-) -> Result<Envelope> {
+fn sign_statement<P: serde::Serialize>(statement: &Statement<P>, key: &SigningKey) -> Result<Envelope> {
     let payload = serde_json::to_vec(statement)?;
-    Ok(Envelope::sign(
-        IN_TOTO_PAYLOAD_TYPE,
-        &payload,
-        key,
-        &key.public().fingerprint(),
-    ))
+    Ok(Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, key, &key.public().fingerprint()))
 }
 
 /// The provenance statement for the directory's model and report.
-fn provenance(
-    report: &Report,
-    decision: &Decision,
-    model_sha256: &str,
-    report_sha256: &str,
-) -> Statement<Provenance> {
+fn provenance(report: &Report, decision: &Decision, model_sha256: &str, report_sha256: &str) -> Statement<Provenance> {
     let mut dependencies = vec![
         ResourceDescriptor::sha256(
             Some("original-model"),
@@ -85,9 +72,10 @@ fn provenance(
         ),
     ];
     dependencies.extend(
-        decision.policies.iter().map(|p| {
-            ResourceDescriptor::sha256(Some(&format!("policy:{}", p.name)), None, &p.sha256)
-        }),
+        decision
+            .policies
+            .iter()
+            .map(|p| ResourceDescriptor::sha256(Some(&format!("policy:{}", p.name)), None, &p.sha256)),
     );
     let predicate = Provenance {
         build_definition: BuildDefinition {
@@ -100,37 +88,20 @@ fn provenance(
                 input: report.input.clone(),
                 trigger: report.after.attack.as_ref().map(|a| a.trigger.clone()),
             },
-            internal_parameters: InternalParameters {
-                device: report.device.clone(),
-            },
+            internal_parameters: InternalParameters { device: report.device.clone() },
             resolved_dependencies: dependencies,
         },
         run_details: RunDetails {
-            builder: Builder {
-                id: BUILDER_ID.to_string(),
-                version: fstgate_version(),
-            },
+            builder: Builder { id: BUILDER_ID.to_string(), version: fstgate_version() },
             metadata: BuildMetadata {
                 invocation_id: report_sha256.to_string(),
                 started_on: report.started_at.clone(),
                 finished_on: report.finished_at.clone(),
             },
-            byproducts: vec![ResourceDescriptor::sha256(
-                Some(REPORT_FILE),
-                None,
-                report_sha256,
-            )],
+            byproducts: vec![ResourceDescriptor::sha256(Some(REPORT_FILE), None, report_sha256)],
         },
     };
-    Statement::new(
-        vec![ResourceDescriptor::sha256(
-            Some(MODEL_FILE),
-            None,
-            model_sha256,
-        )],
-        PROVENANCE_TYPE,
-        predicate,
-    )
+    Statement::new(vec![ResourceDescriptor::sha256(Some(MODEL_FILE), None, model_sha256)], PROVENANCE_TYPE, predicate)
 }
 
 fn decision_statement(
@@ -139,16 +110,9 @@ fn decision_statement(
     model_sha256: &str,
     provenance_sha256: &str,
 ) -> Statement<VerificationSummary> {
-    let policy_set: String = decision
-        .policies
-        .iter()
-        .map(|p| format!("{}  {}\n", p.sha256, p.name))
-        .collect();
+    let policy_set: String = decision.policies.iter().map(|p| format!("{}  {}\n", p.sha256, p.name)).collect();
     let predicate = VerificationSummary {
-        verifier: Builder {
-            id: VERIFIER_ID.to_string(),
-            version: fstgate_version(),
-        },
+        verifier: Builder { id: VERIFIER_ID.to_string(), version: fstgate_version() },
         time_verified: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         resource_uri: MODEL_FILE.to_string(),
         policy: ResourceDescriptor::sha256(
@@ -156,33 +120,13 @@ fn decision_statement(
             Some("urn:fstgate:policy-set"),
             &hex::encode(Sha256::digest(policy_set.as_bytes())),
         ),
-        input_attestations: vec![ResourceDescriptor::sha256(
-            None,
-            Some(PROVENANCE_FILE),
-            provenance_sha256,
-        )],
-        verification_result: if decision.releasable {
-            VerificationResult::Passed
-        } else {
-            VerificationResult::Failed
-        },
-        verified_levels: if decision.releasable {
-            vec![RELEASE_LEVEL.to_string()]
-        } else {
-            Vec::new()
-        },
+        input_attestations: vec![ResourceDescriptor::sha256(None, Some(PROVENANCE_FILE), provenance_sha256)],
+        verification_result: if decision.releasable { VerificationResult::Passed } else { VerificationResult::Failed },
+        verified_levels: if decision.releasable { vec![RELEASE_LEVEL.to_string()] } else { Vec::new() },
         slsa_version: "1.0".to_string(),
         fstgate: DecisionRecord::new(decision, &report.summary),
     };
-    Statement::new(
-        vec![ResourceDescriptor::sha256(
-            Some(MODEL_FILE),
-            None,
-            model_sha256,
-        )],
-        VSA_TYPE,
-        predicate,
-    )
+    Statement::new(vec![ResourceDescriptor::sha256(Some(MODEL_FILE), None, model_sha256)], VSA_TYPE, predicate)
 }
 
 /// Signs the purified model directory `dir` (holding model.pt and report.json): writes the
@@ -192,20 +136,13 @@ pub fn attest(dir: &Path, report: &Report, decision: &Decision, key: &SigningKey
     let model_sha256 = sha256_file(&dir.join(MODEL_FILE))?;
     let report_sha256 = sha256_file(&dir.join(REPORT_FILE))?;
     if model_sha256 != report.output.sha256 {
-        return Err(Error::Attestation(format!(
-            "{MODEL_FILE} does not match the report's output digest"
-        )));
+        return Err(Error::Attestation(format!("{MODEL_FILE} does not match the report's output digest")));
     }
-    let provenance = sign_statement(
-        &provenance(report, decision, &model_sha256, &report_sha256),
-        key,
-    )?;
+    let provenance = sign_statement(&provenance(report, decision, &model_sha256, &report_sha256), key)?;
     crate::fsutil::write_json(&dir.join(PROVENANCE_FILE), &provenance)?;
     let provenance_sha256 = sha256_file(&dir.join(PROVENANCE_FILE))?;
-    let decision_envelope = sign_statement(
-        &decision_statement(report, decision, &model_sha256, &provenance_sha256),
-        key,
-    )?;
+    let decision_envelope =
+        sign_statement(&decision_statement(report, decision, &model_sha256, &provenance_sha256), key)?;
     crate::fsutil::write_json(&dir.join(DECISION_FILE), &decision_envelope)?;
     sign_directory(dir, SIGNATURE_FILE, key)
 }
@@ -222,8 +159,7 @@ pub struct Verified {
 fn read_envelope(dir: &Path, name: &str) -> Result<Envelope> {
     let path = dir.join(name);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Attestation(format!("{name} is not a DSSE envelope: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| Error::Attestation(format!("{name} is not a DSSE envelope: {e}")))
 }
 
 fn open_statement<P: serde::de::DeserializeOwned>(
@@ -238,22 +174,17 @@ fn open_statement<P: serde::de::DeserializeOwned>(
     let value: serde_json::Value = serde_json::from_slice(&payload)
         .map_err(|e| Error::Attestation(format!("{name}: payload is not JSON: {e}")))?;
     if value["_type"] != statement::STATEMENT_TYPE || value["predicateType"] != predicate_type {
-        return Err(Error::Attestation(format!(
-            "{name}: not an in-toto Statement v1 with predicate {predicate_type}"
-        )));
+        return Err(Error::Attestation(format!("{name}: not an in-toto Statement v1 with predicate {predicate_type}")));
     }
-    serde_json::from_value(value)
-        .map_err(|e| Error::Attestation(format!("{name}: malformed predicate: {e}")))
+    serde_json::from_value(value).map_err(|e| Error::Attestation(format!("{name}: malformed predicate: {e}")))
 }
 
 fn subject_digest<'a, P>(statement: &'a Statement<P>, name: &str, file: &str) -> Result<&'a str> {
     match statement.subject.as_slice() {
-        [subject] if subject.name.as_deref() == Some(MODEL_FILE) => subject
-            .sha256_digest()
-            .ok_or_else(|| Error::Attestation(format!("{name}: subject has no sha256 digest"))),
-        _ => Err(Error::Attestation(format!(
-            "{name}: expected exactly one subject, {file}"
-        ))),
+        [subject] if subject.name.as_deref() == Some(MODEL_FILE) => {
+            subject.sha256_digest().ok_or_else(|| Error::Attestation(format!("{name}: subject has no sha256 digest")))
+        }
+        _ => Err(Error::Attestation(format!("{name}: expected exactly one subject, {file}"))),
     }
 }
 
@@ -264,31 +195,21 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>) -> Res
     let files = verify_directory(dir, SIGNATURE_FILE, key)?;
     for required in [MODEL_FILE, REPORT_FILE, PROVENANCE_FILE, DECISION_FILE] {
         if !files.iter().any(|f| f == required) {
-            return Err(Error::Attestation(format!(
-                "{required} is missing from the signed directory"
-            )));
+            return Err(Error::Attestation(format!("{required} is missing from the signed directory")));
         }
     }
     let model_sha256 = sha256_file(&dir.join(MODEL_FILE))?;
     let report_sha256 = sha256_file(&dir.join(REPORT_FILE))?;
 
-    let provenance: Statement<Provenance> =
-        open_statement(dir, PROVENANCE_FILE, key, PROVENANCE_TYPE)?;
+    let provenance: Statement<Provenance> = open_statement(dir, PROVENANCE_FILE, key, PROVENANCE_TYPE)?;
     if subject_digest(&provenance, PROVENANCE_FILE, MODEL_FILE)? != model_sha256 {
         return Err(Error::Attestation(format!(
             "{PROVENANCE_FILE} attests another model: its subject digest is not the sha256 of {MODEL_FILE}"
         )));
     }
-    let byproduct = provenance
-        .predicate
-        .run_details
-        .byproducts
-        .iter()
-        .find(|b| b.name.as_deref() == Some(REPORT_FILE));
+    let byproduct = provenance.predicate.run_details.byproducts.iter().find(|b| b.name.as_deref() == Some(REPORT_FILE));
     if byproduct.and_then(ResourceDescriptor::sha256_digest) != Some(report_sha256.as_str()) {
-        return Err(Error::Attestation(format!(
-            "{REPORT_FILE} is not the report the provenance recorded"
-        )));
+        return Err(Error::Attestation(format!("{REPORT_FILE} is not the report the provenance recorded")));
     }
     let original = provenance
         .predicate
@@ -299,14 +220,11 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>) -> Res
         .and_then(ResourceDescriptor::sha256_digest)
         .ok_or_else(|| Error::Attestation(format!("{PROVENANCE_FILE} names no original model")))?
         .to_string();
-    let report: Report = serde_json::from_slice(
-        &std::fs::read(dir.join(REPORT_FILE)).map_err(|e| Error::io(dir.join(REPORT_FILE), e))?,
-    )
-    .map_err(|e| Error::Attestation(format!("{REPORT_FILE} is not a report: {e}")))?;
+    let report: Report =
+        serde_json::from_slice(&std::fs::read(dir.join(REPORT_FILE)).map_err(|e| Error::io(dir.join(REPORT_FILE), e))?)
+            .map_err(|e| Error::Attestation(format!("{REPORT_FILE} is not a report: {e}")))?;
     if report.model.source.sha256 != original {
-        return Err(Error::Attestation(
-            "the report and the provenance name different original models".into(),
-        ));
+        return Err(Error::Attestation("the report and the provenance name different original models".into()));
     }
     if let Some(path) = original_model {
         let actual = sha256_file(path)?;
@@ -318,37 +236,22 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>) -> Res
         }
     }
 
-    let decision: Statement<VerificationSummary> =
-        open_statement(dir, DECISION_FILE, key, VSA_TYPE)?;
+    let decision: Statement<VerificationSummary> = open_statement(dir, DECISION_FILE, key, VSA_TYPE)?;
     if subject_digest(&decision, DECISION_FILE, MODEL_FILE)? != model_sha256 {
         return Err(Error::Attestation(format!(
             "{DECISION_FILE} attests another model: its subject digest is not the sha256 of {MODEL_FILE}"
         )));
     }
     let provenance_sha256 = sha256_file(&dir.join(PROVENANCE_FILE))?;
-    if !decision
-        .predicate
-        .input_attestations
-        .iter()
-        .any(|a| a.sha256_digest() == Some(provenance_sha256.as_str()))
-    {
-        return Err(Error::Attestation(format!(
-            "{DECISION_FILE} was made on another provenance"
-        )));
+    if !decision.predicate.input_attestations.iter().any(|a| a.sha256_digest() == Some(provenance_sha256.as_str())) {
+        return Err(Error::Attestation(format!("{DECISION_FILE} was made on another provenance")));
     }
     let record = decision.predicate.fstgate;
     let passed = decision.predicate.verification_result == VerificationResult::Passed;
-    if record.releasable != passed
-        || record.releasable != Decision::from_results(record.policies.clone()).releasable
-    {
+    if record.releasable != passed || record.releasable != Decision::from_results(record.policies.clone()).releasable {
         return Err(Error::Attestation(format!(
             "{DECISION_FILE} is inconsistent: its result does not follow from its verdicts"
         )));
     }
-    Ok(Verified {
-        files,
-        model_sha256,
-        original_model_sha256: original,
-        decision: record,
-    })
+    Ok(Verified { files, model_sha256, original_model_sha256: original, decision: record })
 }

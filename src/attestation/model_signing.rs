@@ -87,9 +87,8 @@ fn subject_digest(resources: &[Resource]) -> Result<String> {
     let mut hasher = Sha256::new();
     for resource in resources {
         hasher.update(
-            hex::decode(&resource.digest).map_err(|_| {
-                Error::Attestation(format!("digest of {} is not hex", resource.name))
-            })?,
+            hex::decode(&resource.digest)
+                .map_err(|_| Error::Attestation(format!("digest of {} is not hex", resource.name)))?,
         );
     }
     Ok(hex::encode(hasher.finalize()))
@@ -106,38 +105,19 @@ fn directory_name(dir: &Path) -> String {
 pub fn sign_directory(dir: &Path, signature: &str, key: &SigningKey) -> Result<()> {
     let resources = files(dir, signature)?
         .into_iter()
-        .map(|(name, path)| {
-            Ok(Resource {
-                name,
-                algorithm: "sha256".into(),
-                digest: sha256_file(&path)?,
-            })
-        })
+        .map(|(name, path)| Ok(Resource { name, algorithm: "sha256".into(), digest: sha256_file(&path)? }))
         .collect::<Result<Vec<_>>>()?;
     let predicate = Predicate {
         serialization: json!({"method": "files", "hash_type": "sha256", "allow_symlinks": false, "ignore_paths": [signature]}),
         resources,
     };
-    let subject = ResourceDescriptor::sha256(
-        Some(&directory_name(dir)),
-        None,
-        &subject_digest(&predicate.resources)?,
-    );
+    let subject = ResourceDescriptor::sha256(Some(&directory_name(dir)), None, &subject_digest(&predicate.resources)?);
     let statement = Statement::new(vec![subject], PREDICATE_TYPE, predicate);
     let public = key.public();
     let bundle = Bundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
-        verification_material: VerificationMaterial {
-            public_key: PublicKeyHint {
-                hint: public.fingerprint(),
-            },
-        },
-        dsse_envelope: Envelope::sign(
-            IN_TOTO_PAYLOAD_TYPE,
-            &serde_json::to_vec(&statement)?,
-            key,
-            "",
-        ),
+        verification_material: VerificationMaterial { public_key: PublicKeyHint { hint: public.fingerprint() } },
+        dsse_envelope: Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &serde_json::to_vec(&statement)?, key, ""),
     };
     crate::fsutil::write_json(&dir.join(signature), &bundle)
 }
@@ -150,10 +130,7 @@ pub fn verify_directory(dir: &Path, signature: &str, key: &PublicKey) -> Result<
     let bundle: Bundle = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Attestation(format!("{signature} is not a Sigstore bundle: {e}")))?;
     if bundle.media_type != BUNDLE_MEDIA_TYPE {
-        return Err(Error::Attestation(format!(
-            "{signature}: unsupported bundle media type {}",
-            bundle.media_type
-        )));
+        return Err(Error::Attestation(format!("{signature}: unsupported bundle media type {}", bundle.media_type)));
     }
     let payload = bundle
         .dsse_envelope
@@ -169,30 +146,18 @@ pub fn verify_directory(dir: &Path, signature: &str, key: &PublicKey) -> Result<
     }
     let resources = statement.predicate.resources;
     let expected = subject_digest(&resources)?;
-    if statement
-        .subject
-        .first()
-        .and_then(ResourceDescriptor::sha256_digest)
-        != Some(expected.as_str())
-    {
-        return Err(Error::Attestation(format!(
-            "{signature}: subject digest does not cover the listed files"
-        )));
+    if statement.subject.first().and_then(ResourceDescriptor::sha256_digest) != Some(expected.as_str()) {
+        return Err(Error::Attestation(format!("{signature}: subject digest does not cover the listed files")));
     }
     let present = files(dir, signature)?;
     for (name, _) in &present {
         if !resources.iter().any(|r| &r.name == name) {
-            return Err(Error::Attestation(format!(
-                "{name} is not covered by the signature (added after signing)"
-            )));
+            return Err(Error::Attestation(format!("{name} is not covered by the signature (added after signing)")));
         }
     }
     for resource in &resources {
         let Some((_, file)) = present.iter().find(|(name, _)| name == &resource.name) else {
-            return Err(Error::Attestation(format!(
-                "{} was signed but is missing",
-                resource.name
-            )));
+            return Err(Error::Attestation(format!("{} was signed but is missing", resource.name)));
         };
         if resource.algorithm != "sha256" || sha256_file(file)? != resource.digest {
             return Err(Error::Attestation(format!(

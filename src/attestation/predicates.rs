@@ -117,12 +117,7 @@ pub const RELEASE_LEVEL: &str = "FSTGATE_POLICY_PASSED";
 impl DecisionRecord {
     pub fn new(decision: &Decision, metrics: &Summary) -> Self {
         DecisionRecord {
-            decision: if decision.releasable {
-                "release"
-            } else {
-                "deny"
-            }
-            .to_string(),
+            decision: if decision.releasable { "release" } else { "deny" }.to_string(),
             releasable: decision.releasable,
             policies: decision.policies.clone(),
             metrics: metrics.clone(),

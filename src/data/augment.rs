@@ -15,18 +15,11 @@ pub struct Augmentation {
 }
 
 impl Augmentation {
-    pub const NONE: Augmentation = Augmentation {
-        crop_padding: 0,
-        horizontal_flip: false,
-    };
+    pub const NONE: Augmentation = Augmentation { crop_padding: 0, horizontal_flip: false };
 
     /// Augments a [B, C, H, W] batch with the job's random draws.
     pub fn apply(&self, images: &Tensor, rng: &mut SeededRng) -> Tensor {
-        let mut out = if self.crop_padding > 0 {
-            self.random_crop(images, rng)
-        } else {
-            images.shallow_clone()
-        };
+        let mut out = if self.crop_padding > 0 { self.random_crop(images, rng) } else { images.shallow_clone() };
         if self.horizontal_flip {
             let batch = out.size()[0];
             let flip = rng.coins(&[batch, 1, 1, 1], out.device());
@@ -63,45 +56,25 @@ mod tests {
     #[test]
     fn crop_shifts_content_within_padding_and_keeps_shape() {
         let images = Tensor::ones([64, 1, 8, 8], (Kind::Float, Device::Cpu));
-        let aug = Augmentation {
-            crop_padding: 2,
-            horizontal_flip: false,
-        };
+        let aug = Augmentation { crop_padding: 2, horizontal_flip: false };
         let out = aug.apply(&images, &mut SeededRng::new(3));
         assert_eq!(out.size(), vec![64, 1, 8, 8]);
         // Every crop keeps at least the 4x4 centre of ones; some crops bring in zero padding.
         let per_image = out.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
         let min = per_image.min().double_value(&[]);
-        assert!(
-            min >= 36.0 - 1e-6,
-            "crop lost more than the padding allows: {min}"
-        );
+        assert!(min >= 36.0 - 1e-6, "crop lost more than the padding allows: {min}");
         assert!(min < 64.0, "no crop moved the image");
     }
 
     #[test]
     fn flip_mirrors_some_images_and_is_seeded() {
-        let images = Tensor::arange(8, (Kind::Float, Device::Cpu))
-            .view([1, 1, 1, 8])
-            .repeat([32, 1, 1, 1]);
-        let aug = Augmentation {
-            crop_padding: 0,
-            horizontal_flip: true,
-        };
+        let images = Tensor::arange(8, (Kind::Float, Device::Cpu)).view([1, 1, 1, 8]).repeat([32, 1, 1, 1]);
+        let aug = Augmentation { crop_padding: 0, horizontal_flip: true };
         let a = aug.apply(&images, &mut SeededRng::new(5));
         let b = aug.apply(&images, &mut SeededRng::new(5));
         assert!(a.equal(&b));
-        let flipped = (0..32)
-            .filter(|&i| a.double_value(&[i, 0, 0, 0]) == 7.0)
-            .count();
-        assert!(
-            flipped > 4 && flipped < 28,
-            "{flipped} of 32 images flipped"
-        );
-        assert!(
-            Augmentation::NONE
-                .apply(&images, &mut SeededRng::new(5))
-                .equal(&images)
-        );
+        let flipped = (0..32).filter(|&i| a.double_value(&[i, 0, 0, 0]) == 7.0).count();
+        assert!(flipped > 4 && flipped < 28, "{flipped} of 32 images flipped");
+        assert!(Augmentation::NONE.apply(&images, &mut SeededRng::new(5)).equal(&images));
     }
 }

@@ -11,9 +11,7 @@ const RECORD: usize = 1 + 3 * SIDE * SIDE;
 
 fn split_files(dir: &Path, split: Split) -> Vec<PathBuf> {
     match split {
-        Split::Train => (1..=5)
-            .map(|i| dir.join(format!("data_batch_{i}.bin")))
-            .collect(),
+        Split::Train => (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).collect(),
         Split::Test => vec![dir.join("test_batch.bin")],
     }
 }
@@ -23,18 +21,11 @@ pub(super) fn is_cifar_dir(dir: &Path) -> bool {
 }
 
 pub(super) fn load_dir(dir: &Path, split: Option<Split>) -> Result<Dataset> {
-    let split = split.ok_or_else(|| {
-        Error::data(
-            dir,
-            "a CIFAR-10 directory holds two splits: append #train or #test",
-        )
-    })?;
+    let split =
+        split.ok_or_else(|| Error::data(dir, "a CIFAR-10 directory holds two splits: append #train or #test"))?;
     let files = split_files(dir, split);
     if let Some(missing) = files.iter().find(|f| !f.exists()) {
-        return Err(Error::data(
-            dir,
-            format!("missing batch file {}", missing.display()),
-        ));
+        return Err(Error::data(dir, format!("missing batch file {}", missing.display())));
     }
     load_files(dir, &files, Some(split))
 }
@@ -47,10 +38,7 @@ pub(super) fn load_files(root: &Path, files: &[PathBuf], split: Option<Split>) -
         if raw.is_empty() || raw.len() % RECORD != 0 {
             return Err(Error::data(
                 file,
-                format!(
-                    "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records",
-                    raw.len()
-                ),
+                format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records", raw.len()),
             ));
         }
         for record in raw.chunks_exact(RECORD) {
@@ -59,10 +47,7 @@ pub(super) fn load_files(root: &Path, files: &[PathBuf], split: Option<Split>) -
         }
     }
     let n = labels.len() as i64;
-    let images = Tensor::from_slice(&pixels)
-        .view([n, 3, SIDE as i64, SIDE as i64])
-        .to_kind(tch::Kind::Float)
-        / 255.0;
+    let images = Tensor::from_slice(&pixels).view([n, 3, SIDE as i64, SIDE as i64]).to_kind(tch::Kind::Float) / 255.0;
     Ok(Dataset {
         images,
         labels: Tensor::from_slice(&labels),
@@ -89,19 +74,13 @@ mod tests {
             raw.extend(std::iter::repeat_n(128u8, RECORD - 1));
         }
         std::fs::write(dir.path().join("test_batch.bin"), &raw).unwrap();
-        let data =
-            super::super::load(&format!("{}#test", dir.path().display()).parse().unwrap()).unwrap();
+        let data = super::super::load(&format!("{}#test", dir.path().display()).parse().unwrap()).unwrap();
         assert_eq!(data.images.size(), vec![2, 3, 32, 32]);
         assert_eq!(data.labels_vec(), vec![4, 7]);
 
         let partial = dir.path().join("partial.bin");
         std::fs::write(&partial, &raw[..RECORD + 10]).unwrap();
-        let err = super::super::load(&partial.display().to_string().parse().unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("not a whole number of 3073-byte CIFAR-10 records"),
-            "{err}"
-        );
+        let err = super::super::load(&partial.display().to_string().parse().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("not a whole number of 3073-byte CIFAR-10 records"), "{err}");
     }
 }

@@ -15,10 +15,7 @@ fn images_file(dir: &Path, split: Split) -> Option<PathBuf> {
         Split::Train => "train",
         Split::Test => "t10k",
     };
-    ["", ".gz"]
-        .iter()
-        .map(|ext| dir.join(format!("{prefix}-images-idx3-ubyte{ext}")))
-        .find(|p| p.exists())
+    ["", ".gz"].iter().map(|ext| dir.join(format!("{prefix}-images-idx3-ubyte{ext}"))).find(|p| p.exists())
 }
 
 pub(super) fn is_idx_dir(dir: &Path) -> bool {
@@ -26,18 +23,9 @@ pub(super) fn is_idx_dir(dir: &Path) -> bool {
 }
 
 pub(super) fn load_dir(dir: &Path, split: Option<Split>) -> Result<Dataset> {
-    let split = split.ok_or_else(|| {
-        Error::data(
-            dir,
-            "an IDX directory holds two splits: append #train or #test",
-        )
-    })?;
-    let images = images_file(dir, split).ok_or_else(|| {
-        Error::data(
-            dir,
-            format!("no {split:?} images file in this IDX directory"),
-        )
-    })?;
+    let split = split.ok_or_else(|| Error::data(dir, "an IDX directory holds two splits: append #train or #test"))?;
+    let images = images_file(dir, split)
+        .ok_or_else(|| Error::data(dir, format!("no {split:?} images file in this IDX directory")))?;
     let mut dataset = load_images_file(&images)?;
     dataset.source.split = Some(split);
     Ok(dataset)
@@ -45,16 +33,10 @@ pub(super) fn load_dir(dir: &Path, split: Option<Split>) -> Result<Dataset> {
 
 /// Loads an images file and the labels file beside it (`images-idx3` -> `labels-idx1`).
 pub(super) fn load_images_file(images_path: &Path) -> Result<Dataset> {
-    let name = images_path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = images_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let labels_path = images_path.with_file_name(name.replace("images-idx3", "labels-idx1"));
     if !labels_path.exists() {
-        return Err(Error::data(
-            images_path,
-            format!("labels file {} not found beside it", labels_path.display()),
-        ));
+        return Err(Error::data(images_path, format!("labels file {} not found beside it", labels_path.display())));
     }
     let (image_dims, image_bytes) = parse(images_path, 3)?;
     let (label_dims, label_bytes) = parse(&labels_path, 1)?;
@@ -62,11 +44,7 @@ pub(super) fn load_images_file(images_path: &Path) -> Result<Dataset> {
     if label_dims[0] != n {
         return Err(Error::data(
             images_path,
-            format!(
-                "{n} images but {} labels in {}",
-                label_dims[0],
-                labels_path.display()
-            ),
+            format!("{n} images but {} labels in {}", label_dims[0], labels_path.display()),
         ));
     }
     let images = Tensor::from_slice(&image_bytes)
@@ -95,35 +73,24 @@ fn parse(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         return Err(Error::data(path, "not an IDX file (bad magic number)"));
     }
     if raw[2] != UBYTE {
-        return Err(Error::data(
-            path,
-            format!("IDX element type 0x{:02x} is not unsigned byte", raw[2]),
-        ));
+        return Err(Error::data(path, format!("IDX element type 0x{:02x} is not unsigned byte", raw[2])));
     }
     let ndims = raw[3] as usize;
     if ndims != want_dims {
-        return Err(Error::data(
-            path,
-            format!("IDX file has {ndims} dimensions, expected {want_dims}"),
-        ));
+        return Err(Error::data(path, format!("IDX file has {ndims} dimensions, expected {want_dims}")));
     }
     let header = 4 + 4 * ndims;
     if raw.len() < header {
         return Err(Error::data(path, "truncated IDX header"));
     }
-    let dims: Vec<usize> = raw[4..header]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        raw[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let expected: usize = dims.iter().product();
     let body = &raw[header..];
     if body.len() != expected {
         return Err(Error::data(
             path,
-            format!(
-                "IDX dims {dims:?} need {expected} bytes but the file holds {}",
-                body.len()
-            ),
+            format!("IDX dims {dims:?} need {expected} bytes but the file holds {}", body.len()),
         ));
     }
     Ok((dims, body.to_vec()))
@@ -147,14 +114,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("train-images-idx3-ubyte");
         write_idx(&images, 3, &[2, 2, 2], &[0, 255, 0, 255, 255, 255, 0, 0]);
-        write_idx(
-            &dir.path().join("train-labels-idx1-ubyte"),
-            1,
-            &[2],
-            &[3, 9],
-        );
-        let data = super::super::load(&format!("{}#train", dir.path().display()).parse().unwrap())
-            .unwrap();
+        write_idx(&dir.path().join("train-labels-idx1-ubyte"), 1, &[2], &[3, 9]);
+        let data = super::super::load(&format!("{}#train", dir.path().display()).parse().unwrap()).unwrap();
         assert_eq!(data.images.size(), vec![2, 1, 2, 2]);
         assert_eq!(data.labels_vec(), vec![3, 9]);
         assert!((data.images.double_value(&[0, 0, 0, 1]) - 1.0).abs() < 1e-6);
@@ -174,12 +135,7 @@ mod tests {
     #[test]
     fn directory_without_split_asks_for_one() {
         let dir = tempfile::tempdir().unwrap();
-        write_idx(
-            &dir.path().join("train-images-idx3-ubyte"),
-            3,
-            &[1, 1, 1],
-            &[0],
-        );
+        write_idx(&dir.path().join("train-images-idx3-ubyte"), 3, &[1, 1, 1], &[0]);
         let err = load_dir(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("append #train or #test"), "{err}");
     }

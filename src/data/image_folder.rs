@@ -13,10 +13,7 @@ pub(super) fn load(root: &Path) -> Result<Dataset> {
     let mut classes: Vec<PathBuf> = read_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
     classes.sort();
     if classes.is_empty() {
-        return Err(Error::data(
-            root,
-            "no class sub-directories (ImageFolder layout expected)",
-        ));
+        return Err(Error::data(root, "no class sub-directories (ImageFolder layout expected)"));
     }
     let mut files = Vec::new();
     let mut labels = Vec::new();
@@ -34,10 +31,7 @@ pub(super) fn load(root: &Path) -> Result<Dataset> {
         files.extend(images);
     }
     if files.is_empty() {
-        return Err(Error::data(
-            root,
-            "no PNG or JPEG images under the class directories",
-        ));
+        return Err(Error::data(root, "no PNG or JPEG images under the class directories"));
     }
     let decoded: Vec<image::DynamicImage> = files
         .iter()
@@ -50,11 +44,7 @@ pub(super) fn load(root: &Path) -> Result<Dataset> {
         if (img.width(), img.height()) != (width, height) {
             return Err(Error::data(
                 file,
-                format!(
-                    "image is {}x{} but the first one is {width}x{height}",
-                    img.width(),
-                    img.height()
-                ),
+                format!("image is {}x{} but the first one is {width}x{height}", img.width(), img.height()),
             ));
         }
         if grey {
@@ -69,10 +59,8 @@ pub(super) fn load(root: &Path) -> Result<Dataset> {
     }
     let channels = if grey { 1 } else { 3 };
     let n = files.len() as i64;
-    let images = Tensor::from_slice(&pixels)
-        .view([n, channels, height as i64, width as i64])
-        .to_kind(tch::Kind::Float)
-        / 255.0;
+    let images =
+        Tensor::from_slice(&pixels).view([n, channels, height as i64, width as i64]).to_kind(tch::Kind::Float) / 255.0;
     Ok(Dataset {
         images,
         labels: Tensor::from_slice(&labels),
@@ -88,9 +76,7 @@ pub(super) fn load(root: &Path) -> Result<Dataset> {
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    entries
-        .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
-        .collect()
+    entries.map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e))).collect()
 }
 
 #[cfg(test)]
@@ -118,9 +104,6 @@ mod tests {
         std::fs::create_dir(dir.path().join("a")).unwrap();
         std::fs::write(dir.path().join("a").join("broken.png"), b"not a png").unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("broken.png") && err.contains("cannot decode image"),
-            "{err}"
-        );
+        assert!(err.contains("broken.png") && err.contains("cannot decode image"), "{err}");
     }
 }

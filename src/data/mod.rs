@@ -58,17 +58,11 @@ impl FromStr for DataSpec {
             Some((path, "train")) => (path, Some(Split::Train)),
             Some((path, "test")) => (path, Some(Split::Test)),
             Some((_, other)) => {
-                return Err(Error::data(
-                    s,
-                    format!("unknown split `{other}` (train or test)"),
-                ));
+                return Err(Error::data(s, format!("unknown split `{other}` (train or test)")));
             }
             None => (s, None),
         };
-        Ok(DataSpec {
-            path: PathBuf::from(path),
-            split,
-        })
+        Ok(DataSpec { path: PathBuf::from(path), split })
     }
 }
 
@@ -112,11 +106,7 @@ impl Dataset {
 
     /// A data set from tensors already in memory (used by the lab and tests).
     pub fn from_tensors(images: Tensor, labels: Tensor, source: DataSource) -> Result<Self> {
-        let dataset = Dataset {
-            images: images.to_kind(Kind::Float),
-            labels: labels.to_kind(Kind::Int64),
-            source,
-        };
+        let dataset = Dataset { images: images.to_kind(Kind::Float), labels: labels.to_kind(Kind::Int64), source };
         dataset.check_consistent()?;
         Ok(dataset)
     }
@@ -125,16 +115,10 @@ impl Dataset {
         let path = &self.source.path;
         let shape = self.images.size();
         if shape.len() != 4 {
-            return Err(Error::data(
-                path,
-                format!("images must be [N, C, H, W], got {shape:?}"),
-            ));
+            return Err(Error::data(path, format!("images must be [N, C, H, W], got {shape:?}")));
         }
         if shape[0] != self.len() {
-            return Err(Error::data(
-                path,
-                format!("{} images but {} labels", shape[0], self.len()),
-            ));
+            return Err(Error::data(path, format!("{} images but {} labels", shape[0], self.len())));
         }
         if self.is_empty() {
             return Err(Error::data(path, "the data set is empty"));
@@ -167,33 +151,23 @@ impl Dataset {
                 (1, w) => images.repeat([1, w, 1, 1]),
                 (3, 1) => images.mean_dim(&[1i64][..], true, Kind::Float),
                 (c, w) => {
-                    return Err(Error::Settings(format!(
-                        "cannot convert {c}-channel images to {w} channels"
-                    )));
+                    return Err(Error::Settings(format!("cannot convert {c}-channel images to {w} channels")));
                 }
             };
         }
         if let Some([h, w]) = input.size {
             let shape = images.size();
             if shape[2] != h || shape[3] != w {
-                images = images
-                    .upsample_bilinear2d([h, w], false, None, None)
-                    .clamp(0.0, 1.0);
+                images = images.upsample_bilinear2d([h, w], false, None, None).clamp(0.0, 1.0);
             }
         }
-        Ok(Dataset {
-            images,
-            labels: self.labels,
-            source: self.source,
-        })
+        Ok(Dataset { images, labels: self.labels, source: self.source })
     }
 
     /// `fraction` of each class (at least one image per class present), chosen with `seed`.
     pub fn balanced_subset(&self, fraction: f64, seed: u64) -> Result<Dataset> {
         if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(Error::Settings(format!(
-                "fraction {fraction} is not in (0, 1]"
-            )));
+            return Err(Error::Settings(format!("fraction {fraction} is not in (0, 1]")));
         }
         let labels = self.labels_vec();
         let num_classes = labels.iter().max().map_or(0, |m| m + 1) as usize;
@@ -215,9 +189,7 @@ impl Dataset {
     /// `count` images, class-balanced, as a fraction of this set.
     pub fn balanced_count(&self, count: i64, seed: u64) -> Result<Dataset> {
         if count <= 0 {
-            return Err(Error::Settings(format!(
-                "image count {count} must be positive"
-            )));
+            return Err(Error::Settings(format!("image count {count} must be positive")));
         }
         self.balanced_subset((count as f64 / self.len() as f64).min(1.0), seed)
     }
@@ -248,12 +220,7 @@ pub struct InputSpec {
 
 impl Default for InputSpec {
     fn default() -> Self {
-        InputSpec {
-            size: None,
-            channels: None,
-            mean: vec![0.0],
-            std: vec![1.0],
-        }
+        InputSpec { size: None, channels: None, mean: vec![0.0], std: vec![1.0] }
     }
 }
 
@@ -268,9 +235,7 @@ impl InputSpec {
             )));
         }
         if self.std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
-            return Err(Error::Settings(
-                "every std must be positive and finite".into(),
-            ));
+            return Err(Error::Settings("every std must be positive and finite".into()));
         }
         Ok(())
     }
@@ -279,14 +244,8 @@ impl InputSpec {
     pub fn normalize(&self, images: &Tensor) -> Tensor {
         let device = images.device();
         let shape = [1, self.mean.len() as i64, 1, 1];
-        let mean = Tensor::from_slice(&self.mean)
-            .to_kind(Kind::Float)
-            .view(shape)
-            .to_device(device);
-        let std = Tensor::from_slice(&self.std)
-            .to_kind(Kind::Float)
-            .view(shape)
-            .to_device(device);
+        let mean = Tensor::from_slice(&self.mean).to_kind(Kind::Float).view(shape).to_device(device);
+        let std = Tensor::from_slice(&self.std).to_kind(Kind::Float).view(shape).to_device(device);
         (images - mean) / std
     }
 }
@@ -304,10 +263,7 @@ pub fn load(spec: &DataSpec) -> Result<Dataset> {
             image_folder::load(path)?
         }
     } else {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.ends_with(".safetensors") {
             safetensors_file::load(path)?
         } else if name.contains("idx3-ubyte") {
@@ -353,11 +309,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn sha256_files(root: &Path, files: &[PathBuf]) -> Result<String> {
     let mut lines = Vec::with_capacity(files.len());
     for file in files {
-        let name = file
-            .strip_prefix(root)
-            .unwrap_or(file)
-            .to_string_lossy()
-            .into_owned();
+        let name = file.strip_prefix(root).unwrap_or(file).to_string_lossy().into_owned();
         lines.push(format!("{}  {name}\n", sha256_file(file)?));
     }
     lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
@@ -413,37 +365,23 @@ mod tests {
     fn label_out_of_range_is_named() {
         let data = toy(&[0, 1, 12]);
         let err = data.check_labels(10).unwrap_err().to_string();
-        assert!(
-            err.contains("label 12 is out of range for a model with 10 outputs"),
-            "{err}"
-        );
+        assert!(err.contains("label 12 is out of range for a model with 10 outputs"), "{err}");
         data.check_labels(13).unwrap();
     }
 
     #[test]
     fn conform_converts_channels_and_size() {
         let data = toy(&[0, 1]);
-        let input = InputSpec {
-            size: Some([8, 8]),
-            channels: Some(3),
-            ..InputSpec::default()
-        };
+        let input = InputSpec { size: Some([8, 8]), channels: Some(3), ..InputSpec::default() };
         let conformed = data.conform(&input).unwrap();
         assert_eq!(conformed.image_shape(), vec![3, 8, 8]);
     }
 
     #[test]
     fn normalisation_settings_are_validated() {
-        let bad = InputSpec {
-            mean: vec![0.5, 0.5],
-            std: vec![0.5],
-            ..InputSpec::default()
-        };
+        let bad = InputSpec { mean: vec![0.5, 0.5], std: vec![0.5], ..InputSpec::default() };
         assert!(bad.validate().is_err());
-        let zero = InputSpec {
-            std: vec![0.0],
-            ..InputSpec::default()
-        };
+        let zero = InputSpec { std: vec![0.0], ..InputSpec::default() };
         assert!(zero.validate().is_err());
         InputSpec::default().validate().unwrap();
     }

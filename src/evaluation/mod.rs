@@ -130,20 +130,13 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
                 )));
             }
             let (predicted, true_labels) = match attack {
-                Attack::Trigger { trigger, .. } => (
-                    predictions(model, &test.images, plan, Some(trigger))?,
-                    labels.clone(),
-                ),
-                Attack::PoisonedSet { data, .. } => (
-                    predictions(model, &data.images, plan, None)?,
-                    data.labels_vec(),
-                ),
+                Attack::Trigger { trigger, .. } => {
+                    (predictions(model, &test.images, plan, Some(trigger))?, labels.clone())
+                }
+                Attack::PoisonedSet { data, .. } => (predictions(model, &data.images, plan, None)?, data.labels_vec()),
             };
-            let victims: Vec<(i64, i64)> = predicted
-                .into_iter()
-                .zip(true_labels)
-                .filter(|(_, l)| *l != target)
-                .collect();
+            let victims: Vec<(i64, i64)> =
+                predicted.into_iter().zip(true_labels).filter(|(_, l)| *l != target).collect();
             if victims.is_empty() {
                 return Err(Error::Settings(format!(
                     "no test image outside the target class {target}: ASR is undefined"
@@ -153,8 +146,7 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
             Some(AttackMetrics {
                 trigger: attack.describe(),
                 target_class: target,
-                attack_success_rate: victims.iter().filter(|(p, _)| *p == target).count() as f64
-                    / n,
+                attack_success_rate: victims.iter().filter(|(p, _)| *p == target).count() as f64 / n,
                 robust_accuracy: victims.iter().filter(|(p, l)| p == l).count() as f64 / n,
                 images: victims.len() as i64,
             })
@@ -166,10 +158,7 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
         let predicted = predictions(model, &test.images, plan, Some(probe))?;
         probes.push(worst_class(probe, &predicted, &labels, num_classes));
     }
-    let worst_probe = probes
-        .iter()
-        .max_by(|a, b| a.rate.total_cmp(&b.rate))
-        .cloned();
+    let worst_probe = probes.iter().max_by(|a, b| a.rate.total_cmp(&b.rate)).cloned();
     Ok(Metrics {
         clean_accuracy: correct as f64 / labels.len() as f64,
         test_images: labels.len() as i64,
@@ -182,30 +171,16 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
 }
 
 /// max over classes c of the fraction of non-c images predicted c.
-fn worst_class(
-    probe: &Trigger,
-    predicted: &[i64],
-    labels: &[i64],
-    num_classes: i64,
-) -> ProbeResult {
+fn worst_class(probe: &Trigger, predicted: &[i64], labels: &[i64], num_classes: i64) -> ProbeResult {
     (0..num_classes)
         .map(|c| {
-            let others: Vec<i64> = predicted
-                .iter()
-                .zip(labels)
-                .filter(|(_, l)| **l != c)
-                .map(|(p, _)| *p)
-                .collect();
+            let others: Vec<i64> = predicted.iter().zip(labels).filter(|(_, l)| **l != c).map(|(p, _)| *p).collect();
             let rate = if others.is_empty() {
                 0.0
             } else {
                 others.iter().filter(|p| **p == c).count() as f64 / others.len() as f64
             };
-            ProbeResult {
-                trigger: probe.to_string(),
-                class: c,
-                rate,
-            }
+            ProbeResult { trigger: probe.to_string(), class: c, rate }
         })
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
         .expect("a classifier has at least one class")
@@ -213,12 +188,7 @@ fn worst_class(
 
 /// Predicted classes for [0, 1] images (CPU), in batches on the model's device, optionally
 /// triggered first.
-fn predictions(
-    model: &Classifier,
-    images: &Tensor,
-    plan: &Plan,
-    trigger: Option<&Trigger>,
-) -> Result<Vec<i64>> {
+fn predictions(model: &Classifier, images: &Tensor, plan: &Plan, trigger: Option<&Trigger>) -> Result<Vec<i64>> {
     let n = images.size()[0];
     let mut out = Vec::with_capacity(n as usize);
     tch::no_grad(|| -> Result<()> {
@@ -230,10 +200,7 @@ fn predictions(
                 batch = trigger.apply(&batch)?;
             }
             let predicted = model.predict(&plan.input.normalize(&batch))?;
-            out.extend(
-                Vec::<i64>::try_from(predicted.to_device(tch::Device::Cpu))
-                    .map_err(Error::Torch)?,
-            );
+            out.extend(Vec::<i64>::try_from(predicted.to_device(tch::Device::Cpu)).map_err(Error::Torch)?);
             start += len;
         }
         Ok(())

@@ -16,11 +16,7 @@ use crate::error::{Error, Result};
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Trigger {
     /// A square patch pasted at a corner or position (BadNets).
-    Badnets {
-        size: i64,
-        position: Position,
-        pattern: PatchPattern,
-    },
+    Badnets { size: i64, position: Position, pattern: PatchPattern },
     /// x' = (1 - alpha) x + alpha pattern (Blended).
     Blended { alpha: f64, pattern: BlendPattern },
     /// A horizontal sinusoid x' = x + delta/255 sin(2 pi j f / W), clipped (SIG).
@@ -63,10 +59,7 @@ pub enum BlendPattern {
 }
 
 fn spec_error(spec: &str, reason: impl Into<String>) -> Error {
-    Error::Trigger {
-        spec: spec.to_string(),
-        reason: reason.into(),
-    }
+    Error::Trigger { spec: spec.to_string(), reason: reason.into() }
 }
 
 impl FromStr for Trigger {
@@ -75,9 +68,8 @@ impl FromStr for Trigger {
         let (kind, args) = spec.split_once(':').unwrap_or((spec, ""));
         let mut options = std::collections::BTreeMap::new();
         for pair in args.split(',').filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| spec_error(spec, format!("`{pair}` is not key=value")))?;
+            let (key, value) =
+                pair.split_once('=').ok_or_else(|| spec_error(spec, format!("`{pair}` is not key=value")))?;
             options.insert(key.trim().to_string(), value.trim().to_string());
         }
         let mut take = |key: &str| options.remove(key);
@@ -93,26 +85,20 @@ impl FromStr for Trigger {
             "badnets" => {
                 let size = number(take("size"), "size", 3.0)? as i64;
                 let position = match (take("pos").as_deref(), take("x"), take("y")) {
-                    (None, Some(x), Some(y)) => Position::At {
-                        x: number(Some(x), "x", 0.0)? as i64,
-                        y: number(Some(y), "y", 0.0)? as i64,
-                    },
+                    (None, Some(x), Some(y)) => {
+                        Position::At { x: number(Some(x), "x", 0.0)? as i64, y: number(Some(y), "y", 0.0)? as i64 }
+                    }
                     (Some("br") | None, None, None) => Position::BottomRight,
                     (Some("bl"), None, None) => Position::BottomLeft,
                     (Some("tr"), None, None) => Position::TopRight,
                     (Some("tl"), None, None) => Position::TopLeft,
                     _ => {
-                        return Err(spec_error(
-                            spec,
-                            "position is pos=br|bl|tr|tl, or x=..,y=..",
-                        ));
+                        return Err(spec_error(spec, "position is pos=br|bl|tr|tl, or x=..,y=.."));
                     }
                 };
                 let pattern = match take("pattern").as_deref() {
                     Some("checker" | "checkerboard") => PatchPattern::Checkerboard,
-                    Some("solid") | None => PatchPattern::Solid {
-                        value: number(take("value"), "value", 1.0)?,
-                    },
+                    Some("solid") | None => PatchPattern::Solid { value: number(take("value"), "value", 1.0)? },
                     Some(other) => {
                         return Err(spec_error(spec, format!("unknown pattern `{other}`")));
                     }
@@ -120,11 +106,7 @@ impl FromStr for Trigger {
                 if size < 1 {
                     return Err(spec_error(spec, "size must be at least 1"));
                 }
-                Trigger::Badnets {
-                    size,
-                    position,
-                    pattern,
-                }
+                Trigger::Badnets { size, position, pattern }
             }
             "blended" => {
                 let alpha = number(take("alpha"), "alpha", 0.2)?;
@@ -133,9 +115,7 @@ impl FromStr for Trigger {
                 }
                 let pattern = match take("image") {
                     Some(path) => BlendPattern::Image { path: path.into() },
-                    None => BlendPattern::Noise {
-                        seed: number(take("seed"), "seed", 0.0)? as u64,
-                    },
+                    None => BlendPattern::Noise { seed: number(take("seed"), "seed", 0.0)? as u64 },
                 };
                 Trigger::Blended { alpha, pattern }
             }
@@ -155,17 +135,11 @@ impl FromStr for Trigger {
                 }
             }
             other => {
-                return Err(spec_error(
-                    spec,
-                    format!("unknown trigger `{other}` (badnets, blended, sig, wanet)"),
-                ));
+                return Err(spec_error(spec, format!("unknown trigger `{other}` (badnets, blended, sig, wanet)")));
             }
         };
         if let Some(key) = options.keys().next() {
-            return Err(spec_error(
-                spec,
-                format!("unknown option `{key}` for {kind}"),
-            ));
+            return Err(spec_error(spec, format!("unknown option `{key}` for {kind}")));
         }
         Ok(trigger)
     }
@@ -174,11 +148,7 @@ impl FromStr for Trigger {
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Trigger::Badnets {
-                size,
-                position,
-                pattern,
-            } => {
+            Trigger::Badnets { size, position, pattern } => {
                 write!(f, "badnets:size={size},")?;
                 match position {
                     Position::BottomRight => write!(f, "pos=br")?,
@@ -192,14 +162,10 @@ impl fmt::Display for Trigger {
                     PatchPattern::Checkerboard => write!(f, ",pattern=checker"),
                 }
             }
-            Trigger::Blended {
-                alpha,
-                pattern: BlendPattern::Noise { seed },
-            } => write!(f, "blended:alpha={alpha},seed={seed}"),
-            Trigger::Blended {
-                alpha,
-                pattern: BlendPattern::Image { path },
-            } => {
+            Trigger::Blended { alpha, pattern: BlendPattern::Noise { seed } } => {
+                write!(f, "blended:alpha={alpha},seed={seed}")
+            }
+            Trigger::Blended { alpha, pattern: BlendPattern::Image { path } } => {
                 write!(f, "blended:alpha={alpha},image={}", path.display())
             }
             Trigger::Sig { delta, frequency } => write!(f, "sig:delta={delta},freq={frequency}"),
@@ -217,11 +183,7 @@ impl Trigger {
         let (c, h, w) = (shape[1], shape[2], shape[3]);
         let device = images.device();
         match self {
-            Trigger::Badnets {
-                size,
-                position,
-                pattern,
-            } => {
+            Trigger::Badnets { size, position, pattern } => {
                 let (x, y) = match *position {
                     Position::BottomRight => (w - size, h - size),
                     Position::BottomLeft => (0, h - size),
@@ -236,31 +198,23 @@ impl Trigger {
                     ));
                 }
                 let patch = match pattern {
-                    PatchPattern::Solid { value } => {
-                        Tensor::full([*size, *size], *value, (Kind::Float, device))
-                    }
+                    PatchPattern::Solid { value } => Tensor::full([*size, *size], *value, (Kind::Float, device)),
                     PatchPattern::Checkerboard => {
                         let i = Tensor::arange(*size, (Kind::Int64, device));
-                        (i.view([-1, 1]) + i.view([1, -1]))
-                            .remainder(2)
-                            .eq(0)
-                            .to_kind(Kind::Float)
+                        (i.view([-1, 1]) + i.view([1, -1])).remainder(2).eq(0).to_kind(Kind::Float)
                     }
                 };
                 let out = images.copy();
-                out.narrow(2, y, *size).narrow(3, x, *size).copy_(
-                    &patch
-                        .view([1, 1, *size, *size])
-                        .expand([shape[0], c, *size, *size], false),
-                );
+                out.narrow(2, y, *size)
+                    .narrow(3, x, *size)
+                    .copy_(&patch.view([1, 1, *size, *size]).expand([shape[0], c, *size, *size], false));
                 Ok(out)
             }
             Trigger::Blended { alpha, pattern } => {
                 let pattern = match pattern {
                     BlendPattern::Noise { seed } => {
                         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(*seed);
-                        let values: Vec<f32> =
-                            (0..c * h * w).map(|_| rng.random::<f32>()).collect();
+                        let values: Vec<f32> = (0..c * h * w).map(|_| rng.random::<f32>()).collect();
                         Tensor::from_slice(&values).view([1, c, h, w])
                     }
                     BlendPattern::Image { path } => load_pattern_image(path, c, h, w)?,
@@ -270,22 +224,15 @@ impl Trigger {
             }
             Trigger::Sig { delta, frequency } => {
                 let j = Tensor::arange(w, (Kind::Float, device));
-                let wave = (j * (2.0 * std::f64::consts::PI * frequency / w as f64)).sin()
-                    * (delta / 255.0);
+                let wave = (j * (2.0 * std::f64::consts::PI * frequency / w as f64)).sin() * (delta / 255.0);
                 Ok((images + wave.view([1, 1, 1, w])).clamp(0.0, 1.0))
             }
             Trigger::Wanet { k, strength, seed } => {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(*seed);
-                let values: Vec<f32> = (0..2 * k * k)
-                    .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-                    .collect();
-                let control = Tensor::from_slice(&values)
-                    .view([1, 2, *k, *k])
-                    .to_device(device);
+                let values: Vec<f32> = (0..2 * k * k).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+                let control = Tensor::from_slice(&values).view([1, 2, *k, *k]).to_device(device);
                 let control = &control / control.abs().mean(Kind::Float);
-                let noise = control
-                    .upsample_bicubic2d([h, w], true, None, None)
-                    .permute([0, 2, 3, 1]);
+                let noise = control.upsample_bicubic2d([h, w], true, None, None).permute([0, 2, 3, 1]);
                 let ys = Tensor::linspace(-1.0, 1.0, h, (Kind::Float, device));
                 let xs = Tensor::linspace(-1.0, 1.0, w, (Kind::Float, device));
                 let grid_x = xs.view([1, w]).expand([h, w], false);
@@ -301,28 +248,15 @@ impl Trigger {
 }
 
 fn load_pattern_image(path: &std::path::Path, c: i64, h: i64, w: i64) -> Result<Tensor> {
-    let img = image::open(path)
-        .map_err(|e| Error::data(path, format!("cannot decode trigger pattern: {e}")))?;
+    let img = image::open(path).map_err(|e| Error::data(path, format!("cannot decode trigger pattern: {e}")))?;
     let img = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
     let pixels: Vec<u8> = if c == 1 {
         img.to_luma8().into_raw()
     } else {
         let rgb = img.to_rgb8();
-        (0..3)
-            .flat_map(|ch| {
-                rgb.as_raw()
-                    .iter()
-                    .skip(ch)
-                    .step_by(3)
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        (0..3).flat_map(|ch| rgb.as_raw().iter().skip(ch).step_by(3).copied().collect::<Vec<_>>()).collect()
     };
-    Ok(Tensor::from_slice(&pixels)
-        .view([1, c.min(3), h, w])
-        .to_kind(Kind::Float)
-        / 255.0)
+    Ok(Tensor::from_slice(&pixels).view([1, c.min(3), h, w]).to_kind(Kind::Float) / 255.0)
 }
 
 #[cfg(test)]
@@ -347,10 +281,7 @@ mod tests {
             assert_eq!(trigger.to_string(), spec);
             assert_eq!(trigger.to_string().parse::<Trigger>().unwrap(), trigger);
         }
-        assert_eq!(
-            "badnets".parse::<Trigger>().unwrap().to_string(),
-            "badnets:size=3,pos=br,value=1"
-        );
+        assert_eq!("badnets".parse::<Trigger>().unwrap().to_string(), "badnets:size=3,pos=br,value=1");
     }
 
     #[test]
@@ -369,20 +300,11 @@ mod tests {
 
     #[test]
     fn badnets_pastes_exactly_the_patch() {
-        let out = "badnets:size=3"
-            .parse::<Trigger>()
-            .unwrap()
-            .apply(&zeros())
-            .unwrap();
+        let out = "badnets:size=3".parse::<Trigger>().unwrap().apply(&zeros()).unwrap();
         assert_eq!(out.sum(Kind::Float).double_value(&[]), 2.0 * 9.0);
         assert_eq!(out.double_value(&[1, 0, 27, 27]), 1.0);
         assert_eq!(out.double_value(&[1, 0, 24, 27]), 0.0);
-        let big = "badnets:size=30"
-            .parse::<Trigger>()
-            .unwrap()
-            .apply(&zeros())
-            .unwrap_err()
-            .to_string();
+        let big = "badnets:size=30".parse::<Trigger>().unwrap().apply(&zeros()).unwrap_err().to_string();
         assert!(big.contains("does not fit 28x28"), "{big}");
     }
 
@@ -397,11 +319,6 @@ mod tests {
             assert!(out.min().double_value(&[]) >= 0.0 && out.max().double_value(&[]) <= 1.0);
         }
         let blended = "blended:alpha=0.2,seed=1".parse::<Trigger>().unwrap();
-        assert!(
-            blended
-                .apply(&images)
-                .unwrap()
-                .equal(&blended.apply(&images).unwrap())
-        );
+        assert!(blended.apply(&images).unwrap().equal(&blended.apply(&images).unwrap()));
     }
 }

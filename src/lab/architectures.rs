@@ -10,9 +10,7 @@ use super::module_builder::ScriptModule;
 use crate::error::Result;
 use crate::rng::SeededRng;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Architecture {
     /// Three conv-BN-ReLU stages (width, 2x, 4x channels), global average pool, head `fc`.
@@ -30,11 +28,7 @@ struct Net<'a> {
 
 impl<'a> Net<'a> {
     fn new(rng: &'a mut SeededRng) -> Self {
-        Net {
-            tensors: Vec::new(),
-            forward: String::new(),
-            rng,
-        }
+        Net { tensors: Vec::new(), forward: String::new(), rng }
     }
 
     /// A parameter with PyTorch's default init for conv and linear layers:
@@ -50,14 +44,7 @@ impl<'a> Net<'a> {
     }
 
     /// Returns the expression for a convolution of `x`.
-    fn conv(
-        &mut self,
-        x: &str,
-        name: &str,
-        (cin, cout, k): (i64, i64, i64),
-        stride: i64,
-        bias: bool,
-    ) -> String {
+    fn conv(&mut self, x: &str, name: &str, (cin, cout, k): (i64, i64, i64), stride: i64, bias: bool) -> String {
         let fan_in = cin * k * k;
         self.uniform_param(format!("{name}.weight"), &[cout, cin, k, k], fan_in);
         let bias_expr = if bias {
@@ -67,25 +54,15 @@ impl<'a> Net<'a> {
             "None".to_string()
         };
         let pad = k / 2;
-        format!(
-            "torch.conv2d({x}, self.{name}.weight, {bias_expr}, [{stride}, {stride}], [{pad}, {pad}])"
-        )
+        format!("torch.conv2d({x}, self.{name}.weight, {bias_expr}, [{stride}, {stride}], [{pad}, {pad}])")
     }
 
     fn batch_norm(&mut self, x: &str, name: &str, channels: i64) -> String {
         let opts = (Kind::Float, Device::Cpu);
         self.param(format!("{name}.weight"), Tensor::ones([channels], opts));
         self.param(format!("{name}.bias"), Tensor::zeros([channels], opts));
-        self.tensors.push((
-            format!("{name}.running_mean"),
-            Tensor::zeros([channels], opts),
-            false,
-        ));
-        self.tensors.push((
-            format!("{name}.running_var"),
-            Tensor::ones([channels], opts),
-            false,
-        ));
+        self.tensors.push((format!("{name}.running_mean"), Tensor::zeros([channels], opts), false));
+        self.tensors.push((format!("{name}.running_var"), Tensor::ones([channels], opts), false));
         format!(
             "torch.batch_norm({x}, self.{name}.weight, self.{name}.bias, self.{name}.running_mean, \
              self.{name}.running_var, self.training, 0.1, 1e-05, True)"
@@ -131,33 +108,19 @@ fn resnet18(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Net
     let stem = net.batch_norm(&stem, "bn1", width);
     net.line(format!("x = torch.relu({stem})"));
     let mut cin = width;
-    for (stage, (multiplier, first_stride)) in
-        [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate()
-    {
+    for (stage, (multiplier, first_stride)) in [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate() {
         let cout = width * multiplier;
         for block in 0..2 {
             let stride = if block == 0 { first_stride } else { 1 };
             let prefix = format!("layer{}.block{block}", stage + 1);
-            let conv = net.conv(
-                "x",
-                &format!("{prefix}.conv1"),
-                (cin, cout, 3),
-                stride,
-                false,
-            );
+            let conv = net.conv("x", &format!("{prefix}.conv1"), (cin, cout, 3), stride, false);
             let bn = net.batch_norm(&conv, &format!("{prefix}.bn1"), cout);
             net.line(format!("out = torch.relu({bn})"));
             let conv = net.conv("out", &format!("{prefix}.conv2"), (cout, cout, 3), 1, false);
             let bn = net.batch_norm(&conv, &format!("{prefix}.bn2"), cout);
             net.line(format!("out = {bn}"));
             if stride != 1 || cin != cout {
-                let conv = net.conv(
-                    "x",
-                    &format!("{prefix}.shortcut_conv"),
-                    (cin, cout, 1),
-                    stride,
-                    false,
-                );
+                let conv = net.conv("x", &format!("{prefix}.shortcut_conv"), (cin, cout, 1), stride, false);
                 let bn = net.batch_norm(&conv, &format!("{prefix}.shortcut_bn"), cout);
                 net.line(format!("x = torch.relu(out + {bn})"));
             } else {

@@ -58,9 +58,8 @@ pub struct LabReport {
 pub fn poison(train: &Dataset, settings: &PoisonSettings) -> Result<(Dataset, i64)> {
     let labels = train.labels_vec();
     let target = settings.target_class;
-    let mut candidates: Vec<i64> = (0..labels.len() as i64)
-        .filter(|&i| (labels[i as usize] == target) == settings.clean_label)
-        .collect();
+    let mut candidates: Vec<i64> =
+        (0..labels.len() as i64).filter(|&i| (labels[i as usize] == target) == settings.clean_label).collect();
     let wanted = (settings.poisoning_rate * labels.len() as f64).round() as usize;
     if !(0.0..=1.0).contains(&settings.poisoning_rate) || wanted == 0 {
         return Err(Error::Settings(format!(
@@ -80,15 +79,9 @@ pub fn poison(train: &Dataset, settings: &PoisonSettings) -> Result<(Dataset, i6
     candidates.shuffle(&mut rng);
     candidates.truncate(wanted);
     let index = Tensor::from_slice(&candidates);
-    let triggered = settings
-        .trigger
-        .apply(&train.images.index_select(0, &index))?;
+    let triggered = settings.trigger.apply(&train.images.index_select(0, &index))?;
     let images = train.images.index_copy(0, &index, &triggered);
-    let labels = if settings.clean_label {
-        train.labels.copy()
-    } else {
-        train.labels.index_fill(0, &index, target)
-    };
+    let labels = if settings.clean_label { train.labels.copy() } else { train.labels.index_fill(0, &index, target) };
     let poisoned = Dataset::from_tensors(images, labels, train.source.clone())?;
     Ok((poisoned, wanted as i64))
 }
@@ -107,33 +100,17 @@ pub fn train_backdoored(
     let mut rng = SeededRng::new(settings.seed);
     let num_classes = train.labels.max().int64_value(&[]) + 1;
     if !(0..num_classes).contains(&settings.target_class) {
-        return Err(Error::Settings(format!(
-            "target class {} is not in 0..{num_classes}",
-            settings.target_class
-        )));
+        return Err(Error::Settings(format!("target class {} is not in 0..{num_classes}", settings.target_class)));
     }
     let (poisoned, poisoned_images) = poison(train, settings)?;
     let channels = train.image_shape()[0];
-    let staging = tempfile::Builder::new()
-        .prefix(".fstgate-lab")
-        .tempdir_in(parent_dir(out))
-        .map_err(|e| Error::io(out, e))?;
+    let staging =
+        tempfile::Builder::new().prefix(".fstgate-lab").tempdir_in(parent_dir(out)).map_err(|e| Error::io(out, e))?;
     let initial = staging.path().join("initial.pt");
-    architectures::export(
-        settings.architecture,
-        channels,
-        num_classes,
-        settings.width,
-        &mut rng,
-        &initial,
-    )?;
+    architectures::export(settings.architecture, channels, num_classes, settings.width, &mut rng, &initial)?;
     let sample = input.normalize(&train.images.narrow(0, 0, 2));
     let mut model = Classifier::load(&initial, device, &sample, Some("fc"))?;
-    let trainable = model
-        .named_parameters()?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let trainable = model.named_parameters()?.into_iter().map(|(_, t)| t).collect();
     let config = training::Config {
         epochs: settings.epochs,
         lr: settings.learning_rate,
@@ -144,15 +121,10 @@ pub fn train_backdoored(
         input,
         head: None,
     };
-    let epochs = training::train(
-        &mut model, trainable, &poisoned, &config, &mut rng, progress,
-    )?;
+    let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {
         input: input.clone(),
-        attack: Some(Attack::Trigger {
-            trigger: settings.trigger.clone(),
-            target: settings.target_class,
-        }),
+        attack: Some(Attack::Trigger { trigger: settings.trigger.clone(), target: settings.target_class }),
         probes: Vec::new(),
         batch_size: 512,
     };
@@ -169,21 +141,11 @@ pub fn train_backdoored(
     let staged_model = staging.path().join("model.pt");
     model.save(&staged_model)?;
     let staged_report = staging.path().join("lab.json");
-    std::fs::write(&staged_report, serde_json::to_vec_pretty(&report)?).map_err(|e| {
-        Error::Write {
-            path: staged_report.clone(),
-            source: e,
-        }
-    })?;
+    std::fs::write(&staged_report, serde_json::to_vec_pretty(&report)?)
+        .map_err(|e| Error::Write { path: staged_report.clone(), source: e })?;
     let report_path = out.with_extension("lab.json");
-    std::fs::rename(&staged_report, &report_path).map_err(|e| Error::Write {
-        path: report_path,
-        source: e,
-    })?;
-    std::fs::rename(&staged_model, out).map_err(|e| Error::Write {
-        path: out.to_path_buf(),
-        source: e,
-    })?;
+    std::fs::rename(&staged_report, &report_path).map_err(|e| Error::Write { path: report_path, source: e })?;
+    std::fs::rename(&staged_model, out).map_err(|e| Error::Write { path: out.to_path_buf(), source: e })?;
     Ok(report)
 }
 

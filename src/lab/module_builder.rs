@@ -8,11 +8,7 @@ use tch::Tensor;
 use crate::error::{Error, Result};
 
 unsafe extern "C" {
-    fn fstgate_module_new(
-        name: *const c_char,
-        parent: *mut c_void,
-        err: *mut *mut c_char,
-    ) -> *mut c_void;
+    fn fstgate_module_new(name: *const c_char, parent: *mut c_void, err: *mut *mut c_char) -> *mut c_void;
     fn fstgate_module_free(module: *mut c_void);
     fn fstgate_module_register_tensor(
         module: *mut c_void,
@@ -27,16 +23,8 @@ unsafe extern "C" {
         child: *mut c_void,
         err: *mut *mut c_char,
     ) -> c_int;
-    fn fstgate_module_define(
-        module: *mut c_void,
-        source: *const c_char,
-        err: *mut *mut c_char,
-    ) -> c_int;
-    fn fstgate_module_save(
-        module: *mut c_void,
-        path: *const c_char,
-        err: *mut *mut c_char,
-    ) -> c_int;
+    fn fstgate_module_define(module: *mut c_void, source: *const c_char, err: *mut *mut c_char) -> c_int;
+    fn fstgate_module_save(module: *mut c_void, path: *const c_char, err: *mut *mut c_char) -> c_int;
     fn fstgate_string_free(s: *mut c_char);
 }
 
@@ -61,10 +49,7 @@ fn check(rc: c_int, err: *mut c_char, what: &str) -> Result<()> {
         fstgate_string_free(err);
         message
     };
-    Err(Error::Settings(format!(
-        "{what}: {}",
-        crate::model::first_line(&message)
-    )))
+    Err(Error::Settings(format!("{what}: {}", crate::model::first_line(&message))))
 }
 
 impl ScriptModule {
@@ -99,9 +84,7 @@ impl ScriptModule {
         let c_name = c_string(name)?;
         let mut err = std::ptr::null_mut();
         // SAFETY: both modules are live; the parent keeps its own handle to the child.
-        let rc = unsafe {
-            fstgate_module_register_submodule(self.raw, c_name.as_ptr(), child.raw, &mut err)
-        };
+        let rc = unsafe { fstgate_module_register_submodule(self.raw, c_name.as_ptr(), child.raw, &mut err) };
         check(rc, err, &format!("registering submodule {name}"))
     }
 

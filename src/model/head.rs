@@ -82,11 +82,7 @@ fn linear_maps(model: &Classifier) -> Result<Vec<Candidate>> {
             .iter()
             .find(|(n, t)| n.strip_suffix(".bias") == Some(prefix) && t.size() == [rows])
             .map(|(_, t)| t.shallow_clone());
-        maps.push(Candidate {
-            name: prefix.to_string(),
-            weight: tensor.shallow_clone(),
-            bias,
-        });
+        maps.push(Candidate { name: prefix.to_string(), weight: tensor.shallow_clone(), bias });
     }
     Ok(maps)
 }
@@ -100,8 +96,7 @@ fn produces_logits(model: &Classifier, candidate: &Candidate, sample: &Tensor) -
         let (mut param, shift) = match &candidate.bias {
             Some(bias) => {
                 let k = bias.size()[0];
-                let shift =
-                    (Tensor::arange(k, (Kind::Float, bias.device())) + 1.0) * (0.25 * scale);
+                let shift = (Tensor::arange(k, (Kind::Float, bias.device())) + 1.0) * (0.25 * scale);
                 (bias.shallow_clone(), Some(shift))
             }
             None => (candidate.weight.shallow_clone(), None),
@@ -131,18 +126,11 @@ fn produces_logits(model: &Classifier, candidate: &Candidate, sample: &Tensor) -
 pub(super) fn locate(model: &Classifier, sample: &Tensor, requested: Option<&str>) -> Result<Head> {
     let maps = linear_maps(model)?;
     let k = model.num_classes;
-    let list = |maps: &[&Candidate]| {
-        maps.iter()
-            .map(|c| c.describe())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let list = |maps: &[&Candidate]| maps.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ");
 
     if let Some(requested) = requested {
-        let matches: Vec<&Candidate> = maps
-            .iter()
-            .filter(|c| c.name == requested || c.name.ends_with(&format!(".{requested}")))
-            .collect();
+        let matches: Vec<&Candidate> =
+            maps.iter().filter(|c| c.name == requested || c.name.ends_with(&format!(".{requested}"))).collect();
         let exact = matches.iter().position(|c| c.name == requested);
         let candidate = match (exact, matches.len()) {
             (Some(i), _) => matches[i],
@@ -154,10 +142,7 @@ pub(super) fn locate(model: &Classifier, sample: &Tensor, requested: Option<&str
                 )));
             }
             (None, _) => {
-                return Err(Error::Head(format!(
-                    "`{requested}` is ambiguous: {}",
-                    list(&matches)
-                )));
+                return Err(Error::Head(format!("`{requested}` is ambiguous: {}", list(&matches))));
             }
         };
         if candidate.weight.size()[0] != k {
@@ -171,21 +156,11 @@ pub(super) fn locate(model: &Classifier, sample: &Tensor, requested: Option<&str
         if !verified {
             tracing::warn!(head = %candidate.name, "the named head does not produce the logits directly; using it as asked");
         }
-        let index = maps
-            .iter()
-            .position(|c| c.name == candidate.name)
-            .expect("candidate comes from maps");
-        return Ok(maps
-            .into_iter()
-            .nth(index)
-            .expect("index is valid")
-            .into_head("user", verified));
+        let index = maps.iter().position(|c| c.name == candidate.name).expect("candidate comes from maps");
+        return Ok(maps.into_iter().nth(index).expect("index is valid").into_head("user", verified));
     }
 
-    let shaped: Vec<Candidate> = maps
-        .into_iter()
-        .filter(|c| c.weight.size()[0] == k)
-        .collect();
+    let shaped: Vec<Candidate> = maps.into_iter().filter(|c| c.weight.size()[0] == k).collect();
     if shaped.is_empty() {
         return Err(Error::Head(format!(
             "no linear map with {k} outputs (the number of logits) in the model; name the head with --head"
@@ -198,11 +173,7 @@ pub(super) fn locate(model: &Classifier, sample: &Tensor, requested: Option<&str
         }
     }
     match confirmed.as_slice() {
-        [i] => Ok(shaped
-            .into_iter()
-            .nth(*i)
-            .expect("index is valid")
-            .into_head("automatic", true)),
+        [i] => Ok(shaped.into_iter().nth(*i).expect("index is valid").into_head("automatic", true)),
         [] => Err(Error::Head(format!(
             "none of the linear maps with {k} outputs produces the logits directly (something \
              transforms them after the last linear layer, e.g. softmax or scaling); candidates: {}; \

@@ -22,19 +22,13 @@ struct PytorchFlavor {
 pub(super) fn torchscript_archive(dir: &Path) -> Result<PathBuf> {
     let mlmodel_path = dir.join("MLmodel");
     let text = std::fs::read_to_string(&mlmodel_path).map_err(|e| {
-        Error::model(
-            dir,
-            format!("a model directory must be an MLflow model with an MLmodel file ({e})"),
-        )
+        Error::model(dir, format!("a model directory must be an MLflow model with an MLmodel file ({e})"))
     })?;
-    let mlmodel: MlModel = serde_yaml::from_str(&text)
-        .map_err(|e| Error::model(&mlmodel_path, format!("invalid MLmodel YAML: {e}")))?;
+    let mlmodel: MlModel =
+        serde_yaml::from_str(&text).map_err(|e| Error::model(&mlmodel_path, format!("invalid MLmodel YAML: {e}")))?;
     let flavor = mlmodel.flavors.get("pytorch").ok_or_else(|| {
         let found: Vec<&str> = mlmodel.flavors.keys().map(String::as_str).collect();
-        Error::model(
-            &mlmodel_path,
-            format!("no pytorch flavour (flavours: {})", found.join(", ")),
-        )
+        Error::model(&mlmodel_path, format!("no pytorch flavour (flavours: {})", found.join(", ")))
     })?;
     let flavor: PytorchFlavor = serde_yaml::from_value(flavor.clone())
         .map_err(|e| Error::model(&mlmodel_path, format!("pytorch flavour: {e}")))?;
@@ -45,10 +39,7 @@ pub(super) fn torchscript_archive(dir: &Path) -> Result<PathBuf> {
     if !canonical_data.starts_with(&canonical_dir) {
         return Err(Error::model(
             &mlmodel_path,
-            format!(
-                "model_data `{}` points outside the model directory",
-                flavor.model_data
-            ),
+            format!("model_data `{}` points outside the model directory", flavor.model_data),
         ));
     }
     if canonical_data.is_file() {
@@ -58,10 +49,7 @@ pub(super) fn torchscript_archive(dir: &Path) -> Result<PathBuf> {
     if archive.is_file() {
         Ok(archive)
     } else {
-        Err(Error::model(
-            &data,
-            "no model.pth in the pytorch flavour's model_data directory",
-        ))
+        Err(Error::model(&data, "no model.pth in the pytorch flavour's model_data directory"))
     }
 }
 
@@ -79,25 +67,14 @@ mod tests {
             "flavors:\n  pytorch:\n    model_data: data\n    pytorch_version: 2.11.0\n",
         )
         .unwrap();
-        assert!(
-            torchscript_archive(dir.path())
-                .unwrap()
-                .ends_with("data/model.pth")
-        );
+        assert!(torchscript_archive(dir.path()).unwrap().ends_with("data/model.pth"));
 
-        std::fs::write(
-            dir.path().join("MLmodel"),
-            "flavors:\n  pytorch:\n    model_data: ../..\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("MLmodel"), "flavors:\n  pytorch:\n    model_data: ../..\n").unwrap();
         let err = torchscript_archive(dir.path()).unwrap_err().to_string();
         assert!(err.contains("points outside the model directory"), "{err}");
 
         std::fs::write(dir.path().join("MLmodel"), "flavors:\n  sklearn: {}\n").unwrap();
         let err = torchscript_archive(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("no pytorch flavour (flavours: sklearn)"),
-            "{err}"
-        );
+        assert!(err.contains("no pytorch flavour (flavours: sklearn)"), "{err}");
     }
 }

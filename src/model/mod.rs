@@ -58,51 +58,32 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the model at `path` onto `device`, probes it with `sample` (a small batch of
     /// [0, 1]-scaled, already normalised inputs) and locates its head (`head_name` overrides).
-    pub fn load(
-        path: &Path,
-        device: Device,
-        sample: &Tensor,
-        head_name: Option<&str>,
-    ) -> Result<Self> {
+    pub fn load(path: &Path, device: Device, sample: &Tensor, head_name: Option<&str>) -> Result<Self> {
         let (archive, format) = resolve_archive(path)?;
         check_torchscript_archive(&archive)?;
-        let mut module = CModule::load_on_device(&archive, device).map_err(|e| {
-            Error::model(
-                &archive,
-                format!("TorchScript load failed: {}", first_line(&e.to_string())),
-            )
-        })?;
+        let mut module = CModule::load_on_device(&archive, device)
+            .map_err(|e| Error::model(&archive, format!("TorchScript load failed: {}", first_line(&e.to_string()))))?;
         module.set_eval();
         let sha256 = crate::data::sha256_file(&archive)?;
         let sample = sample.to_device(device);
-        let output = tch::no_grad(|| module.forward_is(&[IValue::Tensor(sample.shallow_clone())]))
-            .map_err(|e| {
-                Error::DataModelMismatch(format!(
-                    "the model rejects inputs of shape {:?}: {}",
-                    sample.size(),
-                    first_line(&e.to_string())
-                ))
-            })?;
-        let (output_kind, logits) =
-            take_logits(output).map_err(|reason| Error::model(&archive, reason))?;
+        let output = tch::no_grad(|| module.forward_is(&[IValue::Tensor(sample.shallow_clone())])).map_err(|e| {
+            Error::DataModelMismatch(format!(
+                "the model rejects inputs of shape {:?}: {}",
+                sample.size(),
+                first_line(&e.to_string())
+            ))
+        })?;
+        let (output_kind, logits) = take_logits(output).map_err(|reason| Error::model(&archive, reason))?;
         let shape = logits.size();
         if shape.len() != 2 || shape[0] != sample.size()[0] {
             return Err(Error::model(
                 &archive,
-                format!(
-                    "output of shape {shape:?} for a batch of {}: expected [batch, classes]",
-                    sample.size()[0]
-                ),
+                format!("output of shape {shape:?} for a batch of {}: expected [batch, classes]", sample.size()[0]),
             ));
         }
         let mut classifier = Classifier {
             module,
-            source: ModelSource {
-                path: path.to_path_buf(),
-                archive,
-                format,
-                sha256,
-            },
+            source: ModelSource { path: path.to_path_buf(), archive, format, sha256 },
             output: output_kind,
             head: Head::placeholder(),
             num_classes: shape[1],
@@ -118,18 +99,10 @@ impl Classifier {
 
     /// Logits [batch, classes] for a normalised batch on the model's device.
     pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
-        let output = self
-            .module
-            .forward_is(&[IValue::Tensor(inputs.shallow_clone())])
-            .map_err(|e| {
-                Error::model(
-                    &self.source.archive,
-                    format!("forward failed: {}", first_line(&e.to_string())),
-                )
-            })?;
-        take_logits(output)
-            .map(|(_, logits)| logits)
-            .map_err(|reason| Error::model(&self.source.archive, reason))
+        let output = self.module.forward_is(&[IValue::Tensor(inputs.shallow_clone())]).map_err(|e| {
+            Error::model(&self.source.archive, format!("forward failed: {}", first_line(&e.to_string())))
+        })?;
+        take_logits(output).map(|(_, logits)| logits).map_err(|reason| Error::model(&self.source.archive, reason))
     }
 
     /// BatchNorm uses batch statistics and updates its running statistics; dropout is active.
@@ -149,14 +122,9 @@ impl Classifier {
     /// The head's weight and (if any) bias tensors, sharing storage with the module.
     pub fn head_tensors(&self) -> Result<(Tensor, Option<Tensor>)> {
         let params = self.named_parameters()?;
-        let find = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.shallow_clone())
-        };
-        let weight = find(&self.head.weight)
-            .ok_or_else(|| Error::Head(format!("parameter {} vanished", self.head.weight)))?;
+        let find = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
+        let weight =
+            find(&self.head.weight).ok_or_else(|| Error::Head(format!("parameter {} vanished", self.head.weight)))?;
         Ok((weight, self.head.bias.as_deref().and_then(find)))
     }
 
@@ -177,11 +145,7 @@ impl Classifier {
         let Ok(train) = tch::no_grad(|| probe.forward_is(&input)) else {
             return Ok(true);
         };
-        let logits = |v| {
-            take_logits(v)
-                .map(|(_, t)| t)
-                .map_err(|reason| Error::model(&self.source.archive, reason))
-        };
+        let logits = |v| take_logits(v).map(|(_, t)| t).map_err(|reason| Error::model(&self.source.archive, reason));
         Ok(!logits(train)?.allclose(&logits(eval)?, 1e-5, 1e-6, false))
     }
 
@@ -191,10 +155,7 @@ impl Classifier {
         self.module.to(Device::Cpu, Kind::Float, false);
         let saved = self.module.save(path);
         self.module.to(self.device, Kind::Float, false);
-        saved.map_err(|e| Error::Write {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        saved.map_err(|e| Error::Write { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })
     }
 }
 
@@ -203,10 +164,7 @@ impl Classifier {
 fn resolve_archive(path: &Path) -> Result<(PathBuf, ModelFormat)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        Ok((
-            mlflow::torchscript_archive(path)?,
-            ModelFormat::MlflowTorchscript,
-        ))
+        Ok((mlflow::torchscript_archive(path)?, ModelFormat::MlflowTorchscript))
     } else {
         Ok((path.to_path_buf(), ModelFormat::Torchscript))
     }
@@ -217,10 +175,7 @@ fn resolve_archive(path: &Path) -> Result<(PathBuf, ModelFormat)> {
 fn check_torchscript_archive(path: &Path) -> Result<()> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if !raw.starts_with(b"PK\x03\x04") {
-        return Err(Error::model(
-            path,
-            "not a TorchScript archive (not a zip file; corrupt or another format)",
-        ));
+        return Err(Error::model(path, "not a TorchScript archive (not a zip file; corrupt or another format)"));
     }
     let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
     if !has(b"/code/") && !has(b"constants.pkl") {
@@ -240,15 +195,12 @@ fn take_logits(output: IValue) -> std::result::Result<(OutputKind, Tensor), Stri
         IValue::Tensor(t) => Ok((OutputKind::Tensor, t)),
         IValue::Tuple(items) | IValue::GenericList(items) => match items.into_iter().next() {
             Some(IValue::Tensor(t)) => Ok((OutputKind::TupleFirst, t)),
-            Some(other) => Err(format!(
-                "the first element of the model's tuple output is not a tensor: {}",
-                describe(&other)
-            )),
+            Some(other) => {
+                Err(format!("the first element of the model's tuple output is not a tensor: {}", describe(&other)))
+            }
             None => Err("the model returns an empty tuple".to_string()),
         },
-        IValue::TensorList(mut items) if !items.is_empty() => {
-            Ok((OutputKind::TupleFirst, items.swap_remove(0)))
-        }
+        IValue::TensorList(mut items) if !items.is_empty() => Ok((OutputKind::TupleFirst, items.swap_remove(0))),
         IValue::GenericDict(entries) => {
             let keys: Vec<String> = entries.iter().map(|(k, _)| describe(k)).collect();
             entries
@@ -259,16 +211,10 @@ fn take_logits(output: IValue) -> std::result::Result<(OutputKind, Tensor), Stri
                 })
                 .map(|t| (OutputKind::DictLogits, t))
                 .ok_or_else(|| {
-                    format!(
-                        "the model returns a dict without a `logits` tensor (keys: {})",
-                        keys.join(", ")
-                    )
+                    format!("the model returns a dict without a `logits` tensor (keys: {})", keys.join(", "))
                 })
         }
-        other => Err(format!(
-            "the model returns {}, not logits",
-            describe(&other)
-        )),
+        other => Err(format!("the model returns {}, not logits", describe(&other))),
     }
 }
 

@@ -9,9 +9,7 @@ use crate::model::Classifier;
 use crate::rng::SeededRng;
 use crate::training::{self, EpochRecord, HeadConstraint, Progress};
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Vanilla fine-tuning of every parameter.
@@ -58,10 +56,7 @@ impl Default for Settings {
             weight_decay: 0.0,
             batch_size: 128,
             alpha: 0.2,
-            augmentation: Augmentation {
-                crop_padding: 4,
-                horizontal_flip: true,
-            },
+            augmentation: Augmentation { crop_padding: 4, horizontal_flip: true },
             seed: 0,
         }
     }
@@ -80,15 +75,10 @@ impl Settings {
         positive("batch size", self.batch_size as f64)?;
         positive("epochs", self.epochs as f64)?;
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::Settings(format!(
-                "momentum must be in [0, 1), got {}",
-                self.momentum
-            )));
+            return Err(Error::Settings(format!("momentum must be in [0, 1), got {}", self.momentum)));
         }
         if !(self.weight_decay >= 0.0 && self.alpha >= 0.0 && self.alpha.is_finite()) {
-            return Err(Error::Settings(
-                "weight decay and alpha must be non-negative".into(),
-            ));
+            return Err(Error::Settings("weight decay and alpha must be non-negative".into()));
         }
         if self.augmentation.crop_padding < 0 {
             return Err(Error::Settings("crop padding must be non-negative".into()));
@@ -118,19 +108,9 @@ pub fn purify(
         // PyTorch's default Linear init: U(-1/sqrt(in_features), 1/sqrt(in_features)).
         let bound = 1.0 / (weight.size()[1] as f64).sqrt();
         tch::no_grad(|| {
-            weight.shallow_clone().copy_(&rng.uniform(
-                &weight.size(),
-                -bound,
-                bound,
-                weight.device(),
-            ));
+            weight.shallow_clone().copy_(&rng.uniform(&weight.size(), -bound, bound, weight.device()));
             if let Some(bias) = &bias {
-                bias.shallow_clone().copy_(&rng.uniform(
-                    &bias.size(),
-                    -bound,
-                    bound,
-                    bias.device(),
-                ));
+                bias.shallow_clone().copy_(&rng.uniform(&bias.size(), -bound, bound, bias.device()));
             }
         });
     }
@@ -161,11 +141,7 @@ pub fn purify(
         head: Some(HeadConstraint {
             weight: weight.shallow_clone(),
             original,
-            alpha: if settings.method == Method::Fst {
-                settings.alpha
-            } else {
-                0.0
-            },
+            alpha: if settings.method == Method::Fst { settings.alpha } else { 0.0 },
             project: true,
         }),
     };

@@ -20,17 +20,13 @@ pub fn spec(split: &str) -> DataSpec {
 }
 
 pub fn fashion(split: &str, count: i64, seed: u64) -> Dataset {
-    fstgate::data::load(&spec(split))
-        .unwrap()
-        .balanced_count(count, seed)
-        .unwrap()
+    fstgate::data::load(&spec(split)).unwrap().balanced_count(count, seed).unwrap()
 }
 
 /// A scratch directory under target/ that outlives the test (inspectable after a failure).
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("fstgate-tests")
-        .join(format!("{name}-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("fstgate-tests").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -64,36 +60,19 @@ pub fn badnets_model() -> &'static Backdoored {
         };
         let train = fashion("train", 30_000, 1);
         let test = fashion("test", 2_000, 1);
-        let report = lab::train_backdoored(
-            &train,
-            &test,
-            &settings,
-            &InputSpec::default(),
-            Device::Cpu,
-            &model,
-            &Silent,
-        )
-        .unwrap();
+        let report =
+            lab::train_backdoored(&train, &test, &settings, &InputSpec::default(), Device::Cpu, &model, &Silent)
+                .unwrap();
         Backdoored { model, report }
     })
 }
 
 /// n grey 8x8 images (the fixtures' input) with labels cycling through `classes`.
 pub fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
-    let pixels: Vec<u8> = (0..n * channels * 64)
-        .map(|i| (i * 37 % 256) as u8)
-        .collect();
-    let labels: Vec<u8> = (0..n as i64)
-        .flat_map(|i| (i % classes).to_le_bytes())
-        .collect();
+    let pixels: Vec<u8> = (0..n * channels * 64).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n as i64).flat_map(|i| (i % classes).to_le_bytes()).collect();
     let mut map = HashMap::new();
-    map.insert(
-        "images".to_string(),
-        TensorView::new(Dtype::U8, vec![n, channels, 8, 8], &pixels).unwrap(),
-    );
-    map.insert(
-        "labels".to_string(),
-        TensorView::new(Dtype::I64, vec![n], &labels).unwrap(),
-    );
+    map.insert("images".to_string(), TensorView::new(Dtype::U8, vec![n, channels, 8, 8], &pixels).unwrap());
+    map.insert("labels".to_string(), TensorView::new(Dtype::I64, vec![n], &labels).unwrap());
     safetensors::serialize_to_file(&map, None, path).unwrap();
 }
