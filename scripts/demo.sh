@@ -13,9 +13,17 @@ if [ ! -f "$model" ]; then
   "$fstgate" lab poison --data "$data#train" --test-data "$data#test" --test-count 2000 \
     --trigger badnets --target-class 0 --rate 0.01 --epochs 6 --seed 1 --out "$model"
 fi
+key=$work/signing-key.pem
+[ -f "$key" ] || "$fstgate" keygen --private-key "$key" --public-key "$work/signing-key.pub"
 out=$work/purified-$(date +%Y%m%d-%H%M%S)
-"$fstgate" purify --model "$model" --clean-data "$data#train" --clean-fraction 0.02 \
-  --test-data "$data#test" --trigger badnets --target-class 0 --out "$out" "$@"
+# Settings that keep clean accuracy on this small CNN (the paper's CIFAR-10 defaults cost
+# more here; see README): 5% clean data, alpha 0.02, 20 epochs, no augmentation.
+"$fstgate" purify --model "$model" --clean-data "$data#train" --clean-fraction 0.05 \
+  --test-data "$data#test" --trigger badnets --target-class 0 \
+  --alpha 0.02 --epochs 20 --crop-padding 0 --no-flip \
+  --signing-key "$key" --out "$out" "$@"
+"$fstgate" verify "$out" --public-key "$work/signing-key.pub" --original-model "$model"
 echo "backdoored model: $model (lab report: ${model%.pt}.lab.json)"
 echo "purified model:   $out/model.pt"
 echo "report:           $out/report.json"
+echo "attestations:     $out/model.sig (OpenSSF model_signing), $out/provenance.intoto.json, $out/decision.intoto.json"
