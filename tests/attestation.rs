@@ -94,6 +94,16 @@ fn signed_directory_verifies_and_records_the_decision() {
     assert!(deps.iter().any(|d| d["name"] == "policy:builtin:thresholds"));
 }
 
+/// A freshly signed directory and its public key file: (scratch dir, signed dir, key.pub).
+fn signed_with_public_key(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let scratch = common::scratch(name);
+    let key = SigningKey::generate();
+    let dir = signed_dir(&scratch, "signed", 0, &key, lenient());
+    let public = scratch.join("k.pub");
+    std::fs::write(&public, key.public().to_pem()).unwrap();
+    (scratch, dir, public)
+}
+
 fn statement_of(path: &Path) -> serde_json::Value {
     let envelope: Envelope = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(envelope.payload).unwrap()).unwrap()
@@ -168,11 +178,7 @@ fn every_tampering_is_rejected_with_its_reason() {
 
 #[test]
 fn cli_verify_exits_0_when_all_holds_and_1_with_the_reason() {
-    let scratch = common::scratch("attest-cli");
-    let key = SigningKey::generate();
-    let dir = signed_dir(&scratch, "signed", 0, &key, lenient());
-    let public = scratch.join("k.pub");
-    std::fs::write(&public, key.public().to_pem()).unwrap();
+    let (_, dir, public) = signed_with_public_key("attest-cli");
     let run = |dir: &Path| {
         assert_cmd::Command::cargo_bin("fstgate")
             .unwrap()
@@ -191,11 +197,7 @@ fn cli_verify_exits_0_when_all_holds_and_1_with_the_reason() {
 /// The real OpenSSF tool, installed from PyPI by scripts/model-signing-verify.sh (cached).
 #[test]
 fn openssf_model_signing_accepts_our_bundle_and_rejects_tampering() {
-    let scratch = common::scratch("attest-openssf");
-    let key = SigningKey::generate();
-    let dir = signed_dir(&scratch, "signed", 0, &key, lenient());
-    let public = scratch.join("k.pub");
-    std::fs::write(&public, key.public().to_pem()).unwrap();
+    let (scratch, dir, public) = signed_with_public_key("attest-openssf");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/model-signing-verify.sh");
     let model_signing = |dir: &Path, public: &Path| {
         let signature = dir.join("model.sig");

@@ -194,36 +194,15 @@ fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
 
 #[test]
 fn bad_trigger_spec_and_device_are_usage_errors() {
-    let run = fstgate(&[
-        "purify",
-        "--model",
-        "m.pt",
-        "--clean-data",
-        "d",
-        "--test-data",
-        "d",
-        "--trigger",
-        "laser",
-        "--out",
-        "o",
-    ]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("unknown trigger `laser`"), "{}", run.stderr);
-    let run = fstgate(&[
-        "purify",
-        "--model",
-        "m.pt",
-        "--clean-data",
-        "d",
-        "--test-data",
-        "d",
-        "--device",
-        "tpu",
-        "--out",
-        "o",
-    ]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("`tpu` is not one of auto, cpu, cuda, cuda:N"), "{}", run.stderr);
+    for (flag, value, reason) in [
+        ("--trigger", "laser", "unknown trigger `laser`"),
+        ("--device", "tpu", "`tpu` is not one of auto, cpu, cuda, cuda:N"),
+    ] {
+        let run =
+            fstgate(&["purify", "--model", "m.pt", "--clean-data", "d", "--test-data", "d", flag, value, "--out", "o"]);
+        assert_eq!(run.code, 2);
+        assert!(run.stderr.contains(reason), "{}", run.stderr);
+    }
 }
 
 #[test]

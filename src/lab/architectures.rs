@@ -75,6 +75,13 @@ impl<'a> Net<'a> {
         format!("torch.linear({x}, self.{name}.weight, self.{name}.bias)")
     }
 
+    /// Global average pooling, then the linear head `fc` producing the logits.
+    fn pooled_head(&mut self, features: i64, classes: i64) {
+        self.line("x = torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1)".into());
+        let fc = self.linear("x", "fc", features, classes);
+        self.line(format!("return {fc}"));
+    }
+
     fn line(&mut self, statement: String) {
         self.forward.push_str("    ");
         self.forward.push_str(&statement);
@@ -96,9 +103,7 @@ fn small_cnn(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Ne
         }
         cin = cout;
     }
-    net.line("x = torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1)".into());
-    let fc = net.linear("x", "fc", cin, classes);
-    net.line(format!("return {fc}"));
+    net.pooled_head(cin, classes);
     net
 }
 
@@ -129,9 +134,7 @@ fn resnet18(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Net
             cin = cout;
         }
     }
-    net.line("x = torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1)".into());
-    let fc = net.linear("x", "fc", cin, classes);
-    net.line(format!("return {fc}"));
+    net.pooled_head(cin, classes);
     net
 }
 
