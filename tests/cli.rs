@@ -214,3 +214,49 @@ fn schemas_are_up_to_date() {
     let empty = common::scratch("schemas-empty");
     assert_eq!(fstgate(&["schema", "--check", "--out", empty.to_str().unwrap()]).code, 1);
 }
+
+#[test]
+fn signing_key_from_the_environment_signs_and_a_broken_one_is_not_echoed() {
+    let dir = common::scratch("cli-env-key");
+    let data = dir.join("d.safetensors");
+    common::toy_data(&data, 32, 1, 10);
+    let key = fstgate::attestation::SigningKey::generate();
+    let pem = key.to_pem().unwrap();
+    let run = |pem: &str, out: &str| {
+        let out = dir.join(out);
+        let output = Command::cargo_bin("fstgate")
+            .unwrap()
+            .env("FSTGATE_TEST_SIGNING_KEY", pem)
+            .args(["--quiet", "purify", "--model", fixture("heads/fc.pt").to_str().unwrap()])
+            .args([
+                "--clean-data",
+                data.to_str().unwrap(),
+                "--clean-fraction",
+                "1",
+                "--test-data",
+                data.to_str().unwrap(),
+            ])
+            .args(["--epochs", "1", "--device", "cpu", "--signing-key-env", "FSTGATE_TEST_SIGNING_KEY"])
+            .args(["--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), text, out)
+    };
+    let (code, text, out) = run(&pem, "signed");
+    assert_eq!(code, Some(0), "{text}");
+    fstgate::attestation::verify(&out, &key.public(), None).unwrap();
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert!(!report.contains("PRIVATE KEY") && !report.contains(&pem[40..80]));
+
+    let broken = pem.replace('A', "B");
+    let (code, text, out) = run(&broken, "broken");
+    assert_eq!(code, Some(2));
+    assert!(
+        text.contains("environment variable FSTGATE_TEST_SIGNING_KEY: not a PEM ECDSA P-256 private key"),
+        "{text}"
+    );
+    assert!(!text.contains("PRIVATE KEY") && !text.contains(&broken[40..80]), "the key leaked: {text}");
+    assert!(!out.exists());
+}
