@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, on real data: the lab backdoors a small CNN on
-# Fashion-MNIST (BadNets, 1% poisoning), then fstgate purifies it with FST and prints the
-# before/after table. Everything goes under ${FSTGATE_WORK:-./work}/demo.
+# Fashion-MNIST (BadNets, 1% of 30,000 training images poisoned), then fstgate purifies it with
+# FST, evaluates, decides, signs and verifies, and prints the before/after table. Everything
+# goes under ${FSTGATE_WORK:-./work}/demo. Same model and settings as the acceptance test in
+# tests/purify.rs.
 set -euo pipefail
 fstgate=$1
 shift
@@ -10,8 +12,8 @@ data=/usr/share/datasets/fashion-mnist
 mkdir -p "$work"
 model=$work/backdoored.pt
 if [ ! -f "$model" ]; then
-  "$fstgate" lab poison --data "$data#train" --test-data "$data#test" --test-count 2000 \
-    --trigger badnets --target-class 0 --rate 0.01 --epochs 6 --seed 1 --out "$model"
+  "$fstgate" lab poison --data "$data#train" --train-count 30000 --test-data "$data#test" \
+    --test-count 2000 --trigger badnets --target-class 0 --rate 0.01 --epochs 5 --seed 1 --out "$model"
 fi
 key=$work/signing-key.pem
 [ -f "$key" ] || "$fstgate" keygen --private-key "$key" --public-key "$work/signing-key.pub"

@@ -96,12 +96,10 @@ impl InputArgs {
 /// The built-in release thresholds.
 #[derive(Args)]
 struct PolicyArgs {
-    /// Deny when the known trigger's attack success rate after purification exceeds this (0-1).
+    /// Deny when the attack success rate after purification exceeds this (0-1): the known
+    /// trigger's, or without one the worst trigger probe's.
     #[arg(long, default_value_t = 0.05)]
     max_asr: f64,
-    /// Deny when the worst trigger probe's rate after purification exceeds this (0-1).
-    #[arg(long, default_value_t = 0.2)]
-    max_probe_rate: f64,
     /// Deny when clean accuracy drops by more than this many points.
     #[arg(long, default_value_t = 3.0)]
     max_accuracy_drop: f64,
@@ -272,7 +270,6 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         out: args.out,
         policy: ThresholdPolicy {
             max_attack_success_rate: args.policy.max_asr,
-            max_probe_rate: args.policy.max_probe_rate,
             max_accuracy_drop_points: args.policy.max_accuracy_drop,
         },
         signing_key: match (&args.signing_key, &args.signing_key_env) {

@@ -42,20 +42,20 @@ impl Decision {
     }
 }
 
-/// Deny when the backdoor survived or clean accuracy fell too far.
+/// Deny when the backdoor survived or clean accuracy fell too far. The backdoor is measured by
+/// the known trigger's attack success rate, or, when the attack is unknown, by the worst trigger
+/// probe (the largest share of other-class images one probe pushes to one class).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ThresholdPolicy {
-    /// Highest acceptable attack success rate after purification (known trigger), 0-1.
+    /// Highest acceptable attack success rate after purification, 0-1.
     pub max_attack_success_rate: f64,
-    /// Highest acceptable worst trigger-probe rate after purification, 0-1.
-    pub max_probe_rate: f64,
     /// Largest acceptable clean-accuracy drop, in percentage points.
     pub max_accuracy_drop_points: f64,
 }
 
 impl Default for ThresholdPolicy {
     fn default() -> Self {
-        ThresholdPolicy { max_attack_success_rate: 0.05, max_probe_rate: 0.2, max_accuracy_drop_points: 3.0 }
+        ThresholdPolicy { max_attack_success_rate: 0.05, max_accuracy_drop_points: 3.0 }
     }
 }
 
@@ -64,35 +64,28 @@ impl ThresholdPolicy {
 
     pub fn evaluate(&self, report: &Report) -> PolicyResult {
         let s = &report.summary;
+        let limit = 100.0 * self.max_attack_success_rate;
         let mut reasons = Vec::new();
-        if let Some(asr) = s.attack_success_rate_after
-            && asr > self.max_attack_success_rate
-        {
-            reasons.push(format!(
-                "attack success rate after purification {:.1}% exceeds {:.1}%",
-                100.0 * asr,
-                100.0 * self.max_attack_success_rate
-            ));
-        }
-        if let (Some(rate), Some(probe)) = (s.worst_probe_rate_after, &report.after.worst_probe)
-            && rate > self.max_probe_rate
-        {
-            reasons.push(format!(
-                "trigger probe {} pushes {:.1}% of images to class {} (limit {:.1}%)",
+        match (s.attack_success_rate_after, &report.after.worst_probe) {
+            (Some(asr), _) if asr > self.max_attack_success_rate => {
+                reasons.push(format!("attack success rate after purification {:.1}% exceeds {limit:.1}%", 100.0 * asr));
+            }
+            (None, Some(probe)) if probe.rate > self.max_attack_success_rate => reasons.push(format!(
+                "no known trigger, and probe {} pushes {:.1}% of other-class images to class {} (limit {limit:.1}%)",
                 probe.trigger,
-                100.0 * rate,
-                probe.class,
-                100.0 * self.max_probe_rate
-            ));
+                100.0 * probe.rate,
+                probe.class
+            )),
+            (None, None) => {
+                reasons.push("no backdoor measurement: neither a known trigger nor probes were evaluated".into())
+            }
+            _ => {}
         }
         if s.clean_accuracy_drop_points > self.max_accuracy_drop_points {
             reasons.push(format!(
                 "clean accuracy dropped {:.2} points (limit {:.2})",
                 s.clean_accuracy_drop_points, self.max_accuracy_drop_points
             ));
-        }
-        if s.attack_success_rate_after.is_none() && s.worst_probe_rate_after.is_none() {
-            reasons.push("no backdoor measurement: neither a known trigger nor probes were evaluated".into());
         }
         let verdict = if reasons.is_empty() { Verdict::Allow } else { Verdict::Deny };
         let config = serde_json::to_vec(self).expect("policy config serialises");
