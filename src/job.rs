@@ -181,7 +181,8 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     report.decision = Decision::from_results(vec![job.policy.evaluate(&report)]);
     crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
     if let Some(key) = &job.signing_key {
-        attestation::attest(staging.path(), &report, &report.decision, key)?;
+        let name = job.out.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy());
+        attestation::attest(staging.path(), &name, &report, &report.decision, key)?;
     }
     let staged = staging.keep();
     std::fs::rename(&staged, &job.out).map_err(|e| {

@@ -73,6 +73,13 @@ fn signed_directory_verifies_and_records_the_decision() {
     assert_eq!(verified.files, ["decision.intoto.json", "model.pt", "provenance.intoto.json", "report.json"]);
     assert!(verified.decision.releasable);
     assert_eq!(verified.decision.decision, "release");
+    // The bundle names the model directory by its final name, not the staging directory's.
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(released.join("model.sig")).unwrap()).unwrap();
+    let envelope: Envelope = serde_json::from_value(bundle["dsseEnvelope"].clone()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD.decode(envelope.payload).unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(statement["subject"][0]["name"], "released");
 
     // A denied model gets a signed decision record too, never marked releasable.
     let denied =
@@ -146,7 +153,7 @@ fn every_tampering_is_rejected_with_its_reason() {
     std::fs::write(dir.join("decision.intoto.json"), &text[..text.len() / 2]).unwrap();
     assert!(verify_error(&dir, &key).contains("decision.intoto.json does not match its signed sha256"));
     // Even re-signed over the directory, a truncated envelope is named as such.
-    attestation::sign_directory(&dir, "model.sig", &key).unwrap();
+    attestation::sign_directory(&dir, "model", "model.sig", &key).unwrap();
     assert!(verify_error(&dir, &key).contains("decision.intoto.json is not a DSSE envelope"));
 
     let dir = case("added-file");
@@ -158,7 +165,7 @@ fn every_tampering_is_rejected_with_its_reason() {
     let dir = case("moved");
     std::fs::copy(other.join("provenance.intoto.json"), dir.join("provenance.intoto.json")).unwrap();
     assert!(verify_error(&dir, &key).contains("provenance.intoto.json does not match its signed sha256"));
-    attestation::sign_directory(&dir, "model.sig", &key).unwrap();
+    attestation::sign_directory(&dir, "model", "model.sig", &key).unwrap();
     assert!(verify_error(&dir, &key).contains("provenance.intoto.json attests another model"));
 
     // A DSSE signature over another payload type, by the right key.
@@ -167,7 +174,7 @@ fn every_tampering_is_rejected_with_its_reason() {
     let payload = base64::engine::general_purpose::STANDARD.decode(&envelope.payload).unwrap();
     let resigned = Envelope::sign("application/json", &payload, &key, "");
     std::fs::write(dir.join("decision.intoto.json"), serde_json::to_vec(&resigned).unwrap()).unwrap();
-    attestation::sign_directory(&dir, "model.sig", &key).unwrap();
+    attestation::sign_directory(&dir, "model", "model.sig", &key).unwrap();
     let err = verify_error(&dir, &key);
     assert!(err.contains("payload type is `application/json`, expected `application/vnd.in-toto+json`"), "{err}");
 

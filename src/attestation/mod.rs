@@ -131,8 +131,8 @@ fn decision_statement(
 
 /// Signs the purified model directory `dir` (holding model.pt and report.json): writes the
 /// provenance, the decision record, then the model_signing bundle over all of them. Meant for
-/// a staging directory that is renamed into place afterwards.
-pub fn attest(dir: &Path, report: &Report, decision: &Decision, key: &SigningKey) -> Result<()> {
+/// a staging directory that is renamed to `model_name` afterwards.
+pub fn attest(dir: &Path, model_name: &str, report: &Report, decision: &Decision, key: &SigningKey) -> Result<()> {
     let model_sha256 = sha256_file(&dir.join(MODEL_FILE))?;
     let report_sha256 = sha256_file(&dir.join(REPORT_FILE))?;
     if model_sha256 != report.output.sha256 {
@@ -144,7 +144,7 @@ pub fn attest(dir: &Path, report: &Report, decision: &Decision, key: &SigningKey
     let decision_envelope =
         sign_statement(&decision_statement(report, decision, &model_sha256, &provenance_sha256), key)?;
     crate::fsutil::write_json(&dir.join(DECISION_FILE), &decision_envelope)?;
-    sign_directory(dir, SIGNATURE_FILE, key)
+    sign_directory(dir, model_name, SIGNATURE_FILE, key)
 }
 
 /// What `verify` established.

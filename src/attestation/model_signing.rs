@@ -94,15 +94,9 @@ fn subject_digest(resources: &[Resource]) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn directory_name(dir: &Path) -> String {
-    std::fs::canonicalize(dir)
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "model".into())
-}
-
-/// Writes the model_signing bundle `signature` over every other file of `dir`.
-pub fn sign_directory(dir: &Path, signature: &str, key: &SigningKey) -> Result<()> {
+/// Writes the model_signing bundle `signature` over every other file of `dir`; `model_name` is
+/// the statement's subject name (the directory's final name: `dir` may be a staging directory).
+pub fn sign_directory(dir: &Path, model_name: &str, signature: &str, key: &SigningKey) -> Result<()> {
     let resources = files(dir, signature)?
         .into_iter()
         .map(|(name, path)| Ok(Resource { name, algorithm: "sha256".into(), digest: sha256_file(&path)? }))
@@ -111,7 +105,7 @@ pub fn sign_directory(dir: &Path, signature: &str, key: &SigningKey) -> Result<(
         serialization: json!({"method": "files", "hash_type": "sha256", "allow_symlinks": false, "ignore_paths": [signature]}),
         resources,
     };
-    let subject = ResourceDescriptor::sha256(Some(&directory_name(dir)), None, &subject_digest(&predicate.resources)?);
+    let subject = ResourceDescriptor::sha256(Some(model_name), None, &subject_digest(&predicate.resources)?);
     let statement = Statement::new(vec![subject], PREDICATE_TYPE, predicate);
     let public = key.public();
     let bundle = Bundle {
