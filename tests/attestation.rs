@@ -7,13 +7,9 @@ use std::process::Command;
 
 use base64::Engine;
 use fstgate::attestation::{self, Envelope, SigningKey};
-use fstgate::data::InputSpec;
-use fstgate::evaluation;
-use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::job::{self, PurifyJob};
 use fstgate::policy::ThresholdPolicy;
-use fstgate::purification::Settings;
 use fstgate::training::Silent;
-use tch::Device;
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
@@ -21,30 +17,13 @@ fn fixture(path: &str) -> PathBuf {
 
 /// Purifies the fc fixture on toy data and signs the result into `dir/<name>`.
 fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policy: ThresholdPolicy) -> PathBuf {
-    let data = dir.join("toy.safetensors");
-    if !data.exists() {
-        common::toy_data(&data, 64, 1, 10);
-    }
-    let spec: fstgate::data::DataSpec = data.display().to_string().parse().unwrap();
-    let out = dir.join(name);
     let job = PurifyJob {
-        model: fixture("heads/fc.pt"),
-        head: None,
-        clean_data: spec.clone(),
-        clean_sample: Sample::All,
-        test_data: spec,
-        test_sample: Sample::All,
-        input: InputSpec::default(),
-        settings: Settings { epochs: 1, batch_size: 16, seed, ..Settings::default() },
-        attack: Some((AttackInput::Trigger("badnets:size=2".parse().unwrap()), 0)),
-        probes: evaluation::standard_probes(),
-        device: Device::Cpu,
-        out: out.clone(),
         policy,
         signing_key: Some(SigningKey::from_pem(&key.to_pem().unwrap(), "test").unwrap()),
+        ..common::toy_job(dir, name, seed)
     };
     job::run(&job, &Silent).unwrap();
-    out
+    job.out
 }
 
 /// Everything allowed: the toy model's figures pass these thresholds.

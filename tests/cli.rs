@@ -15,36 +15,29 @@ struct Run {
     stderr: String,
 }
 
-fn fstgate(args: &[&str]) -> Run {
+fn fstgate<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     let output = Command::cargo_bin("fstgate").unwrap().args(args).output().unwrap();
     Run { code: output.status.code().unwrap_or(-1), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+}
+
+/// `--quiet purify` of `model`, tuning and testing on all of `data`, for two small epochs.
+fn base_purify_args(model: &Path, data: &Path, out: &Path) -> Vec<String> {
+    let (model, data, out) = (model.display().to_string(), data.display().to_string(), out.display().to_string());
+    ["--quiet", "purify", "--model", &model, "--clean-data", &data, "--clean-fraction", "1", "--test-data", &data]
+        .into_iter()
+        .chain(["--epochs", "2", "--batch-size", "16", "--out", &out])
+        .map(str::to_string)
+        .collect()
 }
 
 /// Runs purify on the fc fixture with `data` as clean and test set plus `extra` arguments.
 fn purify(dir: &Path, model: &Path, data: &Path, extra: &[&str]) -> (Run, PathBuf) {
     let out = dir.join("out");
-    let mut args = vec![
-        "--quiet",
-        "purify",
-        "--model",
-        model.to_str().unwrap(),
-        "--clean-data",
-        data.to_str().unwrap(),
-        "--clean-fraction",
-        "1",
-        "--test-data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut args = base_purify_args(model, data, &out);
     if !extra.contains(&"--device") {
-        args.extend_from_slice(&["--device", "cpu"]);
+        args.extend(["--device", "cpu"].map(String::from));
     }
-    args.extend_from_slice(extra);
+    args.extend(extra.iter().map(|a| a.to_string()));
     (fstgate(&args), out)
 }
 
@@ -227,17 +220,8 @@ fn signing_key_from_the_environment_signs_and_a_broken_one_is_not_echoed() {
         let output = Command::cargo_bin("fstgate")
             .unwrap()
             .env("FSTGATE_TEST_SIGNING_KEY", pem)
-            .args(["--quiet", "purify", "--model", fixture("heads/fc.pt").to_str().unwrap()])
-            .args([
-                "--clean-data",
-                data.to_str().unwrap(),
-                "--clean-fraction",
-                "1",
-                "--test-data",
-                data.to_str().unwrap(),
-            ])
-            .args(["--epochs", "1", "--device", "cpu", "--signing-key-env", "FSTGATE_TEST_SIGNING_KEY"])
-            .args(["--out", out.to_str().unwrap()])
+            .args(base_purify_args(&fixture("heads/fc.pt"), &data, &out))
+            .args(["--device", "cpu", "--signing-key-env", "FSTGATE_TEST_SIGNING_KEY"])
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

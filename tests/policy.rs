@@ -1,39 +1,15 @@
 //! The built-in threshold policy on a real report (fc fixture purified on toy data).
 mod common;
 
-use std::path::Path;
-
-use fstgate::data::InputSpec;
-use fstgate::evaluation::{self, ProbeResult};
-use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::evaluation::ProbeResult;
+use fstgate::job;
 use fstgate::policy::{ThresholdPolicy, Verdict};
-use fstgate::purification::Settings;
 use fstgate::report::Report;
 use fstgate::training::Silent;
-use tch::Device;
 
 fn report() -> Report {
     let dir = common::scratch("policy");
-    let data = dir.join("toy.safetensors");
-    common::toy_data(&data, 64, 1, 10);
-    let spec: fstgate::data::DataSpec = data.display().to_string().parse().unwrap();
-    let job = PurifyJob {
-        model: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt"),
-        head: None,
-        clean_data: spec.clone(),
-        clean_sample: Sample::All,
-        test_data: spec,
-        test_sample: Sample::All,
-        input: InputSpec::default(),
-        settings: Settings { epochs: 1, batch_size: 16, ..Settings::default() },
-        attack: Some((AttackInput::Trigger("badnets:size=2".parse().unwrap()), 0)),
-        probes: evaluation::standard_probes(),
-        device: Device::Cpu,
-        out: dir.join("out"),
-        policy: ThresholdPolicy::default(),
-        signing_key: None,
-    };
-    job::run(&job, &Silent).unwrap()
+    job::run(&common::toy_job(&dir, "out", 0), &Silent).unwrap()
 }
 
 #[test]

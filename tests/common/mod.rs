@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use fstgate::data::{Augmentation, DataSpec, Dataset, InputSpec};
+use fstgate::job::{AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
+use fstgate::policy::ThresholdPolicy;
+use fstgate::purification::Settings;
 use fstgate::training::Silent;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -75,4 +78,30 @@ pub fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
     map.insert("images".to_string(), TensorView::new(Dtype::U8, vec![n, channels, 8, 8], &pixels).unwrap());
     map.insert("labels".to_string(), TensorView::new(Dtype::I64, vec![n], &labels).unwrap());
     safetensors::serialize_to_file(&map, None, path).unwrap();
+}
+
+/// A one-epoch purification of the fc fixture (8x8 inputs) on 64 toy images in `dir`, written
+/// to `dir/<out>`: fast enough for every test that needs a real report or output directory.
+pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
+    let data = dir.join("toy.safetensors");
+    if !data.exists() {
+        toy_data(&data, 64, 1, 10);
+    }
+    let spec: DataSpec = data.display().to_string().parse().unwrap();
+    PurifyJob {
+        model: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt"),
+        head: None,
+        clean_data: spec.clone(),
+        clean_sample: Sample::All,
+        test_data: spec,
+        test_sample: Sample::All,
+        input: InputSpec::default(),
+        settings: Settings { epochs: 1, batch_size: 16, seed, ..Settings::default() },
+        attack: Some((AttackInput::Trigger("badnets:size=2".parse().unwrap()), 0)),
+        probes: fstgate::evaluation::standard_probes(),
+        device: Device::Cpu,
+        out: dir.join(out),
+        policy: ThresholdPolicy::default(),
+        signing_key: None,
+    }
 }
