@@ -143,7 +143,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
 
     let staging = tempfile::Builder::new()
         .prefix(".fstgate-purify")
-        .tempdir_in(crate::lab::parent_dir(&job.out))
+        .tempdir_in(crate::fsutil::parent_dir(&job.out))
         .map_err(|e| Error::io(&job.out, e))?;
     let model_path = staging.path().join(attestation::MODEL_FILE);
     model.save(&model_path)?;

@@ -104,8 +104,10 @@ pub fn train_backdoored(
     }
     let (poisoned, poisoned_images) = poison(train, settings)?;
     let channels = train.image_shape()[0];
-    let staging =
-        tempfile::Builder::new().prefix(".fstgate-lab").tempdir_in(parent_dir(out)).map_err(|e| Error::io(out, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".fstgate-lab")
+        .tempdir_in(crate::fsutil::parent_dir(out))
+        .map_err(|e| Error::io(out, e))?;
     let initial = staging.path().join("initial.pt");
     architectures::export(settings.architecture, channels, num_classes, settings.width, &mut rng, &initial)?;
     let sample = input.normalize(&train.images.narrow(0, 0, 2));
@@ -147,11 +149,4 @@ pub fn train_backdoored(
     std::fs::rename(&staged_report, &report_path).map_err(|e| Error::Write { path: report_path, source: e })?;
     std::fs::rename(&staged_model, out).map_err(|e| Error::Write { path: out.to_path_buf(), source: e })?;
     Ok(report)
-}
-
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }

@@ -171,13 +171,24 @@ fn resolve_archive(path: &Path) -> Result<(PathBuf, ModelFormat)> {
 }
 
 /// A TorchScript archive is a zip with a `code/` tree; `torch.save` of an eager module is a zip
-/// with only `data.pkl`. Telling them apart gives a useful error instead of a C++ one.
+/// with only `data.pkl`. Telling them apart gives a useful error instead of a C++ one. Entry
+/// names are in the zip's central directory at the end of the file, so only the first bytes and
+/// the tail are read.
 fn check_torchscript_archive(path: &Path) -> Result<()> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if !raw.starts_with(b"PK\x03\x04") {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4 << 20;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 4];
+    let is_zip = file.read_exact(&mut magic).is_ok() && &magic == b"PK\x03\x04";
+    if !is_zip {
         return Err(Error::model(path, "not a TorchScript archive (not a zip file; corrupt or another format)"));
     }
-    let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))
+        .and_then(|_| file.read_to_end(&mut tail))
+        .map_err(|e| Error::io(path, e))?;
+    let has = |needle: &[u8]| tail.windows(needle.len()).any(|w| w == needle);
     if !has(b"/code/") && !has(b"constants.pkl") {
         return Err(Error::model(
             path,
