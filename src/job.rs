@@ -82,6 +82,18 @@ fn check_normalisation(input: &InputSpec, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// Every set a job evaluates must have the test images' shape.
+fn same_image_shape(what: &str, data: &Dataset, test: &Dataset) -> Result<()> {
+    if data.image_shape() == test.image_shape() {
+        return Ok(());
+    }
+    Err(Error::DataModelMismatch(format!(
+        "{what} images are {:?} but test images are {:?}",
+        data.image_shape(),
+        test.image_shape()
+    )))
+}
+
 pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     let started_at = SystemTime::now();
     let started = Instant::now();
@@ -92,13 +104,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     let clean = load_data(&job.clean_data, &job.input, job.clean_sample, job.settings.seed)?;
     let test = load_data(&job.test_data, &job.input, job.test_sample, job.settings.seed)?;
     check_normalisation(&job.input, &clean)?;
-    if clean.image_shape() != test.image_shape() {
-        return Err(Error::DataModelMismatch(format!(
-            "clean images are {:?} but test images are {:?}",
-            clean.image_shape(),
-            test.image_shape()
-        )));
-    }
+    same_image_shape("clean", &clean, &test)?;
     let sample = job.input.normalize(&clean.images.narrow(0, 0, clean.len().min(4)));
     let mut model = Classifier::load(&job.model, job.device, &sample, job.head.as_deref())?;
     clean.check_labels(model.num_classes)?;
@@ -113,13 +119,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         Some((AttackInput::PoisonedSet(spec), target)) => {
             let poisoned = load_data(spec, &job.input, Sample::All, job.settings.seed)?;
             poisoned.check_labels(model.num_classes)?;
-            if poisoned.image_shape() != test.image_shape() {
-                return Err(Error::DataModelMismatch(format!(
-                    "poisoned images are {:?} but test images are {:?}",
-                    poisoned.image_shape(),
-                    test.image_shape()
-                )));
-            }
+            same_image_shape("poisoned", &poisoned, &test)?;
             Some(Attack::PoisonedSet { data: poisoned, target: *target })
         }
     };

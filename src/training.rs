@@ -47,10 +47,9 @@ pub struct EpochRecord {
 pub struct HeadConstraint {
     pub weight: Tensor,
     pub original: Tensor,
-    /// Coefficient of sum(W * W0) in the loss (0: no penalty).
+    /// Coefficient of sum(W * W0) in the loss (0: no penalty). W is always rescaled to
+    /// ||W0||_F after every step.
     pub alpha: f64,
-    /// Rescale W to ||W0||_F after every step.
-    pub project: bool,
 }
 
 pub struct Config<'a> {
@@ -168,9 +167,7 @@ pub fn train(
             sgd.zero_grad();
             loss.f_backward()?;
             sgd.step(lr);
-            if let (Some(head), Some(norm)) = (&config.head, &original_norm)
-                && head.project
-            {
+            if let (Some(head), Some(norm)) = (&config.head, &original_norm) {
                 tch::no_grad(|| {
                     let mut weight = head.weight.shallow_clone();
                     let _ = weight.g_mul_(&(norm / head.weight.norm()));

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use super::{DataFormat, DataSource, Dataset, Split, sha256_files};
+use super::{DataFormat, DataSource, Dataset, Split, images_from_bytes, sha256_files};
 use crate::error::{Error, Result};
 
 const SIDE: usize = 32;
@@ -47,7 +47,7 @@ pub(super) fn load_files(root: &Path, files: &[PathBuf], split: Option<Split>) -
         }
     }
     let n = labels.len() as i64;
-    let images = Tensor::from_slice(&pixels).view([n, 3, SIDE as i64, SIDE as i64]).to_kind(tch::Kind::Float) / 255.0;
+    let images = images_from_bytes(&pixels, [n, 3, SIDE as i64, SIDE as i64]);
     Ok(Dataset {
         images,
         labels: Tensor::from_slice(&labels),

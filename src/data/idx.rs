@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use super::{DataFormat, DataSource, Dataset, Split, read_maybe_gz, sha256_files};
+use super::{DataFormat, DataSource, Dataset, Split, images_from_bytes, read_maybe_gz, sha256_files};
 use crate::error::{Error, Result};
 
 const UBYTE: u8 = 0x08;
@@ -47,10 +47,7 @@ pub(super) fn load_images_file(images_path: &Path) -> Result<Dataset> {
             format!("{n} images but {} labels in {}", label_dims[0], labels_path.display()),
         ));
     }
-    let images = Tensor::from_slice(&image_bytes)
-        .view([n as i64, 1, image_dims[1] as i64, image_dims[2] as i64])
-        .to_kind(tch::Kind::Float)
-        / 255.0;
+    let images = images_from_bytes(&image_bytes, [n as i64, 1, image_dims[1] as i64, image_dims[2] as i64]);
     let labels = Tensor::from_slice(&label_bytes).to_kind(tch::Kind::Int64);
     let root = images_path.parent().unwrap_or(Path::new(""));
     Ok(Dataset {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use super::{DataFormat, DataSource, Dataset, sha256_files};
+use super::{DataFormat, DataSource, Dataset, images_from_bytes, sha256_files};
 use crate::error::{Error, Result};
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
@@ -59,8 +59,7 @@ pub(super) fn load(root: &Path) -> Result<Dataset> {
     }
     let channels = if grey { 1 } else { 3 };
     let n = files.len() as i64;
-    let images =
-        Tensor::from_slice(&pixels).view([n, channels, height as i64, width as i64]).to_kind(tch::Kind::Float) / 255.0;
+    let images = images_from_bytes(&pixels, [n, channels, height as i64, width as i64]);
     Ok(Dataset {
         images,
         labels: Tensor::from_slice(&labels),

@@ -282,6 +282,11 @@ pub fn load(spec: &DataSpec) -> Result<Dataset> {
     Ok(dataset)
 }
 
+/// Pixel bytes (0-255) in [N, C, H, W] order as float images in [0, 1].
+pub(crate) fn images_from_bytes(pixels: &[u8], shape: [i64; 4]) -> Tensor {
+    Tensor::from_slice(pixels).view(shape).to_kind(Kind::Float) / 255.0
+}
+
 /// Reads a whole file, gunzipping it when it starts with the gzip magic.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;

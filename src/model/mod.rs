@@ -73,7 +73,7 @@ impl Classifier {
                 first_line(&e.to_string())
             ))
         })?;
-        let (output_kind, logits) = take_logits(output).map_err(|reason| Error::model(&archive, reason))?;
+        let (output_kind, logits) = take_logits(output, &archive)?;
         let shape = logits.size();
         if shape.len() != 2 || shape[0] != sample.size()[0] {
             return Err(Error::model(
@@ -102,7 +102,7 @@ impl Classifier {
         let output = self.module.forward_is(&[IValue::Tensor(inputs.shallow_clone())]).map_err(|e| {
             Error::model(&self.source.archive, format!("forward failed: {}", first_line(&e.to_string())))
         })?;
-        take_logits(output).map(|(_, logits)| logits).map_err(|reason| Error::model(&self.source.archive, reason))
+        Ok(take_logits(output, &self.source.archive)?.1)
     }
 
     /// BatchNorm uses batch statistics and updates its running statistics; dropout is active.
@@ -145,8 +145,9 @@ impl Classifier {
         let Ok(train) = tch::no_grad(|| probe.forward_is(&input)) else {
             return Ok(true);
         };
-        let logits = |v| take_logits(v).map(|(_, t)| t).map_err(|reason| Error::model(&self.source.archive, reason));
-        Ok(!logits(train)?.allclose(&logits(eval)?, 1e-5, 1e-6, false))
+        let (_, train) = take_logits(train, &self.source.archive)?;
+        let (_, eval) = take_logits(eval, &self.source.archive)?;
+        Ok(!train.allclose(&eval, 1e-5, 1e-6, false))
     }
 
     /// Writes the module as a TorchScript archive loadable by torch.jit.load and by fstgate.
@@ -200,8 +201,12 @@ fn check_torchscript_archive(path: &Path) -> Result<()> {
 }
 
 /// Takes the logits out of a model output: a tensor, the first element of a tuple or list, or
-/// the `logits` entry of a dict.
-fn take_logits(output: IValue) -> std::result::Result<(OutputKind, Tensor), String> {
+/// the `logits` entry of a dict; anything else is an error about the model at `archive`.
+fn take_logits(output: IValue, archive: &Path) -> Result<(OutputKind, Tensor)> {
+    logits_of(output).map_err(|reason| Error::model(archive, reason))
+}
+
+fn logits_of(output: IValue) -> std::result::Result<(OutputKind, Tensor), String> {
     match output {
         IValue::Tensor(t) => Ok((OutputKind::Tensor, t)),
         IValue::Tuple(items) | IValue::GenericList(items) => match items.into_iter().next() {

@@ -142,7 +142,6 @@ pub fn purify(
             weight: weight.shallow_clone(),
             original,
             alpha: if settings.method == Method::Fst { settings.alpha } else { 0.0 },
-            project: true,
         }),
     };
     let records = training::train(model, trainable, clean, &config, &mut rng, progress);
