@@ -37,6 +37,8 @@ pub enum Error {
     Key(String),
     #[error("attestation: {0}")]
     Attestation(String),
+    #[error("policy plugin host: {0}")]
+    PluginHost(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }

@@ -10,7 +10,7 @@ use crate::data::{self, DataSpec, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, Plan, Trigger};
 use crate::model::Classifier;
-use crate::policy::{Decision, ThresholdPolicy};
+use crate::policy::{Decision, PolicySet};
 use crate::purification::{self, Settings};
 use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Summary, Timings};
 use crate::training::Progress;
@@ -54,8 +54,8 @@ pub struct PurifyJob {
     pub probes: Vec<Trigger>,
     pub device: Device,
     pub out: PathBuf,
-    /// The release rules applied to the report.
-    pub policy: ThresholdPolicy,
+    /// The release rules applied to the report (compiled once, shareable between jobs).
+    pub policies: std::sync::Arc<PolicySet>,
     /// Signs the output directory (model_signing bundle, provenance, decision record).
     pub signing_key: Option<SigningKey>,
 }
@@ -178,7 +178,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         warnings,
         decision: Decision::from_results(Vec::new()),
     };
-    report.decision = Decision::from_results(vec![job.policy.evaluate(&report)]);
+    report.decision = job.policies.evaluate(&report);
     crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
     if let Some(key) = &job.signing_key {
         let name = job.out.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy());

@@ -10,7 +10,7 @@ use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, Trigger};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture, PoisonSettings};
-use fstgate::policy::{Decision, ThresholdPolicy};
+use fstgate::policy::{Decision, Limits, PolicySet, PolicySpec, Verdict};
 use fstgate::purification::{Method, Settings};
 use fstgate::report::Report;
 
@@ -51,6 +51,9 @@ enum Command {
         #[arg(long)]
         original_model: Option<PathBuf>,
     },
+    /// Release policy plugins.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Write the JSON Schemas of fstgate's documents (or check that they are up to date).
     Schema {
         #[arg(long, default_value = "schemas")]
@@ -93,16 +96,90 @@ impl InputArgs {
     }
 }
 
-/// The built-in release thresholds.
+/// Release policies.
 #[derive(Args)]
 struct PolicyArgs {
-    /// Deny when the attack success rate after purification exceeds this (0-1): the known
-    /// trigger's, or without one the worst trigger probe's.
-    #[arg(long, default_value_t = 0.05)]
+    /// A policy plugin (WebAssembly component of the fstgate:policy world), with an optional
+    /// JSON configuration: PLUGIN.wasm or PLUGIN.wasm@CONFIG.json. Repeat for several; every one
+    /// must allow. Without any, the built-in thresholds policy runs.
+    #[arg(long = "policy", value_name = "PLUGIN[@CONFIG]")]
+    policies: Vec<String>,
+    /// Built-in policy: deny when the attack success rate after purification exceeds this
+    /// (0-1): the known trigger's, or without one the worst trigger probe's.
+    #[arg(long, default_value_t = 0.05, conflicts_with = "policies")]
     max_asr: f64,
-    /// Deny when clean accuracy drops by more than this many points.
-    #[arg(long, default_value_t = 3.0)]
+    /// Built-in policy: deny when clean accuracy drops by more than this many points.
+    #[arg(long, default_value_t = 3.0, conflicts_with = "policies")]
     max_accuracy_drop: f64,
+    #[command(flatten)]
+    limits: PluginLimitArgs,
+}
+
+impl PolicyArgs {
+    fn policy_set(&self) -> anyhow::Result<PolicySet> {
+        let specs = if self.policies.is_empty() {
+            vec![PolicySpec::default_thresholds(serde_json::json!({
+                "max_attack_success_rate": self.max_asr,
+                "max_accuracy_drop_points": self.max_accuracy_drop,
+            }))]
+        } else {
+            self.policies.iter().map(|arg| PolicySpec::from_arg(arg)).collect::<Result<_, _>>()?
+        };
+        policy_set(specs, &self.limits)
+    }
+}
+
+/// What each policy plugin may use per evaluation.
+#[derive(Args)]
+struct PluginLimitArgs {
+    /// Fuel (about one unit per WebAssembly instruction).
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    plugin_fuel: u64,
+    /// Wall-clock limit in milliseconds.
+    #[arg(long, default_value_t = Limits::default().wall_clock_ms)]
+    plugin_timeout_ms: u64,
+    /// Memory limit in MiB.
+    #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
+    plugin_memory_mib: usize,
+}
+
+impl PluginLimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.plugin_fuel,
+            wall_clock_ms: self.plugin_timeout_ms,
+            memory_bytes: self.plugin_memory_mib << 20,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Compiles the policies and warns now about any that cannot load (they will deny).
+fn policy_set(specs: Vec<PolicySpec>, limits: &PluginLimitArgs) -> anyhow::Result<PolicySet> {
+    let set = PolicySet::new(specs, limits.limits())?;
+    for (name, failure) in set.load_failures() {
+        tracing::warn!("policy `{name}` {failure}; it will deny every model");
+    }
+    Ok(set)
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run one policy plugin on a report.json, as the gate would (exit 0 allow, 1 deny).
+    Eval {
+        /// The plugin component (.wasm), or `builtin:thresholds` for the default policy.
+        plugin: String,
+        #[arg(long)]
+        report: PathBuf,
+        /// The plugin's JSON configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the policy result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: PluginLimitArgs,
+    },
 }
 
 #[derive(Args)]
@@ -268,10 +345,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         probes: if args.no_probes { Vec::new() } else { evaluation::standard_probes() },
         device,
         out: args.out,
-        policy: ThresholdPolicy {
-            max_attack_success_rate: args.policy.max_asr,
-            max_accuracy_drop_points: args.policy.max_accuracy_drop,
-        },
+        policies: std::sync::Arc::new(args.policy.policy_set()?),
         signing_key: match (&args.signing_key, &args.signing_key_env) {
             (Some(path), _) => Some(SigningKey::from_file(path)?),
             (None, Some(var)) => Some(SigningKey::from_env(var)?),
@@ -346,6 +420,37 @@ fn print_decision(decision: &Decision) {
             println!("  {}: {reason}", policy.name);
         }
     }
+}
+
+fn policy_eval(
+    plugin: String,
+    report: PathBuf,
+    config: Option<PathBuf>,
+    json: bool,
+    limits: PluginLimitArgs,
+) -> anyhow::Result<bool> {
+    let spec = PolicySpec::new(&plugin, config.as_deref())?;
+    let text = std::fs::read_to_string(&report).with_context(|| format!("cannot read {}", report.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
+    let set = policy_set(vec![spec], &limits)?;
+    let started = std::time::Instant::now();
+    let decision = set.evaluate_json(report);
+    let elapsed = started.elapsed();
+    let result = &decision.policies[0];
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        let verdict = if result.verdict == Verdict::Allow { "allow" } else { "deny" };
+        println!("{}: {verdict} ({:.1} ms, sha256 {})", result.name, elapsed.as_secs_f64() * 1e3, result.sha256);
+        for reason in &result.reasons {
+            println!("  reason: {reason}");
+        }
+        for m in &result.measurements {
+            println!("  {} = {}", m.name, m.value);
+        }
+    }
+    Ok(decision.releasable)
 }
 
 fn verify(dir: PathBuf, public_key: PathBuf, original_model: Option<PathBuf>) -> anyhow::Result<bool> {
@@ -457,6 +562,9 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Command::Verify { dir, public_key, original_model } => verify(dir, public_key, original_model),
+        Command::Policy(PolicyCommand::Eval { plugin, report, config, json, limits }) => {
+            policy_eval(plugin, report, config, json, limits)
+        }
         Command::Schema { out, check } => schema(out, check),
     };
     match result {

@@ -4,11 +4,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use base64::Engine;
 use fstgate::attestation::{self, Envelope, SigningKey};
 use fstgate::job::{self, PurifyJob};
-use fstgate::policy::ThresholdPolicy;
+use fstgate::policy::PolicySet;
 use fstgate::training::Silent;
 
 fn fixture(path: &str) -> PathBuf {
@@ -16,9 +17,9 @@ fn fixture(path: &str) -> PathBuf {
 }
 
 /// Purifies the fc fixture on toy data and signs the result into `dir/<name>`.
-fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policy: ThresholdPolicy) -> PathBuf {
+fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policies: Arc<PolicySet>) -> PathBuf {
     let job = PurifyJob {
-        policy,
+        policies,
         signing_key: Some(SigningKey::from_pem(&key.to_pem().unwrap(), "test").unwrap()),
         ..common::toy_job(dir, name, seed)
     };
@@ -27,8 +28,8 @@ fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policy: Thres
 }
 
 /// Everything allowed: the toy model's figures pass these thresholds.
-fn lenient() -> ThresholdPolicy {
-    ThresholdPolicy { max_attack_success_rate: 1.0, max_accuracy_drop_points: 100.0 }
+fn lenient() -> Arc<PolicySet> {
+    common::thresholds(serde_json::json!({"max_attack_success_rate": 1.0, "max_accuracy_drop_points": 100.0}))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -61,8 +62,13 @@ fn signed_directory_verifies_and_records_the_decision() {
     assert_eq!(statement["subject"][0]["name"], "released");
 
     // A denied model gets a signed decision record too, never marked releasable.
-    let denied =
-        signed_dir(&scratch, "denied", 0, &key, ThresholdPolicy { max_attack_success_rate: -1.0, ..lenient() });
+    let denied = signed_dir(
+        &scratch,
+        "denied",
+        0,
+        &key,
+        common::thresholds(serde_json::json!({"max_attack_success_rate": 0.0})),
+    );
     let verified = attestation::verify(&denied, &key.public(), None).unwrap();
     assert!(!verified.decision.releasable);
     assert_eq!(verified.decision.decision, "deny");

@@ -1,49 +1,74 @@
-//! The built-in threshold policy on a real report (fc fixture purified on toy data).
+//! The default policy (the embedded `thresholds` plugin) on a real report: the fc fixture
+//! purified on toy data, with its figures varied.
 mod common;
 
 use fstgate::evaluation::ProbeResult;
 use fstgate::job;
-use fstgate::policy::{ThresholdPolicy, Verdict};
+use fstgate::policy::{PolicyResult, PolicySet, Verdict};
 use fstgate::report::Report;
 use fstgate::training::Silent;
+use sha2::Digest;
 
 fn report() -> Report {
     let dir = common::scratch("policy");
     job::run(&common::toy_job(&dir, "out", 0), &Silent).unwrap()
 }
 
+fn judge(policies: &PolicySet, report: &Report) -> PolicyResult {
+    let decision = policies.evaluate(report);
+    assert_eq!(decision.policies.len(), 1);
+    assert_eq!(decision.releasable, decision.policies[0].verdict == Verdict::Allow);
+    decision.policies[0].clone()
+}
+
 #[test]
 fn thresholds_decide_on_asr_probes_and_accuracy() {
-    let policy = ThresholdPolicy::default();
+    let policies = common::default_policies();
     let mut good = report();
     good.summary.attack_success_rate_after = Some(0.01);
     good.summary.clean_accuracy_drop_points = 1.0;
-    let result = policy.evaluate(&good);
+    let result = judge(&policies, &good);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
     assert_eq!(result.name, "builtin:thresholds");
+    assert_eq!(result.failure, None);
+    assert_eq!(result.sha256, hex::encode(sha2::Sha256::digest(fstgate::policy::DEFAULT_POLICY_WASM)));
 
     let mut backdoored = good.clone();
     backdoored.summary.attack_success_rate_after = Some(0.5);
-    let result = policy.evaluate(&backdoored);
+    let result = judge(&policies, &backdoored);
     assert_eq!(result.verdict, Verdict::Deny);
     assert_eq!(result.reasons, ["attack success rate after purification 50.0% exceeds 5.0%"]);
 
     // Without a known trigger the worst probe stands in for the ASR.
     let mut unknown = good.clone();
     unknown.summary.attack_success_rate_after = None;
+    unknown.summary.worst_probe_rate_after = Some(0.4);
     unknown.after.worst_probe = Some(ProbeResult { trigger: "sig:delta=40,freq=6".into(), class: 3, rate: 0.4 });
-    let result = policy.evaluate(&unknown);
+    let result = judge(&policies, &unknown);
     assert_eq!(result.verdict, Verdict::Deny);
-    assert!(result.reasons[0].contains("probe sig:delta=40,freq=6 pushes 40.0% of other-class images to class 3"));
+    assert!(result.reasons[0].contains("40.0%"), "{:?}", result.reasons);
+    assert!(result.reasons[0].contains("sig:delta=40,freq=6"), "{:?}", result.reasons);
+    unknown.summary.worst_probe_rate_after = None;
     unknown.after.worst_probe = None;
-    assert!(policy.evaluate(&unknown).reasons[0].contains("no backdoor measurement"));
+    let result = judge(&policies, &unknown);
+    assert_eq!(result.verdict, Verdict::Deny, "no backdoor measurement at all must deny");
 
     let mut degraded = good.clone();
     degraded.summary.clean_accuracy_drop_points = 4.5;
-    assert_eq!(policy.evaluate(&degraded).reasons, ["clean accuracy dropped 4.50 points (limit 3.00)"]);
+    let result = judge(&policies, &degraded);
+    assert_eq!(result.verdict, Verdict::Deny);
+    assert!(result.reasons[0].contains("4.5") && result.reasons[0].contains("3.0"), "{:?}", result.reasons);
 
-    // The digest names the configuration that ran.
-    let stricter = ThresholdPolicy { max_attack_success_rate: 0.01, ..policy.clone() };
-    assert_ne!(stricter.evaluate(&good).sha256, policy.evaluate(&good).sha256);
-    assert_eq!(policy.evaluate(&good).sha256, policy.evaluate(&backdoored).sha256);
+    // The record names the configuration that ran.
+    let stricter = common::thresholds(serde_json::json!({"max_attack_success_rate": 0.001}));
+    let strict_result = judge(&stricter, &good);
+    assert_eq!(strict_result.verdict, Verdict::Deny);
+    assert_ne!(strict_result.config_sha256(), judge(&policies, &good).config_sha256());
+    assert_eq!(strict_result.sha256, judge(&policies, &good).sha256);
+
+    // A configuration the plugin cannot use denies, naming the problem.
+    let broken = common::thresholds(serde_json::json!({"max_attack_success_rate": "five percent"}));
+    let result = judge(&broken, &good);
+    assert_eq!(result.verdict, Verdict::Deny);
+    assert!(result.failure.as_deref().unwrap().contains("max_attack_success_rate"), "{:?}", result.failure);
 }

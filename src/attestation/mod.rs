@@ -75,6 +75,7 @@ fn provenance(report: &Report, decision: &Decision, model_sha256: &str, report_s
         decision
             .policies
             .iter()
+            .filter(|p| !p.sha256.is_empty())
             .map(|p| ResourceDescriptor::sha256(Some(&format!("policy:{}", p.name)), None, &p.sha256)),
     );
     let predicate = Provenance {
@@ -110,7 +111,9 @@ fn decision_statement(
     model_sha256: &str,
     provenance_sha256: &str,
 ) -> Statement<VerificationSummary> {
-    let policy_set: String = decision.policies.iter().map(|p| format!("{}  {}\n", p.sha256, p.name)).collect();
+    // Names the code and the configuration of every policy that ran.
+    let policy_set: String =
+        decision.policies.iter().map(|p| format!("{}  {}  {}\n", p.sha256, p.config_sha256(), p.name)).collect();
     let predicate = VerificationSummary {
         verifier: Builder { id: VERIFIER_ID.to_string(), version: fstgate_version() },
         time_verified: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),

@@ -1,14 +1,28 @@
-//! Policy verdicts: what each release rule decided about a purified model, and the gate's
-//! decision from them. Fail closed: the model is releasable only when at least one policy ran
-//! and every policy allowed it.
+//! Release policies: rules a compliance team writes as sandboxed WebAssembly plugins (see
+//! `sandbox`), what each decided about a purified model, and the gate's decision from them.
 //!
-//! The rules themselves will run as sandboxed WebAssembly plugins (issue 3); until then the
-//! built-in threshold policy below is the default.
+//! Fail closed: the model is releasable only when at least one policy ran and every policy
+//! allowed it. A plugin that cannot be read or compiled, imports what the world does not offer,
+//! traps, exceeds a limit or answers nonsense counts as a deny, with the failure as its reason.
+//! With no policy configured, the gate runs the default one, `builtin:thresholds`: the
+//! `thresholds` example plugin, compiled from plugin-sdk/examples/thresholds and embedded.
+pub mod sandbox;
+
+use std::path::{Path, PathBuf};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
 use crate::report::Report;
+use sandbox::{GuestDecision, Level, Plugin};
+pub use sandbox::{Limits, PluginFailure, PluginHost};
+
+/// The default policy's component: deny when the attack success rate after purification (the
+/// known trigger's, else the worst probe's) exceeds 5% or clean accuracy drops more than 3 points.
+pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!("../../plugin-sdk/examples/prebuilt/thresholds.wasm");
+pub const DEFAULT_POLICY_NAME: &str = "builtin:thresholds";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -17,15 +31,37 @@ pub enum Verdict {
     Deny,
 }
 
+/// A figure a policy computed and judged by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Measurement {
+    pub name: String,
+    pub value: f64,
+}
+
 /// One policy's verdict on one report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyResult {
-    /// e.g. `builtin:thresholds` or a plugin's name.
+    /// The plugin's file stem, or `builtin:thresholds` for the default policy.
     pub name: String,
-    /// sha256 of the policy's code and configuration, so the record names exactly what ran.
+    /// sha256 of the plugin component that ran (empty when its file could not be read).
     pub sha256: String,
+    /// The configuration it was given.
+    pub config: serde_json::Value,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
+    #[serde(default)]
+    pub measurements: Vec<Measurement>,
+    /// Set when the plugin gave no verdict of its own (it failed to load, trapped, hit a limit,
+    /// or returned something malformed); the verdict is then `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl PolicyResult {
+    /// sha256 of the configuration's JSON text, as the record of exactly what ran.
+    pub fn config_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.config.to_string().as_bytes()))
+    }
 }
 
 /// The gate's decision.
@@ -42,55 +78,157 @@ impl Decision {
     }
 }
 
-/// Deny when the backdoor survived or clean accuracy fell too far. The backdoor is measured by
-/// the known trigger's attack success rate, or, when the attack is unknown, by the worst trigger
-/// probe (the largest share of other-class images one probe pushes to one class).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ThresholdPolicy {
-    /// Highest acceptable attack success rate after purification, 0-1.
-    pub max_attack_success_rate: f64,
-    /// Largest acceptable clean-accuracy drop, in percentage points.
-    pub max_accuracy_drop_points: f64,
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    Embedded(&'static [u8]),
+    File(PathBuf),
 }
 
-impl Default for ThresholdPolicy {
-    fn default() -> Self {
-        ThresholdPolicy { max_attack_success_rate: 0.05, max_accuracy_drop_points: 3.0 }
+/// One configured policy.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    pub name: String,
+    pub source: PluginSource,
+    pub config: serde_json::Value,
+}
+
+impl PolicySpec {
+    /// The default policy with `config` (`{}` for its defaults).
+    pub fn default_thresholds(config: serde_json::Value) -> Self {
+        PolicySpec { name: DEFAULT_POLICY_NAME.into(), source: PluginSource::Embedded(DEFAULT_POLICY_WASM), config }
+    }
+
+    /// A plugin file, named by its file stem (or `builtin:thresholds`), with an optional JSON
+    /// configuration file.
+    pub fn new(plugin: &str, config: Option<&Path>) -> Result<Self> {
+        let config = match config {
+            None => serde_json::json!({}),
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::Settings(format!("policy configuration {}: {e}", file.display())))?
+            }
+        };
+        if plugin == DEFAULT_POLICY_NAME {
+            return Ok(Self::default_thresholds(config));
+        }
+        let path = Path::new(plugin);
+        let name = path.file_stem().map_or_else(|| plugin.to_string(), |s| s.to_string_lossy().into_owned());
+        Ok(PolicySpec { name, source: PluginSource::File(path.to_path_buf()), config })
+    }
+
+    /// `PLUGIN` or `PLUGIN@CONFIG.json`, as given on the command line.
+    pub fn from_arg(arg: &str) -> Result<Self> {
+        match arg.rsplit_once('@') {
+            Some((plugin, config)) if !plugin.is_empty() && !config.is_empty() => {
+                Self::new(plugin, Some(Path::new(config)))
+            }
+            _ => Self::new(arg, None),
+        }
     }
 }
 
-impl ThresholdPolicy {
-    pub const NAME: &'static str = "builtin:thresholds";
+/// A policy read and compiled, or the reason it could not be.
+struct LoadedPolicy {
+    spec: PolicySpec,
+    sha256: String,
+    plugin: std::result::Result<Plugin, PluginFailure>,
+}
 
-    pub fn evaluate(&self, report: &Report) -> PolicyResult {
-        let s = &report.summary;
-        let limit = 100.0 * self.max_attack_success_rate;
-        let mut reasons = Vec::new();
-        match (s.attack_success_rate_after, &report.after.worst_probe) {
-            (Some(asr), _) if asr > self.max_attack_success_rate => {
-                reasons.push(format!("attack success rate after purification {:.1}% exceeds {limit:.1}%", 100.0 * asr));
-            }
-            (None, Some(probe)) if probe.rate > self.max_attack_success_rate => reasons.push(format!(
-                "no known trigger, and probe {} pushes {:.1}% of other-class images to class {} (limit {limit:.1}%)",
-                probe.trigger,
-                100.0 * probe.rate,
-                probe.class
-            )),
-            (None, None) => {
-                reasons.push("no backdoor measurement: neither a known trigger nor probes were evaluated".into())
-            }
-            _ => {}
+/// The configured policies, compiled once and evaluated on every report.
+pub struct PolicySet {
+    host: PluginHost,
+    policies: Vec<LoadedPolicy>,
+}
+
+impl PolicySet {
+    /// Reads and compiles every policy now, so that a broken plugin shows before any training.
+    /// With no policies, the default policy runs.
+    pub fn new(specs: Vec<PolicySpec>, limits: Limits) -> Result<Self> {
+        let host = PluginHost::new(limits)?;
+        let specs = if specs.is_empty() { vec![PolicySpec::default_thresholds(serde_json::json!({}))] } else { specs };
+        let policies = specs
+            .into_iter()
+            .map(|spec| {
+                let bytes = match &spec.source {
+                    PluginSource::Embedded(bytes) => Ok(bytes.to_vec()),
+                    PluginSource::File(path) => {
+                        std::fs::read(path).map_err(|e| PluginFailure::Read(format!("{}: {e}", path.display())))
+                    }
+                };
+                // The digest names the bytes even when they do not compile.
+                let sha256 = bytes.as_ref().map(|b| hex::encode(Sha256::digest(b))).unwrap_or_default();
+                let plugin = bytes.and_then(|b| host.load(&b));
+                LoadedPolicy { spec, sha256, plugin }
+            })
+            .collect();
+        Ok(PolicySet { host, policies })
+    }
+
+    /// The policies that could not be loaded and will deny, with why.
+    pub fn load_failures(&self) -> Vec<(&str, &PluginFailure)> {
+        self.policies.iter().filter_map(|p| p.plugin.as_ref().err().map(|f| (p.spec.name.as_str(), f))).collect()
+    }
+
+    pub fn evaluate(&self, report: &Report) -> Decision {
+        let input = serde_json::to_value(report).expect("reports serialise");
+        self.evaluate_json(input)
+    }
+
+    /// Evaluates a report given as JSON (e.g. read from a report.json file). Its `decision`, if
+    /// any, is removed first: policies judge the figures, not an earlier verdict.
+    pub fn evaluate_json(&self, mut report: serde_json::Value) -> Decision {
+        if let Some(fields) = report.as_object_mut() {
+            fields.remove("decision");
         }
-        if s.clean_accuracy_drop_points > self.max_accuracy_drop_points {
-            reasons.push(format!(
-                "clean accuracy dropped {:.2} points (limit {:.2})",
-                s.clean_accuracy_drop_points, self.max_accuracy_drop_points
-            ));
+        let report = report.to_string();
+        Decision::from_results(self.policies.iter().map(|policy| self.run(policy, &report)).collect())
+    }
+
+    fn run(&self, policy: &LoadedPolicy, report: &str) -> PolicyResult {
+        let name = &policy.spec.name;
+        let outcome = policy.plugin.as_ref().map_err(Clone::clone).and_then(|plugin| {
+            let outcome = self.host.evaluate(plugin, report, &policy.spec.config.to_string());
+            for (level, line) in &outcome.log {
+                match level {
+                    Level::Debug => tracing::debug!(policy = %name, "{line}"),
+                    Level::Info => tracing::info!(policy = %name, "{line}"),
+                    Level::Warn => tracing::warn!(policy = %name, "{line}"),
+                    Level::Error => tracing::error!(policy = %name, "{line}"),
+                }
+            }
+            outcome.verdict
+        });
+        let result = PolicyResult {
+            name: name.clone(),
+            sha256: policy.sha256.clone(),
+            config: policy.spec.config.clone(),
+            verdict: Verdict::Deny,
+            reasons: Vec::new(),
+            measurements: Vec::new(),
+            failure: None,
+        };
+        match outcome {
+            Ok(verdict) => PolicyResult {
+                verdict: match verdict.decision {
+                    GuestDecision::Allow => Verdict::Allow,
+                    GuestDecision::Deny => Verdict::Deny,
+                },
+                reasons: verdict.reasons,
+                measurements: verdict
+                    .measurements
+                    .into_iter()
+                    .map(|m| Measurement { name: m.name, value: m.value })
+                    .collect(),
+                ..result
+            },
+            Err(failure) => {
+                let reason = format!("policy plugin `{name}` {failure}");
+                tracing::warn!("{reason}");
+                PolicyResult { reasons: vec![reason.clone()], failure: Some(reason), ..result }
+            }
         }
-        let verdict = if reasons.is_empty() { Verdict::Allow } else { Verdict::Deny };
-        let config = serde_json::to_vec(self).expect("policy config serialises");
-        let sha256 = hex::encode(Sha256::digest([Self::NAME.as_bytes(), b"\n", &config].concat()));
-        PolicyResult { name: Self::NAME.to_string(), sha256, verdict, reasons }
     }
 }
 
@@ -100,10 +238,27 @@ mod tests {
 
     #[test]
     fn decision_fails_closed() {
-        let allow = PolicyResult { name: "a".into(), sha256: String::new(), verdict: Verdict::Allow, reasons: vec![] };
+        let allow = PolicyResult {
+            name: "a".into(),
+            sha256: String::new(),
+            config: serde_json::json!({}),
+            verdict: Verdict::Allow,
+            reasons: vec![],
+            measurements: vec![],
+            failure: None,
+        };
         let deny = PolicyResult { verdict: Verdict::Deny, ..allow.clone() };
         assert!(Decision::from_results(vec![allow.clone()]).releasable);
         assert!(!Decision::from_results(vec![allow, deny]).releasable);
         assert!(!Decision::from_results(vec![]).releasable);
+    }
+
+    #[test]
+    fn policy_argument_takes_an_optional_configuration() {
+        let spec = PolicySpec::from_arg("rules/max-asr.wasm").unwrap();
+        assert_eq!(spec.name, "max-asr");
+        assert_eq!(spec.config, serde_json::json!({}));
+        let missing = PolicySpec::from_arg("max-asr.wasm@/nonexistent/cfg.json").unwrap_err();
+        assert!(missing.to_string().contains("/nonexistent/cfg.json"), "{missing}");
     }
 }

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use fstgate::data::{Augmentation, DataSpec, Dataset, InputSpec};
 use fstgate::job::{AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
-use fstgate::policy::ThresholdPolicy;
+use fstgate::policy::{Limits, PolicySet, PolicySpec};
 use fstgate::purification::Settings;
 use fstgate::training::Silent;
 use safetensors::Dtype;
@@ -82,6 +82,17 @@ pub fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
 
 /// A one-epoch purification of the fc fixture (8x8 inputs) on 64 toy images in `dir`, written
 /// to `dir/<out>`: fast enough for every test that needs a real report or output directory.
+/// The built-in thresholds policy with `config`.
+pub fn thresholds(config: serde_json::Value) -> Arc<PolicySet> {
+    Arc::new(PolicySet::new(vec![PolicySpec::default_thresholds(config)], Limits::default()).unwrap())
+}
+
+/// The default policy, compiled once per test binary.
+pub fn default_policies() -> Arc<PolicySet> {
+    static DEFAULT: OnceLock<Arc<PolicySet>> = OnceLock::new();
+    DEFAULT.get_or_init(|| thresholds(serde_json::json!({}))).clone()
+}
+
 pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
     let data = dir.join("toy.safetensors");
     if !data.exists() {
@@ -101,7 +112,7 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
         probes: fstgate::evaluation::standard_probes(),
         device: Device::Cpu,
         out: dir.join(out),
-        policy: ThresholdPolicy::default(),
+        policies: default_policies(),
         signing_key: None,
     }
 }

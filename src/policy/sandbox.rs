@@ -1,0 +1,344 @@
+//! The WebAssembly sandbox policy plugins run in.
+//!
+//! A plugin is a component of the `fstgate:policy` world (plugin-sdk/wit/policy.wit). The host
+//! offers it one import, `log`, and nothing else: a component that imports WASI or anything
+//! outside the world is refused before it runs. Each evaluation gets a fresh store with its own
+//! fuel (CPU), epoch deadline (wall clock), memory/instance/table limits, and bounded input and
+//! output. Compiled plugins are cached by the sha256 of their bytes, so only the first
+//! evaluation of a plugin pays for compilation.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::error::{Error, Result};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "plugin-sdk/wit",
+        world: "policy",
+        imports: { default: trappable },
+    });
+}
+
+pub use bindings::{Decision as GuestDecision, Level, Measurement, Verdict as GuestVerdict};
+use bindings::{Policy as PolicyWorld, PolicyImports, PolicyPre};
+
+/// The version of the world this host serves.
+pub const WORLD: &str = "fstgate:policy/policy@0.1.0";
+
+/// Plugin files larger than this are refused unread (Python components are about 40 MB).
+const MAX_PLUGIN_BYTES: u64 = 256 << 20;
+
+/// How often the wall-clock deadline is checked.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// What one evaluation of one plugin may use. The defaults are generous for a rule over a
+/// report of a few kilobytes and small enough that a hostile plugin costs the gate little.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// WebAssembly fuel (about one unit per instruction).
+    pub fuel: u64,
+    /// Wall-clock limit per evaluation, in milliseconds.
+    pub wall_clock_ms: u64,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Core instances, tables and memories a plugin may create.
+    pub instances: usize,
+    pub tables: usize,
+    pub memories: usize,
+    /// Largest table, in elements.
+    pub table_elements: usize,
+    /// Report plus configuration, in bytes.
+    pub max_input_bytes: usize,
+    /// Reasons, measurement names and error text together, in bytes.
+    pub max_output_bytes: usize,
+    /// Log lines kept per evaluation; later lines are counted and dropped.
+    pub max_log_lines: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 2_000_000_000,
+            wall_clock_ms: 2_000,
+            memory_bytes: 64 << 20,
+            instances: 16,
+            tables: 16,
+            memories: 4,
+            table_elements: 100_000,
+            max_input_bytes: 8 << 20,
+            max_output_bytes: 64 << 10,
+            max_log_lines: 200,
+        }
+    }
+}
+
+/// Why a plugin could not give a verdict. Every one of these makes the gate deny.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PluginFailure {
+    #[error("cannot read the plugin: {0}")]
+    Read(String),
+    #[error("is not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("imports {0}, which the {WORLD} world does not offer (plugins may import only `log`)")]
+    ForbiddenImports(String),
+    #[error("does not implement the {WORLD} world: {0}")]
+    WrongExports(String),
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    InputTooLarge { size: usize, limit: usize },
+    #[error("ran out of fuel (limit {0} units)")]
+    OutOfFuel(u64),
+    #[error("exceeded the wall-clock limit of {limit_ms} ms (stopped after {elapsed_ms} ms)")]
+    Timeout { limit_ms: u64, elapsed_ms: u64 },
+    #[error("exceeded the memory limit of {0} bytes")]
+    OutOfMemory(usize),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned {size} bytes of output, over the limit of {limit} bytes")]
+    OutputTooLarge { size: usize, limit: usize },
+    #[error("returned a malformed verdict: {0}")]
+    Malformed(String),
+    #[error("could not judge the report: {0}")]
+    Rejected(String),
+}
+
+/// A plugin compiled for this host and checked against the world.
+#[derive(Clone)]
+pub struct Plugin {
+    sha256: String,
+    pre: PolicyPre<HostState>,
+}
+
+impl Plugin {
+    /// sha256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// One evaluation's result and what the plugin logged.
+pub struct Outcome {
+    pub verdict: Result<GuestVerdict, PluginFailure>,
+    pub log: Vec<(Level, String)>,
+}
+
+/// Compiles, caches and runs plugins. Cheap to share: evaluations may run concurrently.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    compiled: Mutex<HashMap<String, Plugin>>,
+    ticker: EpochTicker,
+}
+
+impl PluginHost {
+    pub fn new(limits: Limits) -> Result<Self> {
+        let mut config = Config::new();
+        config.consume_fuel(true).epoch_interruption(true).max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| Error::PluginHost(chain(&e)))?;
+        let mut linker = Linker::new(&engine);
+        PolicyWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| Error::PluginHost(chain(&e)))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(PluginHost { engine, linker, limits, compiled: Mutex::new(HashMap::new()), ticker })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles `bytes` (a component, binary or text) or returns the cached compilation.
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, PluginFailure> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if let Some(plugin) = self.compiled.lock().expect("plugin cache lock").get(&sha256) {
+            return Ok(plugin.clone());
+        }
+        let plugin = Plugin { pre: self.compile(bytes)?, sha256: sha256.clone() };
+        self.compiled.lock().expect("plugin cache lock").insert(sha256, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<PolicyPre<HostState>, PluginFailure> {
+        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+            return Err(PluginFailure::Read(format!("{} bytes, over the {MAX_PLUGIN_BYTES}-byte limit", bytes.len())));
+        }
+        if is_core_module(bytes) {
+            return Err(PluginFailure::NotAComponent(
+                "it is a core module; turn it into a component with fstgate-componentize (see plugin-sdk/README.md)"
+                    .into(),
+            ));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginFailure::NotAComponent(chain(&e)))?;
+        let forbidden: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .filter(|(name, item)| !(*name == "log" && matches!(item.ty, ComponentItem::ComponentFunc(_))))
+            .map(|(name, _)| format!("`{name}`"))
+            .collect();
+        if !forbidden.is_empty() {
+            return Err(PluginFailure::ForbiddenImports(forbidden.join(", ")));
+        }
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| PluginFailure::ForbiddenImports(chain(&e)))?;
+        PolicyPre::new(instance_pre).map_err(|e| PluginFailure::WrongExports(chain(&e)))
+    }
+
+    /// Runs `evaluate(report, config)` in a fresh store under the host's limits.
+    pub fn evaluate(&self, plugin: &Plugin, report: &str, config: &str) -> Outcome {
+        let limits = &self.limits;
+        let input = report.len() + config.len();
+        if input > limits.max_input_bytes {
+            let failure = PluginFailure::InputTooLarge { size: input, limit: limits.max_input_bytes };
+            return Outcome { verdict: Err(failure), log: Vec::new() };
+        }
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(limits.instances)
+                .tables(limits.tables)
+                .memories(limits.memories)
+                .table_elements(limits.table_elements)
+                .trap_on_grow_failure(true)
+                .build(),
+            log: Vec::new(),
+            dropped_log_lines: 0,
+            max_log_lines: limits.max_log_lines,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_fuel(limits.fuel).expect("fuel is enabled");
+        store.set_epoch_deadline(self.ticker.ticks_for(Duration::from_millis(limits.wall_clock_ms)));
+        store.epoch_deadline_trap();
+
+        let started = Instant::now();
+        let result =
+            plugin.pre.instantiate(&mut store).and_then(|policy| policy.call_evaluate(&mut store, report, config));
+        let verdict = match result {
+            Ok(Ok(verdict)) => self.check_output(verdict),
+            Ok(Err(message)) => self.check_rejection(message),
+            Err(error) => Err(self.classify(&error, started.elapsed())),
+        };
+        let state = store.into_data();
+        let mut log = state.log;
+        if state.dropped_log_lines > 0 {
+            log.push((Level::Warn, format!("{} more log lines dropped", state.dropped_log_lines)));
+        }
+        Outcome { verdict, log }
+    }
+
+    fn check_output(&self, verdict: GuestVerdict) -> Result<GuestVerdict, PluginFailure> {
+        let size = verdict.reasons.iter().map(String::len).sum::<usize>()
+            + verdict.measurements.iter().map(|m| m.name.len() + 8).sum::<usize>();
+        if size > self.limits.max_output_bytes {
+            return Err(PluginFailure::OutputTooLarge { size, limit: self.limits.max_output_bytes });
+        }
+        if let Some(m) = verdict.measurements.iter().find(|m| !m.value.is_finite()) {
+            return Err(PluginFailure::Malformed(format!("measurement `{}` is {}", m.name, m.value)));
+        }
+        if verdict.decision == GuestDecision::Deny && verdict.reasons.is_empty() {
+            return Err(PluginFailure::Malformed("a deny verdict without a reason".into()));
+        }
+        Ok(verdict)
+    }
+
+    fn check_rejection(&self, message: String) -> Result<GuestVerdict, PluginFailure> {
+        if message.len() > self.limits.max_output_bytes {
+            return Err(PluginFailure::OutputTooLarge { size: message.len(), limit: self.limits.max_output_bytes });
+        }
+        Err(PluginFailure::Rejected(message))
+    }
+
+    fn classify(&self, error: &wasmtime::Error, elapsed: Duration) -> PluginFailure {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginFailure::OutOfFuel(self.limits.fuel),
+            Some(Trap::Interrupt) => {
+                PluginFailure::Timeout { limit_ms: self.limits.wall_clock_ms, elapsed_ms: elapsed.as_millis() as u64 }
+            }
+            _ if chain(error).contains("forcing trap when growing memory") => {
+                PluginFailure::OutOfMemory(self.limits.memory_bytes)
+            }
+            _ => PluginFailure::Trap(chain(error)),
+        }
+    }
+}
+
+/// A core module starts with version 1 and layer 0; a component has layer 1.
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// The error and its causes (wasm backtrace included) on one line, for a report's reason.
+fn chain(error: &wasmtime::Error) -> String {
+    let text: Vec<String> = error.chain().map(|cause| cause.to_string()).collect();
+    text.join(": ").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+struct HostState {
+    limits: StoreLimits,
+    log: Vec<(Level, String)>,
+    dropped_log_lines: usize,
+    max_log_lines: usize,
+}
+
+/// Longest log line kept; the rest is cut.
+const MAX_LOG_LINE: usize = 1024;
+
+impl PolicyImports for HostState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if self.log.len() >= self.max_log_lines {
+            self.dropped_log_lines += 1;
+            return Ok(());
+        }
+        // Control characters would let a plugin forge lines in the gate's own log.
+        let mut line: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if line.len() > MAX_LOG_LINE {
+            let cut = (0..=MAX_LOG_LINE).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+            line.truncate(cut);
+            line.push_str(" [cut]");
+        }
+        self.log.push((level, line));
+        Ok(())
+    }
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until the host is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("fstgate-plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the plugin epoch thread");
+        EpochTicker { stop }
+    }
+
+    /// Ticks that cover at least `limit`: the deadline may fire up to one tick late, never early.
+    fn ticks_for(&self, limit: Duration) -> u64 {
+        (limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,163 @@
+//! The policy sandbox against hostile plugins (WAT fixtures in tests/fixtures/plugins): each is
+//! denied within its bound, with a reason naming the plugin and the failure, and the host keeps
+//! serving well-behaved plugins meanwhile.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fstgate::policy::{Limits, PluginFailure, PluginHost, PolicySet, PolicySpec, Verdict};
+
+const REPORT: &str = r#"{"schema":"fstgate.report/v1"}"#;
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const EVALUATE: &str = r#"(param "report" string) (param "config" string) (result (result $verdict (error string)))"#;
+
+/// A component of the policy world around the core module in fixture `core`.
+fn component(core: &str, imports: &str, evaluate_type: &str) -> String {
+    fixture("shell.wat")
+        .replace("@CORE@", &fixture(core))
+        .replace("@IMPORTS@", imports)
+        .replace("@EVALUATE_TYPE@", evaluate_type)
+}
+
+fn policy_component(core: &str) -> String {
+    component(core, "", EVALUATE)
+}
+
+/// Every hostile plugin, written as a file named after what it does.
+fn hostile_plugins(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    let wasi = r#"(import "wasi:filesystem/preopens@0.2.0" (instance (export "get-directories" (func))))"#;
+    let plugins = [
+        ("infinite-loop", policy_component("infinite_loop.wat"), "exceeded the wall-clock limit of 300 ms"),
+        ("memory-bomb", policy_component("memory_bomb.wat"), "exceeded the memory limit of 16777216 bytes"),
+        (
+            "oversized-output",
+            policy_component("oversized_output.wat"),
+            "returned 1048576 bytes of output, over the limit",
+        ),
+        ("trap", policy_component("trap.wat"), "trapped: "),
+        ("wasi-import", component("allow.wat", wasi, EVALUATE), "imports `wasi:filesystem/preopens@0.2.0`"),
+        (
+            "wrong-export",
+            component("allow.wat", "", r#"(param "report" string) (param "config" string) (result string)"#),
+            "does not implement the fstgate:policy/policy@0.1.0 world",
+        ),
+    ];
+    let mut files: Vec<(PathBuf, &str)> = plugins
+        .into_iter()
+        .map(|(name, wat, expected)| {
+            let path = dir.join(format!("{name}.wat"));
+            std::fs::write(&path, wat).unwrap();
+            (path, expected)
+        })
+        .collect();
+    files.push((
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins/garbage.wasm"),
+        "is not a WebAssembly component",
+    ));
+    files.push((dir.join("missing.wasm"), "cannot read the plugin"));
+    files
+}
+
+fn test_limits() -> Limits {
+    Limits { wall_clock_ms: 300, memory_bytes: 16 << 20, fuel: u64::MAX, ..Limits::default() }
+}
+
+#[test]
+fn hostile_plugins_deny_with_reasons_and_the_rest_still_run() {
+    let dir = common::scratch("hostile-plugins");
+    let hostile = hostile_plugins(&dir);
+    let allow = dir.join("allow.wat");
+    std::fs::write(&allow, policy_component("allow.wat")).unwrap();
+    let mut specs: Vec<PolicySpec> =
+        hostile.iter().map(|(path, _)| PolicySpec::new(path.to_str().unwrap(), None).unwrap()).collect();
+    specs.push(PolicySpec::new(allow.to_str().unwrap(), None).unwrap());
+    let set = PolicySet::new(specs, test_limits()).unwrap();
+
+    let started = Instant::now();
+    let decision = set.evaluate_json(serde_json::from_str(REPORT).unwrap());
+    let elapsed = started.elapsed();
+    assert!(!decision.releasable, "a hostile plugin must make the gate deny");
+    for ((path, expected), result) in hostile.iter().zip(&decision.policies) {
+        let name = path.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(result.name, name);
+        assert_eq!(result.verdict, Verdict::Deny, "{name}");
+        let failure = result.failure.as_deref().unwrap_or_else(|| panic!("{name} has no failure recorded"));
+        assert!(failure.starts_with(&format!("policy plugin `{name}` ")), "{failure}");
+        assert!(failure.contains(expected), "{name}: expected `{expected}` in `{failure}`");
+        assert_eq!(result.reasons, [failure.to_string()]);
+    }
+    let well_behaved = decision.policies.last().unwrap();
+    assert_eq!((well_behaved.verdict, well_behaved.failure.as_deref()), (Verdict::Allow, None));
+    // Only the infinite loop may take long, and it is bounded by the wall-clock limit.
+    assert!(elapsed < Duration::from_secs(5), "the whole set took {elapsed:?}");
+}
+
+#[test]
+fn infinite_loop_stops_at_the_wall_clock_limit() {
+    let host = PluginHost::new(test_limits()).unwrap();
+    let plugin = host.load(policy_component("infinite_loop.wat").as_bytes()).unwrap();
+    let started = Instant::now();
+    let outcome = host.evaluate(&plugin, REPORT, "{}");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(outcome.verdict, Err(PluginFailure::Timeout { limit_ms: 300, .. })),
+        "{:?}",
+        outcome.verdict.err()
+    );
+    assert!(elapsed >= Duration::from_millis(300), "stopped early, after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?} against a 300 ms limit");
+}
+
+#[test]
+fn infinite_loop_runs_out_of_fuel_before_the_clock_when_fuel_is_small() {
+    let host = PluginHost::new(Limits { fuel: 10_000_000, wall_clock_ms: 60_000, ..Limits::default() }).unwrap();
+    let plugin = host.load(policy_component("infinite_loop.wat").as_bytes()).unwrap();
+    let started = Instant::now();
+    let outcome = host.evaluate(&plugin, REPORT, "{}");
+    assert_eq!(outcome.verdict.err(), Some(PluginFailure::OutOfFuel(10_000_000)));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn host_serves_other_plugins_while_one_hangs() {
+    let host = PluginHost::new(Limits { wall_clock_ms: 2_000, fuel: u64::MAX, ..Limits::default() }).unwrap();
+    let hang = host.load(policy_component("infinite_loop.wat").as_bytes()).unwrap();
+    let allow = host.load(policy_component("allow.wat").as_bytes()).unwrap();
+    std::thread::scope(|scope| {
+        let hanging = scope.spawn(|| host.evaluate(&hang, REPORT, "{}"));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        for _ in 0..20 {
+            let verdict = host.evaluate(&allow, REPORT, "{}").verdict.expect("the well-behaved plugin answers");
+            assert_eq!(verdict.reasons, Vec::<String>::new());
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "20 evaluations took {:?}", started.elapsed());
+        assert!(!hanging.is_finished(), "the hanging plugin should still be running");
+        assert!(matches!(hanging.join().unwrap().verdict, Err(PluginFailure::Timeout { .. })));
+    });
+}
+
+#[test]
+fn oversized_input_is_refused_before_the_plugin_runs() {
+    let host = PluginHost::new(Limits { max_input_bytes: 1000, ..Limits::default() }).unwrap();
+    let plugin = host.load(policy_component("allow.wat").as_bytes()).unwrap();
+    let report = format!(r#"{{"padding":"{}"}}"#, "x".repeat(2000));
+    assert!(matches!(
+        host.evaluate(&plugin, &report, "{}").verdict,
+        Err(PluginFailure::InputTooLarge { limit: 1000, .. })
+    ));
+}
+
+#[test]
+fn a_core_module_is_refused_with_a_hint() {
+    let host = PluginHost::new(Limits::default()).unwrap();
+    // The smallest core module: magic and version 1.
+    let failure = host.load(b"\0asm\x01\0\0\0").err().unwrap();
+    assert!(failure.to_string().contains("fstgate-componentize"), "{failure}");
+}
