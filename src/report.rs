@@ -107,12 +107,61 @@ pub struct OutputFile {
     pub sha256: String,
 }
 
+/// What a policy plugin receives: report.json before the gate's decision, so without `decision`.
+fn policy_input_schema(mut schema: serde_json::Value) -> serde_json::Value {
+    schema["title"] = "PolicyInput".into();
+    schema["description"] = "The report a policy plugin judges: report.json without `decision`.".into();
+    if let Some(properties) = schema["properties"].as_object_mut() {
+        properties.remove("decision");
+    }
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.retain(|field| field != "decision");
+    }
+    prune_unreferenced_definitions(&mut schema);
+    schema
+}
+
+/// Drops the `$defs` that nothing reachable from the root refers to any more.
+fn prune_unreferenced_definitions(schema: &mut serde_json::Value) {
+    fn refs(value: &serde_json::Value, found: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(target) = map.get("$ref").and_then(|r| r.as_str()) {
+                    found.insert(target.trim_start_matches("#/$defs/").to_string());
+                }
+                map.iter().filter(|(key, _)| *key != "$defs").for_each(|(_, v)| refs(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let Some(definitions) = schema.get("$defs").cloned() else { return };
+    let mut reachable = std::collections::BTreeSet::new();
+    refs(schema, &mut reachable);
+    loop {
+        let before = reachable.len();
+        for name in reachable.clone() {
+            if let Some(definition) = definitions.get(&name) {
+                refs(definition, &mut reachable);
+            }
+        }
+        if reachable.len() == before {
+            break;
+        }
+    }
+    if let Some(map) = schema["$defs"].as_object_mut() {
+        map.retain(|name, _| reachable.contains(name));
+    }
+}
+
 /// The JSON Schemas of the documents fstgate writes, by file name under schemas/.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     use crate::attestation::predicates::{DecisionRecord, ExternalParameters};
     let to_value = |schema: schemars::Schema| serde_json::to_value(schema).expect("schemas serialise");
+    let report = to_value(schemars::schema_for!(Report));
     vec![
-        ("report.schema.json", to_value(schemars::schema_for!(Report))),
+        ("policy-input.schema.json", policy_input_schema(report.clone())),
+        ("report.schema.json", report),
         ("lab-report.schema.json", to_value(schemars::schema_for!(crate::lab::LabReport))),
         // fstgate's parts of the signed predicates.
         ("decision-record.schema.json", to_value(schemars::schema_for!(DecisionRecord))),
