@@ -1,0 +1,280 @@
+//! report.json as a policy sees it: the `fstgate.report/v1` document the gate writes, without
+//! the gate's `decision` (JSON Schema: schemas/policy-input.schema.json in the fstgate repository).
+//!
+//! Enumerations (formats, method, output kind, split) are plain strings so that a plugin keeps
+//! working when fstgate learns a new one, and unknown fields are ignored for the same reason.
+use serde::{Deserialize, Serialize};
+
+/// The `schema` value of the reports these types describe.
+pub const REPORT_SCHEMA: &str = "fstgate.report/v1";
+
+/// One purification: the model, the data, what was done and the figures before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always `fstgate.report/v1`.
+    pub schema: String,
+    pub fstgate_version: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    pub model: ModelInfo,
+    /// The data the model was purified on.
+    pub clean_data: DataUsage,
+    /// The data the figures were measured on.
+    pub test_data: DataUsage,
+    pub input: InputSpec,
+    pub settings: Settings,
+    /// Figures of the model as it came in.
+    pub before: Metrics,
+    /// Figures of the purified model.
+    pub after: Metrics,
+    pub summary: Summary,
+    pub epochs: Vec<EpochRecord>,
+    pub timings: Timings,
+    /// The purified model written beside the report.
+    pub output: OutputFile,
+    /// Things the reader should know (e.g. a model whose BatchNorm statistics are frozen).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub source: ModelSource,
+    pub head: Head,
+    /// How the logits are taken from the output: `tensor`, `tuple-first` or `dict-logits`.
+    pub output: String,
+    pub num_classes: i64,
+}
+
+/// Where the model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSource {
+    /// The path the user gave (a file, or an MLflow model directory).
+    pub path: String,
+    /// The TorchScript archive actually loaded.
+    pub archive: String,
+    /// `torchscript` or `mlflow-torchscript`.
+    pub format: String,
+    /// sha256 of the archive, hex.
+    pub sha256: String,
+}
+
+/// The classification head fstgate located (and FST re-initialised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Head {
+    /// Module path, e.g. `fc` or `classifier.6`.
+    pub name: String,
+    pub weight: String,
+    pub bias: Option<String>,
+    pub in_features: i64,
+    pub out_features: i64,
+    /// `automatic` or `user`.
+    pub located_by: String,
+    /// Whether a functional test confirmed that this map produces the logits.
+    pub verified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataUsage {
+    pub source: DataSource,
+    /// Images used after class-balanced sampling.
+    pub images_used: i64,
+    /// [C, H, W] after conforming to the model input.
+    pub image_shape: Vec<i64>,
+}
+
+/// Provenance of a data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSource {
+    pub path: String,
+    /// `train` or `test` for multi-split layouts.
+    pub split: Option<String>,
+    /// `idx`, `cifar10`, `safetensors` or `image-folder`.
+    pub format: String,
+    /// sha256 over the files read, hex; empty when the report lacks it, so that a policy can
+    /// say so instead of failing to read the report.
+    #[serde(default)]
+    pub sha256: String,
+    pub images_in_source: i64,
+}
+
+/// The model's input contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Height and width the data was resized to, if any.
+    pub size: Option<[i64; 2]>,
+    pub channels: Option<i64>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+/// The purification's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `fst`, `ft`, `lp`, `fe-tuning` or `ft-init`.
+    pub method: String,
+    pub epochs: u64,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: i64,
+    /// Weight of FST's <W, W0> term.
+    pub alpha: f64,
+    pub augmentation: Augmentation,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Augmentation {
+    pub crop_padding: i64,
+    pub horizontal_flip: bool,
+}
+
+/// A model's figures on the test data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Accuracy on the clean test set, 0-1.
+    pub clean_accuracy: f64,
+    pub test_images: i64,
+    /// Accuracy per true class; `None` for classes absent from the test set.
+    pub per_class_accuracy: Vec<Option<f64>>,
+    /// The known attack's figures, when the trigger was given.
+    pub attack: Option<AttackMetrics>,
+    /// Generic trigger probes, for when the attack is unknown.
+    pub probes: Vec<ProbeResult>,
+    /// The probe with the highest rate.
+    pub worst_probe: Option<ProbeResult>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackMetrics {
+    pub trigger: String,
+    pub target_class: i64,
+    /// ASR: fraction of triggered non-target images predicted as the target class, 0-1.
+    pub attack_success_rate: f64,
+    /// RA: fraction of the same images predicted as their true class, 0-1.
+    pub robust_accuracy: f64,
+    /// Number of triggered non-target images.
+    pub images: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub trigger: String,
+    /// The class the triggered images are most often pushed to.
+    pub class: i64,
+    /// Fraction of triggered images not of `class` that are predicted as `class`, 0-1.
+    pub rate: f64,
+}
+
+/// The figures a gate decides on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub clean_accuracy_before: f64,
+    pub clean_accuracy_after: f64,
+    /// before - after, in percentage points.
+    pub clean_accuracy_drop_points: f64,
+    pub attack_success_rate_before: Option<f64>,
+    pub attack_success_rate_after: Option<f64>,
+    pub robust_accuracy_before: Option<f64>,
+    pub robust_accuracy_after: Option<f64>,
+    pub worst_probe_rate_before: Option<f64>,
+    pub worst_probe_rate_after: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: u64,
+    pub learning_rate: f64,
+    pub loss: f64,
+    pub cross_entropy: f64,
+    pub train_accuracy: f64,
+    /// Cosine between the head weight and the original one (FST drives it negative).
+    pub head_cosine_to_original: Option<f64>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub load_seconds: f64,
+    pub evaluation_before_seconds: f64,
+    pub purification_seconds: f64,
+    pub evaluation_after_seconds: f64,
+    pub total_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Relative to the report's directory.
+    pub file: String,
+    pub sha256: String,
+}
+
+/// What measured the backdoor after purification; see [`Report::backdoor_rate_after`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackdoorRate<'a> {
+    /// The known trigger's attack success rate (`summary.attack_success_rate_after`), with the
+    /// attack's details when the report has them.
+    KnownTrigger { rate: f64, attack: Option<&'a AttackMetrics> },
+    /// No known trigger: the probe that pushed the largest share of images to one class.
+    WorstProbe(&'a ProbeResult),
+}
+
+impl BackdoorRate<'_> {
+    /// The rate, 0-1.
+    pub fn rate(&self) -> f64 {
+        match self {
+            BackdoorRate::KnownTrigger { rate, .. } => *rate,
+            BackdoorRate::WorstProbe(probe) => probe.rate,
+        }
+    }
+
+    /// The name to record the rate under, as in the report's summary.
+    pub fn measurement_name(&self) -> &'static str {
+        match self {
+            BackdoorRate::KnownTrigger { .. } => "attack_success_rate_after",
+            BackdoorRate::WorstProbe(_) => "worst_probe_rate_after",
+        }
+    }
+
+    /// Which figure this is, for a log line or a reason.
+    pub fn describe(&self) -> String {
+        match self {
+            BackdoorRate::KnownTrigger { attack: Some(a), .. } => {
+                format!("attack success rate of the known trigger {} (target class {})", a.trigger, a.target_class)
+            }
+            BackdoorRate::KnownTrigger { attack: None, .. } => "attack success rate of the known trigger".into(),
+            BackdoorRate::WorstProbe(p) => format!("worst probe {} (pushing to class {})", p.trigger, p.class),
+        }
+    }
+}
+
+impl Report {
+    /// How much of the backdoor survived purification: the known trigger's attack success rate,
+    /// or without a known trigger the worst probe's rate; `None` when neither was measured.
+    ///
+    /// The known trigger wins even when a probe rates higher: it is the attack that was
+    /// actually planted, while probes are generic patterns that also catch natural confusions.
+    pub fn backdoor_rate_after(&self) -> Option<BackdoorRate<'_>> {
+        match (self.summary.attack_success_rate_after, &self.after.worst_probe) {
+            (Some(rate), _) => Some(BackdoorRate::KnownTrigger { rate, attack: self.after.attack.as_ref() }),
+            (None, Some(probe)) => Some(BackdoorRate::WorstProbe(probe)),
+            (None, None) => None,
+        }
+    }
+
+    /// Clean-accuracy drop in percentage points (before - after; negative when it improved).
+    pub fn accuracy_drop_points(&self) -> f64 {
+        self.summary.clean_accuracy_drop_points
+    }
+
+    /// The last component of the model path the user gave, e.g. `resnet18-prod.pt`.
+    pub fn model_file_name(&self) -> &str {
+        let path = self.model.source.path.trim_end_matches(['/', '\\']);
+        path.rsplit(['/', '\\']).next().unwrap_or(path)
+    }
+}

@@ -1,0 +1,14 @@
+//! A real report for a plugin's host-side unit tests (feature `testing`, for dev-dependencies).
+//!
+//! It comes from an FST purification of a BadNets-backdoored Fashion-MNIST model: attack success
+//! rate 89.5% before, 2.1% after; worst probe after 39.5% (a blended trigger); clean accuracy
+//! 87.2% before, 85.65% after (a 1.55-point drop). Change the figures a test is about.
+use crate::Report;
+
+/// The fixture's JSON text: a whole report.json. (The gate leaves `decision` out when it asks a
+/// policy; the SDK ignores it anyway.)
+pub const SAMPLE_REPORT_JSON: &str = include_str!("../tests/fixtures/report.json");
+
+pub fn sample_report() -> Report {
+    serde_json::from_str(SAMPLE_REPORT_JSON).expect("the sample report matches the SDK's types")
+}
