@@ -1,0 +1,63 @@
+//! Release policy: deny when purification cost too much clean accuracy, whatever the backdoor
+//! figures (the second half of the default `thresholds` policy).
+use fstgate_plugin_sdk::{Policy, Report, Verdict, export_policy, rules};
+use serde::Deserialize;
+
+/// `{"max_accuracy_drop_points": 3.0}`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Largest acceptable drop (before - after), in percentage points.
+    pub max_accuracy_drop_points: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_accuracy_drop_points: rules::DEFAULT_MAX_ACCURACY_DROP_POINTS }
+    }
+}
+
+pub struct MaxAccuracyDrop;
+
+impl Policy for MaxAccuracyDrop {
+    type Config = Config;
+
+    fn evaluate(report: &Report, config: Config) -> Result<Verdict, String> {
+        rules::max_accuracy_drop(report, config.max_accuracy_drop_points)
+    }
+}
+
+export_policy!(MaxAccuracyDrop);
+
+#[cfg(test)]
+mod tests {
+    use fstgate_plugin_sdk::evaluate_json;
+    use fstgate_plugin_sdk::testing::{SAMPLE_REPORT_JSON, sample_report};
+
+    use super::*;
+
+    #[test]
+    fn judges_the_accuracy_cost_only() {
+        let mut report = sample_report();
+        report.summary.attack_success_rate_after = Some(0.9);
+        report.after.worst_probe = None;
+        let verdict = MaxAccuracyDrop::evaluate(&report, Config::default()).unwrap();
+        assert!(verdict.is_allow());
+        assert_eq!(verdict.measurements.len(), 1, "{:?}", verdict.measurements);
+        // Purification that improves accuracy is a negative drop.
+        report.summary.clean_accuracy_drop_points = -2.0;
+        assert!(MaxAccuracyDrop::evaluate(&report, Config { max_accuracy_drop_points: 0.0 }).unwrap().is_allow());
+    }
+
+    #[test]
+    fn limit_from_configuration() {
+        // The sample's drop is 1.55 points (87.2% -> 85.65%).
+        let run = |config: &str| evaluate_json::<MaxAccuracyDrop>(SAMPLE_REPORT_JSON, config);
+        assert!(run(r#"{"max_accuracy_drop_points": 1.55}"#).unwrap().is_allow());
+        assert_eq!(
+            run(r#"{"max_accuracy_drop_points": 1.54}"#).unwrap().reasons,
+            ["clean accuracy dropped 1.55 points (limit 1.54)"]
+        );
+        assert!(run(r#"{"max_accuracy_drop_points": "3"}"#).unwrap_err().contains("invalid type"));
+    }
+}
