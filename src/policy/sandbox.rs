@@ -51,7 +51,8 @@ pub struct Limits {
     pub wall_clock_ms: u64,
     /// Largest linear memory, in bytes.
     pub memory_bytes: usize,
-    /// Core instances, tables and memories a plugin may create.
+    /// Core instances, tables and memories a plugin may create (a componentize-py plugin
+    /// creates 38 instances).
     pub instances: usize,
     pub tables: usize,
     pub memories: usize,
@@ -71,7 +72,7 @@ impl Default for Limits {
             fuel: 2_000_000_000,
             wall_clock_ms: 2_000,
             memory_bytes: 64 << 20,
-            instances: 16,
+            instances: 64,
             tables: 16,
             memories: 4,
             table_elements: 100_000,
