@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use fstgate::attestation::{self, Envelope, SigningKey};
 use fstgate::job::{self, PurifyJob};
-use fstgate::policy::PolicySet;
+use fstgate::policy::{Limits, PolicySet, PolicySpec};
 use fstgate::training::Silent;
 
 fn fixture(path: &str) -> PathBuf {
@@ -30,6 +30,15 @@ fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policies: Arc
 /// Everything allowed: the toy model's figures pass these thresholds.
 fn lenient() -> Arc<PolicySet> {
     common::thresholds(serde_json::json!({"max_attack_success_rate": 1.0, "max_accuracy_drop_points": 100.0}))
+}
+
+/// The required-metadata example plugin, demanding a model name pattern.
+fn required_name(dir: &Path, pattern: &str) -> Arc<PolicySet> {
+    let config = dir.join("required-metadata.json");
+    std::fs::write(&config, serde_json::json!({ "model_name_pattern": pattern }).to_string()).unwrap();
+    let plugin = fixture("../../plugin-sdk/examples/prebuilt/required-metadata.wasm");
+    let spec = PolicySpec::new(plugin.to_str().unwrap(), Some(&config)).unwrap();
+    Arc::new(PolicySet::new(vec![spec], Limits::default()).unwrap())
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -62,17 +71,11 @@ fn signed_directory_verifies_and_records_the_decision() {
     assert_eq!(statement["subject"][0]["name"], "released");
 
     // A denied model gets a signed decision record too, never marked releasable.
-    let denied = signed_dir(
-        &scratch,
-        "denied",
-        0,
-        &key,
-        common::thresholds(serde_json::json!({"max_attack_success_rate": 0.0})),
-    );
+    let denied = signed_dir(&scratch, "denied", 0, &key, required_name(&scratch, "no-such-model-*.pt"));
     let verified = attestation::verify(&denied, &key.public(), None).unwrap();
     assert!(!verified.decision.releasable);
     assert_eq!(verified.decision.decision, "deny");
-    assert!(verified.decision.policies[0].reasons[0].contains("attack success rate after purification"));
+    assert!(verified.decision.policies[0].reasons[0].contains("does not match the required name pattern"));
     let vsa: serde_json::Value = statement_of(&denied.join("decision.intoto.json"));
     assert_eq!(vsa["predicate"]["verificationResult"], "FAILED");
     assert_eq!(vsa["predicate"]["verifiedLevels"].as_array().unwrap().len(), 0);

@@ -161,3 +161,72 @@ fn a_core_module_is_refused_with_a_hint() {
     let failure = host.load(b"\0asm\x01\0\0\0").err().unwrap();
     assert!(failure.to_string().contains("fstgate-componentize"), "{failure}");
 }
+
+const EXAMPLES: [&str; 4] = ["thresholds", "max-asr", "max-accuracy-drop", "required-metadata"];
+
+fn prebuilt(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugin-sdk/examples/prebuilt/{name}.wasm"))
+}
+
+/// `./dev test` builds the examples from source first (scripts/build-plugins.sh) and says so in
+/// FSTGATE_PLUGINS_FROM_SOURCE; the committed components, the embedded default among them, must
+/// be exactly what the sources build.
+#[test]
+fn prebuilt_example_plugins_are_what_their_sources_build() {
+    let built_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins");
+    match std::env::var("FSTGATE_PLUGINS_FROM_SOURCE").as_deref() {
+        Ok("skipped") => {
+            eprintln!("*** SOURCE BUILD OF THE POLICY PLUGINS WAS SKIPPED: testing the prebuilt components only ***");
+            return;
+        }
+        Ok("built") => {}
+        _ if !built_dir.join("thresholds.wasm").exists() => {
+            eprintln!("*** plugins not built from source (run ./dev test or scripts/build-plugins.sh) ***");
+            return;
+        }
+        _ => {}
+    }
+    for name in EXAMPLES {
+        let built = std::fs::read(built_dir.join(format!("{name}.wasm"))).unwrap();
+        assert!(
+            built == std::fs::read(prebuilt(name)).unwrap(),
+            "{name}: prebuilt component differs from its source build"
+        );
+    }
+    assert_eq!(std::fs::read(prebuilt("thresholds")).unwrap(), fstgate::policy::DEFAULT_POLICY_WASM);
+}
+
+#[test]
+fn example_plugins_judge_a_real_report() {
+    let report_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugin-sdk/tests/fixtures/report.json");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report_path).unwrap()).unwrap();
+    let dir = common::scratch("example-plugins");
+    let cases = [
+        // The fixture: ASR after 2.06%, drop 1.55 points, model badnets.pt, both data digests.
+        ("max-asr", serde_json::json!({}), Verdict::Allow),
+        ("max-asr", serde_json::json!({"max_attack_success_rate": 0.02}), Verdict::Deny),
+        ("max-accuracy-drop", serde_json::json!({"max_accuracy_drop_points": 2.0}), Verdict::Allow),
+        ("max-accuracy-drop", serde_json::json!({"max_accuracy_drop_points": 1.5}), Verdict::Deny),
+        ("required-metadata", serde_json::json!({"model_name_pattern": "badnets*.pt"}), Verdict::Allow),
+        ("required-metadata", serde_json::json!({"model_name_pattern": "resnet-*.pt"}), Verdict::Deny),
+    ];
+    let specs = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (name, config, _))| {
+            let config_file = dir.join(format!("{i}.json"));
+            std::fs::write(&config_file, config.to_string()).unwrap();
+            PolicySpec::new(prebuilt(name).to_str().unwrap(), Some(&config_file)).unwrap()
+        })
+        .collect();
+    let decision = PolicySet::new(specs, Limits::default()).unwrap().evaluate_json(report);
+    for ((name, config, expected), result) in cases.iter().zip(&decision.policies) {
+        assert_eq!((result.name.as_str(), result.failure.as_deref()), (*name, None));
+        assert_eq!(result.verdict, *expected, "{name} with {config}: {:?}", result.reasons);
+        assert_eq!(&result.config, config);
+        if result.verdict == Verdict::Deny {
+            assert!(!result.reasons.is_empty());
+        }
+    }
+    assert_eq!(decision.policies[1].reasons, ["attack success rate after purification 2.1% exceeds 2.0%"]);
+}

@@ -139,7 +139,7 @@ pub fn evaluate_json<P: Policy>(report: &str, config: &str) -> Result<Verdict, S
     if header.schema != REPORT_SCHEMA {
         return Err(format!("the report's schema is `{}`; this plugin reads {REPORT_SCHEMA}", header.schema));
     }
-    let report: Report = serde_json::from_str(report)
+    let report: Report = parse(report)
         .map_err(|e| format!("the report is not an {REPORT_SCHEMA} report.json this plugin can read: {e}"))?;
     let config = config.trim();
     let empty = config.is_empty()
@@ -148,9 +148,18 @@ pub fn evaluate_json<P: Policy>(report: &str, config: &str) -> Result<Verdict, S
     let config = if empty {
         P::Config::default()
     } else {
-        serde_json::from_str(config).map_err(|e| format!("invalid plugin configuration: {e}"))?
+        parse(config).map_err(|e| format!("invalid plugin configuration: {e}"))?
     };
     P::evaluate(&report, config)
+}
+
+/// Parses JSON; an error names the field it is about (`max_attack_success_rate: invalid type ...`).
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    })
 }
 
 /// Exports a [`Policy`] as the component's `evaluate`. Use it once, in the plugin crate.
@@ -211,9 +220,10 @@ mod tests {
     #[test]
     fn bad_configuration_is_an_error_naming_the_problem() {
         let err = limit(r#"{"limt": 1}"#).unwrap_err();
-        assert!(err.starts_with("invalid plugin configuration: unknown field `limt`"), "{err}");
+        assert!(err.starts_with("invalid plugin configuration: ") && err.contains("unknown field `limt`"), "{err}");
         assert!(limit("{not json").unwrap_err().starts_with("invalid plugin configuration"));
-        assert!(limit(r#"{"limit": "high"}"#).unwrap_err().contains("invalid type"));
+        let err = limit(r#"{"limit": "high"}"#).unwrap_err();
+        assert!(err.starts_with("invalid plugin configuration: limit: invalid type"), "{err}");
     }
 
     #[test]
