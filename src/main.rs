@@ -10,7 +10,7 @@ use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, Trigger};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture, PoisonSettings};
-use fstgate::policy::{Decision, Limits, PolicySet, PolicySpec, Verdict};
+use fstgate::policy::{Decision, Limits, PluginHost, PolicySet, PolicySpec, Verdict};
 use fstgate::purification::{Method, Settings};
 use fstgate::report::Report;
 
@@ -141,6 +141,10 @@ struct PluginLimitArgs {
     /// Memory limit in MiB.
     #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
     plugin_memory_mib: usize,
+    /// Where compiled plugins are kept between runs (a private directory; default
+    /// ~/.cache/fstgate/plugins, or under $FSTGATE_CACHE).
+    #[arg(long, env = "FSTGATE_PLUGIN_CACHE")]
+    plugin_cache: Option<PathBuf>,
 }
 
 impl PluginLimitArgs {
@@ -156,7 +160,21 @@ impl PluginLimitArgs {
 
 /// Compiles the policies and warns now about any that cannot load (they will deny).
 fn policy_set(specs: Vec<PolicySpec>, limits: &PluginLimitArgs) -> anyhow::Result<PolicySet> {
-    let set = PolicySet::new(specs, limits.limits())?;
+    let mut host = PluginHost::new(limits.limits())?;
+    let cache = limits.plugin_cache.clone().or_else(|| {
+        let root = std::env::var_os("FSTGATE_CACHE").map(PathBuf::from).or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                .map(|dir| dir.join("fstgate"))
+        });
+        root.map(|root| root.join("plugins"))
+    });
+    // Without a usable cache plugins are compiled every run: slower, still correct.
+    if let Some(Err(e)) = cache.map(|dir| host.set_disk_cache(&dir)) {
+        tracing::warn!("not caching compiled plugins: {e}");
+    }
+    let set = PolicySet::with_host(specs, host);
     for (name, failure) in set.load_failures() {
         tracing::warn!("policy `{name}` {failure}; it will deny every model");
     }

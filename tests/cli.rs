@@ -12,12 +12,17 @@ fn fixture(path: &str) -> PathBuf {
 
 struct Run {
     code: i32,
+    stdout: String,
     stderr: String,
 }
 
 fn fstgate<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     let output = Command::cargo_bin("fstgate").unwrap().args(args).output().unwrap();
-    Run { code: output.status.code().unwrap_or(-1), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// `--quiet purify` of `model`, tuning and testing on all of `data`, for two small epochs.
@@ -243,4 +248,31 @@ fn signing_key_from_the_environment_signs_and_a_broken_one_is_not_echoed() {
     );
     assert!(!text.contains("PRIVATE KEY") && !text.contains(&broken[40..80]), "the key leaked: {text}");
     assert!(!out.exists());
+}
+
+#[test]
+fn policy_eval_exits_0_on_allow_1_on_deny_2_on_a_bad_report() {
+    let dir = common::scratch("cli-policy-eval");
+    let report = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugin-sdk/tests/fixtures/report.json");
+    let strict = dir.join("strict.json");
+    std::fs::write(&strict, r#"{"max_attack_success_rate": 0.01}"#).unwrap();
+    let cache = dir.join("plugin-cache");
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["policy", "eval", "builtin:thresholds", "--plugin-cache", cache.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        fstgate(&args)
+    };
+    let allowed = eval(&["--report", report.to_str().unwrap()]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    assert!(allowed.stdout.starts_with("builtin:thresholds: allow"), "{}", allowed.stdout);
+    let denied = eval(&["--report", report.to_str().unwrap(), "--config", strict.to_str().unwrap(), "--json"]);
+    assert_eq!(denied.code, 1, "{}", denied.stderr);
+    let result: serde_json::Value = serde_json::from_str(&denied.stdout).unwrap();
+    assert_eq!(result["verdict"], "deny");
+    assert_eq!(result["reasons"][0], "attack success rate after purification 2.1% exceeds 1.0%");
+    // The compiled plugin was kept for the next run.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    let missing = eval(&["--report", dir.join("nope.json").to_str().unwrap()]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("nope.json"), "{}", missing.stderr);
 }

@@ -3,6 +3,7 @@
 //! serving well-behaved plugins meanwhile.
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -229,4 +230,31 @@ fn example_plugins_judge_a_real_report() {
         }
     }
     assert_eq!(decision.policies[1].reasons, ["attack success rate after purification 2.1% exceeds 2.0%"]);
+}
+
+#[test]
+fn compiled_plugins_are_kept_on_disk_and_a_corrupt_entry_is_recompiled() {
+    let dir = common::scratch("plugin-disk-cache");
+    let cache = dir.join("cache");
+    let wat = policy_component("allow.wat");
+    let mut first = PluginHost::new(Limits::default()).unwrap();
+    first.set_disk_cache(&cache).unwrap();
+    first.load(wat.as_bytes()).unwrap();
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+
+    // A new host (another process, in effect) loads the cached compilation and runs it.
+    let mut second = PluginHost::new(Limits::default()).unwrap();
+    second.set_disk_cache(&cache).unwrap();
+    let plugin = second.load(wat.as_bytes()).unwrap();
+    assert!(second.evaluate(&plugin, REPORT, "{}").verdict.is_ok());
+
+    // A damaged entry is not trusted: the plugin is compiled again and the entry rewritten.
+    std::fs::write(&entries[0], b"not a compiled component").unwrap();
+    let mut third = PluginHost::new(Limits::default()).unwrap();
+    third.set_disk_cache(&cache).unwrap();
+    let plugin = third.load(wat.as_bytes()).unwrap();
+    assert!(third.evaluate(&plugin, REPORT, "{}").verdict.is_ok());
+    assert_ne!(std::fs::read(&entries[0]).unwrap(), b"not a compiled component");
 }

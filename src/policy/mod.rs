@@ -146,7 +146,11 @@ impl PolicySet {
     /// Reads and compiles every policy now, so that a broken plugin shows before any training.
     /// With no policies, the default policy runs.
     pub fn new(specs: Vec<PolicySpec>, limits: Limits) -> Result<Self> {
-        let host = PluginHost::new(limits)?;
+        Ok(Self::with_host(specs, PluginHost::new(limits)?))
+    }
+
+    /// As `new`, on a host set up by the caller (e.g. with a disk cache).
+    pub fn with_host(specs: Vec<PolicySpec>, host: PluginHost) -> Self {
         let specs = if specs.is_empty() { vec![PolicySpec::default_thresholds(serde_json::json!({}))] } else { specs };
         let policies = specs
             .into_iter()
@@ -163,7 +167,7 @@ impl PolicySet {
                 LoadedPolicy { spec, sha256, plugin }
             })
             .collect();
-        Ok(PolicySet { host, policies })
+        PolicySet { host, policies }
     }
 
     /// The policies that could not be loaded and will deny, with why.

@@ -7,6 +7,9 @@
 //! output. Compiled plugins are cached by the sha256 of their bytes, so only the first
 //! evaluation of a plugin pays for compilation.
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,6 +141,7 @@ pub struct PluginHost {
     linker: Linker<HostState>,
     limits: Limits,
     compiled: Mutex<HashMap<String, Plugin>>,
+    disk_cache: Option<PathBuf>,
     ticker: EpochTicker,
 }
 
@@ -150,7 +154,24 @@ impl PluginHost {
         PolicyWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| Error::PluginHost(chain(&e)))?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(PluginHost { engine, linker, limits, compiled: Mutex::new(HashMap::new()), ticker })
+        Ok(PluginHost { engine, linker, limits, compiled: Mutex::new(HashMap::new()), disk_cache: None, ticker })
+    }
+
+    /// Also keeps compiled plugins in `dir`, so that another process loads a plugin compiled
+    /// before in milliseconds instead of seconds (a Python plugin takes about 8 s to compile).
+    /// The files are native code, so the directory must be private: it is made mode 0700 and
+    /// refused when another user owns it.
+    pub fn set_disk_cache(&mut self, dir: &Path) -> Result<()> {
+        let io = |e| Error::io(dir, e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let probe = tempfile::tempfile_in(dir).map_err(io)?;
+        let owner = std::fs::metadata(dir).map_err(io)?.uid();
+        if owner != probe.metadata().map_err(io)?.uid() {
+            return Err(Error::PluginHost(format!("plugin cache {} belongs to another user", dir.display())));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        self.disk_cache = Some(dir.to_path_buf());
+        Ok(())
     }
 
     pub fn limits(&self) -> &Limits {
@@ -163,12 +184,42 @@ impl PluginHost {
         if let Some(plugin) = self.compiled.lock().expect("plugin cache lock").get(&sha256) {
             return Ok(plugin.clone());
         }
-        let plugin = Plugin { pre: self.compile(bytes)?, sha256: sha256.clone() };
+        let plugin = Plugin { pre: self.compile(&sha256, bytes)?, sha256: sha256.clone() };
         self.compiled.lock().expect("plugin cache lock").insert(sha256, plugin.clone());
         Ok(plugin)
     }
 
-    fn compile(&self, bytes: &[u8]) -> Result<PolicyPre<HostState>, PluginFailure> {
+    /// The compiled component, from the disk cache when it holds one for this engine.
+    fn component(&self, sha256: &str, bytes: &[u8]) -> Result<Component, PluginFailure> {
+        let cached = self.disk_cache.as_ref().map(|dir| {
+            let mut engine = std::hash::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut engine);
+            dir.join(format!("{sha256}-{:016x}.cwasm", engine.finish()))
+        });
+        if let Some(compiled) = cached.as_ref().and_then(|path| std::fs::read(path).ok()) {
+            // Read, not mapped: a file truncated under a mapping would crash the process.
+            // SAFETY: the file was written by `Component::serialize` below into a directory only
+            // this user can write (see `set_disk_cache`), under the digest of the bytes it was
+            // compiled from and the engine configuration it was compiled for.
+            match unsafe { Component::deserialize(&self.engine, &compiled) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!("recompiling a damaged cached plugin: {}", chain(&e)),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginFailure::NotAComponent(chain(&e)))?;
+        if let Some(path) = &cached {
+            let written = component
+                .serialize()
+                .map_err(|e| chain(&e))
+                .and_then(|compiled| crate::fsutil::write_atomic(path, &compiled).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache the compiled plugin in {}: {e}", path.display());
+            }
+        }
+        Ok(component)
+    }
+
+    fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<PolicyPre<HostState>, PluginFailure> {
         if bytes.len() as u64 > MAX_PLUGIN_BYTES {
             return Err(PluginFailure::Read(format!("{} bytes, over the {MAX_PLUGIN_BYTES}-byte limit", bytes.len())));
         }
@@ -178,7 +229,7 @@ impl PluginHost {
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginFailure::NotAComponent(chain(&e)))?;
+        let component = self.component(sha256, bytes)?;
         let forbidden: Vec<String> = component
             .component_type()
             .imports(&self.engine)
