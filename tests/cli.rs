@@ -5,6 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use fstgate::policy::Verdict;
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
@@ -59,8 +60,16 @@ fn purify_on_a_scripted_fixture_writes_model_and_report() {
     let dir = common::scratch("cli-ok");
     let data = dir.join("toy.safetensors");
     common::toy_data(&data, 64, 1, 10);
-    let (run, out) =
-        purify(&dir, &fixture("heads/fc.pt"), &data, &["--trigger", "badnets:size=2", "--crop-padding", "1"]);
+    let plugin = |name: &str| format!("{}/plugin-sdk/examples/prebuilt/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    let lenient = dir.join("lenient.json");
+    std::fs::write(&lenient, r#"{"max_accuracy_drop_points": 100}"#).unwrap();
+    let policies = [format!("{}@{}", plugin("max-accuracy-drop"), lenient.display()), plugin("required-metadata")];
+    let (run, out) = purify(
+        &dir,
+        &fixture("heads/fc.pt"),
+        &data,
+        &["--trigger", "badnets:size=2", "--crop-padding", "1", "--policy", &policies[0], "--policy", &policies[1]],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: fstgate::report::Report =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -69,6 +78,16 @@ fn purify_on_a_scripted_fixture_writes_model_and_report() {
     assert_eq!(report.clean_data.images_used, 64);
     assert_eq!(report.output.sha256, fstgate::data::sha256_file(&out.join("model.pt")).unwrap());
     assert!(report.after.attack.is_some() && report.after.probes.len() == 8);
+    // Both plugins ran, with their configurations, and both allowed.
+    let ran: Vec<_> = report.decision.policies.iter().map(|p| (p.name.as_str(), p.verdict, p.config.clone())).collect();
+    assert_eq!(
+        ran,
+        [
+            ("max-accuracy-drop", Verdict::Allow, serde_json::json!({"max_accuracy_drop_points": 100})),
+            ("required-metadata", Verdict::Allow, serde_json::json!({}))
+        ]
+    );
+    assert!(report.decision.releasable);
     // Output directory exists only once complete; a second run refuses to overwrite it.
     let (again, _) = purify(&dir, &fixture("heads/fc.pt"), &data, &[]);
     assert_eq!(again.code, 2);
