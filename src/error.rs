@@ -41,6 +41,12 @@ pub enum Error {
     PluginHost(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("configuration {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("object store {location}: {reason}")]
+    Store { location: String, reason: String },
+    #[error("job store {path}: {reason}")]
+    JobStore { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,6 +57,9 @@ impl Error {
     }
     pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Data { path: path.into(), reason: reason.into() }
+    }
+    pub fn store(location: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Error::Store { location: location.to_string(), reason: reason.to_string() }
     }
     pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model { path: path.into(), reason: reason.into() }

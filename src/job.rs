@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, Plan, Trigger};
 use crate::model::Classifier;
 use crate::policy::{Decision, PolicySet};
-use crate::purification::{self, Settings};
+use crate::purification::{self, Settings, Strength};
 use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Summary, Timings};
 use crate::training::Progress;
 
@@ -49,7 +49,9 @@ pub struct PurifyJob {
     pub test_data: DataSpec,
     pub test_sample: Sample,
     pub input: InputSpec,
+    /// With `Strength::Auto`, `settings` is the base whose alpha the search replaces.
     pub settings: Settings,
+    pub strength: Strength,
     pub attack: Option<(AttackInput, i64)>,
     pub probes: Vec<Trigger>,
     pub device: Device,
@@ -101,6 +103,9 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         return Err(Error::Settings(format!("{} already exists; choose another --out", job.out.display())));
     }
     job.settings.validate()?;
+    if let Strength::Auto(auto) = &job.strength {
+        auto.validate(&job.settings)?;
+    }
     let clean = load_data(&job.clean_data, &job.input, job.clean_sample, job.settings.seed)?;
     let test = load_data(&job.test_data, &job.input, job.test_sample, job.settings.seed)?;
     check_normalisation(&job.input, &clean)?;
@@ -137,7 +142,9 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     let plan = Plan { input: job.input.clone(), attack, probes: job.probes.clone(), batch_size: 512 };
     let before = evaluation::evaluate(&mut model, &test, &plan)?;
     let purify_started = Instant::now();
-    let epochs = purification::purify(&mut model, &clean, &job.input, &job.settings, progress)?;
+    let purified =
+        purification::purify_with_strength(&mut model, &clean, &job.input, &job.settings, &job.strength, progress)?;
+    warnings.extend(purified.warnings);
     let purification_seconds = purify_started.elapsed().as_secs_f64();
     let after = evaluation::evaluate(&mut model, &test, &plan)?;
 
@@ -162,7 +169,8 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         clean_data: usage(&clean),
         test_data: usage(&test),
         input: job.input.clone(),
-        settings: job.settings.clone(),
+        settings: purified.settings,
+        strength_search: purified.search,
         summary: Summary::new(&before, &after),
         timings: Timings {
             load_seconds,
@@ -173,7 +181,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         },
         before,
         after,
-        epochs,
+        epochs: purified.epochs,
         output: OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? },
         warnings,
         decision: Decision::from_results(Vec::new()),

@@ -2,8 +2,10 @@
 //!
 //! Data flows one way through the stages: `data` and `model` load the inputs, `purification`
 //! (on top of the shared `training` loop) applies Feature Shift Tuning, `evaluation` measures
-//! before and after, and `job` ties one purification together into a `report`. The `lab` makes
-//! backdoored models to test all of it on.
+//! before and after, and `job` ties one purification together into a `report`, which `policy`
+//! judges and `attestation` signs. The `pipeline` runs jobs for a registry: `sources` find new
+//! uploads, `jobs` records each one's state, `publication` writes the outcome exactly once to a
+//! `store`. The `lab` makes backdoored models to test all of it on.
 pub mod attestation;
 pub mod data;
 pub mod device;
@@ -11,13 +13,18 @@ pub mod error;
 pub mod evaluation;
 pub mod fsutil;
 pub mod job;
+pub mod jobs;
 pub mod lab;
 pub mod model;
+pub mod pipeline;
 pub mod policy;
 pub mod progress;
+pub mod publication;
 pub mod purification;
 pub mod report;
 pub mod rng;
+pub mod sources;
+pub mod store;
 pub mod training;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! The fstgate command line. Exit codes: 0 success, 1 check failed (`schema --check`), 2 error.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -9,9 +10,11 @@ use fstgate::data::{Augmentation, DataSpec, InputSpec};
 use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, Trigger};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::jobs::JobState;
 use fstgate::lab::{self, Architecture, PoisonSettings};
+use fstgate::pipeline::{Pipeline, PipelineConfig};
 use fstgate::policy::{Decision, Limits, PluginHost, PolicySet, PolicySpec, Verdict};
-use fstgate::purification::{Method, Settings};
+use fstgate::purification::{AutoStrength, Method, Settings, Strength};
 use fstgate::report::Report;
 
 #[derive(Parser)]
@@ -28,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Purify a classifier with FST (or a baseline) and evaluate it before and after.
@@ -54,6 +59,34 @@ enum Command {
     /// Release policy plugins.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// One pass for CI and pipeline engines: poll the configured sources, purify and judge every
+    /// new upload, publish the outcomes; exit 0 all released, 1 denied by policy, 2 error.
+    Gate {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Write the gate report (JSON) here; `-` for stdout.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write SARIF 2.1.0 here.
+        #[arg(long)]
+        sarif: Option<PathBuf>,
+        /// Append a markdown summary here (default: $GITHUB_STEP_SUMMARY when set).
+        #[arg(long, env = "GITHUB_STEP_SUMMARY")]
+        summary: Option<PathBuf>,
+    },
+    /// The daemon: poll the configured sources and process uploads until SIGTERM or Ctrl-C, which
+    /// finish the running job first (a second signal exits at once; the job is retried later).
+    Watch {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// List the job store's jobs.
+    Jobs {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the JSON Schemas of fstgate's documents (or check that they are up to date).
     Schema {
         #[arg(long, default_value = "schemas")]
@@ -62,6 +95,122 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+/// The pipeline's configuration and plugin limits.
+#[derive(Args)]
+struct PipelineArgs {
+    /// The pipeline configuration (TOML; schemas/pipeline-config.schema.json).
+    #[arg(long)]
+    config: PathBuf,
+    #[command(flatten)]
+    limits: PluginLimitArgs,
+}
+
+impl PipelineArgs {
+    fn pipeline(&self) -> anyhow::Result<Arc<Pipeline>> {
+        let config = PipelineConfig::load(&self.config)?;
+        let specs = if config.policies.is_empty() {
+            vec![PolicySpec::default_thresholds(serde_json::json!({}))]
+        } else {
+            config.policies.iter().map(|p| PolicySpec::inline(&p.plugin, p.config.clone())).collect()
+        };
+        let policies = Arc::new(policy_set(specs, &self.limits)?);
+        let key = match (&config.signing_key.path, &config.signing_key.env) {
+            (Some(path), _) => SigningKey::from_file(path)?,
+            (None, Some(var)) => SigningKey::from_env(var)?,
+            (None, None) => anyhow::bail!("the configuration names no signing key"),
+        };
+        let device = device::resolve(config.device.parse()?)?;
+        Ok(Arc::new(Pipeline::new(config, policies, key, device)?))
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn gate(
+    pipeline: PipelineArgs,
+    json: Option<PathBuf>,
+    sarif: Option<PathBuf>,
+    summary: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let pipeline = pipeline.pipeline()?;
+    let report = runtime()?.block_on(pipeline.run_once());
+    match json.as_deref() {
+        Some(path) if path == Path::new("-") => println!("{}", serde_json::to_string_pretty(&report)?),
+        Some(path) => fstgate::fsutil::write_json(path, &report)?,
+        None => {}
+    }
+    if let Some(path) = &sarif {
+        fstgate::fsutil::write_json(path, &report.sarif())?;
+    }
+    if let Some(path) = &summary {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        file.write_all(report.markdown().as_bytes())?;
+    }
+    if json.as_deref() != Some(Path::new("-")) {
+        eprint!("{}", report.markdown());
+    }
+    match report.exit_code() {
+        0 => Ok(true),
+        1 => Ok(false),
+        _ => anyhow::bail!(
+            "{} job(s) did not finish and {} source(s) could not be polled",
+            report.jobs.iter().filter(|j| !matches!(j.state, JobState::Released | JobState::Denied)).count(),
+            report.poll_errors.len()
+        ),
+    }
+}
+
+fn watch(pipeline: PipelineArgs) -> anyhow::Result<bool> {
+    let pipeline = pipeline.pipeline()?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            for signal in 0.. {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                if signal > 0 {
+                    tracing::warn!("second signal: exiting now; the running job will be retried");
+                    std::process::exit(130);
+                }
+                tracing::info!("signal received: finishing the running job, then stopping");
+                let _ = stop.send(true);
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        tracing::info!("watching");
+        pipeline.watch(stopped).await;
+    });
+    Ok(true)
+}
+
+fn jobs(pipeline: PipelineArgs, json: bool) -> anyhow::Result<bool> {
+    let config = PipelineConfig::load(&pipeline.config)?;
+    let jobs = fstgate::jobs::JobStore::open(&config.state_dir.join("jobs.sqlite"))?.jobs()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(true);
+    }
+    for job in jobs {
+        println!(
+            "{:>5}  {:<8}  {}:{}  attempts {}  {}",
+            job.id,
+            job.state.as_str(),
+            job.source,
+            job.model,
+            job.attempts,
+            job.outcome.or(job.last_error).unwrap_or_default()
+        );
+    }
+    Ok(true)
 }
 
 #[derive(Subcommand)]
@@ -237,25 +386,56 @@ struct PurifyArgs {
     no_probes: bool,
     #[arg(long, value_enum, default_value_t = Method::Fst)]
     method: Method,
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
+    /// How FST's strength is chosen. auto, the default for fst unless --alpha, --epochs or --lr is
+    /// given: hold out --validation-fraction of the clean set, train a few alphas from the
+    /// original weights, and keep the most accurate on validation among those whose head shifted
+    /// to cos(W, W0) <= --shift-target (README, docs/strength.md). fixed: the settings as given.
+    #[arg(long, value_enum)]
+    strength: Option<StrengthMode>,
+    /// Automatic strength: fraction of the clean set held out for validation, class-balanced.
+    #[arg(long, default_value_t = AutoStrength::default().validation_fraction)]
+    validation_fraction: f64,
+    /// Automatic strength: the first alpha tried.
+    #[arg(long, default_value_t = AutoStrength::default().start_alpha)]
+    auto_start_alpha: f64,
+    /// Automatic strength: at most this many candidates (each one tuning run).
+    #[arg(long, default_value_t = AutoStrength::default().max_candidates)]
+    auto_candidates: usize,
+    /// Automatic strength: optimiser steps per candidate at least (more epochs on small sets).
+    #[arg(long, default_value_t = AutoStrength::default().min_steps)]
+    auto_min_steps: usize,
+    /// Automatic strength: the head-shift target, cos(W, W0) at or below which a candidate counts
+    /// as having moved the features off the backdoor.
+    #[arg(long, allow_hyphen_values = true, default_value_t = AutoStrength::default().cosine_target)]
+    shift_target: f64,
+    /// Automatic strength: validation accuracy a candidate may lose, in points, before the search
+    /// looks for a gentler one and the report warns.
+    #[arg(long, default_value_t = AutoStrength::default().max_validation_drop_points)]
+    max_validation_drop: f64,
+    /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Learning rate (default 0.01); fixes the strength unless --strength auto.
+    #[arg(long)]
+    lr: Option<f64>,
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
-    /// FST's weight on <W, W0>.
-    #[arg(long, default_value_t = 0.2)]
-    alpha: f64,
-    /// Padding of the random crop (0 disables it).
-    #[arg(long, default_value_t = 4)]
-    crop_padding: i64,
-    /// No random horizontal flip.
+    /// FST's weight on <W, W0> (default 0.2); fixes the strength.
     #[arg(long)]
+    alpha: Option<f64>,
+    /// Padding of the random crop, 0 disables it (fixed: 4; auto: 0).
+    #[arg(long)]
+    crop_padding: Option<i64>,
+    /// No random horizontal flip (the fixed settings' default flips).
+    #[arg(long, conflicts_with = "flip")]
     no_flip: bool,
+    /// Random horizontal flip (off by default with the automatic strength).
+    #[arg(long)]
+    flip: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
@@ -271,6 +451,12 @@ struct PurifyArgs {
     /// Output directory (must not exist): model.pt and report.json, plus the signed attestations.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StrengthMode {
+    Auto,
+    Fixed,
 }
 
 #[derive(Args)]
@@ -332,17 +518,50 @@ fn sample(count: Option<i64>) -> Sample {
     count.map_or(Sample::All, Sample::Count)
 }
 
+/// Auto unless asked otherwise, or the strength is given by hand, or the method has no alpha.
+fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
+    let manual = args.alpha.is_some() || args.epochs.is_some() || args.lr.is_some();
+    let auto = match args.strength {
+        Some(StrengthMode::Auto) if args.alpha.is_some() => {
+            anyhow::bail!("--alpha fixes FST's strength: leave it out with --strength auto, or use --strength fixed")
+        }
+        Some(mode) => mode == StrengthMode::Auto,
+        None => args.method == Method::Fst && !manual,
+    };
+    Ok(if auto {
+        Strength::Auto(AutoStrength {
+            validation_fraction: args.validation_fraction,
+            start_alpha: args.auto_start_alpha,
+            max_candidates: args.auto_candidates,
+            min_steps: args.auto_min_steps,
+            cosine_target: args.shift_target,
+            max_validation_drop_points: args.max_validation_drop,
+        })
+    } else {
+        Strength::Fixed
+    })
+}
+
 fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
     let device = device::resolve(args.input.device)?;
+    let strength = strength(&args)?;
+    let defaults = match strength {
+        Strength::Auto(_) => Settings::automatic_base(),
+        Strength::Fixed => Settings::default(),
+    };
+    let augmentation = Augmentation {
+        crop_padding: args.crop_padding.unwrap_or(defaults.augmentation.crop_padding),
+        horizontal_flip: (defaults.augmentation.horizontal_flip || args.flip) && !args.no_flip,
+    };
     let settings = Settings {
         method: args.method,
-        epochs: args.epochs,
-        learning_rate: args.lr,
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        learning_rate: args.lr.unwrap_or(defaults.learning_rate),
         momentum: args.momentum,
         weight_decay: args.weight_decay,
         batch_size: args.batch_size,
-        alpha: args.alpha,
-        augmentation: Augmentation { crop_padding: args.crop_padding, horizontal_flip: !args.no_flip },
+        alpha: args.alpha.unwrap_or(defaults.alpha),
+        augmentation,
         seed: args.seed,
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
@@ -359,6 +578,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         test_sample: sample(args.test_count),
         input: args.input.spec(),
         settings,
+        strength,
         attack,
         probes: if args.no_probes { Vec::new() } else { evaluation::standard_probes() },
         device,
@@ -373,6 +593,9 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
     tracing::info!(device = %device::name(device), method = ?job.settings.method, "purifying {}", job.model.display());
     let progress = fstgate::progress::for_terminal(quiet);
     let report = job::run(&job, progress.as_ref())?;
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
     print_table(&report);
     print_decision(&report.decision);
     let signed = if job.signing_key.is_some() { ", signed attestations" } else { "" };
@@ -420,6 +643,14 @@ fn print_table(report: &Report) {
             before.class,
             after.trigger,
             after.class
+        );
+    }
+    if let Some(search) = &report.strength_search {
+        println!(
+            "automatic strength: alpha {} after {} candidate(s): {}",
+            report.settings.alpha,
+            search.candidates.len(),
+            search.reason
         );
     }
     println!(
@@ -507,7 +738,7 @@ fn poison(args: PoisonArgs, quiet: bool) -> anyhow::Result<()> {
     let settings = PoisonSettings {
         architecture: args.arch,
         width: args.width.unwrap_or(match args.arch {
-            Architecture::SmallCnn => 16,
+            Architecture::SmallCnn | Architecture::SmallCnnGn => 16,
             Architecture::Resnet18 => 64,
         }),
         trigger: args.trigger,
@@ -557,6 +788,12 @@ fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    // A one-shot command piped into `head` should end quietly like other Unix tools, not panic
+    // on a closed stdout (Rust ignores SIGPIPE by default).
+    // SAFETY: called before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let default_level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -584,6 +821,9 @@ fn main() -> ExitCode {
             policy_eval(plugin, report, config, json, limits)
         }
         Command::Schema { out, check } => schema(out, check),
+        Command::Gate { pipeline, json, sarif, summary } => gate(pipeline, json, sarif, summary),
+        Command::Watch { pipeline } => watch(pipeline),
+        Command::Jobs { pipeline, json } => jobs(pipeline, json),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

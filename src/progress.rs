@@ -10,6 +10,8 @@ struct Bar(ProgressBar);
 
 impl Progress for Bar {
     fn begin(&self, epochs: usize, steps_per_epoch: usize) {
+        // The automatic strength trains several candidates, one bar run each.
+        self.0.reset();
         self.0.set_length((epochs * steps_per_epoch) as u64);
     }
     fn step(&self) {

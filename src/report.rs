@@ -6,7 +6,7 @@ use crate::data::{DataSource, InputSpec};
 use crate::evaluation::Metrics;
 use crate::model::{Head, ModelSource, OutputKind};
 use crate::policy::Decision;
-use crate::purification::Settings;
+use crate::purification::{Settings, StrengthSearch};
 use crate::training::EpochRecord;
 
 /// Identifies the document type and version.
@@ -26,7 +26,10 @@ pub struct Report {
     pub clean_data: DataUsage,
     pub test_data: DataUsage,
     pub input: InputSpec,
+    /// The settings of the purified model (with the automatic strength: the chosen alpha).
     pub settings: Settings,
+    /// The automatic strength's candidates, signals, choice and reason; absent with fixed settings.
+    pub strength_search: Option<StrengthSearch>,
     pub before: Metrics,
     pub after: Metrics,
     pub summary: Summary,
@@ -163,6 +166,9 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("policy-input.schema.json", policy_input_schema(report.clone())),
         ("report.schema.json", report),
         ("lab-report.schema.json", to_value(schemars::schema_for!(crate::lab::LabReport))),
+        ("pipeline-config.schema.json", to_value(schemars::schema_for!(crate::pipeline::PipelineConfig))),
+        ("gate-report.schema.json", to_value(schemars::schema_for!(crate::pipeline::GateReport))),
+        ("outcome.schema.json", to_value(schemars::schema_for!(crate::publication::Outcome))),
         // fstgate's parts of the signed predicates.
         ("decision-record.schema.json", to_value(schemars::schema_for!(DecisionRecord))),
         ("provenance-parameters.schema.json", to_value(schemars::schema_for!(ExternalParameters))),

@@ -288,7 +288,7 @@ fn policy_eval_exits_0_on_allow_1_on_deny_2_on_a_bad_report() {
     assert_eq!(denied.code, 1, "{}", denied.stderr);
     let result: serde_json::Value = serde_json::from_str(&denied.stdout).unwrap();
     assert_eq!(result["verdict"], "deny");
-    assert_eq!(result["reasons"][0], "attack success rate after purification 2.1% exceeds 1.0%");
+    assert_eq!(result["reasons"][0], "attack success rate after purification 1.4% exceeds 1.0%");
     // The compiled plugin was kept for the next run.
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
     let missing = eval(&["--report", dir.join("nope.json").to_str().unwrap()]);

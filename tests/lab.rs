@@ -61,14 +61,25 @@ fn clean_label_poisoning_keeps_labels_and_uses_target_images() {
 #[test]
 fn exported_architectures_are_scripted_with_batchnorm_following_the_mode() {
     let dir = common::scratch("lab-arch");
-    for (architecture, width, features) in [(Architecture::SmallCnn, 16, 64), (Architecture::Resnet18, 8, 64)] {
+    let architectures =
+        [(Architecture::SmallCnn, 16, 64), (Architecture::SmallCnnGn, 16, 64), (Architecture::Resnet18, 8, 64)];
+    for (architecture, width, features) in architectures {
         let path = dir.join(format!("{architecture:?}.pt"));
         lab::export(architecture, 3, 7, width, &mut SeededRng::new(1), &path).unwrap();
         let sample = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
         let model = Classifier::load(&path, Device::Cpu, &sample, None).unwrap();
         assert_eq!(model.head.name, "fc");
         assert_eq!((model.head.out_features, model.head.in_features), (7, features));
-        assert!(model.mode_sensitive(&sample).unwrap(), "{architecture:?}: BatchNorm must follow train/eval");
+        // GroupNorm has no running statistics: the same computation in both modes.
+        let batch_norm = architecture != Architecture::SmallCnnGn;
+        assert_eq!(
+            model.mode_sensitive(&sample).unwrap(),
+            batch_norm,
+            "{architecture:?}: BatchNorm must follow train/eval"
+        );
+        let norm_parameters =
+            model.named_parameters().unwrap().into_iter().filter(|(n, _)| n.starts_with("gn")).count();
+        assert_eq!(norm_parameters, if batch_norm { 0 } else { 6 }, "{architecture:?}");
         // Same seed, same initial weights.
         let again = dir.join("again.pt");
         lab::export(architecture, 3, 7, width, &mut SeededRng::new(1), &again).unwrap();

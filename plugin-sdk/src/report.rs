@@ -25,7 +25,10 @@ pub struct Report {
     /// The data the figures were measured on.
     pub test_data: DataUsage,
     pub input: InputSpec,
+    /// The settings of the purified model (with the automatic strength: the chosen alpha).
     pub settings: Settings,
+    /// The automatic strength's candidates, signals, choice and reason; `None` with fixed settings.
+    pub strength_search: Option<StrengthSearch>,
     /// Figures of the model as it came in.
     pub before: Metrics,
     /// Figures of the purified model.
@@ -124,6 +127,52 @@ pub struct Settings {
     pub alpha: f64,
     pub augmentation: Augmentation,
     pub seed: u64,
+}
+
+/// What the automatic strength did: every alpha tried and why one was kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrengthSearch {
+    pub settings: AutoStrength,
+    /// The selection rule in words.
+    pub rule: String,
+    pub tuning_images: i64,
+    pub validation_images: i64,
+    /// The original model's accuracy on the validation split, in [0, 1].
+    pub original_validation_accuracy: f64,
+    /// In the order tried.
+    pub candidates: Vec<Candidate>,
+    /// Index of the chosen candidate in `candidates`.
+    pub chosen: u64,
+    pub reason: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoStrength {
+    pub validation_fraction: f64,
+    pub start_alpha: f64,
+    pub max_candidates: u64,
+    /// Optimiser steps per candidate at least.
+    pub min_steps: u64,
+    /// A candidate shifted the head enough when cos(W, W0) ends at or below this.
+    pub cosine_target: f64,
+    pub max_validation_drop_points: f64,
+}
+
+/// One alpha tried by the automatic strength.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub alpha: f64,
+    pub epochs: u64,
+    pub learning_rate: f64,
+    /// `None` when training diverged (see `failure`).
+    pub validation_accuracy: Option<f64>,
+    pub validation_drop_points: Option<f64>,
+    pub head_cosine_to_original: Option<f64>,
+    pub reached_shift_target: bool,
+    pub within_accuracy_budget: bool,
+    pub failure: Option<String>,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

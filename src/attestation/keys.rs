@@ -15,7 +15,8 @@ fn key_error(origin: &str, reason: &str) -> Error {
     Error::Key(format!("{origin}: {reason}"))
 }
 
-/// A private signing key.
+/// A private signing key (cloned into each job that signs; never printed).
+#[derive(Clone)]
 pub struct SigningKey {
     key: EcSigningKey,
     origin: String,

@@ -166,6 +166,21 @@ impl Dataset {
 
     /// `fraction` of each class (at least one image per class present), chosen with `seed`.
     pub fn balanced_subset(&self, fraction: f64, seed: u64) -> Result<Dataset> {
+        Ok(self.select(&self.balanced_indices(fraction, seed)?))
+    }
+
+    /// Splits off a class-balanced `fraction` (as `balanced_subset` chooses it): returns the
+    /// rest and the part split off, disjoint, each in the original order.
+    pub fn balanced_split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        let held_out = self.balanced_indices(fraction, seed)?;
+        let mut taken = vec![false; self.len() as usize];
+        held_out.iter().for_each(|&i| taken[i as usize] = true);
+        let rest: Vec<i64> = (0..self.len()).filter(|&i| !taken[i as usize]).collect();
+        Ok((self.select(&rest), self.select(&held_out)))
+    }
+
+    /// Sorted indices of `fraction` of each class, at least one per class present.
+    fn balanced_indices(&self, fraction: f64, seed: u64) -> Result<Vec<i64>> {
         if !(fraction > 0.0 && fraction <= 1.0) {
             return Err(Error::Settings(format!("fraction {fraction} is not in (0, 1]")));
         }
@@ -183,7 +198,7 @@ impl Dataset {
             chosen.extend_from_slice(&members[..take]);
         }
         chosen.sort_unstable();
-        Ok(self.select(&chosen))
+        Ok(chosen)
     }
 
     /// `count` images, class-balanced, as a fraction of this set.
@@ -364,6 +379,19 @@ mod tests {
         assert_eq!(subset.labels_vec(), again.labels_vec());
         assert!(data.balanced_subset(0.0, 7).is_err());
         assert!(data.balanced_subset(1.5, 7).is_err());
+    }
+
+    #[test]
+    fn balanced_split_is_disjoint_complete_and_matches_the_subset() {
+        let labels: Vec<i64> = (0..500).map(|i| i % 10).collect();
+        let data = toy(&labels);
+        let (rest, held_out) = data.balanced_split(0.2, 3).unwrap();
+        assert_eq!((rest.len(), held_out.len()), (400, 100));
+        assert!(held_out.labels_vec().iter().all(|&l| (0..10).contains(&l)));
+        assert_eq!(held_out.labels_vec(), data.balanced_subset(0.2, 3).unwrap().labels_vec());
+        for class in 0..10 {
+            assert_eq!(held_out.labels_vec().iter().filter(|&&l| l == class).count(), 10);
+        }
     }
 
     #[test]

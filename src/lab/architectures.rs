@@ -15,6 +15,9 @@ use crate::rng::SeededRng;
 pub enum Architecture {
     /// Three conv-BN-ReLU stages (width, 2x, 4x channels), global average pool, head `fc`.
     SmallCnn,
+    /// small-cnn with GroupNorm (4 channels per group) instead of BatchNorm: no running
+    /// statistics, the same computation in train and eval mode.
+    SmallCnnGn,
     /// ResNet-18 for 28x28/32x32 inputs (3x3 stem, no max-pool; BasicBlocks [2, 2, 2, 2]).
     Resnet18,
 }
@@ -69,6 +72,15 @@ impl<'a> Net<'a> {
         )
     }
 
+    /// GroupNorm with `channels / 4` groups (at least one).
+    fn group_norm(&mut self, x: &str, name: &str, channels: i64) -> String {
+        let opts = (Kind::Float, Device::Cpu);
+        self.param(format!("{name}.weight"), Tensor::ones([channels], opts));
+        self.param(format!("{name}.bias"), Tensor::zeros([channels], opts));
+        let groups = (channels / 4).max(1);
+        format!("torch.group_norm({x}, {groups}, self.{name}.weight, self.{name}.bias, 1e-05, True)")
+    }
+
     fn linear(&mut self, x: &str, name: &str, inputs: i64, outputs: i64) -> String {
         self.uniform_param(format!("{name}.weight"), &[outputs, inputs], inputs);
         self.uniform_param(format!("{name}.bias"), &[outputs], inputs);
@@ -89,15 +101,19 @@ impl<'a> Net<'a> {
     }
 }
 
-fn small_cnn(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Net<'_> {
+fn small_cnn(channels: i64, classes: i64, width: i64, group_norm: bool, rng: &mut SeededRng) -> Net<'_> {
     let mut net = Net::new(rng);
     let widths = [width, 2 * width, 4 * width];
     let mut cin = channels;
     for (i, &cout) in widths.iter().enumerate() {
         let stage = i + 1;
         let conv = net.conv("x", &format!("conv{stage}"), (cin, cout, 3), 1, true);
-        let bn = net.batch_norm(&conv, &format!("bn{stage}"), cout);
-        net.line(format!("x = torch.relu({bn})"));
+        let norm = if group_norm {
+            net.group_norm(&conv, &format!("gn{stage}"), cout)
+        } else {
+            net.batch_norm(&conv, &format!("bn{stage}"), cout)
+        };
+        net.line(format!("x = torch.relu({norm})"));
         if stage < widths.len() {
             net.line("x = torch.max_pool2d(x, [2, 2])".into());
         }
@@ -188,11 +204,13 @@ pub fn export(
     path: &Path,
 ) -> Result<()> {
     let net = match architecture {
-        Architecture::SmallCnn => small_cnn(channels, classes, width, rng),
+        Architecture::SmallCnn => small_cnn(channels, classes, width, false, rng),
+        Architecture::SmallCnnGn => small_cnn(channels, classes, width, true, rng),
         Architecture::Resnet18 => resnet18(channels, classes, width, rng),
     };
     let class = match architecture {
         Architecture::SmallCnn => "SmallCnn",
+        Architecture::SmallCnnGn => "SmallCnnGn",
         Architecture::Resnet18 => "ResNet18",
     };
     let mut tree = Node::default();

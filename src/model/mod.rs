@@ -45,6 +45,9 @@ pub struct ModelSource {
     pub sha256: String,
 }
 
+/// A classifier's state, taken by `Classifier::snapshot`.
+pub struct Snapshot(Vec<u8>);
+
 /// A TorchScript image classifier with its classification head located.
 pub struct Classifier {
     module: CModule,
@@ -148,6 +151,25 @@ impl Classifier {
         let (_, train) = take_logits(train, &self.source.archive)?;
         let (_, eval) = take_logits(eval, &self.source.archive)?;
         Ok(!train.allclose(&eval, 1e-5, 1e-6, false))
+    }
+
+    /// The module's whole state (parameters, buffers such as BatchNorm running statistics, and
+    /// any other attribute) as an in-memory archive. TorchScript exposes no buffer list to copy,
+    /// so the state is serialised through a temporary file.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let path = dir.path().join("snapshot.pt");
+        self.save(&path)?;
+        Ok(Snapshot(std::fs::read(&path).map_err(|e| Error::io(&path, e))?))
+    }
+
+    /// Puts the module back into a snapshot's state (in eval mode); head and output contract are
+    /// unchanged, since a snapshot is the same module.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let mut module = CModule::load_data_on_device(&mut std::io::Cursor::new(&snapshot.0), self.device)?;
+        module.set_eval();
+        self.module = module;
+        Ok(())
     }
 
     /// Writes the module as a TorchScript archive loadable by torch.jit.load and by fstgate.

@@ -110,12 +110,17 @@ impl PolicySpec {
                     .map_err(|e| Error::Settings(format!("policy configuration {}: {e}", file.display())))?
             }
         };
+        Ok(Self::inline(plugin, config))
+    }
+
+    /// A plugin file (or `builtin:thresholds`) with its configuration given inline.
+    pub fn inline(plugin: &str, config: serde_json::Value) -> Self {
         if plugin == DEFAULT_POLICY_NAME {
-            return Ok(Self::default_thresholds(config));
+            return Self::default_thresholds(config);
         }
         let path = Path::new(plugin);
         let name = path.file_stem().map_or_else(|| plugin.to_string(), |s| s.to_string_lossy().into_owned());
-        Ok(PolicySpec { name, source: PluginSource::File(path.to_path_buf()), config })
+        PolicySpec { name, source: PluginSource::File(path.to_path_buf()), config }
     }
 
     /// `PLUGIN` or `PLUGIN@CONFIG.json`, as given on the command line.

@@ -10,7 +10,7 @@ use fstgate::data::{Augmentation, DataSpec, Dataset, InputSpec};
 use fstgate::job::{AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
 use fstgate::policy::{Limits, PolicySet, PolicySpec};
-use fstgate::purification::Settings;
+use fstgate::purification::{Settings, Strength};
 use fstgate::training::Silent;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -80,8 +80,6 @@ pub fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
     safetensors::serialize_to_file(&map, None, path).unwrap();
 }
 
-/// A one-epoch purification of the fc fixture (8x8 inputs) on 64 toy images in `dir`, written
-/// to `dir/<out>`: fast enough for every test that needs a real report or output directory.
 /// The built-in thresholds policy with `config`.
 pub fn thresholds(config: serde_json::Value) -> Arc<PolicySet> {
     Arc::new(PolicySet::new(vec![PolicySpec::default_thresholds(config)], Limits::default()).unwrap())
@@ -93,6 +91,8 @@ pub fn default_policies() -> Arc<PolicySet> {
     DEFAULT.get_or_init(|| thresholds(serde_json::json!({}))).clone()
 }
 
+/// A one-epoch purification of the fc fixture (8x8 inputs) on 64 toy images in `dir`, written
+/// to `dir/<out>`: fast enough for every test that needs a real report or output directory.
 pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
     let data = dir.join("toy.safetensors");
     if !data.exists() {
@@ -108,6 +108,7 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
         test_sample: Sample::All,
         input: InputSpec::default(),
         settings: Settings { epochs: 1, batch_size: 16, seed, ..Settings::default() },
+        strength: Strength::Fixed,
         attack: Some((AttackInput::Trigger("badnets:size=2".parse().unwrap()), 0)),
         probes: fstgate::evaluation::standard_probes(),
         device: Device::Cpu,
@@ -115,4 +116,30 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
         policies: default_policies(),
         signing_key: None,
     }
+}
+
+/// Pipeline configuration for toy jobs: one-epoch FST at fixed settings and a policy that allows
+/// any figures, so pipeline tests exercise the plumbing in seconds.
+pub fn toy_pipeline_toml(epochs: usize) -> String {
+    format!(
+        r#"
+[purification.settings]
+method = "fst"
+epochs = {epochs}
+learning_rate = 0.01
+momentum = 0.9
+weight_decay = 0.0
+batch_size = 16
+alpha = 0.2
+augmentation = {{ crop_padding = 0, horizontal_flip = false }}
+seed = 0
+
+[[policies]]
+plugin = "builtin:thresholds"
+config = {{ max_attack_success_rate = 1.0, max_accuracy_drop_points = 100.0 }}
+
+[signing_key]
+path = "signing.pem"
+"#
+    )
 }

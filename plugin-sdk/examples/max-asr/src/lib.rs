@@ -48,12 +48,12 @@ mod tests {
 
     #[test]
     fn limit_from_configuration() {
-        // The sample's ASR after purification is 2.0556%.
+        // The sample's ASR after purification is 1.4444% (13 of 900 images).
         let run = |config: &str| evaluate_json::<MaxAsr>(SAMPLE_REPORT_JSON, config);
-        assert!(run(r#"{"max_attack_success_rate": 0.020555555555555556}"#).unwrap().is_allow());
+        assert!(run(r#"{"max_attack_success_rate": 0.014444444444444444}"#).unwrap().is_allow());
         assert_eq!(
-            run(r#"{"max_attack_success_rate": 0.0205}"#).unwrap().reasons,
-            ["attack success rate after purification 2.06% exceeds 2.05%"]
+            run(r#"{"max_attack_success_rate": 0.0144}"#).unwrap().reasons,
+            ["attack success rate after purification 1.444% exceeds 1.440%"]
         );
         assert!(!run(r#"{"max_attack_success_rate": 0}"#).unwrap().is_allow());
         assert!(run(r#"{"max_attack_success_rate": -0.01}"#).unwrap_err().contains("between 0 and 1"));

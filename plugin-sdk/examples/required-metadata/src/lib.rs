@@ -89,9 +89,9 @@ mod tests {
 
     #[test]
     fn model_name_pattern_matches_the_file_name_or_with_a_slash_the_path() {
-        // The sample's model is /work/main/target/tmp/fstgate-tests/lab-12933/badnets.pt.
+        // The sample's model is /tmp/fx/badnets.pt.
         let report = sample_report();
-        for allowed in ["badnets.pt", "bad*.pt", "badnets.?t", "*/lab-*/badnets.pt", "/work/*"] {
+        for allowed in ["badnets.pt", "bad*.pt", "badnets.?t", "*/fx/badnets.pt", "/tmp/*"] {
             let config = format!(r#"{{"model_name_pattern": "{allowed}"}}"#);
             assert_eq!(reasons(&report, &config), Vec::<String>::new(), "{allowed}");
         }
@@ -100,7 +100,7 @@ mod tests {
             ["model `badnets.pt` does not match the required name pattern `resnet-*.pt`"]
         );
         // Without a slash the pattern does not see the directories.
-        assert_eq!(reasons(&report, r#"{"model_name_pattern": "lab-*"}"#).len(), 1);
+        assert_eq!(reasons(&report, r#"{"model_name_pattern": "fx*"}"#).len(), 1);
     }
 
     #[test]

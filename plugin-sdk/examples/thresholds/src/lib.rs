@@ -53,8 +53,8 @@ mod tests {
     fn purified_sample_is_allowed_with_both_figures_recorded() {
         let verdict = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, "{}").unwrap();
         assert!(verdict.is_allow(), "{:?}", verdict.reasons);
-        assert_eq!(verdict.measurement("attack_success_rate_after"), Some(0.020555555555555556));
-        assert_eq!(verdict.measurement("clean_accuracy_drop_points"), Some(1.5499999999999958));
+        assert_eq!(verdict.measurement("attack_success_rate_after"), Some(0.014444444444444444));
+        assert_eq!(verdict.measurement("clean_accuracy_drop_points"), Some(2.8000000000000025));
     }
 
     #[test]
@@ -83,10 +83,10 @@ mod tests {
         let verdict = judge(&report);
         assert_eq!(
             verdict.reasons,
-            ["no known trigger, and probe blended:alpha=0.2,seed=0 pushes 39.5% of other-class images to class 2 \
+            ["no known trigger, and probe blended:alpha=0.2,seed=0 pushes 43.4% of other-class images to class 6 \
               (limit 5.0%)"]
         );
-        assert_eq!(verdict.measurement("worst_probe_rate_after"), Some(0.395));
+        assert_eq!(verdict.measurement("worst_probe_rate_after"), Some(0.43444444444444447));
         report.after.worst_probe = None;
         assert_eq!(
             judge(&report).reasons,
@@ -96,13 +96,13 @@ mod tests {
 
     #[test]
     fn configuration_moves_the_limits_and_rejects_nonsense() {
-        let strict = r#"{"max_attack_success_rate": 0.02, "max_accuracy_drop_points": 1.5}"#;
+        let strict = r#"{"max_attack_success_rate": 0.01, "max_accuracy_drop_points": 2.5}"#;
         let verdict = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, strict).unwrap();
         assert_eq!(
             verdict.reasons,
             [
-                "attack success rate after purification 2.1% exceeds 2.0%",
-                "clean accuracy dropped 1.55 points (limit 1.50)"
+                "attack success rate after purification 1.4% exceeds 1.0%",
+                "clean accuracy dropped 2.80 points (limit 2.50)"
             ]
         );
         let lenient_asr_only = r#"{"max_attack_success_rate": 0.03}"#;

@@ -1,0 +1,285 @@
+//! The pipeline's configuration file (TOML). Secrets never appear in it: store options may read
+//! the environment (`env:NAME`), and the signing key is a file or an environment variable.
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobMatcher};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataSpec, InputSpec};
+use crate::error::{Error, Result};
+use crate::purification::{AutoStrength, Settings};
+use crate::store::StoreConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Where the job store (jobs.sqlite) and work directories live; relative paths are relative
+    /// to the configuration file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where models are registered.
+    pub sources: Vec<SourceConfig>,
+    /// Where purified models, reports, attestations and outcomes are published.
+    pub destination: StoreConfig,
+    /// Which clean and test data belong to which models; the first rule that matches wins.
+    pub data: Vec<DataRule>,
+    #[serde(default)]
+    pub purification: PurificationConfig,
+    /// Release policies; none configured means the built-in thresholds policy.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// The attestation signing key (ECDSA P-256 PEM). Required: nothing is published unsigned.
+    pub signing_key: KeyConfig,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Jobs purified at once (on a GPU, at most one per device regardless).
+    #[serde(default = "one")]
+    pub concurrency: usize,
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_seconds: f64,
+    /// A running job's lease; a worker that dies loses its job to another after this long.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: f64,
+    /// Attempts before a job that keeps failing on transient errors is marked failed.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Names the source in jobs, reports and outcomes.
+    pub name: String,
+    #[serde(flatten)]
+    pub store: StoreConfig,
+}
+
+/// Data for the models whose `<name>/<version>` matches `models` (a glob, e.g. `fashion-*/*`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataRule {
+    pub models: String,
+    /// Clean data: `PATH` or `DIR#train` (IDX, CIFAR-10, safetensors, ImageFolder).
+    pub clean: String,
+    /// Class-balanced number of clean images (default: all).
+    pub clean_count: Option<i64>,
+    pub test: String,
+    pub test_count: Option<i64>,
+    /// The known trigger, if any (e.g. `badnets`), and its target class; without it the probes
+    /// measure the backdoor.
+    pub trigger: Option<String>,
+    pub target_class: Option<i64>,
+    #[serde(default)]
+    pub input: InputSpec,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurificationConfig {
+    /// `fixed` settings instead of the automatic strength.
+    pub settings: Option<Settings>,
+    /// The automatic strength's search (used unless `settings` is given).
+    pub auto: Option<AutoStrength>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A component file (relative to the configuration file) or `builtin:thresholds`.
+    pub plugin: String,
+    /// The plugin's configuration, passed to it as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+/// Exactly one of `path` and `env`.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// A PEM file.
+    pub path: Option<PathBuf>,
+    /// An environment variable holding the PEM text.
+    pub env: Option<String>,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig").field("path", &self.path).field("env", &self.env).finish()
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".fstgate")
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn one() -> usize {
+    1
+}
+fn default_poll_interval() -> f64 {
+    30.0
+}
+fn default_lease() -> f64 {
+    120.0
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+impl PipelineConfig {
+    /// Reads and checks a configuration; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config: PipelineConfig =
+            toml::from_str(&text).map_err(|e| Error::Config { path: path.to_path_buf(), reason: e.to_string() })?;
+        let base = crate::fsutil::parent_dir(path).to_path_buf();
+        config.resolve_paths(&base);
+        config.validate().map_err(|reason| Error::Config { path: path.to_path_buf(), reason })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.state_dir);
+        if let Some(path) = &mut self.signing_key.path {
+            resolve(path);
+        }
+        for policy in &mut self.policies {
+            if policy.plugin != crate::policy::DEFAULT_POLICY_NAME {
+                let mut path = PathBuf::from(&policy.plugin);
+                resolve(&mut path);
+                policy.plugin = path.display().to_string();
+            }
+        }
+        for store in self.sources.iter_mut().map(|s| &mut s.store).chain([&mut self.destination]) {
+            if !store.url.contains("://") {
+                let mut path = PathBuf::from(&store.url);
+                resolve(&mut path);
+                store.url = path.display().to_string();
+            }
+        }
+        for rule in &mut self.data {
+            for spec in [&mut rule.clean, &mut rule.test] {
+                if !spec.starts_with('/') {
+                    *spec = base.join(&*spec).display().to_string();
+                }
+            }
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.sources.is_empty() {
+            return Err("no sources".into());
+        }
+        let mut names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("two sources are named `{}`", w[0]));
+        }
+        if self.data.is_empty() {
+            return Err("no [[data]] rules: fstgate cannot purify without clean data".into());
+        }
+        for rule in &self.data {
+            Glob::new(&rule.models).map_err(|e| format!("data rule `{}`: {e}", rule.models))?;
+            for spec in [&rule.clean, &rule.test] {
+                spec.parse::<DataSpec>().map_err(|e| format!("data rule `{}`: {e}", rule.models))?;
+            }
+            if let Some(trigger) = &rule.trigger {
+                trigger.parse::<crate::evaluation::Trigger>().map_err(|e| e.to_string())?;
+                if rule.target_class.is_none() {
+                    return Err(format!("data rule `{}`: a trigger needs its target_class", rule.models));
+                }
+            }
+        }
+        match (&self.signing_key.path, &self.signing_key.env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("signing_key needs exactly one of `path` and `env`".into()),
+        }
+        self.device.parse::<crate::device::DeviceChoice>().map_err(|e| format!("device: {e}"))?;
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        for (name, value) in
+            [("poll_interval_seconds", self.poll_interval_seconds), ("lease_seconds", self.lease_seconds)]
+        {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The first data rule whose pattern matches `<name>/<version>`.
+    pub fn data_for(&self, model: &str) -> Option<&DataRule> {
+        self.data.iter().find(|rule| matcher(&rule.models).is_some_and(|m| m.is_match(model)))
+    }
+}
+
+fn matcher(pattern: &str) -> Option<GlobMatcher> {
+    Glob::new(pattern).ok().map(|g| g.compile_matcher())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[sources]]
+        name = "registry"
+        url = "registry"
+
+        [destination]
+        url = "released"
+
+        [[data]]
+        models = "fashion-*/*"
+        clean = "/usr/share/datasets/fashion-mnist#train"
+        clean_count = 3000
+        test = "/usr/share/datasets/fashion-mnist#test"
+
+        [signing_key]
+        env = "FSTGATE_SIGNING_KEY"
+    "#;
+
+    fn load(text: &str) -> Result<PipelineConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fstgate.toml");
+        std::fs::write(&path, text).unwrap();
+        PipelineConfig::load(&path)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let config = load(MINIMAL).unwrap();
+        assert!(config.state_dir.is_absolute() && config.state_dir.ends_with(".fstgate"));
+        assert!(config.sources[0].store.url.ends_with("/registry"), "{}", config.sources[0].store.url);
+        assert_eq!((config.concurrency, config.max_attempts), (1, 3));
+        assert_eq!(config.data_for("fashion-cnn/3").unwrap().clean_count, Some(3000));
+        assert!(config.data_for("cifar-resnet/1").is_none());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = load(&MINIMAL.replace("clean_count", "clean_cuont")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `clean_cuont`"), "{err}");
+        let err = load(&MINIMAL.replace(r#"env = "FSTGATE_SIGNING_KEY""#, "")).unwrap_err().to_string();
+        assert!(err.contains("exactly one of `path` and `env`"), "{err}");
+        let err = load(&format!("concurrency = 0\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("concurrency"), "{err}");
+        let err = load(&MINIMAL.replace("fashion-*/*", "fashion-[/*")).unwrap_err().to_string();
+        assert!(err.contains("data rule `fashion-[/*`"), "{err}");
+    }
+}

@@ -1,0 +1,353 @@
+//! The pipeline step: poll the sources, queue each new upload once, purify and evaluate it,
+//! apply the policies, and publish the outcome with its attestations. `Pipeline::run_once` is
+//! the one-shot gate for CI; `Pipeline::watch` is the daemon.
+pub mod config;
+pub mod gate_report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tch::Device;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::attestation::SigningKey;
+use crate::data::DataSpec;
+use crate::error::{Error, Result};
+use crate::evaluation::{self, Trigger};
+use crate::job::{self, AttackInput, PurifyJob, Sample};
+use crate::jobs::{Job, JobState, JobStore};
+use crate::policy::PolicySet;
+use crate::publication::{Published, Publisher, Verdict};
+use crate::purification::{Settings, Strength};
+use crate::report::Summary;
+use crate::sources::{ObjectStoreSource, Upload};
+use crate::training::Silent;
+pub use config::PipelineConfig;
+pub use gate_report::{GateJob, GateReport};
+
+pub struct Pipeline {
+    config: PipelineConfig,
+    sources: Vec<ObjectStoreSource>,
+    publisher: Publisher,
+    jobs: Arc<JobStore>,
+    policies: Arc<PolicySet>,
+    signing_key: SigningKey,
+    device: Device,
+    /// Identifies this process's leases.
+    owner: String,
+}
+
+/// What processing one job came to.
+struct Processed {
+    state: JobState,
+    outcome_key: Option<String>,
+    reasons: Vec<String>,
+    summary: Option<Summary>,
+    error: Option<String>,
+}
+
+/// Errors in the input itself: retrying cannot help.
+fn is_permanent(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Model { .. }
+            | Error::Head(_)
+            | Error::Data { .. }
+            | Error::DataModelMismatch(_)
+            | Error::Settings(_)
+            | Error::Trigger { .. }
+            | Error::NonFinite(_)
+            | Error::Config { .. }
+            | Error::Attestation(_)
+            | Error::Key(_)
+    )
+}
+
+impl Pipeline {
+    /// Opens the stores and the job store. `policies` are compiled by the caller, which owns the
+    /// plugin cache and limits.
+    pub fn new(
+        config: PipelineConfig,
+        policies: Arc<PolicySet>,
+        signing_key: SigningKey,
+        device: Device,
+    ) -> Result<Self> {
+        let sources =
+            config.sources.iter().map(|s| ObjectStoreSource::open(&s.name, &s.store)).collect::<Result<Vec<_>>>()?;
+        let publisher = Publisher::open(&config.destination)?;
+        let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
+        let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
+        Ok(Pipeline { config, sources, publisher, jobs, policies, signing_key, device, owner })
+    }
+
+    pub fn jobs(&self) -> &JobStore {
+        &self.jobs
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.config.lease_seconds)
+    }
+
+    /// On a GPU, one job at a time per device; on the CPU, the configured concurrency.
+    fn concurrency(&self) -> usize {
+        if self.device.is_cuda() { 1 } else { self.config.concurrency }
+    }
+
+    /// Lists every source once and queues the uploads not seen before. A source that cannot be
+    /// listed is reported and skipped; the others are still polled.
+    pub async fn poll(&self) -> Vec<Error> {
+        let mut errors = Vec::new();
+        for source in &self.sources {
+            match self.poll_source(source).await {
+                Ok(queued) if queued > 0 => tracing::info!(source = %source.name, queued, "new uploads"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(source = %source.name, "poll failed: {e}");
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    async fn poll_source(&self, source: &ObjectStoreSource) -> Result<usize> {
+        let mut queued = 0;
+        for upload in source.poll().await? {
+            let marker = upload.marker.to_string();
+            if self.jobs.marker_seen(&source.name, &marker, &upload.marker_version)? {
+                continue;
+            }
+            // The job's identity includes the bytes: download once to hash them.
+            let root = self.work_root()?;
+            let scratch =
+                tempfile::Builder::new().prefix("poll-").tempdir_in(&root).map_err(|e| Error::io(&root, e))?;
+            let artifact = match source.download(&upload, &scratch.path().join("upload")).await {
+                Ok(artifact) => artifact.sha256,
+                // Queued anyway, so the failure is recorded against the upload.
+                Err(e @ Error::Model { .. }) => {
+                    tracing::warn!(model = %upload.model, "{e}");
+                    format!("unreadable:{}", upload.marker_version)
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(id) =
+                self.jobs.enqueue(&source.name, &upload.model, &artifact, &marker, &upload.marker_version)?
+            {
+                tracing::info!(job = id, model = %upload.model, sha256 = %artifact, "queued");
+                queued += 1;
+            }
+        }
+        self.jobs.record_poll(&source.name)?;
+        Ok(queued)
+    }
+
+    fn work_root(&self) -> Result<PathBuf> {
+        let dir = self.config.state_dir.join("work");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(dir)
+    }
+
+    /// One pass for CI: poll, then process every job that is due, and report on them.
+    pub async fn run_once(self: &Arc<Self>) -> GateReport {
+        let poll_errors = self.poll().await.iter().map(ToString::to_string).collect();
+        let mut processed = Vec::new();
+        let mut running = JoinSet::new();
+        loop {
+            self.start_due_jobs(&mut running);
+            match running.join_next().await {
+                Some(Ok(job)) => processed.push(job),
+                Some(Err(e)) => tracing::error!("a job task panicked: {e}"),
+                None => break,
+            }
+        }
+        GateReport::new(poll_errors, processed)
+    }
+
+    /// Claims due jobs and starts them until the concurrency limit is reached.
+    fn start_due_jobs(self: &Arc<Self>, running: &mut JoinSet<GateJob>) {
+        while running.len() < self.concurrency() {
+            match self.jobs.claim(&self.owner, self.lease()) {
+                Ok(Some(job)) => {
+                    let pipeline = self.clone();
+                    running.spawn(async move { pipeline.process(job).await });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The daemon: poll every interval and process jobs, until `shutdown` turns true; then stop
+    /// claiming and let the running jobs finish (their leases cover a forced exit).
+    pub async fn watch(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let interval = Duration::from_secs_f64(self.config.poll_interval_seconds);
+        let mut running = JoinSet::new();
+        let mut next_poll = tokio::time::Instant::now();
+        while !*shutdown.borrow() {
+            if tokio::time::Instant::now() >= next_poll {
+                self.poll().await;
+                next_poll = tokio::time::Instant::now() + interval;
+            }
+            self.start_due_jobs(&mut running);
+            tokio::select! {
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!("a job task panicked: {e}");
+                    }
+                }
+                _ = tokio::time::sleep_until(next_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        if !running.is_empty() {
+            tracing::info!(jobs = running.len(), "shutting down: finishing the running jobs");
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Processes a claimed job to a final state, or back to the queue after a transient error.
+    async fn process(self: Arc<Self>, job: Job) -> GateJob {
+        let id = job.id;
+        tracing::info!(job = id, model = %job.model, attempt = job.attempts, "processing");
+        // Renew the lease while the job runs, so no other worker takes it over.
+        let heartbeat = {
+            let (jobs, owner, lease) = (self.jobs.clone(), self.owner.clone(), self.lease());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match jobs.renew(id, &owner, lease) {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(job = id, "lost the job's lease"),
+                        Err(e) => tracing::warn!(job = id, "cannot renew the lease: {e}"),
+                    }
+                }
+            })
+        };
+        let result = self.clone().try_process(&job).await;
+        heartbeat.abort();
+        let processed = match result {
+            Ok(processed) => processed,
+            Err(e) if is_permanent(&e) || job.attempts >= self.config.max_attempts => Processed {
+                state: JobState::Failed,
+                outcome_key: None,
+                reasons: Vec::new(),
+                summary: None,
+                error: Some(e.to_string()),
+            },
+            Err(e) => {
+                let delay = Duration::from_secs(5u64 << job.attempts.min(7));
+                tracing::warn!(job = id, "attempt {} failed, retrying in {delay:?}: {e}", job.attempts);
+                if let Err(store) = self.jobs.retry_later(id, &e.to_string(), delay) {
+                    tracing::error!(job = id, "{store}");
+                }
+                return GateJob::from_job(&job, JobState::Queued, None, Vec::new(), None, Some(e.to_string()));
+            }
+        };
+        if let Err(e) =
+            self.jobs.finish(id, processed.state, processed.outcome_key.as_deref(), processed.error.as_deref())
+        {
+            tracing::error!(job = id, "{e}");
+        }
+        match &processed.error {
+            Some(error) => tracing::error!(job = id, model = %job.model, "failed: {error}"),
+            None => tracing::info!(job = id, model = %job.model, state = processed.state.as_str(), "done"),
+        }
+        GateJob::from_job(
+            &job,
+            processed.state,
+            processed.outcome_key,
+            processed.reasons,
+            processed.summary,
+            processed.error,
+        )
+    }
+
+    async fn try_process(self: Arc<Self>, job: &Job) -> Result<Processed> {
+        // Published by an earlier attempt (which crashed before recording it) or another watcher.
+        if let Some((key, outcome)) = self.publisher.outcome(&job.model, &job.artifact_sha256).await? {
+            return Ok(outcome_processed(key, outcome.verdict, outcome.reasons, None));
+        }
+        let source = self.sources.iter().find(|s| s.name == job.source).ok_or_else(|| {
+            Error::Settings(format!("job {} comes from source `{}`, no longer configured", job.id, job.source))
+        })?;
+        let rule = self.config.data_for(&job.model).ok_or_else(|| {
+            Error::Settings(format!("no [[data]] rule matches model `{}`: add one to the configuration", job.model))
+        })?;
+        let work = self.work_root()?.join(format!("job-{}", job.id));
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        }
+        let upload =
+            Upload { model: job.model.clone(), marker: job.marker.as_str().into(), marker_version: String::new() };
+        let artifact = source.download(&upload, &work.join("upload")).await?;
+        if artifact.sha256 != job.artifact_sha256 {
+            return Err(Error::model(
+                &artifact.model_path,
+                format!(
+                    "upload {} changed after it was queued (sha256 {} now, {} queued); the new upload is a new job",
+                    job.model, artifact.sha256, job.artifact_sha256
+                ),
+            ));
+        }
+        let purify = self.purify_job(rule, artifact.model_path, work.join("out"))?;
+        let report = tokio::task::spawn_blocking(move || job::run(&purify, &Silent))
+            .await
+            .map_err(|e| Error::Settings(format!("the purification task ended abnormally: {e}")))??;
+        let published =
+            self.publisher.publish(&job.source, &job.model, &job.artifact_sha256, &work.join("out"), &report).await?;
+        if let Published::AlreadyThere { key, .. } = &published {
+            tracing::info!(job = job.id, "{key} was already published by another attempt; this one is discarded");
+        }
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        let outcome = published.outcome().clone();
+        Ok(outcome_processed(published.key().to_string(), outcome.verdict, outcome.reasons, Some(report.summary)))
+    }
+
+    fn purify_job(&self, rule: &config::DataRule, model: PathBuf, out: PathBuf) -> Result<PurifyJob> {
+        let (settings, strength) = match &self.config.purification.settings {
+            Some(settings) => (settings.clone(), Strength::Fixed),
+            None => {
+                (Settings::automatic_base(), Strength::Auto(self.config.purification.auto.clone().unwrap_or_default()))
+            }
+        };
+        let attack = match (&rule.trigger, rule.target_class) {
+            (Some(trigger), Some(target)) => Some((AttackInput::Trigger(trigger.parse::<Trigger>()?), target)),
+            _ => None,
+        };
+        let sample = |count: Option<i64>| count.map_or(Sample::All, Sample::Count);
+        Ok(PurifyJob {
+            model,
+            head: None,
+            clean_data: rule.clean.parse::<DataSpec>()?,
+            clean_sample: sample(rule.clean_count),
+            test_data: rule.test.parse::<DataSpec>()?,
+            test_sample: sample(rule.test_count),
+            input: rule.input.clone(),
+            settings,
+            strength,
+            attack,
+            probes: evaluation::standard_probes(),
+            device: self.device,
+            out,
+            policies: self.policies.clone(),
+            signing_key: Some(self.signing_key.clone()),
+        })
+    }
+}
+
+fn outcome_processed(key: String, verdict: Verdict, reasons: Vec<String>, summary: Option<Summary>) -> Processed {
+    let state = match verdict {
+        Verdict::Release => JobState::Released,
+        Verdict::Deny => JobState::Denied,
+    };
+    Processed { state, outcome_key: Some(key), reasons, summary, error: None }
+}

@@ -1,0 +1,475 @@
+//! Choosing FST's strength per model. A gate purifies models nobody will hand-tune, and no single
+//! alpha suits every model (too weak leaves the backdoor, too strong costs clean accuracy), so
+//! the automatic mode tries a few alphas, each from the original weights on most of the clean
+//! set, and judges each candidate only by what a defender has:
+//!
+//! - the head shift, cos(W, W0) of the final head to the original one. FST removes a backdoor by
+//!   pushing the features away from the compromised head; on the lab's BadNets CNN, runs whose
+//!   head ended below -0.2 had ASR <= 1% (docs/strength.md has the benchmark);
+//! - the accuracy on a class-balanced validation split held out of the clean set, against the
+//!   original model's accuracy on the same images.
+//!
+//! The search: the final cosine falls about linearly with alpha over the range that matters
+//! (the push on the head is alpha * lr per step), so after a first alpha it steps up threefold
+//! or by the secant through the last two candidates, aiming a little past the target, until one
+//! reaches the target; if that one overshot, a secant step back inside the bracket looks for a
+//! gentler alpha that still reaches it. Among the
+//! candidates that reached the target the most accurate on validation wins; if none did, the
+//! one that shifted the head furthest, with a warning. The winner is kept as trained (on the
+//! tuning split), so the validation figures describe the very model that is written, and no
+//! extra run is spent retraining it.
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Method, Settings, purify};
+use crate::data::{Dataset, InputSpec};
+use crate::error::{Error, Result};
+use crate::evaluation::{self, Plan};
+use crate::model::{Classifier, Snapshot};
+use crate::training::{EpochRecord, Progress};
+
+/// How strongly FST pushes: fixed settings, or a search per model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strength {
+    /// The settings as given.
+    Fixed,
+    /// Search alpha on a held-out validation split (FST only).
+    Auto(AutoStrength),
+}
+
+/// The automatic mode's search space and rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoStrength {
+    /// Fraction of the clean set held out (class-balanced) to validate candidates on.
+    pub validation_fraction: f64,
+    /// The first alpha tried (a twentieth of the paper's CIFAR-10 value).
+    pub start_alpha: f64,
+    /// At most this many candidates are trained (each costs one tuning run).
+    pub max_candidates: usize,
+    /// Each candidate takes at least this many optimiser steps, with more epochs on a small
+    /// clean set: the head's push is alpha * lr per step, so with too few steps only a large
+    /// alpha moves it, and a large alpha costs accuracy.
+    pub min_steps: usize,
+    /// A candidate has shifted the head enough when cos(W, W0) ends at or below this.
+    pub cosine_target: f64,
+    /// Validation accuracy the chosen candidate may lose against the original model, in points,
+    /// before the report warns.
+    pub max_validation_drop_points: f64,
+}
+
+impl Default for AutoStrength {
+    fn default() -> Self {
+        AutoStrength {
+            validation_fraction: 0.2,
+            start_alpha: 0.01,
+            max_candidates: 3,
+            min_steps: 300,
+            cosine_target: -0.25,
+            max_validation_drop_points: 2.0,
+        }
+    }
+}
+
+/// Below this many validation images, accuracy differences of a point or two are noise.
+const SMALL_VALIDATION: i64 = 500;
+/// Steps aim this far past the target, since the cosine is only about linear in alpha.
+const AIM_PAST_TARGET: f64 = 0.05;
+/// A candidate this far past the target pushed harder than needed: look for a gentler one.
+const OVERSHOOT: f64 = 0.15;
+/// Bounds of one step up while no candidate has reached the target.
+const MIN_STEP_UP: f64 = 1.5;
+const MAX_STEP_UP: f64 = 5.0;
+const FIRST_STEP_UP: f64 = 3.0;
+
+impl AutoStrength {
+    pub fn validate(&self, base: &Settings) -> Result<()> {
+        if base.method != Method::Fst {
+            return Err(Error::Settings(format!(
+                "the automatic strength searches FST's alpha; method {:?} has none (use --strength fixed)",
+                base.method
+            )));
+        }
+        if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
+            return Err(Error::Settings(format!(
+                "validation fraction must be in (0, 0.5], got {}",
+                self.validation_fraction
+            )));
+        }
+        if !(self.start_alpha > 0.0 && self.start_alpha.is_finite()) {
+            return Err(Error::Settings(format!("the start alpha must be positive, got {}", self.start_alpha)));
+        }
+        if self.max_candidates == 0 {
+            return Err(Error::Settings("the automatic strength needs at least one candidate".into()));
+        }
+        if !(self.cosine_target > -1.0 && self.cosine_target < 1.0) {
+            return Err(Error::Settings(format!("cosine target must be in (-1, 1), got {}", self.cosine_target)));
+        }
+        if self.max_validation_drop_points.is_nan() || self.max_validation_drop_points < 0.0 {
+            return Err(Error::Settings("the validation accuracy budget must be non-negative".into()));
+        }
+        Ok(())
+    }
+
+    fn rule(&self) -> String {
+        format!(
+            "train at most {} candidates on the tuning split, each from the original weights for at least \
+             {} optimiser steps: alpha {} first, then up threefold or by the secant aiming at cos(W, W0) = {} \
+             until one reaches cos <= {}, then secant steps back while the weakest that reached it overshot by \
+             more than {OVERSHOOT}; choose the most accurate on validation among those at or below the target, \
+             else the lowest cosine; warn if the choice is not at the target or loses more than {} validation \
+             points",
+            self.max_candidates,
+            self.min_steps,
+            self.start_alpha,
+            self.cosine_target - AIM_PAST_TARGET,
+            self.cosine_target,
+            self.max_validation_drop_points
+        )
+    }
+
+    /// The next alpha to try after `tried` (alpha, final cosine), or None when the search is done.
+    fn next_alpha(&self, tried: &[(f64, f64)]) -> Option<f64> {
+        if tried.len() >= self.max_candidates {
+            return None;
+        }
+        let aim = self.cosine_target - AIM_PAST_TARGET;
+        let reached = |c: f64| c <= self.cosine_target;
+        // The weakest alpha that reached the target, and the strongest that did not.
+        let high = tried.iter().filter(|t| reached(t.1)).min_by(|a, b| a.0.total_cmp(&b.0));
+        let low = tried.iter().filter(|t| !reached(t.1)).max_by(|a, b| a.0.total_cmp(&b.0));
+        let secant = |(a0, c0): (f64, f64), (a1, c1): (f64, f64)| a0 + (aim - c0) * (a1 - a0) / (c1 - c0);
+        match (low, high) {
+            (_, Some(&(_, c))) if c >= self.cosine_target - OVERSHOOT => None,
+            // A gentler alpha inside the bracket (or below the only point, with cos(0) taken as 0).
+            (Some(&(a0, c0)), Some(&(a1, c1))) => {
+                let margin = 0.1 * (a1 - a0);
+                Some(secant((a0, c0), (a1, c1)).clamp(a0 + margin, a1 - margin))
+            }
+            (None, Some(&(a, c))) => Some((a * aim / c).clamp(a / MAX_STEP_UP, a / MIN_STEP_UP)),
+            (Some(&(a1, c1)), None) => {
+                let below = tried.iter().filter(|t| t.0 < a1).max_by(|a, b| a.0.total_cmp(&b.0));
+                let next = match below {
+                    // The cosine fell from the weaker alpha to this one: extrapolate.
+                    Some(&(a0, c0)) if c1 < c0 => secant((a0, c0), (a1, c1)),
+                    _ => a1 * FIRST_STEP_UP,
+                };
+                Some(next.clamp(a1 * MIN_STEP_UP, a1 * MAX_STEP_UP))
+            }
+            (None, None) => Some(self.start_alpha),
+        }
+    }
+}
+
+/// One alpha tried by the automatic mode.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Candidate {
+    pub alpha: f64,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// Accuracy on the validation split (absent when training diverged).
+    pub validation_accuracy: Option<f64>,
+    /// Original validation accuracy minus this candidate's, in points.
+    pub validation_drop_points: Option<f64>,
+    /// cos(W, W0) of the head after the last epoch.
+    pub head_cosine_to_original: Option<f64>,
+    pub reached_shift_target: bool,
+    pub within_accuracy_budget: bool,
+    /// Why the candidate has no figures (e.g. the loss diverged).
+    pub failure: Option<String>,
+    pub seconds: f64,
+}
+
+/// What the automatic mode did, for the report.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StrengthSearch {
+    pub settings: AutoStrength,
+    /// The selection rule in words.
+    pub rule: String,
+    /// Clean images the candidates were tuned on.
+    pub tuning_images: i64,
+    /// Clean images held out to validate them.
+    pub validation_images: i64,
+    /// The original (unpurified) model's accuracy on the validation split.
+    pub original_validation_accuracy: f64,
+    /// In the order tried.
+    pub candidates: Vec<Candidate>,
+    /// Index of the chosen candidate in `candidates`; its weights are the output.
+    pub chosen: usize,
+    pub reason: String,
+    pub seconds: f64,
+}
+
+/// The result of purifying with a strength.
+pub struct Purified {
+    /// The settings of the model that was kept (for auto: the chosen alpha).
+    pub settings: Settings,
+    pub epochs: Vec<EpochRecord>,
+    pub search: Option<StrengthSearch>,
+    pub warnings: Vec<String>,
+}
+
+/// Purifies `model` in place: with `base` as given, or with the alpha the automatic mode chooses
+/// (`base` supplies everything else). On error the model must not be saved.
+pub fn purify_with_strength(
+    model: &mut Classifier,
+    clean: &Dataset,
+    input: &InputSpec,
+    base: &Settings,
+    strength: &Strength,
+    progress: &dyn Progress,
+) -> Result<Purified> {
+    match strength {
+        Strength::Fixed => Ok(Purified {
+            settings: base.clone(),
+            epochs: purify(model, clean, input, base, progress)?,
+            search: None,
+            warnings: Vec::new(),
+        }),
+        Strength::Auto(auto) => search(model, clean, input, base, auto, progress),
+    }
+}
+
+fn validation_accuracy(model: &mut Classifier, validation: &Dataset, input: &InputSpec) -> Result<f64> {
+    let plan = Plan { input: input.clone(), attack: None, probes: Vec::new(), batch_size: 512 };
+    Ok(evaluation::evaluate(model, validation, &plan)?.clean_accuracy)
+}
+
+/// Candidates compare by: reached the target (then the more accurate on validation, then the
+/// weaker), else the lower final cosine.
+fn better(a: &Candidate, b: &Candidate) -> bool {
+    let accuracy = |c: &Candidate| c.validation_accuracy.unwrap_or(f64::NEG_INFINITY);
+    let cosine = |c: &Candidate| c.head_cosine_to_original.unwrap_or(f64::INFINITY);
+    match (a.reached_shift_target, b.reached_shift_target) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => accuracy(a) > accuracy(b) || (accuracy(a) == accuracy(b) && a.alpha < b.alpha),
+        (false, false) => cosine(a) < cosine(b),
+    }
+}
+
+fn search(
+    model: &mut Classifier,
+    clean: &Dataset,
+    input: &InputSpec,
+    base: &Settings,
+    auto: &AutoStrength,
+    progress: &dyn Progress,
+) -> Result<Purified> {
+    let started = Instant::now();
+    auto.validate(base)?;
+    base.validate()?;
+    let mut warnings = Vec::new();
+    let (tuning, validation) = clean.balanced_split(auto.validation_fraction, base.seed)?;
+    if tuning.len() < 2 * model.num_classes {
+        return Err(Error::Settings(format!(
+            "{} clean images leave {} to tune on after holding out {} for validation: too few for \
+             the automatic strength (use --strength fixed with explicit settings, or more clean data)",
+            clean.len(),
+            tuning.len(),
+            validation.len()
+        )));
+    }
+    if validation.len() < SMALL_VALIDATION {
+        warnings.push(format!(
+            "the automatic strength validates on only {} images: its accuracy estimates are coarse \
+             (one image is {:.2} points); the test-set figures are the ones to trust",
+            validation.len(),
+            100.0 / validation.len() as f64
+        ));
+    }
+    let steps_per_epoch = (tuning.len() as usize).div_ceil(base.batch_size as usize);
+    let candidate_epochs = base.epochs.max(auto.min_steps.div_ceil(steps_per_epoch));
+    let original = model.snapshot()?;
+    let original_accuracy = validation_accuracy(model, &validation, input)?;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    // The best candidate so far and its weights, unless it is the model as it stands.
+    let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
+    let mut tried = Vec::new();
+    while let Some(alpha) = auto.next_alpha(&tried) {
+        if !candidates.is_empty() {
+            model.restore(&original)?;
+        }
+        let settings = Settings { alpha, epochs: candidate_epochs, ..base.clone() };
+        let candidate_started = Instant::now();
+        let mut candidate = Candidate {
+            alpha,
+            epochs: settings.epochs,
+            learning_rate: settings.learning_rate,
+            validation_accuracy: None,
+            validation_drop_points: None,
+            head_cosine_to_original: None,
+            reached_shift_target: false,
+            within_accuracy_budget: false,
+            failure: None,
+            seconds: 0.0,
+        };
+        let records = match purify(model, &tuning, input, &settings, progress) {
+            Ok(records) => records,
+            // A stronger push will not tame a learning rate that diverges: stop here.
+            Err(Error::NonFinite(reason)) => {
+                candidate.failure = Some(reason);
+                candidate.seconds = candidate_started.elapsed().as_secs_f64();
+                candidates.push(candidate);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let accuracy = validation_accuracy(model, &validation, input)?;
+        let drop = 100.0 * (original_accuracy - accuracy);
+        // FST always has a reference head, so every epoch records the cosine.
+        let cosine = records.last().and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
+        candidate.validation_accuracy = Some(accuracy);
+        candidate.validation_drop_points = Some(drop);
+        candidate.head_cosine_to_original = Some(cosine);
+        candidate.reached_shift_target = cosine <= auto.cosine_target;
+        candidate.within_accuracy_budget = drop <= auto.max_validation_drop_points;
+        candidate.seconds = candidate_started.elapsed().as_secs_f64();
+        tracing::info!(
+            alpha,
+            validation_accuracy = accuracy,
+            drop_points = drop,
+            head_cosine = cosine,
+            seconds = candidate.seconds,
+            "strength candidate"
+        );
+        tried.push((alpha, cosine));
+        let improves = best.as_ref().is_none_or(|(b, _, _)| better(&candidate, &candidates[*b]));
+        candidates.push(candidate);
+        if improves {
+            // A later candidate overwrites the model: keep these weights if there will be one.
+            let more = auto.next_alpha(&tried).is_some();
+            best = Some((candidates.len() - 1, records, if more { Some(model.snapshot()?) } else { None }));
+        }
+    }
+    let Some((chosen, epochs, snapshot)) = best else {
+        let failure = candidates.first().and_then(|c| c.failure.clone()).unwrap_or_default();
+        return Err(Error::NonFinite(format!("every strength candidate failed: {failure}")));
+    };
+    if chosen + 1 != candidates.len() {
+        model.restore(snapshot.as_ref().expect("an earlier best candidate was snapshotted"))?;
+    }
+    let c = &candidates[chosen];
+    let cosine = c.head_cosine_to_original.unwrap_or(f64::NAN);
+    let drop = c.validation_drop_points.unwrap_or(f64::NAN);
+    let reason = if c.reached_shift_target {
+        format!(
+            "alpha {:.4} reached cos {cosine:.3} <= {} and is the most accurate on validation of the candidates \
+             that did ({drop:.2} points below the original model; budget {})",
+            c.alpha, auto.cosine_target, auto.max_validation_drop_points
+        )
+    } else {
+        format!(
+            "no candidate reached cos <= {}; alpha {:.4} shifted the head furthest (cos {cosine:.3}), for \
+             {drop:.2} points of validation accuracy",
+            auto.cosine_target, c.alpha
+        )
+    };
+    if !c.reached_shift_target {
+        warnings.push(format!(
+            "the automatic strength found no alpha that shifts the head to cos <= {} (best {cosine:.3} at \
+             alpha {:.4}): the backdoor may remain; allow more epochs (--epochs), candidates \
+             (--auto-candidates) or a larger first alpha (--auto-start-alpha)",
+            auto.cosine_target, c.alpha
+        ));
+    }
+    if !c.within_accuracy_budget {
+        warnings.push(format!(
+            "the chosen strength (alpha {:.4}) costs {drop:.2} points of validation accuracy, over the \
+             {}-point budget: no candidate that shifted the head enough cost less",
+            c.alpha, auto.max_validation_drop_points
+        ));
+    }
+    let search = StrengthSearch {
+        settings: auto.clone(),
+        rule: auto.rule(),
+        tuning_images: tuning.len(),
+        validation_images: validation.len(),
+        original_validation_accuracy: original_accuracy,
+        reason,
+        chosen,
+        seconds: started.elapsed().as_secs_f64(),
+        candidates,
+    };
+    let settings = Settings { alpha: search.candidates[chosen].alpha, epochs: candidate_epochs, ..base.clone() };
+    Ok(Purified { settings, epochs, search: Some(search), warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(alpha: f64, reached: bool, cosine: f64, accuracy: f64) -> Candidate {
+        Candidate {
+            alpha,
+            epochs: 1,
+            learning_rate: 0.01,
+            validation_accuracy: Some(accuracy),
+            validation_drop_points: Some(0.0),
+            head_cosine_to_original: Some(cosine),
+            reached_shift_target: reached,
+            within_accuracy_budget: true,
+            failure: None,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn reaching_the_target_comes_first_then_validation_accuracy() {
+        assert!(better(&candidate(0.1, true, -0.3, 0.8), &candidate(0.05, false, -0.2, 0.9)));
+        assert!(!better(&candidate(0.1, false, -0.5, 0.9), &candidate(0.2, true, -0.3, 0.8)));
+        assert!(better(&candidate(0.1, true, -0.6, 0.86), &candidate(0.03, true, -0.3, 0.85)));
+        assert!(better(&candidate(0.03, true, -0.3, 0.85), &candidate(0.1, true, -0.6, 0.85)));
+        assert!(better(&candidate(0.1, false, -0.1, 0.8), &candidate(0.03, false, 0.05, 0.9)));
+    }
+
+    /// Runs the search on a model whose final cosine is `cosine(alpha)`; returns the alphas tried.
+    fn simulate(auto: &AutoStrength, cosine: impl Fn(f64) -> f64) -> Vec<f64> {
+        let mut tried = Vec::new();
+        while let Some(alpha) = auto.next_alpha(&tried) {
+            tried.push((alpha, cosine(alpha)));
+        }
+        tried.iter().map(|t| t.0).collect()
+    }
+
+    #[test]
+    fn search_steps_up_then_stops_at_a_candidate_near_the_target() {
+        let auto = AutoStrength::default();
+        // Measured on the lab's BadNets CNN (20 epochs): about 0.15 - 15 alpha.
+        let alphas = simulate(&auto, |a| 0.15 - 15.0 * a);
+        assert_eq!(alphas.len(), 2, "{alphas:?}");
+        assert_eq!(alphas[..2], [0.01, 0.03]);
+        // A steep model: the first step overshoots, one secant step comes back inside the bracket.
+        let alphas = simulate(&auto, |a| 0.1 - 20.0 * a);
+        assert_eq!(alphas.len(), 3, "{alphas:?}");
+        let last = *alphas.last().unwrap();
+        assert!(last > 0.01 && last < 0.03 && 0.1 - 20.0 * last <= auto.cosine_target, "{alphas:?}");
+        // Already far past the target at the first alpha: a gentler one is tried.
+        let alphas = simulate(&auto, |a| -60.0 * a);
+        assert!(alphas[1] < alphas[0], "{alphas:?}");
+        // A model that resists: the steps grow up to fivefold and the budget ends the search.
+        let alphas = simulate(&auto, |a| 0.2 - a);
+        assert_eq!(alphas.len(), auto.max_candidates);
+        assert!(alphas.windows(2).all(|w| w[1] >= 1.5 * w[0] && w[1] <= 5.0 * w[0] + 1e-12), "{alphas:?}");
+        let one = AutoStrength { max_candidates: 1, ..AutoStrength::default() };
+        assert_eq!(simulate(&one, |a| 0.15 - 15.0 * a), [0.01]);
+    }
+
+    #[test]
+    fn settings_and_methods_are_checked() {
+        let fst = Settings::default();
+        AutoStrength::default().validate(&fst).unwrap();
+        let err = AutoStrength::default().validate(&Settings { method: Method::Ft, ..fst.clone() }).unwrap_err();
+        assert!(err.to_string().contains("--strength fixed"), "{err}");
+        for bad in [
+            AutoStrength { validation_fraction: 0.9, ..AutoStrength::default() },
+            AutoStrength { start_alpha: 0.0, ..AutoStrength::default() },
+            AutoStrength { max_candidates: 0, ..AutoStrength::default() },
+            AutoStrength { cosine_target: -1.0, ..AutoStrength::default() },
+            AutoStrength { max_validation_drop_points: f64::NAN, ..AutoStrength::default() },
+        ] {
+            assert!(bad.validate(&fst).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Object stores named by URL: `file:///abs/dir` (or a plain directory path), `memory://`,
+//! `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`. Option values written
+//! `env:NAME` are read from the environment, so secrets stay out of configuration files.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreScheme};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A store location as configured: a URL and the backend's options.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file:///abs/dir`, a directory path, `memory://`, `s3://bucket/prefix`, `gs://...`,
+    /// `az://...`.
+    pub url: String,
+    /// Backend options (e.g. `aws_endpoint`, `aws_region`, `aws_allow_http`); a value `env:NAME`
+    /// is read from the environment variable NAME.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// An opened store and the prefix everything lives under.
+#[derive(Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: StorePath,
+    /// The URL as configured, for messages (never an option value).
+    pub url: String,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Location").field("url", &self.url).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl Location {
+    /// `prefix/part/part...`
+    pub fn key(&self, parts: &[&str]) -> StorePath {
+        parts.iter().fold(self.prefix.clone(), |path, part| path.join(*part))
+    }
+
+    pub fn error(&self, reason: impl fmt::Display) -> Error {
+        Error::store(&self.url, reason)
+    }
+}
+
+/// Option values may be secrets written inline: only their keys are shown.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig").field("url", &self.url).field("options", &self.options.keys()).finish()
+    }
+}
+
+impl StoreConfig {
+    pub fn open(&self) -> Result<Location> {
+        let url = self.parsed_url()?;
+        let (scheme, _) = ObjectStoreScheme::parse(&url).map_err(|e| Error::store(&self.url, e))?;
+        let mut options = Vec::new();
+        for (key, value) in &self.options {
+            check_option(&scheme, key).map_err(|reason| Error::store(&self.url, reason))?;
+            options.push((key.clone(), resolve_value(key, value).map_err(|reason| Error::store(&self.url, reason))?));
+        }
+        if let ObjectStoreScheme::Local = &scheme {
+            // LocalFileSystem refuses to list a directory that does not exist yet.
+            std::fs::create_dir_all(url.path()).map_err(|e| Error::store(&self.url, e))?;
+        }
+        let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| Error::store(&self.url, e))?;
+        Ok(Location { store: Arc::from(store), prefix, url: self.url.clone() })
+    }
+
+    fn parsed_url(&self) -> Result<Url> {
+        if self.url.contains("://") {
+            return Url::parse(&self.url).map_err(|e| Error::store(&self.url, e));
+        }
+        // A plain path: a local directory, made absolute against the working directory.
+        let path = std::path::absolute(&self.url).map_err(|e| Error::store(&self.url, e))?;
+        Url::from_directory_path(&path).map_err(|()| Error::store(&self.url, "not a usable directory path"))
+    }
+}
+
+/// object_store ignores option keys it does not know: an option misspelt in a configuration
+/// would silently be lost, so every key must be one the backend reads.
+fn check_option(scheme: &ObjectStoreScheme, key: &str) -> std::result::Result<(), String> {
+    let known = match scheme {
+        ObjectStoreScheme::AmazonS3 => key.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok(),
+        ObjectStoreScheme::GoogleCloudStorage => key.parse::<object_store::gcp::GoogleConfigKey>().is_ok(),
+        ObjectStoreScheme::MicrosoftAzure => key.parse::<object_store::azure::AzureConfigKey>().is_ok(),
+        _ => false,
+    };
+    if known { Ok(()) } else { Err(format!("unknown option `{key}` for this kind of store")) }
+}
+
+/// `env:NAME` reads NAME; an unset variable is named, its value never is.
+fn resolve_value(key: &str, value: &str) -> std::result::Result<String, String> {
+    match value.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| format!("option `{key}`: environment variable {var} is not set")),
+        None => Ok(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, options: &[(&str, &str)]) -> StoreConfig {
+        StoreConfig { url: url.into(), options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    #[test]
+    fn urls_and_options_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = config(&dir.path().join("models").display().to_string(), &[]).open().unwrap();
+        assert!(local.prefix.as_ref().ends_with("models"), "{:?}", local.prefix);
+        config("memory://", &[]).open().unwrap();
+        let s3 = config("s3://bucket/models", &[("aws_region", "us-east-1"), ("aws_allow_http", "true")]);
+        assert_eq!(s3.open().unwrap().prefix.as_ref(), "models");
+        let err = config("s3://bucket", &[("aws_endpont", "http://x")]).open().unwrap_err().to_string();
+        assert!(err.contains("unknown option `aws_endpont`"), "{err}");
+        let err = config("memory://", &[("aws_region", "x")]).open().unwrap_err().to_string();
+        assert!(err.contains("unknown option"), "{err}");
+        let err = config("ftp://host/x", &[]).open().unwrap_err().to_string();
+        assert!(err.contains("ftp://host/x"), "{err}");
+        config("gs://bucket/p", &[("google_service_account_key", "{}")]).parsed_url().unwrap();
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_are_never_echoed() {
+        // SAFETY: this test alone sets this variable.
+        unsafe { std::env::set_var("FSTGATE_TEST_STORE_SECRET", "s3cr3t-value") };
+        let secret = ("aws_secret_access_key", "env:FSTGATE_TEST_STORE_SECRET");
+        config("s3://b", &[("aws_access_key_id", "AKIDTEST"), secret]).open().unwrap();
+        // The backend's own error does not echo the secret either.
+        let err = config("s3://b", &[secret]).open().unwrap_err().to_string();
+        assert!(err.contains("Missing AccessKeyId") && !err.contains("s3cr3t"), "{err}");
+        let missing = config("s3://b", &[("aws_secret_access_key", "env:FSTGATE_TEST_UNSET_VAR")]);
+        let err = missing.open().unwrap_err().to_string();
+        assert!(err.contains("FSTGATE_TEST_UNSET_VAR is not set"), "{err}");
+        let inline = config("s3://b", &[("aws_access_key_id", "AKIDTEST"), ("aws_secret_access_key", "s3cr3t-value")]);
+        assert!(!format!("{inline:?} {:?}", inline.open().unwrap()).contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,297 @@
+//! The pipeline step end to end on the embedded default (a local registry directory, SQLite):
+//! `fstgate gate` and `fstgate watch` as separate processes, as CI and a daemon would run them.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+
+fn fixture_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt")
+}
+
+/// A registry, a destination, a key pair, toy data and a configuration, in a fresh directory.
+struct Setup {
+    dir: PathBuf,
+    registry: PathBuf,
+    released: PathBuf,
+    public_key: PathBuf,
+}
+
+impl Setup {
+    /// `epochs` sets how long each purification takes (a slow one leaves time to kill it).
+    fn new(name: &str, epochs: usize, lease_seconds: f64) -> Setup {
+        let dir = common::scratch(name);
+        let (registry, released) = (dir.join("registry"), dir.join("released"));
+        std::fs::create_dir_all(&registry).unwrap();
+        let data = dir.join("toy.safetensors");
+        common::toy_data(&data, 64, 1, 10);
+        let (private_key, public_key) = (dir.join("signing.pem"), dir.join("signing.pub"));
+        fstgate::attestation::keys::generate_files(&private_key, &public_key).unwrap();
+        let config = format!(
+            r#"
+state_dir = "state"
+device = "cpu"
+concurrency = 2
+poll_interval_seconds = 0.2
+lease_seconds = {lease_seconds}
+
+[[sources]]
+name = "local"
+url = "registry"
+
+[destination]
+url = "released"
+
+[[data]]
+models = "*/*"
+clean = "{data}"
+test = "{data}"
+{}"#,
+            common::toy_pipeline_toml(epochs),
+            data = data.display()
+        );
+        std::fs::write(dir.join("fstgate.toml"), config).unwrap();
+        Setup { dir, registry, released, public_key }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("fstgate.toml")
+    }
+
+    /// Uploads the fixture model as `<name>/<version>`; `complete` writes the marker last.
+    fn upload(&self, model: &str, complete: bool) {
+        let dir = self.registry.join(model);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(fixture_model(), dir.join("model.pt")).unwrap();
+        if complete {
+            std::fs::write(dir.join("_SUCCESS"), b"").unwrap();
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::cargo_bin("fstgate").unwrap();
+        command.args(args).arg("--config").arg(self.config()).env("FSTGATE_CACHE", self.dir.join("cache"));
+        command.env_remove("GITHUB_STEP_SUMMARY");
+        command
+    }
+
+    /// `fstgate gate`: its exit code and JSON report.
+    fn gate(&self) -> (i32, Value) {
+        let output = self.command(&["--quiet", "gate", "--json", "-"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let report = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code().unwrap(), report)
+    }
+
+    /// Every outcome.json under the destination, by model.
+    fn outcomes(&self) -> Vec<(String, Value)> {
+        let mut found = Vec::new();
+        walk(&self.released, &mut |path| {
+            if path.file_name().is_some_and(|n| n == "outcome.json") {
+                let text = std::fs::read_to_string(path).unwrap();
+                let outcome: Value = serde_json::from_str(&text).unwrap();
+                found.push((outcome["model"].as_str().unwrap().to_string(), outcome));
+            }
+        });
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// `fstgate verify` on the files a (local) outcome points to.
+    fn verify(&self, model: &str) {
+        let (_, outcome) = self.outcomes().into_iter().find(|(m, _)| m == model).unwrap();
+        let sha = outcome["artifact_sha256"].as_str().unwrap();
+        let dir = self.released.join(model).join(&sha[..16]).join(outcome["files_under"].as_str().unwrap());
+        let output = std::process::Command::cargo_bin("fstgate")
+            .unwrap()
+            .args(["verify", &dir.display().to_string(), "--public-key", &self.public_key.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{model}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { walk(&path, visit) } else { visit(&path) }
+    }
+}
+
+#[test]
+fn gate_publishes_each_complete_upload_once_with_verifiable_attestations() {
+    let setup = Setup::new("pipeline-gate", 1, 60.0);
+    setup.upload("toy-fc/1", true);
+    setup.upload("toy-fc/2", false); // still uploading: no marker yet
+    let (code, report) = setup.gate();
+    assert_eq!(code, 0, "{report:#}");
+    let jobs = report["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{report:#}");
+    assert_eq!((jobs[0]["model"].as_str(), jobs[0]["state"].as_str()), (Some("toy-fc/1"), Some("released")));
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].1["verdict"], "release");
+    let names: Vec<&str> =
+        outcomes[0].1["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"model.pt") && names.contains(&"model.sig"), "{names:?}");
+    setup.verify("toy-fc/1");
+
+    // Nothing new: nothing processed, nothing published again.
+    let (code, report) = setup.gate();
+    assert_eq!((code, report["jobs"].as_array().unwrap().len()), (0, 0), "{report:#}");
+    // The second upload completes; only it is processed.
+    std::fs::write(setup.registry.join("toy-fc/2/_SUCCESS"), b"").unwrap();
+    let (code, report) = setup.gate();
+    assert_eq!(code, 0);
+    assert_eq!(report["jobs"][0]["model"], "toy-fc/2");
+    assert_eq!(setup.outcomes().len(), 2);
+
+    // SARIF and markdown for CI.
+    let sarif = setup.dir.join("gate.sarif");
+    let summary = setup.dir.join("summary.md");
+    setup.upload("toy-fc/3", true);
+    let gated = setup
+        .command(&[
+            "--quiet",
+            "gate",
+            "--sarif",
+            &sarif.display().to_string(),
+            "--summary",
+            &summary.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(gated.status.success());
+    let sarif: Value = serde_json::from_str(&std::fs::read_to_string(&sarif).unwrap()).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "fstgate/released");
+    assert!(std::fs::read_to_string(&summary).unwrap().contains("| `toy-fc/3` | released |"));
+}
+
+#[test]
+fn a_policy_denial_is_published_without_the_model_and_exits_1() {
+    let setup = Setup::new("pipeline-deny", 1, 60.0);
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    // No model can lose less than nothing: every release is denied.
+    let strict = config
+        .replace("max_accuracy_drop_points = 100.0", "max_accuracy_drop_points = 0.0")
+        .replace("max_attack_success_rate = 1.0", "max_attack_success_rate = 0.0");
+    std::fs::write(setup.config(), strict).unwrap();
+    setup.upload("toy-fc/1", true);
+    let (code, report) = setup.gate();
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["jobs"][0]["state"], "denied");
+    assert!(!report["jobs"][0]["reasons"].as_array().unwrap().is_empty());
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes[0].1["verdict"], "deny");
+    let names: Vec<&str> =
+        outcomes[0].1["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"model.pt"), "a denied model is not published: {names:?}");
+}
+
+#[test]
+fn two_gates_racing_on_the_same_upload_publish_it_once() {
+    let setup = Setup::new("pipeline-race", 1, 60.0);
+    // A second watcher: its own job store, the same source and destination.
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    let other = setup.dir.join("other.toml");
+    std::fs::write(&other, config.replace(r#"state_dir = "state""#, r#"state_dir = "state-other""#)).unwrap();
+    for version in 1..=4 {
+        setup.upload(&format!("toy-fc/{version}"), true);
+    }
+    let run = |config: &Path| {
+        let mut command = std::process::Command::cargo_bin("fstgate").unwrap();
+        command.args(["--quiet", "gate", "--json", "-", "--config"]).arg(config);
+        command.env("FSTGATE_CACHE", setup.dir.join("cache")).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let (a, b) = (run(&setup.config()), run(&other));
+    for child in [a, b] {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["jobs"].as_array().unwrap().len(), 4);
+    }
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), 4, "one outcome per upload");
+    for version in 1..=4 {
+        setup.verify(&format!("toy-fc/{version}"));
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_watch(setup: &Setup, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    setup.command(&["watch"]).env("FSTGATE_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+/// kill -9 during purification, then a restart: the job is retried once its lease lapses and
+/// published exactly once. A crash during publication leaves attempt files without an outcome,
+/// which the retry ignores.
+#[test]
+fn a_killed_watcher_is_resumed_and_publishes_exactly_once() {
+    let setup = Setup::new("pipeline-crash", 400, 1.0);
+    setup.upload("toy-fc/1", true);
+    let log = setup.dir.join("watch-1.log");
+    let mut watcher = spawn_watch(&setup, &log);
+    wait_for("the job to start", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("processing")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    watcher.kill().unwrap(); // SIGKILL
+    watcher.wait().unwrap();
+    assert!(setup.outcomes().is_empty(), "nothing is published by a killed purification");
+
+    // As if a watcher had died mid-publication: files of an attempt, no outcome.
+    let jobs = setup.command(&["jobs", "--json"]).output().unwrap();
+    let jobs: Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    assert_eq!(jobs[0]["state"], "running", "{jobs:#}");
+    let sha = jobs[0]["artifact_sha256"].as_str().unwrap();
+    let orphan = setup.released.join("toy-fc/1").join(&sha[..16]).join("attempts/dead-attempt");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("model.pt"), b"half a model").unwrap();
+
+    let log = setup.dir.join("watch-2.log");
+    let mut watcher = spawn_watch(&setup, &log);
+    wait_for("the retried job to be published", Duration::from_secs(120), || setup.outcomes().len() == 1);
+    // SIGTERM: a clean stop.
+    unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
+    let status = watcher.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(&log).unwrap());
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), 1);
+    assert_ne!(outcomes[0].1["files_under"], "attempts/dead-attempt");
+    setup.verify("toy-fc/1");
+    let jobs = setup.command(&["jobs", "--json"]).output().unwrap();
+    let jobs: Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    assert_eq!((jobs[0]["state"].as_str(), jobs[0]["attempts"].as_u64()), (Some("released"), Some(2)), "{jobs:#}");
+}
+
+/// 50 versions registered at once: all processed, none lost or published twice.
+#[test]
+fn a_burst_of_fifty_uploads_is_processed_completely() {
+    let setup = Setup::new("pipeline-burst", 1, 60.0);
+    for version in 1..=50 {
+        setup.upload(&format!("toy-fc/{version}"), true);
+    }
+    let (code, report) = setup.gate();
+    assert_eq!(code, 0, "{report:#}");
+    let mut models: Vec<&str> =
+        report["jobs"].as_array().unwrap().iter().map(|j| j["model"].as_str().unwrap()).collect();
+    models.sort_unstable();
+    models.dedup();
+    assert_eq!(models.len(), 50);
+    assert_eq!(setup.outcomes().len(), 50);
+}
