@@ -43,7 +43,9 @@ target_class = 0
 [signing_key]
 path = "signing-key.pem"
 TOML
-version=$(($(find "$work/registry/fashion-cnn" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l) + 1))
+shopt -s nullglob
+versions=("$work"/registry/fashion-cnn/*/)
+version=$((${#versions[@]} + 1))
 upload=$work/registry/fashion-cnn/$version
 mkdir -p "$upload"
 cp "$model" "$upload/model.pt"
