@@ -186,9 +186,15 @@ fn watch(pipeline: PipelineArgs) -> anyhow::Result<bool> {
             }
             Ok::<(), std::io::Error>(())
         });
+        if let Some(listen) = pipeline.config().listen.clone() {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            tracing::info!("serving /healthz and /metrics on {}", listener.local_addr()?);
+            tokio::spawn(fstgate::pipeline::metrics::serve(listener, pipeline.clone()));
+        }
         tracing::info!("watching");
         pipeline.watch(stopped).await;
-    });
+        Ok::<(), anyhow::Error>(())
+    })?;
     Ok(true)
 }
 

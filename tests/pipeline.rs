@@ -295,3 +295,43 @@ fn a_burst_of_fifty_uploads_is_processed_completely() {
     assert_eq!(models.len(), 50);
     assert_eq!(setup.outcomes().len(), 50);
 }
+
+/// A plain HTTP/1.0 GET on 127.0.0.1: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (code, body)
+}
+
+#[test]
+fn watch_serves_health_and_prometheus_metrics() {
+    let setup = Setup::new("pipeline-metrics", 1, 60.0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    std::fs::write(setup.config(), format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+    setup.upload("toy-fc/1", true);
+    let log = setup.dir.join("watch.log");
+    let mut watcher = spawn_watch(&setup, &log);
+    wait_for("the upload to be published", Duration::from_secs(60), || setup.outcomes().len() == 1);
+    wait_for("the metrics endpoint", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, metrics) = http_get(port, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    wait_for("the job's state to be recorded", Duration::from_secs(10), || {
+        http_get(port, "/metrics").1.contains("fstgate_jobs{state=\"released\"} 1")
+    });
+    let (_, metrics) = http_get(port, "/metrics");
+    assert!(metrics.contains("fstgate_jobs{state=\"failed\"} 0"), "{metrics}");
+    assert!(metrics.contains("fstgate_job_duration_seconds_count{state=\"released\"} 1"), "{metrics}");
+    assert!(metrics.contains("fstgate_last_successful_poll_timestamp_seconds{source=\"local\"} "), "{metrics}");
+    assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(port, "/nope").0, 404);
+    unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
+    assert!(watcher.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+}

@@ -292,6 +292,15 @@ impl JobStore {
         })
     }
 
+    /// When each source was last listed successfully (seconds since the Unix epoch).
+    pub fn last_polls(&self) -> Result<BTreeMap<String, f64>> {
+        self.with(|db| {
+            let mut statement = db.prepare("SELECT source, last_success FROM polls")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     pub fn record_poll(&self, source: &str) -> Result<()> {
         self.with(|db| {
             db.execute(

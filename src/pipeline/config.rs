@@ -42,6 +42,8 @@ pub struct PipelineConfig {
     /// A running job's lease; a worker that dies loses its job to another after this long.
     #[serde(default = "default_lease")]
     pub lease_seconds: f64,
+    /// `fstgate watch` serves /healthz and /metrics (Prometheus) here, e.g. `127.0.0.1:9464`.
+    pub listen: Option<String>,
     /// Attempts before a job that keeps failing on transient errors is marked failed.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -215,6 +217,9 @@ impl PipelineConfig {
             if !(value > 0.0 && value.is_finite()) {
                 return Err(format!("{name} must be positive"));
             }
+        }
+        if let Some(listen) = &self.listen {
+            listen.parse::<std::net::SocketAddr>().map_err(|e| format!("listen `{listen}`: {e}"))?;
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());

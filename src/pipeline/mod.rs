@@ -3,6 +3,7 @@
 //! the one-shot gate for CI; `Pipeline::watch` is the daemon.
 pub mod config;
 pub mod gate_report;
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub struct Pipeline {
     device: Device,
     /// Identifies this process's leases.
     owner: String,
+    durations: metrics::JobDurations,
+    /// Seconds since the Unix epoch when this process opened the pipeline.
+    started_at: f64,
 }
 
 /// What processing one job came to.
@@ -79,7 +83,24 @@ impl Pipeline {
         let publisher = Publisher::open(&config.destination)?;
         let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
         let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
-        Ok(Pipeline { config, sources, publisher, jobs, policies, signing_key, device, owner })
+        let started_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        Ok(Pipeline {
+            config,
+            sources,
+            publisher,
+            jobs,
+            policies,
+            signing_key,
+            device,
+            owner,
+            durations: metrics::JobDurations::default(),
+            started_at,
+        })
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
     }
 
     pub fn jobs(&self) -> &JobStore {
@@ -232,6 +253,7 @@ impl Pipeline {
                 }
             })
         };
+        let started = std::time::Instant::now();
         let result = self.clone().try_process(&job).await;
         heartbeat.abort();
         let processed = match result {
@@ -252,6 +274,7 @@ impl Pipeline {
                 return GateJob::from_job(&job, JobState::Queued, None, Vec::new(), None, Some(e.to_string()));
             }
         };
+        self.durations.record(processed.state, started.elapsed());
         if let Err(e) =
             self.jobs.finish(id, processed.state, processed.outcome_key.as_deref(), processed.error.as_deref())
         {
