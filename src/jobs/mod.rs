@@ -69,7 +69,8 @@ pub struct JobStore {
     db: Mutex<Connection>,
 }
 
-fn now() -> f64 {
+/// Seconds since the Unix epoch: the job store's clock, shared with the pipeline's metrics.
+pub fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::Pipeline;
-use crate::jobs::JobState;
+use crate::jobs::{JobState, now};
 
 /// Processing times of this process's jobs, by the state they ended in.
 #[derive(Default)]
@@ -30,10 +30,6 @@ impl JobDurations {
     fn snapshot(&self) -> BTreeMap<&'static str, (u64, f64)> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
-}
-
-fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The Prometheus text for the pipeline's current state.

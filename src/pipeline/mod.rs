@@ -83,8 +83,7 @@ impl Pipeline {
         let publisher = Publisher::open(&config.destination)?;
         let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
         let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
-        let started_at =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let started_at = crate::jobs::now();
         Ok(Pipeline {
             config,
             sources,
