@@ -1,11 +1,13 @@
 //! Links fstgate against the libtorch that `./dev setup` installed (LIBTORCH, set in
 //! .cargo/config.toml): embeds an rpath so the binary runs without LD_LIBRARY_PATH, and compiles
-//! the small C++ module builder the attack lab uses to create trainable TorchScript modules.
+//! the small C++ module builder the attack lab uses to create trainable TorchScript modules and
+//! the bf16 autocast switch (src/model/autocast.cpp).
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/lab/module_builder.cpp");
+    println!("cargo:rerun-if-changed=src/model/autocast.cpp");
     let libtorch = std::env::var("LIBTORCH")
         .map(PathBuf::from)
         .expect("LIBTORCH is not set: run `./dev setup` (it installs libtorch and links .libtorch)");
@@ -21,6 +23,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("src/lab/module_builder.cpp")
+        .file("src/model/autocast.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

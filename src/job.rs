@@ -112,6 +112,7 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     same_image_shape("clean", &clean, &test)?;
     let sample = job.input.normalize(&clean.images.narrow(0, 0, clean.len().min(4)));
     let mut model = Classifier::load(&job.model, job.device, &sample, job.head.as_deref())?;
+    model.set_precision(job.settings.precision)?;
     clean.check_labels(model.num_classes)?;
     test.check_labels(model.num_classes)?;
     let attack = match &job.attack {

@@ -143,6 +143,7 @@ pub fn train(
         let lr = cosine_lr(config.lr, epoch, config.epochs);
         model.set_train();
         let order = rng.permutation(n, device);
+        let draws = config.augmentation.draw(n, rng, device);
         let zero = || Tensor::zeros([], (Kind::Float, device));
         let (mut loss_sum, mut ce_sum, mut correct) = (zero(), zero(), zero());
         let mut seen = 0;
@@ -154,7 +155,7 @@ pub fn train(
                 continue;
             }
             let index = order.narrow(0, start, len);
-            let batch = config.augmentation.apply(&images.index_select(0, &index), rng);
+            let batch = config.augmentation.apply(&images.index_select(0, &index), &draws, start);
             let targets = labels.index_select(0, &index);
             let logits = model.logits(&config.input.normalize(&batch))?;
             let cross_entropy = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);

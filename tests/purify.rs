@@ -7,7 +7,7 @@ use std::path::Path;
 use fstgate::data::{Augmentation, InputSpec};
 use fstgate::evaluation::{self, Attack, Plan};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
-use fstgate::model::Classifier;
+use fstgate::model::{Classifier, Precision};
 use fstgate::purification::{self, AutoStrength, Method, Settings, Strength};
 use fstgate::report::Report;
 use fstgate::training::Silent;
@@ -31,6 +31,7 @@ fn fstgate_test_settings() -> Settings {
         alpha: 0.02,
         augmentation: Augmentation::NONE,
         seed: 0,
+        precision: Precision::Fp32,
     }
 }
 

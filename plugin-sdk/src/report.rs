@@ -127,6 +127,9 @@ pub struct Settings {
     pub alpha: f64,
     pub augmentation: Augmentation,
     pub seed: u64,
+    /// `fp32`, or `bf16` (autocast with channels-last, CUDA only).
+    #[serde(default)]
+    pub precision: String,
 }
 
 /// What the automatic strength did: every alpha tried and why one was kept.

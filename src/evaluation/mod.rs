@@ -187,25 +187,29 @@ fn worst_class(probe: &Trigger, predicted: &[i64], labels: &[i64], num_classes: 
 }
 
 /// Predicted classes for [0, 1] images (CPU), in batches on the model's device, optionally
-/// triggered first.
+/// triggered first. The images go to the device once and the predictions come back once, so the
+/// host does not wait on the device between batches.
 fn predictions(model: &Classifier, images: &Tensor, plan: &Plan, trigger: Option<&Trigger>) -> Result<Vec<i64>> {
     let n = images.size()[0];
-    let mut out = Vec::with_capacity(n as usize);
-    tch::no_grad(|| -> Result<()> {
+    let images = images.to_device(model.device());
+    let predicted = tch::no_grad(|| -> Result<Vec<Tensor>> {
+        let mut batches = Vec::with_capacity((n / plan.batch_size.max(1) + 1) as usize);
         let mut start = 0;
         while start < n {
             let len = plan.batch_size.min(n - start);
-            let mut batch = images.narrow(0, start, len).to_device(model.device());
+            let mut batch = images.narrow(0, start, len);
             if let Some(trigger) = trigger {
                 batch = trigger.apply(&batch)?;
             }
-            let predicted = model.predict(&plan.input.normalize(&batch))?;
-            out.extend(Vec::<i64>::try_from(predicted.to_device(tch::Device::Cpu)).map_err(Error::Torch)?);
+            batches.push(model.predict(&plan.input.normalize(&batch))?);
             start += len;
         }
-        Ok(())
+        Ok(batches)
     })?;
-    Ok(out)
+    if predicted.is_empty() {
+        return Ok(Vec::new());
+    }
+    Vec::<i64>::try_from(Tensor::cat(&predicted, 0).to_device(tch::Device::Cpu)).map_err(Error::Torch)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! directory), taking the logits out of whatever the model returns, and saving.
 mod head;
 mod mlflow;
+mod precision;
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 pub use head::Head;
+use precision::Bf16Autocast;
+pub use precision::Precision;
 
 use crate::error::{Error, Result};
 
@@ -45,6 +48,22 @@ pub struct ModelSource {
     pub sha256: String,
 }
 
+/// Sets how this process runs TorchScript, once, before the first model loads: plain
+/// interpretation, without the profiling executor and its fuser. A purification loads a fresh
+/// module and runs a few hundred steps; profiling, re-optimising and compiling fused kernels for
+/// each module costs more than it saves (ResNet-18 on an H100: 1.64 s of training with it, 0.94 s
+/// without, same accuracy; docs/benchmarks.md). `set_torchscript_optimization` overrides it.
+pub fn init_torchscript() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| set_torchscript_optimization(false));
+}
+
+/// Turns TorchScript's profiling executor and tensor-expression fuser on or off, process-wide.
+pub fn set_torchscript_optimization(enabled: bool) {
+    tch::jit::set_profiling_mode(enabled);
+    tch::jit::set_tensor_expr_fuser_enabled(enabled);
+}
+
 /// A classifier's state, taken by `Classifier::snapshot`.
 pub struct Snapshot(Vec<u8>);
 
@@ -56,12 +75,14 @@ pub struct Classifier {
     pub head: Head,
     pub num_classes: i64,
     device: Device,
+    precision: Precision,
 }
 
 impl Classifier {
     /// Loads the model at `path` onto `device`, probes it with `sample` (a small batch of
     /// [0, 1]-scaled, already normalised inputs) and locates its head (`head_name` overrides).
     pub fn load(path: &Path, device: Device, sample: &Tensor, head_name: Option<&str>) -> Result<Self> {
+        init_torchscript();
         let (archive, format) = resolve_archive(path)?;
         check_torchscript_archive(&archive)?;
         let mut module = CModule::load_on_device(&archive, device)
@@ -91,6 +112,7 @@ impl Classifier {
             head: Head::placeholder(),
             num_classes: shape[1],
             device,
+            precision: Precision::Fp32,
         };
         classifier.head = head::locate(&classifier, &sample, head_name)?;
         Ok(classifier)
@@ -100,12 +122,43 @@ impl Classifier {
         self.device
     }
 
-    /// Logits [batch, classes] for a normalised batch on the model's device.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Runs the model in `precision` from now on (bf16 moves 4-d parameters to channels-last).
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        precision.check_device(self.device)?;
+        self.precision = precision;
+        self.apply_memory_format()
+    }
+
+    fn apply_memory_format(&mut self) -> Result<()> {
+        if self.precision == Precision::Bf16 {
+            tch::no_grad(|| -> Result<()> {
+                for (_, mut parameter) in self.named_parameters()? {
+                    if parameter.dim() == 4 {
+                        parameter.set_data(&precision::channels_last(&parameter));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Logits [batch, classes] (float32 under bf16 autocast) for a normalised batch on the model's device.
     pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
-        let output = self.module.forward_is(&[IValue::Tensor(inputs.shallow_clone())]).map_err(|e| {
-            Error::model(&self.source.archive, format!("forward failed: {}", first_line(&e.to_string())))
-        })?;
-        Ok(take_logits(output, &self.source.archive)?.1)
+        let output = match self.precision {
+            Precision::Fp32 => self.module.forward_is(&[IValue::Tensor(inputs.shallow_clone())]),
+            Precision::Bf16 => {
+                let _autocast = Bf16Autocast::enter()?;
+                self.module.forward_is(&[IValue::Tensor(precision::channels_last(inputs))])
+            }
+        }
+        .map_err(|e| Error::model(&self.source.archive, format!("forward failed: {}", first_line(&e.to_string()))))?;
+        let logits = take_logits(output, &self.source.archive)?.1;
+        Ok(if matches!(logits.kind(), Kind::BFloat16 | Kind::Half) { logits.to_kind(Kind::Float) } else { logits })
     }
 
     /// BatchNorm uses batch statistics and updates its running statistics; dropout is active.
@@ -169,7 +222,7 @@ impl Classifier {
         let mut module = CModule::load_data_on_device(&mut std::io::Cursor::new(&snapshot.0), self.device)?;
         module.set_eval();
         self.module = module;
-        Ok(())
+        self.apply_memory_format()
     }
 
     /// Writes the module as a TorchScript archive loadable by torch.jit.load and by fstgate.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
-use crate::model::Classifier;
+use crate::model::{Classifier, Precision};
 use crate::rng::SeededRng;
 use crate::training::{self, EpochRecord, HeadConstraint, Progress};
 
@@ -48,6 +48,9 @@ pub struct Settings {
     pub augmentation: Augmentation,
     /// Seeds the head re-initialisation, shuffling and augmentation.
     pub seed: u64,
+    /// Arithmetic on the device: fp32, or bf16 autocast with channels-last (CUDA only).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
             alpha: 0.2,
             augmentation: Augmentation { crop_padding: 4, horizontal_flip: true },
             seed: 0,
+            precision: Precision::Fp32,
         }
     }
 }
