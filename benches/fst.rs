@@ -231,6 +231,7 @@ fn speed(args: SpeedArgs) -> anyhow::Result<()> {
     let eval_seconds = median(&mut runs.iter().map(|r| r.eval_seconds).collect::<Vec<_>>());
     let trained_images = (args.tune * args.epochs as i64) as f64;
     let evaluated_images = (2 * args.eval) as f64;
+    let peak_rss_mib = peak_rss_mib();
     let summary = serde_json::json!({
         "implementation": "fstgate",
         "jit_optimize": args.jit_optimize,
@@ -244,7 +245,7 @@ fn speed(args: SpeedArgs) -> anyhow::Result<()> {
         "eval_seconds": eval_seconds,
         "train_images_per_second": trained_images / train_seconds,
         "eval_images_per_second": evaluated_images / eval_seconds,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib,
         "runs": runs,
     });
     println!(
@@ -258,7 +259,7 @@ fn speed(args: SpeedArgs) -> anyhow::Result<()> {
         evaluated_images / eval_seconds,
         range(runs.iter().map(|r| r.clean_accuracy)),
         range(runs.iter().map(|r| r.attack_success_rate)),
-        peak_rss_mib()
+        peak_rss_mib
     );
     if let Some(path) = args.json {
         append_line(&path, &summary)?;
@@ -283,10 +284,7 @@ fn lab_settings(
     let clean_label = matches!(trigger, Trigger::Sig { .. });
     Ok(PoisonSettings {
         architecture,
-        width: match architecture {
-            Architecture::SmallCnn | Architecture::SmallCnnGn => 16,
-            Architecture::Resnet18 => 64,
-        },
+        width: architecture.default_width(),
         trigger,
         target_class: 0,
         poisoning_rate: rate,

@@ -748,10 +748,7 @@ fn poison(args: PoisonArgs, quiet: bool) -> anyhow::Result<()> {
     let clean_label = args.clean_label || matches!(args.trigger, Trigger::Sig { .. });
     let settings = PoisonSettings {
         architecture: args.arch,
-        width: args.width.unwrap_or(match args.arch {
-            Architecture::SmallCnn | Architecture::SmallCnnGn => 16,
-            Architecture::Resnet18 => 64,
-        }),
+        width: args.width.unwrap_or(args.arch.default_width()),
         trigger: args.trigger,
         target_class: args.target_class,
         poisoning_rate: args.rate,

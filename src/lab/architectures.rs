@@ -22,6 +22,16 @@ pub enum Architecture {
     Resnet18,
 }
 
+impl Architecture {
+    /// The base channel width the lab uses unless told otherwise.
+    pub fn default_width(self) -> i64 {
+        match self {
+            Architecture::SmallCnn | Architecture::SmallCnnGn => 16,
+            Architecture::Resnet18 => 64,
+        }
+    }
+}
+
 /// Parameters and buffers by module path, in definition order, plus the forward source.
 struct Net<'a> {
     tensors: Vec<(String, Tensor, bool)>,
