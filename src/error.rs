@@ -45,6 +45,8 @@ pub enum Error {
     Config { path: PathBuf, reason: String },
     #[error("object store {location}: {reason}")]
     Store { location: String, reason: String },
+    #[error("model registry {location}: {reason}")]
+    Registry { location: String, reason: String },
     #[error("job store {path}: {reason}")]
     JobStore { path: PathBuf, reason: String },
 }
@@ -60,6 +62,9 @@ impl Error {
     }
     pub fn store(location: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
         Error::Store { location: location.to_string(), reason: reason.to_string() }
+    }
+    pub fn registry(location: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Error::Registry { location: location.to_string(), reason: reason.to_string() }
     }
     pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model { path: path.into(), reason: reason.into() }

@@ -4,8 +4,9 @@
 //! (on top of the shared `training` loop) applies Feature Shift Tuning, `evaluation` measures
 //! before and after, and `job` ties one purification together into a `report`, which `policy`
 //! judges and `attestation` signs. The `pipeline` runs jobs for a registry: `sources` find new
-//! uploads, `jobs` records each one's state, `publication` writes the outcome exactly once to a
-//! `store`. The `lab` makes backdoored models to test all of it on.
+//! uploads (object stores, or MLflow registries through the `mlflow` client), `jobs` records each
+//! one's state, `publication` writes the outcome exactly once to a `store` and records it in the
+//! registry. The `lab` makes backdoored models to test all of it on.
 pub mod attestation;
 pub mod data;
 pub mod device;
@@ -15,6 +16,7 @@ pub mod fsutil;
 pub mod job;
 pub mod jobs;
 pub mod lab;
+pub mod mlflow;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

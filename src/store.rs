@@ -3,12 +3,15 @@
 //! `env:NAME` are read from the environment, so secrets stay out of configuration files.
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreScheme};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -50,6 +53,47 @@ impl Location {
     pub fn error(&self, reason: impl fmt::Display) -> Error {
         Error::store(&self.url, reason)
     }
+
+    /// Downloads every object under `prefix` into `dir`, keeping the keys' relative paths,
+    /// except those for which `skip(relative path)` is true. Sorted by path.
+    pub async fn download_prefix(
+        &self,
+        prefix: &StorePath,
+        dir: &Path,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<Vec<FileDigest>> {
+        let objects: Vec<ObjectMeta> = self.store.list(Some(prefix)).try_collect().await.map_err(|e| self.error(e))?;
+        let mut files = Vec::new();
+        for meta in objects {
+            let Some(relative) = meta.location.prefix_match(prefix) else { continue };
+            let parts: Vec<String> = relative.map(|p| p.as_ref().to_string()).collect();
+            let relative = parts.join("/");
+            if skip(&relative) {
+                continue;
+            }
+            let read_error = |e: object_store::Error| self.error(format!("{}: {e}", meta.location));
+            let bytes = self.store.get(&meta.location).await.map_err(read_error)?.bytes().await.map_err(read_error)?;
+            // object_store paths have no `..` or empty segments, so this stays inside `dir`.
+            let local = parts.iter().fold(dir.to_path_buf(), |p, part| p.join(part));
+            files.push(write_file(&local, &relative, &bytes)?);
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// A downloaded file: its path relative to what was downloaded, and its sha256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileDigest {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// Writes a downloaded file (into a fresh scratch directory) and digests it.
+pub(crate) fn write_file(local: &Path, relative: &str, bytes: &[u8]) -> Result<FileDigest> {
+    std::fs::create_dir_all(crate::fsutil::parent_dir(local)).map_err(|e| Error::io(local, e))?;
+    std::fs::write(local, bytes).map_err(|e| Error::io(local, e))?;
+    Ok(FileDigest { path: relative.to_string(), sha256: hex::encode(Sha256::digest(bytes)) })
 }
 
 /// Option values may be secrets written inline: only their keys are shown.

@@ -1,10 +1,10 @@
-//! The pipeline against a real S3 API: moto's server (installed by scripts/moto-server.sh,
+//! The pipeline against a real S3 API: moto's server (installed by scripts/test-server.sh moto,
 //! started here on 127.0.0.1 and stopped after). An uploader puts a model and its _SUCCESS
 //! marker with boto3; two gates with separate job stores race on it; it ends published once,
-//! as purified model + attestations under the destination prefix.
+//! as purified model + attestations under the destination prefix. A watcher that polls only
+//! hourly publishes a new upload as soon as an S3 event notification names its marker.
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,18 +28,8 @@ impl Drop for Moto {
 impl Moto {
     /// None (after a loud note) when moto cannot be installed here.
     fn start() -> Option<Moto> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");
-        let output = Command::new(script).output().unwrap();
-        if output.status.code() == Some(3) {
-            eprintln!(
-                "\n*** SKIPPED: moto cannot be installed here: {} ***\n",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            return None;
-        }
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let python = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let python = common::server_python("moto")?;
+        let port = common::free_port();
         let child = Command::new(python.parent().unwrap().join("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -79,6 +69,7 @@ device = "cpu"
 [[sources]]
 name = "s3-registry"
 url = "s3://registry/incoming"
+webhook_secret_env = "FSTGATE_TEST_NOTIFICATION_TOKEN"
 {store_options}
 
 [destination]
@@ -93,6 +84,77 @@ test = "{data}"
         common::toy_pipeline_toml(1),
         data = data.display()
     )
+}
+
+fn fstgate(dir: &Path) -> Command {
+    let mut command = Command::cargo_bin("fstgate").unwrap();
+    command
+        .env("FSTGATE_CACHE", dir.join("cache"))
+        .env("FSTGATE_TEST_S3_KEY", "testing")
+        .env("FSTGATE_TEST_S3_SECRET", "testing")
+        .env("FSTGATE_TEST_NOTIFICATION_TOKEN", "relay-token");
+    command
+}
+
+/// POSTs `body` to the watcher's webhook with `token`; returns the HTTP status.
+fn notify(moto: &Moto, url: &str, token: &str, body: &str) -> u16 {
+    moto.boto3(&format!(
+        "import requests\nprint(requests.post({url:?}, data={body:?}, headers={{'Authorization': 'Bearer {token}'}}).status_code)"
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn an_s3_event_notification_triggers_the_watcher_at_once() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = common::scratch("s3-notification");
+    let data = dir.join("toy.safetensors");
+    common::toy_data(&data, 64, 1, 10);
+    fstgate::attestation::keys::generate_files(&dir.join("signing.pem"), &dir.join("signing.pub")).unwrap();
+    let listen = common::free_port();
+    let watch_config = format!(
+        "poll_interval_seconds = 3600\nlisten = \"127.0.0.1:{listen}\"\n{}",
+        config(&moto.endpoint, "state", &data)
+    );
+    std::fs::write(dir.join("watch.toml"), watch_config).unwrap();
+    moto.boto3("s3.create_bucket(Bucket='registry')\ns3.create_bucket(Bucket='released')");
+    let mut watcher = fstgate(&dir)
+        .args(["watch", "--config"])
+        .arg(dir.join("watch.toml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("watch.log")).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for_http(listen, "/healthz", Duration::from_secs(60));
+    // The first poll is done: only the notification can make the watcher see the upload.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
+    moto.boto3(&format!(
+        "s3.upload_file('{}', 'registry', 'incoming/toy fc/3/model.pt')\n\
+         s3.put_object(Bucket='registry', Key='incoming/toy fc/3/_SUCCESS', Body=b'')",
+        model.display()
+    ));
+    let hook = format!("http://127.0.0.1:{listen}/webhooks/s3-registry");
+    // S3's own format: keys URL-encoded, a space as `+`.
+    let created = r#"{"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "registry"}, "object": {"key": "incoming/toy+fc/3/_SUCCESS", "size": 0}}}]}"#;
+    assert_eq!(notify(&moto, &hook, "wrong-token", created), 401);
+    assert_eq!(notify(&moto, &hook, "relay-token", r#"{"Event": "s3:TestEvent", "Bucket": "registry"}"#), 200);
+    assert_eq!(notify(&moto, &hook, "relay-token", "{not json"), 400);
+    let started = Instant::now();
+    assert_eq!(notify(&moto, &hook, "relay-token", created), 202);
+    loop {
+        let keys = moto.boto3("for o in s3.list_objects_v2(Bucket='released').get('Contents', []): print(o['Key'])");
+        if keys.lines().any(|k| k.starts_with("purified/toy fc/3/") && k.ends_with("/outcome.json")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "not published after the notification:\n{keys}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
+    assert!(watcher.wait().unwrap().success());
+    let log = std::fs::read_to_string(dir.join("watch.log")).unwrap();
+    assert!(!log.contains("relay-token"), "the token reached the log");
 }
 
 #[test]
@@ -116,13 +178,9 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
     ));
 
     let gate = |config: &str| {
-        Command::cargo_bin("fstgate")
-            .unwrap()
+        fstgate(&dir)
             .args(["--quiet", "gate", "--json", "-", "--config"])
             .arg(dir.join(config))
-            .env("FSTGATE_CACHE", dir.join("cache"))
-            .env("FSTGATE_TEST_S3_KEY", "testing")
-            .env("FSTGATE_TEST_S3_SECRET", "testing")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -98,6 +98,16 @@ CREATE TABLE IF NOT EXISTS seen_markers (
     version TEXT NOT NULL,
     PRIMARY KEY (source, marker, version)
 );
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    source TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (source, delivery_id)
+);
 CREATE TABLE IF NOT EXISTS polls (
     source TEXT PRIMARY KEY,
     last_success REAL NOT NULL
@@ -152,6 +162,38 @@ impl JobStore {
             )
             .optional()
             .map(|found| found.is_some())
+        })
+    }
+
+    /// Where the source's next poll starts (see `Polled::cursor`).
+    pub fn cursor(&self, source: &str) -> Result<Option<String>> {
+        self.with(|db| {
+            db.query_row("SELECT cursor FROM cursors WHERE source = ?1", params![source], |row| row.get(0)).optional()
+        })
+    }
+
+    pub fn set_cursor(&self, source: &str, cursor: &str) -> Result<()> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO cursors (source, cursor) VALUES (?1, ?2)
+                 ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor",
+                params![source, cursor],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records a webhook delivery id; false if it was already recorded (a replay). Ids older
+    /// than `keep` are forgotten: by then their timestamps are outside the accepted window.
+    pub fn first_delivery(&self, source: &str, delivery_id: &str, keep: Duration) -> Result<bool> {
+        self.with(|db| {
+            let t = now();
+            db.execute("DELETE FROM deliveries WHERE received_at < ?1", params![t - keep.as_secs_f64()])?;
+            let inserted = db.execute(
+                "INSERT OR IGNORE INTO deliveries (source, delivery_id, received_at) VALUES (?1, ?2, ?3)",
+                params![source, delivery_id, t],
+            )?;
+            Ok(inserted == 1)
         })
     }
 

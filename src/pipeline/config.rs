@@ -49,13 +49,65 @@ pub struct PipelineConfig {
     pub max_attempts: u32,
 }
 
+/// A place models are registered. For `kind = "object-store"`, `url` is the watched prefix; for
+/// `kind = "mlflow"`, `url` is the tracking server and `options` open the object store its
+/// artifact URIs may point at (`s3://...` when the server does not proxy artifacts).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Names the source in jobs, reports and outcomes.
+    /// Names the source in jobs, reports, outcomes and its webhook path (`/webhooks/<name>`).
     pub name: String,
+    #[serde(default)]
+    pub kind: SourceKind,
     #[serde(flatten)]
     pub store: StoreConfig,
+    /// The environment variable holding the webhook secret: MLflow's HMAC signing secret, or
+    /// the bearer token S3 event notifications are relayed with. Without it the source's
+    /// webhook is refused.
+    pub webhook_secret_env: Option<String>,
+    /// MLflow sources only.
+    pub mlflow: Option<MlflowSourceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    #[default]
+    ObjectStore,
+    Mlflow,
+}
+
+/// How an MLflow source is watched and where purified versions are registered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MlflowSourceConfig {
+    /// Registered models to gate: a glob on the model name.
+    #[serde(default = "all_models")]
+    pub models: String,
+    /// The environment variable holding the server's access token (sent as a bearer token).
+    pub token_env: Option<String>,
+    /// The registered model purified versions go to; `{name}` is the source model's name
+    /// (`{name}` itself registers them as new versions of the same model).
+    #[serde(default = "default_register_as")]
+    pub register_as: String,
+    /// The alias moved to a purified version when the policies release it.
+    #[serde(default = "default_alias")]
+    pub alias: String,
+    /// The experiment whose runs carry the purified models' files.
+    #[serde(default = "default_experiment")]
+    pub experiment: String,
+}
+
+impl Default for MlflowSourceConfig {
+    fn default() -> Self {
+        MlflowSourceConfig {
+            models: all_models(),
+            token_env: None,
+            register_as: default_register_as(),
+            alias: default_alias(),
+            experiment: default_experiment(),
+        }
+    }
 }
 
 /// Data for the models whose `<name>/<version>` matches `models` (a glob, e.g. `fashion-*/*`).
@@ -112,6 +164,18 @@ impl std::fmt::Debug for KeyConfig {
     }
 }
 
+fn all_models() -> String {
+    "*".into()
+}
+fn default_register_as() -> String {
+    "{name}-purified".into()
+}
+fn default_alias() -> String {
+    "purified".into()
+}
+fn default_experiment() -> String {
+    "fstgate".into()
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".fstgate")
 }
@@ -163,7 +227,8 @@ impl PipelineConfig {
                 policy.plugin = path.display().to_string();
             }
         }
-        for store in self.sources.iter_mut().map(|s| &mut s.store).chain([&mut self.destination]) {
+        let object_stores = self.sources.iter_mut().filter(|s| s.kind == SourceKind::ObjectStore).map(|s| &mut s.store);
+        for store in object_stores.chain([&mut self.destination]) {
             if !store.url.contains("://") {
                 let mut path = PathBuf::from(&store.url);
                 resolve(&mut path);
@@ -187,6 +252,27 @@ impl PipelineConfig {
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("two sources are named `{}`", w[0]));
+        }
+        for source in &self.sources {
+            match (source.kind, &source.mlflow) {
+                (SourceKind::ObjectStore, Some(_)) => {
+                    return Err(format!("source `{}`: an [sources.mlflow] table needs kind = \"mlflow\"", source.name));
+                }
+                (SourceKind::Mlflow, settings) => {
+                    if !source.store.url.starts_with("http://") && !source.store.url.starts_with("https://") {
+                        return Err(format!(
+                            "source `{}`: an MLflow url is the tracking server's http(s):// URL",
+                            source.name
+                        ));
+                    }
+                    let settings = settings.clone().unwrap_or_default();
+                    Glob::new(&settings.models).map_err(|e| format!("source `{}`: models: {e}", source.name))?;
+                    if settings.register_as.trim().is_empty() || settings.alias.trim().is_empty() {
+                        return Err(format!("source `{}`: register_as and alias must not be empty", source.name));
+                    }
+                }
+                _ => {}
+            }
         }
         if self.data.is_empty() {
             return Err("no [[data]] rules: fstgate cannot purify without clean data".into());
@@ -286,5 +372,24 @@ mod tests {
         assert!(err.contains("concurrency"), "{err}");
         let err = load(&MINIMAL.replace("fashion-*/*", "fashion-[/*")).unwrap_err().to_string();
         assert!(err.contains("data rule `fashion-[/*`"), "{err}");
+    }
+
+    #[test]
+    fn mlflow_sources() {
+        let mlflow = MINIMAL.replace(
+            "url = \"registry\"",
+            "kind = \"mlflow\"\nurl = \"http://127.0.0.1:5000\"\nwebhook_secret_env = \"S\"\n[sources.mlflow]\nmodels = \"fashion-*\"",
+        );
+        let config = load(&mlflow).unwrap();
+        let source = &config.sources[0];
+        assert_eq!((source.kind, source.store.url.as_str()), (SourceKind::Mlflow, "http://127.0.0.1:5000"));
+        let settings = source.mlflow.clone().unwrap();
+        assert_eq!((settings.register_as.as_str(), settings.alias.as_str()), ("{name}-purified", "purified"));
+        let err = load(&mlflow.replace("http://127.0.0.1:5000", "registry")).unwrap_err().to_string();
+        assert!(err.contains("tracking server's http(s):// URL"), "{err}");
+        let err = load(&mlflow.replace("kind = \"mlflow\"\n", "")).unwrap_err().to_string();
+        assert!(err.contains("needs kind = \"mlflow\""), "{err}");
+        let err = load(&mlflow.replace("kind = \"mlflow\"", "kind = \"artifactory\"")).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `artifactory`"), "{err}");
     }
 }

@@ -36,6 +36,8 @@ pub struct GateJob {
     /// Before/after figures (absent when an earlier attempt had published the outcome).
     pub summary: Option<Summary>,
     pub error: Option<String>,
+    /// `<registered model>/<version>` of the purified version registered in an MLflow source.
+    pub registered_version: Option<String>,
 }
 
 impl GateJob {
@@ -58,6 +60,7 @@ impl GateJob {
             reasons,
             summary,
             error,
+            registered_version: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The watcher's health and Prometheus endpoints: `GET /healthz` (200 while every source was
 //! listed within three poll intervals, else 503) and `GET /metrics` (jobs by state, job
-//! durations, last successful poll per source), in the text exposition format.
+//! durations, last successful poll per source, webhook deliveries), in the text exposition
+//! format. The same server receives the webhooks (`POST /webhooks/<source>`).
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,21 @@ impl JobDurations {
     }
 }
 
+/// Webhook deliveries by (source, result).
+#[derive(Default)]
+pub struct DeliveryCounts(Mutex<BTreeMap<(String, &'static str), u64>>);
+
+impl DeliveryCounts {
+    pub fn record(&self, source: &str, result: &'static str) {
+        let mut counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts.entry((source.to_string(), result)).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
 /// The Prometheus text for the pipeline's current state.
 pub fn render(pipeline: &Pipeline) -> crate::Result<String> {
     let mut out = String::new();
@@ -54,6 +70,14 @@ pub fn render(pipeline: &Pipeline) -> crate::Result<String> {
     );
     for (source, at) in pipeline.jobs().last_polls()? {
         let _ = writeln!(out, "fstgate_last_successful_poll_timestamp_seconds{{source=\"{}\"}} {at}", escape(&source));
+    }
+    out.push_str(
+        "# HELP fstgate_webhook_deliveries_total Webhook deliveries received by this process, by source and result.\n\
+         # TYPE fstgate_webhook_deliveries_total counter\n",
+    );
+    for ((source, result), n) in pipeline.deliveries.snapshot() {
+        let _ =
+            writeln!(out, "fstgate_webhook_deliveries_total{{source=\"{}\",result=\"{result}\"}} {n}", escape(&source));
     }
     Ok(out)
 }
@@ -93,6 +117,10 @@ async fn health(State(pipeline): State<Arc<Pipeline>>) -> impl IntoResponse {
 
 /// Serves the endpoints on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, pipeline: Arc<Pipeline>) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(health)).with_state(pipeline);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(health))
+        .merge(super::webhooks::routes())
+        .with_state(pipeline);
     axum::serve(listener, app).await
 }

@@ -4,13 +4,14 @@
 pub mod config;
 pub mod gate_report;
 pub mod metrics;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tch::Device;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::attestation::SigningKey;
@@ -20,17 +21,21 @@ use crate::evaluation::{self, Trigger};
 use crate::job::{self, AttackInput, PurifyJob, Sample};
 use crate::jobs::{Job, JobState, JobStore};
 use crate::policy::PolicySet;
-use crate::publication::{Published, Publisher, Verdict};
+use crate::publication::{Outcome, Published, Publisher, Verdict};
 use crate::purification::{Settings, Strength};
 use crate::report::Summary;
-use crate::sources::{ObjectStoreSource, Upload};
+use crate::sources::{Source, Upload};
 use crate::training::Silent;
 pub use config::PipelineConfig;
 pub use gate_report::{GateJob, GateReport};
 
 pub struct Pipeline {
     config: PipelineConfig,
-    sources: Vec<ObjectStoreSource>,
+    sources: Vec<Source>,
+    /// Each source's webhook secret, read from the environment at start-up.
+    webhook_secrets: Vec<Option<String>>,
+    /// Wakes the watcher when a webhook queued a job.
+    wakeup: Notify,
     publisher: Publisher,
     jobs: Arc<JobStore>,
     policies: Arc<PolicySet>,
@@ -39,6 +44,7 @@ pub struct Pipeline {
     /// Identifies this process's leases.
     owner: String,
     durations: metrics::JobDurations,
+    deliveries: metrics::DeliveryCounts,
     /// Seconds since the Unix epoch when this process opened the pipeline.
     started_at: f64,
 }
@@ -50,6 +56,8 @@ struct Processed {
     reasons: Vec<String>,
     summary: Option<Summary>,
     error: Option<String>,
+    /// The purified version registered in an MLflow source.
+    registered_version: Option<String>,
 }
 
 /// Errors in the input itself: retrying cannot help.
@@ -66,6 +74,7 @@ fn is_permanent(error: &Error) -> bool {
             | Error::Config { .. }
             | Error::Attestation(_)
             | Error::Key(_)
+            | Error::Json(_)
     )
 }
 
@@ -78,8 +87,21 @@ impl Pipeline {
         signing_key: SigningKey,
         device: Device,
     ) -> Result<Self> {
-        let sources =
-            config.sources.iter().map(|s| ObjectStoreSource::open(&s.name, &s.store)).collect::<Result<Vec<_>>>()?;
+        let sources = config.sources.iter().map(Source::open).collect::<Result<Vec<_>>>()?;
+        let webhook_secrets = config
+            .sources
+            .iter()
+            .map(|source| match &source.webhook_secret_env {
+                Some(var) => std::env::var(var).map(Some).map_err(|_| Error::Config {
+                    path: config.state_dir.clone(),
+                    reason: format!(
+                        "source `{}`: environment variable {var} (the webhook secret) is not set",
+                        source.name
+                    ),
+                }),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let publisher = Publisher::open(&config.destination)?;
         let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
         let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
@@ -87,6 +109,8 @@ impl Pipeline {
         Ok(Pipeline {
             config,
             sources,
+            webhook_secrets,
+            wakeup: Notify::new(),
             publisher,
             jobs,
             policies,
@@ -94,6 +118,7 @@ impl Pipeline {
             device,
             owner,
             durations: metrics::JobDurations::default(),
+            deliveries: metrics::DeliveryCounts::default(),
             started_at,
         })
     }
@@ -125,10 +150,10 @@ impl Pipeline {
         let mut errors = Vec::new();
         for source in &self.sources {
             match self.poll_source(source).await {
-                Ok(queued) if queued > 0 => tracing::info!(source = %source.name, queued, "new uploads"),
+                Ok(queued) if queued > 0 => tracing::info!(source = %source.name(), queued, "new uploads"),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(source = %source.name, "poll failed: {e}");
+                    tracing::warn!(source = %source.name(), "poll failed: {e}");
                     errors.push(e);
                 }
             }
@@ -136,35 +161,43 @@ impl Pipeline {
         errors
     }
 
-    async fn poll_source(&self, source: &ObjectStoreSource) -> Result<usize> {
+    async fn poll_source(&self, source: &Source) -> Result<usize> {
+        let cursor = self.jobs.cursor(source.name())?;
+        let polled = source.poll(cursor.as_deref()).await?;
         let mut queued = 0;
-        for upload in source.poll().await? {
-            let marker = upload.marker.to_string();
-            if self.jobs.marker_seen(&source.name, &marker, &upload.marker_version)? {
-                continue;
-            }
-            // The job's identity includes the bytes: download once to hash them.
-            let root = self.work_root()?;
-            let scratch =
-                tempfile::Builder::new().prefix("poll-").tempdir_in(&root).map_err(|e| Error::io(&root, e))?;
-            let artifact = match source.download(&upload, &scratch.path().join("upload")).await {
-                Ok(artifact) => artifact.sha256,
-                // Queued anyway, so the failure is recorded against the upload.
-                Err(e @ Error::Model { .. }) => {
-                    tracing::warn!(model = %upload.model, "{e}");
-                    format!("unreadable:{}", upload.marker_version)
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(id) =
-                self.jobs.enqueue(&source.name, &upload.model, &artifact, &marker, &upload.marker_version)?
-            {
-                tracing::info!(job = id, model = %upload.model, sha256 = %artifact, "queued");
-                queued += 1;
-            }
+        for upload in polled.uploads {
+            queued += usize::from(self.enqueue(source, &upload).await?);
         }
-        self.jobs.record_poll(&source.name)?;
+        if let Some(cursor) = polled.cursor {
+            self.jobs.set_cursor(source.name(), &cursor)?;
+        }
+        self.jobs.record_poll(source.name())?;
         Ok(queued)
+    }
+
+    /// Queues an upload not seen before; true if a new job was queued.
+    async fn enqueue(&self, source: &Source, upload: &Upload) -> Result<bool> {
+        if self.jobs.marker_seen(source.name(), &upload.marker, &upload.marker_version)? {
+            return Ok(false);
+        }
+        // The job's identity includes the bytes: download once to hash them.
+        let root = self.work_root()?;
+        let scratch = tempfile::Builder::new().prefix("poll-").tempdir_in(&root).map_err(|e| Error::io(&root, e))?;
+        let artifact = match source.download(&upload.model, &scratch.path().join("upload")).await {
+            Ok(artifact) => artifact.sha256,
+            // Queued anyway, so the failure is recorded against the upload.
+            Err(e @ Error::Model { .. }) => {
+                tracing::warn!(model = %upload.model, "{e}");
+                format!("unreadable:{}", upload.marker_version)
+            }
+            Err(e) => return Err(e),
+        };
+        let queued =
+            self.jobs.enqueue(source.name(), &upload.model, &artifact, &upload.marker, &upload.marker_version)?;
+        if let Some(id) = queued {
+            tracing::info!(job = id, source = source.name(), model = %upload.model, sha256 = %artifact, "queued");
+        }
+        Ok(queued.is_some())
     }
 
     fn work_root(&self) -> Result<PathBuf> {
@@ -225,6 +258,7 @@ impl Pipeline {
                     }
                 }
                 _ = tokio::time::sleep_until(next_poll) => {}
+                _ = self.wakeup.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -263,6 +297,7 @@ impl Pipeline {
                 reasons: Vec::new(),
                 summary: None,
                 error: Some(e.to_string()),
+                registered_version: None,
             },
             Err(e) => {
                 let delay = Duration::from_secs(5u64 << job.attempts.min(7));
@@ -283,34 +318,73 @@ impl Pipeline {
             Some(error) => tracing::error!(job = id, model = %job.model, "failed: {error}"),
             None => tracing::info!(job = id, model = %job.model, state = processed.state.as_str(), "done"),
         }
-        GateJob::from_job(
-            &job,
-            processed.state,
-            processed.outcome_key,
-            processed.reasons,
-            processed.summary,
-            processed.error,
-        )
+        GateJob {
+            registered_version: processed.registered_version,
+            ..GateJob::from_job(
+                &job,
+                processed.state,
+                processed.outcome_key,
+                processed.reasons,
+                processed.summary,
+                processed.error,
+            )
+        }
     }
 
     async fn try_process(self: Arc<Self>, job: &Job) -> Result<Processed> {
-        // Published by an earlier attempt (which crashed before recording it) or another watcher.
-        if let Some((key, outcome)) = self.publisher.outcome(&job.model, &job.artifact_sha256).await? {
-            return Ok(outcome_processed(key, outcome.verdict, outcome.reasons, None));
-        }
-        let source = self.sources.iter().find(|s| s.name == job.source).ok_or_else(|| {
+        let source = self.sources.iter().find(|s| s.name() == job.source).ok_or_else(|| {
             Error::Settings(format!("job {} comes from source `{}`, no longer configured", job.id, job.source))
-        })?;
-        let rule = self.config.data_for(&job.model).ok_or_else(|| {
-            Error::Settings(format!("no [[data]] rule matches model `{}`: add one to the configuration", job.model))
         })?;
         let work = self.work_root()?.join(format!("job-{}", job.id));
         if work.exists() {
             std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         }
-        let upload =
-            Upload { model: job.model.clone(), marker: job.marker.as_str().into(), marker_version: String::new() };
-        let artifact = source.download(&upload, &work.join("upload")).await?;
+        // Published by an earlier attempt (which crashed before recording it) or another watcher.
+        let (key, outcome, summary) = match self.publisher.outcome(&job.model, &job.artifact_sha256).await? {
+            Some((key, outcome)) => (key, outcome, None),
+            None => {
+                let (published, summary) = self.purify_and_publish(source, job, &work).await?;
+                if let Published::AlreadyThere { key, .. } = &published {
+                    tracing::info!(
+                        job = job.id,
+                        "{key} was already published by another attempt; this one is discarded"
+                    );
+                }
+                (published.key().to_string(), published.outcome().clone(), Some(summary))
+            }
+        };
+        let registered_version = match source {
+            Source::Mlflow(registry) => self.record_in_registry(registry, &key, &outcome, &work).await?,
+            Source::ObjectStore(_) => None,
+        };
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        }
+        let state = match outcome.verdict {
+            Verdict::Release => JobState::Released,
+            Verdict::Deny => JobState::Denied,
+        };
+        Ok(Processed {
+            state,
+            outcome_key: Some(key),
+            reasons: outcome.reasons,
+            summary,
+            error: None,
+            registered_version,
+        })
+    }
+
+    /// Downloads, purifies, evaluates, judges and publishes the job's upload.
+    async fn purify_and_publish(
+        &self,
+        source: &Source,
+        job: &Job,
+        work: &std::path::Path,
+    ) -> Result<(Published, Summary)> {
+        let rule = self.config.data_for(&job.model).ok_or_else(|| {
+            Error::Settings(format!("no [[data]] rule matches model `{}`: add one to the configuration", job.model))
+        })?;
+        let artifact = source.download(&job.model, &work.join("upload")).await?;
         if artifact.sha256 != job.artifact_sha256 {
             return Err(Error::model(
                 &artifact.model_path,
@@ -326,12 +400,25 @@ impl Pipeline {
             .map_err(|e| Error::Settings(format!("the purification task ended abnormally: {e}")))??;
         let published =
             self.publisher.publish(&job.source, &job.model, &job.artifact_sha256, &work.join("out"), &report).await?;
-        if let Published::AlreadyThere { key, .. } = &published {
-            tracing::info!(job = job.id, "{key} was already published by another attempt; this one is discarded");
+        Ok((published, report.summary))
+    }
+
+    /// Records the outcome in the MLflow registry the model came from, from the published files
+    /// (fetched again, so a retry after a crash records exactly what was published).
+    async fn record_in_registry(
+        &self,
+        registry: &crate::sources::MlflowSource,
+        key: &str,
+        outcome: &Outcome,
+        work: &std::path::Path,
+    ) -> Result<Option<String>> {
+        let files = work.join("published");
+        self.publisher.download(key, &files).await?;
+        let recorded = crate::publication::mlflow::record(registry, key, outcome, &files).await?;
+        if let Some(version) = &recorded.purified_version {
+            tracing::info!(model = %outcome.model, purified = %version, "registered in {}", registry.client().url());
         }
-        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-        let outcome = published.outcome().clone();
-        Ok(outcome_processed(published.key().to_string(), outcome.verdict, outcome.reasons, Some(report.summary)))
+        Ok(recorded.purified_version)
     }
 
     fn purify_job(&self, rule: &config::DataRule, model: PathBuf, out: PathBuf) -> Result<PurifyJob> {
@@ -364,12 +451,4 @@ impl Pipeline {
             signing_key: Some(self.signing_key.clone()),
         })
     }
-}
-
-fn outcome_processed(key: String, verdict: Verdict, reasons: Vec<String>, summary: Option<Summary>) -> Processed {
-    let state = match verdict {
-        Verdict::Release => JobState::Released,
-        Verdict::Deny => JobState::Denied,
-    };
-    Processed { state, outcome_key: Some(key), reasons, summary, error: None }
 }

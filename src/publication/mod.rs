@@ -5,6 +5,8 @@
 //! with one more conditional put (PutMode::Create). The outcome names the attempt whose files
 //! are the release. Whoever writes it first wins; a crashed or losing attempt leaves files that no
 //! outcome points to. A reader trusts a release only through outcome.json.
+pub mod mlflow;
+
 use std::path::Path;
 
 use object_store::path::Path as StorePath;

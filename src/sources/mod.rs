@@ -1,30 +1,27 @@
-//! Where models come from. An object-store source watches a prefix: a model version is uploaded
-//! as `<prefix>/<name>/<version>/...` (a TorchScript file, or an MLflow model directory with
-//! its MLmodel), and it is complete when its marker `<prefix>/<name>/<version>/_SUCCESS` exists
-//! (Hadoop's convention), written after every other file. Uploads without the marker are never
-//! picked up, so a half-uploaded model is never purified.
+//! Where models come from: object-store prefixes and MLflow model registries. Each source finds
+//! new complete uploads (`poll`) and downloads one (`download`); an upload's identity is the
+//! sha256 of its files, so the same bytes are purified once however often they are seen.
+pub mod mlflow;
+pub mod object_store;
+
 use std::path::{Path, PathBuf};
 
-use futures::TryStreamExt;
-use object_store::ObjectMeta;
-use object_store::ObjectStoreExt;
-use object_store::path::Path as StorePath;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::store::{Location, StoreConfig};
-
-/// Written last by the uploader: the model version beside it is complete.
-pub const READY_MARKER: &str = "_SUCCESS";
+use crate::pipeline::config::{SourceConfig, SourceKind};
+use crate::store::FileDigest;
+pub use mlflow::MlflowSource;
+pub use object_store::ObjectStoreSource;
 
 /// A complete upload found by polling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
-    /// `<name>/<version>`, relative to the source's prefix.
+    /// `<name>/<version>`.
     pub model: String,
-    /// The marker's key and its version tag (e_tag, or modification time where there is none),
-    /// so a re-upload of the same version is seen as new.
-    pub marker: StorePath,
+    /// What marks the upload complete (the marker object's key, `models:/<name>/<version>`) and
+    /// its version, so that a re-upload or a re-run request is seen as new.
+    pub marker: String,
     pub marker_version: String,
 }
 
@@ -37,76 +34,58 @@ pub struct Artifact {
     pub sha256: String,
 }
 
-pub struct ObjectStoreSource {
-    pub name: String,
-    location: Location,
+/// What one poll found, and where the next one may start.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub uploads: Vec<Upload>,
+    /// Persisted by the caller once every upload is queued; None keeps the previous one.
+    pub cursor: Option<String>,
 }
 
-impl ObjectStoreSource {
-    pub fn open(name: &str, config: &StoreConfig) -> Result<Self> {
-        Ok(ObjectStoreSource { name: name.to_string(), location: config.open()? })
+pub enum Source {
+    ObjectStore(ObjectStoreSource),
+    Mlflow(Box<MlflowSource>),
+}
+
+impl Source {
+    pub fn open(config: &SourceConfig) -> Result<Self> {
+        Ok(match config.kind {
+            SourceKind::ObjectStore => Source::ObjectStore(ObjectStoreSource::open(&config.name, &config.store)?),
+            SourceKind::Mlflow => Source::Mlflow(Box::new(MlflowSource::open(config)?)),
+        })
     }
 
-    pub fn url(&self) -> &str {
-        &self.location.url
-    }
-
-    /// Every complete upload under the prefix (`<name>/<version>/_SUCCESS`), sorted by model.
-    pub async fn poll(&self) -> Result<Vec<Upload>> {
-        let objects: Vec<ObjectMeta> = self
-            .location
-            .store
-            .list(Some(&self.location.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.location.error(e))?;
-        let prefix_depth = self.location.prefix.parts().count();
-        let mut uploads: Vec<Upload> = objects
-            .into_iter()
-            .filter_map(|meta| {
-                let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_string()).collect();
-                let relative = &parts[prefix_depth.min(parts.len())..];
-                match relative {
-                    [name, version, marker] if marker == READY_MARKER => Some(Upload {
-                        model: format!("{name}/{version}"),
-                        marker_version: meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339()),
-                        marker: meta.location,
-                    }),
-                    _ => None,
-                }
-            })
-            .collect();
-        uploads.sort_by(|a, b| a.model.cmp(&b.model));
-        Ok(uploads)
-    }
-
-    /// Downloads an upload's files (all but the marker) into `dir`, which must not exist.
-    pub async fn download(&self, upload: &Upload, dir: &Path) -> Result<Artifact> {
-        let (name, version) = upload.model.split_once('/').expect("uploads are name/version");
-        let upload_prefix = self.location.key(&[name, version]);
-        let objects: Vec<ObjectMeta> =
-            self.location.store.list(Some(&upload_prefix)).try_collect().await.map_err(|e| self.location.error(e))?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut manifest = Vec::new();
-        for meta in objects {
-            let Some(relative) = meta.location.prefix_match(&upload_prefix) else { continue };
-            let relative: Vec<String> = relative.map(|p| p.as_ref().to_string()).collect();
-            if relative.len() == 1 && relative[0] == READY_MARKER {
-                continue;
-            }
-            let read_error = |e: object_store::Error| self.location.error(format!("{}: {e}", meta.location));
-            let bytes =
-                self.location.store.get(&meta.location).await.map_err(read_error)?.bytes().await.map_err(read_error)?;
-            // object_store paths have no `..` or empty segments, so this stays inside `dir`.
-            let local = relative.iter().fold(dir.to_path_buf(), |p, part| p.join(part));
-            std::fs::create_dir_all(crate::fsutil::parent_dir(&local)).map_err(|e| Error::io(&local, e))?;
-            std::fs::write(&local, &bytes).map_err(|e| Error::io(&local, e))?;
-            manifest.push(format!("{}  {}", hex::encode(Sha256::digest(&bytes)), relative.join("/")));
+    pub fn name(&self) -> &str {
+        match self {
+            Source::ObjectStore(source) => &source.name,
+            Source::Mlflow(source) => &source.name,
         }
-        manifest.sort_by(|a, b| a[66..].cmp(&b[66..]));
-        let model_path = model_path(dir, &upload.model)?;
-        Ok(Artifact { model_path, sha256: hex::encode(Sha256::digest(manifest.join("\n").as_bytes())) })
     }
+
+    /// Every complete upload, from `cursor` on where the source keeps one.
+    pub async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
+        match self {
+            Source::ObjectStore(source) => Ok(Polled { uploads: source.poll().await?, cursor: None }),
+            Source::Mlflow(source) => source.poll(cursor).await,
+        }
+    }
+
+    /// Downloads the upload of `model` (`<name>/<version>`) into `dir`, which must not exist.
+    pub async fn download(&self, model: &str, dir: &Path) -> Result<Artifact> {
+        match self {
+            Source::ObjectStore(source) => source.download(model, dir).await,
+            Source::Mlflow(source) => source.download(model, dir).await,
+        }
+    }
+}
+
+/// The upload's identity: sha256 over the sorted `sha256  path` lines of its files, plus a line
+/// for a re-run request where there is one.
+fn identity(files: &[FileDigest], rerun: Option<&str>) -> String {
+    let mut lines: Vec<String> = files.iter().map(|f| format!("{}  {}", f.sha256, f.path)).collect();
+    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
+    lines.extend(rerun.map(|token| format!("rerun {token}")));
+    hex::encode(Sha256::digest(lines.join("\n").as_bytes()))
 }
 
 /// An MLflow model directory (MLmodel at the top) or the upload's one `.pt`/`.pth` file.

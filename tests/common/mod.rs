@@ -70,6 +70,42 @@ pub fn badnets_model() -> &'static Backdoored {
     })
 }
 
+/// The Python interpreter of a server's virtual environment (`scripts/test-server.sh KIND`,
+/// installed once); None, after a loud note, where it cannot be installed.
+pub fn server_python(kind: &str) -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-server.sh");
+    let output = std::process::Command::new(script).arg(kind).output().unwrap();
+    if output.status.code() == Some(3) {
+        eprintln!("\n*** SKIPPED: {kind} cannot be installed here: {} ***\n", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    Some(PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()))
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `GET path` on 127.0.0.1:port answers 200.
+pub fn wait_for_http(port: u16, path: &str, timeout: std::time::Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                return;
+            }
+        }
+        assert!(started.elapsed() < timeout, "nothing answered 200 on 127.0.0.1:{port}{path}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// n grey 8x8 images (the fixtures' input) with labels cycling through `classes`.
 pub fn toy_data(path: &Path, n: usize, channels: usize, classes: i64) {
     let pixels: Vec<u8> = (0..n * channels * 64).map(|i| (i * 37 % 256) as u8).collect();
@@ -118,9 +154,18 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
     }
 }
 
+/// A thresholds policy configuration that allows any figures.
+pub const ALLOW_ALL: &str = "{ max_attack_success_rate = 1.0, max_accuracy_drop_points = 100.0 }";
+
 /// Pipeline configuration for toy jobs: one-epoch FST at fixed settings and a policy that allows
 /// any figures, so pipeline tests exercise the plumbing in seconds.
 pub fn toy_pipeline_toml(epochs: usize) -> String {
+    pipeline_toml(epochs, 16, ALLOW_ALL)
+}
+
+/// Fixed FST settings, the thresholds policy with `policy` as its configuration, and the signing
+/// key `signing.pem` beside the configuration.
+pub fn pipeline_toml(epochs: usize, batch_size: usize, policy: &str) -> String {
     format!(
         r#"
 [purification.settings]
@@ -129,14 +174,14 @@ epochs = {epochs}
 learning_rate = 0.01
 momentum = 0.9
 weight_decay = 0.0
-batch_size = 16
+batch_size = {batch_size}
 alpha = 0.2
 augmentation = {{ crop_padding = 0, horizontal_flip = false }}
 seed = 0
 
 [[policies]]
 plugin = "builtin:thresholds"
-config = {{ max_attack_success_rate = 1.0, max_accuracy_drop_points = 100.0 }}
+config = {policy}
 
 [signing_key]
 path = "signing.pem"

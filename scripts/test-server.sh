@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs a real server the integration tests start on 127.0.0.1 into a virtual environment
+# under the fstgate cache, once, and prints the environment's Python interpreter. Exit 3 when it
+# cannot be installed (the tests then skip loudly). Versions from PLATFORM.md:
+#   moto    moto[server] 5.2.5 honours If-None-Match, so conditional puts are really tested
+#   mlflow  mlflow 3.17.2 (3.18 is not installable), with signed webhooks
+#
+#   scripts/test-server.sh moto     # -> ~/.cache/fstgate/moto-5.2.5/bin/python
+#   scripts/test-server.sh mlflow   # -> ~/.cache/fstgate/mlflow-3.17.2/bin/python
+set -euo pipefail
+case ${1:-} in
+  moto) name=moto-5.2.5 requirement='moto[server]==5.2.5' entry=moto_server ;;
+  mlflow) name=mlflow-3.17.2 requirement='mlflow==3.17.2' entry=mlflow ;;
+  *) echo "usage: $0 moto|mlflow" >&2; exit 2 ;;
+esac
+cache=${FSTGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fstgate}
+venv=$cache/$name
+if [ ! -x "$venv/bin/$entry" ]; then
+  rm -rf "$venv.partial"
+  if ! python3 -m venv "$venv.partial" >&2 ||
+    ! "$venv.partial/bin/pip" install --quiet --disable-pip-version-check "$requirement" >&2; then
+    echo "$requirement cannot be installed here" >&2
+    rm -rf "$venv.partial"
+    exit 3
+  fi
+  # The venv's scripts name their interpreter by path: rewrite it for the final location.
+  find "$venv.partial/bin" -maxdepth 1 -type f -exec sed -i "s|$venv.partial|$venv|g" {} +
+  rm -rf "$venv"
+  mv "$venv.partial" "$venv"
+fi
+echo "$venv/bin/python"

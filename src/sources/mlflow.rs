@@ -1,0 +1,148 @@
+//! An MLflow Model Registry source. Polling pages through model versions newest first and stops
+//! at a persisted cursor (the newest creation time seen, held back to the oldest version still
+//! registering, less an overlap); webhooks name the version at once. Versions fstgate registered
+//! itself (tag `fstgate.purified_from`) are never picked up. Setting the tag `fstgate.rerun` on a
+//! version (to any new value) asks for it to be gated again: the value is part of the upload's
+//! identity.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use globset::{Glob, GlobMatcher};
+
+use super::{Artifact, Polled, Upload, identity, model_path};
+use crate::error::{Error, Result};
+use crate::mlflow::{ArtifactRoot, MlflowClient, ModelVersion, READY};
+use crate::pipeline::config::{MlflowSourceConfig, SourceConfig};
+
+/// Set by fstgate on the versions it registers: `<name>/<version>` of the source version.
+pub const PURIFIED_FROM_TAG: &str = "fstgate.purified_from";
+/// Set by a user to have a version gated again.
+pub const RERUN_TAG: &str = "fstgate.rerun";
+/// Versions created this long before the cursor are still looked at: creation times are taken
+/// before the registry's transaction commits, so they can land slightly out of order.
+const CURSOR_OVERLAP_MS: i64 = 60_000;
+
+pub struct MlflowSource {
+    pub name: String,
+    client: MlflowClient,
+    models: GlobMatcher,
+    store_options: BTreeMap<String, String>,
+    settings: MlflowSourceConfig,
+}
+
+impl MlflowSource {
+    pub fn open(config: &SourceConfig) -> Result<Self> {
+        let settings = config.mlflow.clone().unwrap_or_default();
+        let token = match &settings.token_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                Error::registry(&config.store.url, format!("environment variable {var} (the token) is not set"))
+            })?),
+            None => None,
+        };
+        let models = Glob::new(&settings.models)
+            .map_err(|e| Error::registry(&config.store.url, format!("models `{}`: {e}", settings.models)))?
+            .compile_matcher();
+        Ok(MlflowSource {
+            name: config.name.clone(),
+            client: MlflowClient::new(&config.store.url, token)?,
+            models,
+            store_options: config.store.options.clone(),
+            settings,
+        })
+    }
+
+    pub fn client(&self) -> &MlflowClient {
+        &self.client
+    }
+
+    pub fn settings(&self) -> &MlflowSourceConfig {
+        &self.settings
+    }
+
+    /// Opens an artifact URI the server handed out (object-store URIs use the source's options).
+    pub fn artifact_root(&self, uri: &str) -> Result<ArtifactRoot> {
+        ArtifactRoot::resolve(&self.client, uri, &self.store_options)
+    }
+
+    /// The upload a version stands for, if it is one to gate.
+    fn upload(&self, version: &ModelVersion) -> Option<Upload> {
+        let wanted =
+            version.status == READY && self.models.is_match(&version.name) && version.tag(PURIFIED_FROM_TAG).is_none();
+        wanted.then(|| Upload {
+            model: format!("{}/{}", version.name, version.version),
+            marker: format!("models:/{}/{}", version.name, version.version),
+            marker_version: format!("{}:{}", version.creation_timestamp, version.tag(RERUN_TAG).unwrap_or_default()),
+        })
+    }
+
+    pub async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
+        let since = cursor.and_then(|c| c.parse::<i64>().ok());
+        let mut uploads = Vec::new();
+        let mut newest = since;
+        let mut oldest_registering: Option<i64> = None;
+        let mut page_token: Option<String> = None;
+        'pages: loop {
+            let page = self.client.search_versions(None, page_token.as_deref()).await?;
+            for version in &page.model_versions {
+                if since.is_some_and(|since| version.creation_timestamp < since - CURSOR_OVERLAP_MS) {
+                    break 'pages;
+                }
+                newest = newest.max(Some(version.creation_timestamp));
+                if version.status == "PENDING_REGISTRATION" {
+                    oldest_registering = Some(
+                        oldest_registering.map_or(version.creation_timestamp, |t| t.min(version.creation_timestamp)),
+                    );
+                }
+                uploads.extend(self.upload(version));
+            }
+            match page.next_page_token {
+                Some(token) if !token.is_empty() => page_token = Some(token),
+                _ => break,
+            }
+        }
+        // Re-run requests may be set on versions older than the cursor.
+        let filter = format!("tags.`{RERUN_TAG}` LIKE '%'");
+        let mut page_token: Option<String> = None;
+        loop {
+            let page = self.client.search_versions(Some(&filter), page_token.as_deref()).await?;
+            for upload in page.model_versions.iter().filter_map(|v| self.upload(v)) {
+                if !uploads.contains(&upload) {
+                    uploads.push(upload);
+                }
+            }
+            match page.next_page_token {
+                Some(token) if !token.is_empty() => page_token = Some(token),
+                _ => break,
+            }
+        }
+        let cursor = match (newest, oldest_registering) {
+            (Some(newest), Some(registering)) => Some(newest.min(registering)),
+            (newest, _) => newest,
+        };
+        Ok(Polled { uploads, cursor: cursor.map(|c| c.to_string()) })
+    }
+
+    /// The upload for one version a webhook named, if it is one to gate.
+    pub async fn lookup(&self, name: &str, version: &str) -> Result<Option<Upload>> {
+        Ok(self.client.get_version(name, version).await?.and_then(|v| self.upload(&v)))
+    }
+
+    pub async fn download(&self, model: &str, dir: &Path) -> Result<Artifact> {
+        let (name, version) = split_model(model)?;
+        let found = self.client.get_version(name, version).await?;
+        let found =
+            found.ok_or_else(|| Error::model(dir, format!("model version {model} is no longer in the registry")))?;
+        let uri = self.client.download_uri(name, version).await?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let files = self.artifact_root(&uri)?.download(dir).await?;
+        if files.is_empty() {
+            return Err(Error::model(dir, format!("model version {model} has no files at {uri}")));
+        }
+        Ok(Artifact { model_path: model_path(dir, model)?, sha256: identity(&files, found.tag(RERUN_TAG)) })
+    }
+}
+
+/// `<name>/<version>`: versions are numbers, so the last `/` separates them.
+pub fn split_model(model: &str) -> Result<(&str, &str)> {
+    model.rsplit_once('/').ok_or_else(|| Error::Settings(format!("`{model}` is not <registered model>/<version>")))
+}

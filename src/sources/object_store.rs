@@ -1,0 +1,159 @@
+//! An object-store source watches a prefix: a model version is uploaded as
+//! `<prefix>/<name>/<version>/...` (a TorchScript file, or an MLflow model directory with its
+//! MLmodel), and it is complete when its marker `<prefix>/<name>/<version>/_SUCCESS` exists
+//! (Hadoop's convention), written after every other file. Uploads without the marker are never
+//! picked up, so a half-uploaded model is never purified. S3 event notifications for new markers
+//! (`ObjectCreated:*`) make the watcher poll at once instead of at its next interval.
+use std::path::Path;
+
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
+use serde::Deserialize;
+
+use super::{Artifact, Upload, identity, model_path};
+use crate::error::{Error, Result};
+use crate::store::{Location, StoreConfig};
+
+/// Written last by the uploader: the model version beside it is complete.
+pub const READY_MARKER: &str = "_SUCCESS";
+
+pub struct ObjectStoreSource {
+    pub name: String,
+    location: Location,
+}
+
+impl ObjectStoreSource {
+    pub fn open(name: &str, config: &StoreConfig) -> Result<Self> {
+        Ok(ObjectStoreSource { name: name.to_string(), location: config.open()? })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.location.url
+    }
+
+    /// Every complete upload under the prefix (`<name>/<version>/_SUCCESS`), sorted by model.
+    pub async fn poll(&self) -> Result<Vec<Upload>> {
+        let objects: Vec<ObjectMeta> = self
+            .location
+            .store
+            .list(Some(&self.location.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.location.error(e))?;
+        let prefix_depth = self.location.prefix.parts().count();
+        let mut uploads: Vec<Upload> = objects
+            .into_iter()
+            .filter_map(|meta| {
+                let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_string()).collect();
+                let relative = &parts[prefix_depth.min(parts.len())..];
+                match relative {
+                    [name, version, marker] if marker == READY_MARKER => Some(Upload {
+                        model: format!("{name}/{version}"),
+                        marker_version: meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339()),
+                        marker: meta.location.to_string(),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        uploads.sort_by(|a, b| a.model.cmp(&b.model));
+        Ok(uploads)
+    }
+
+    /// Downloads an upload's files (all but the marker) into `dir`, which must not exist.
+    pub async fn download(&self, model: &str, dir: &Path) -> Result<Artifact> {
+        let (name, version) = model.split_once('/').expect("uploads are name/version");
+        let upload_prefix = self.location.key(&[name, version]);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let files = self.location.download_prefix(&upload_prefix, dir, |relative| relative == READY_MARKER).await?;
+        Ok(Artifact { model_path: model_path(dir, model)?, sha256: identity(&files, None) })
+    }
+
+    /// Whether an S3 notification's (bucket, key) is a marker under this source's prefix.
+    pub fn is_marker_key(&self, bucket: &str, key: &str) -> bool {
+        let same_bucket =
+            url::Url::parse(&self.location.url).is_ok_and(|url| url.scheme() == "s3" && url.host_str() == Some(bucket));
+        let prefix = self.location.prefix.as_ref();
+        let relative =
+            if prefix.is_empty() { Some(key) } else { key.strip_prefix(prefix).and_then(|k| k.strip_prefix('/')) };
+        same_bucket && relative.is_some_and(|r| matches!(r.split('/').collect::<Vec<_>>()[..], [_, _, READY_MARKER]))
+    }
+}
+
+/// The object keys an S3 event notification reports as created (URL-decoded, `+` is a space).
+/// `s3:TestEvent`, sent when notifications are configured, names none.
+pub fn notified_keys(body: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
+    #[derive(Deserialize)]
+    struct Notification {
+        #[serde(rename = "Records", default)]
+        records: Vec<Record>,
+        #[serde(rename = "Event")]
+        event: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Record {
+        #[serde(rename = "eventName")]
+        event_name: String,
+        s3: S3Entity,
+    }
+    #[derive(Deserialize)]
+    struct S3Entity {
+        bucket: Bucket,
+        object: Object,
+    }
+    #[derive(Deserialize)]
+    struct Bucket {
+        name: String,
+    }
+    #[derive(Deserialize)]
+    struct Object {
+        key: String,
+    }
+    let notification: Notification =
+        serde_json::from_slice(body).map_err(|e| format!("not an S3 event notification: {e}"))?;
+    if notification.event.as_deref() == Some("s3:TestEvent") {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::new();
+    for record in notification.records.into_iter().filter(|r| r.event_name.starts_with("ObjectCreated:")) {
+        let plus_decoded = record.s3.object.key.replace('+', " ");
+        let key = percent_encoding::percent_decode_str(&plus_decoded)
+            .decode_utf8()
+            .map_err(|e| format!("object key `{}`: {e}", record.s3.object.key))?;
+        keys.push((record.s3.bucket.name, key.into_owned()));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_notifications_name_decoded_keys_and_test_events_none() {
+        let created = br#"{"Records": [
+            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "models"}, "object": {"key": "in/my+model%2Bv2/3/_SUCCESS"}}},
+            {"eventName": "ObjectRemoved:Delete", "s3": {"bucket": {"name": "models"}, "object": {"key": "in/a/1/_SUCCESS"}}}
+        ]}"#;
+        assert_eq!(
+            notified_keys(created).unwrap(),
+            vec![("models".to_string(), "in/my model+v2/3/_SUCCESS".to_string())]
+        );
+        assert!(notified_keys(br#"{"Event": "s3:TestEvent", "Bucket": "models"}"#).unwrap().is_empty());
+        assert!(notified_keys(b"[1, 2]").unwrap_err().contains("not an S3 event notification"));
+    }
+
+    #[test]
+    fn only_markers_under_the_prefix_of_the_same_bucket_count() {
+        let config = StoreConfig {
+            url: "s3://models/in".into(),
+            options: [("aws_region".to_string(), "us-east-1".to_string())].into_iter().collect(),
+        };
+        let source = ObjectStoreSource::open("s3", &config).unwrap();
+        assert!(source.is_marker_key("models", "in/cnn/3/_SUCCESS"));
+        assert!(!source.is_marker_key("other", "in/cnn/3/_SUCCESS"));
+        assert!(!source.is_marker_key("models", "in/cnn/3/model.pt"));
+        assert!(!source.is_marker_key("models", "inbox/cnn/3/_SUCCESS"));
+        assert!(!source.is_marker_key("models", "in/cnn/_SUCCESS"));
+    }
+}
