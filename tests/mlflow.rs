@@ -7,6 +7,8 @@
 //! 2. MLflow's own webhook delivery of a backdoored Fashion-MNIST CNN makes the watcher purify
 //!    it; the purified version appears with its tags and alias, and the attestation files
 //!    registered with it pass `fstgate verify`;
+//!    a re-run request (tag `fstgate.rerun`) and a new version with the same bytes each
+//!    register a new purified version;
 //! 3. with the webhook deleted, a one-shot `fstgate gate` finds a new version by polling alone,
 //!    and a policy denial tags the source version with the reasons and registers nothing.
 mod common;
@@ -298,6 +300,27 @@ fn mlflow_registry_webhooks_polling_and_registration() {
         .unwrap();
     assert!(verified.status.success(), "{}\n{}", String::from_utf8_lossy(&verified.stdout), stderr(&verified));
     assert!(String::from_utf8_lossy(&verified.stdout).contains("verified"));
+    // A re-run request (tag `fstgate.rerun`) through MLflow's tag webhook gates toy-fc again:
+    // a new purified version takes the alias.
+    server.py(&format!("c.set_model_version_tag('toy-fc', '{toy_version}', 'fstgate.rerun', '1')"));
+    let started = Instant::now();
+    while server.wait_for_alias("toy-fc-purified", "purified", Duration::from_secs(5))["version"] == "1" {
+        assert!(started.elapsed() < Duration::from_secs(120), "the re-run did not register a new version");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(server.versions("toy-fc-purified").as_array().unwrap().len(), 2);
+    // A new version with the same bytes is a new upload: its own purified version.
+    let same_bytes = server.register("toy-fc", &fixture, &dir);
+    wait_for_job(&dir, &format!("toy-fc/{same_bytes}"), "released", Duration::from_secs(120));
+    let purified_toys = server.versions("toy-fc-purified");
+    let sources: Vec<&str> = purified_toys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["tags"]["fstgate.purified_from"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources.len(), 3, "{sources:?}");
+    assert!(sources.contains(&format!("toy-fc/{same_bytes}").as_str()), "{sources:?}");
     // SIGTERM: the watcher finishes and exits.
     unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
     assert!(watcher.wait().unwrap().success());
@@ -317,5 +340,5 @@ fn mlflow_registry_webhooks_polling_and_registration() {
     assert_eq!(denied["tags"]["fstgate.verdict"], "deny");
     let reasons = denied["tags"]["fstgate.reasons"].as_str().unwrap();
     assert!(reasons.contains("thresholds"), "{reasons}");
-    assert_eq!(server.versions("toy-fc-purified").as_array().unwrap().len(), 1, "a denied model is not registered");
+    assert_eq!(server.versions("toy-fc-purified").as_array().unwrap().len(), 3, "a denied model is not registered");
 }

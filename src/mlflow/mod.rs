@@ -172,6 +172,25 @@ impl MlflowClient {
         self.call_ok(Method::GET, "model-versions/search", &query, None).await
     }
 
+    /// Visits versions newest first, page by page, until `visit` returns false or none are left.
+    pub async fn visit_versions(
+        &self,
+        filter: Option<&str>,
+        mut visit: impl FnMut(&ModelVersion) -> bool,
+    ) -> Result<()> {
+        let mut page_token: Option<String> = None;
+        loop {
+            let page = self.search_versions(filter, page_token.as_deref()).await?;
+            if !page.model_versions.iter().all(&mut visit) {
+                return Ok(());
+            }
+            match page.next_page_token {
+                Some(token) if !token.is_empty() => page_token = Some(token),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// The version, or None if the registry has no such version.
     pub async fn get_version(&self, name: &str, version: &str) -> Result<Option<ModelVersion>> {
         #[derive(Deserialize)]

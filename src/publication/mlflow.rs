@@ -52,7 +52,7 @@ pub async fn record(source: &MlflowSource, outcome_key: &str, outcome: &Outcome,
         }
         Verdict::Release => {
             let target = source.settings().register_as.replace("{name}", name);
-            let purified = match registered(source, &target, &outcome.artifact_sha256).await? {
+            let purified = match registered(source, &target, outcome).await? {
                 Some(existing) => existing,
                 None => register(source, &target, outcome, files, &tags).await?,
             };
@@ -71,12 +71,22 @@ pub async fn record(source: &MlflowSource, outcome_key: &str, outcome: &Outcome,
     Ok(Recorded { purified_version })
 }
 
-/// The version of `target` already registered for this upload, if any.
-async fn registered(source: &MlflowSource, target: &str, artifact_sha256: &str) -> Result<Option<String>> {
-    // The sha256 is hex, safe inside the filter's quotes; the name is compared here.
-    let filter = format!("tags.`{ARTIFACT_TAG}` = '{artifact_sha256}'");
-    let page = source.client().search_versions(Some(&filter), None).await?;
-    Ok(page.model_versions.into_iter().find(|v| v.name == target).map(|v| v.version))
+/// The version of `target` already registered for this upload (the same source version and
+/// bytes: two versions may hold the same bytes), if any.
+async fn registered(source: &MlflowSource, target: &str, outcome: &Outcome) -> Result<Option<String>> {
+    // The sha256 is hex, safe inside the filter's quotes; names are compared here.
+    let filter = format!("tags.`{ARTIFACT_TAG}` = '{}'", outcome.artifact_sha256);
+    let mut found = None;
+    source
+        .client()
+        .visit_versions(Some(&filter), |v| {
+            if v.name == target && v.tag(PURIFIED_FROM_TAG) == Some(outcome.model.as_str()) {
+                found = Some(v.version.clone());
+            }
+            found.is_none()
+        })
+        .await?;
+    Ok(found)
 }
 
 /// Uploads the files to a new run and registers them as a new version of `target`.

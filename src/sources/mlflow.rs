@@ -80,12 +80,10 @@ impl MlflowSource {
         let mut uploads = Vec::new();
         let mut newest = since;
         let mut oldest_registering: Option<i64> = None;
-        let mut page_token: Option<String> = None;
-        'pages: loop {
-            let page = self.client.search_versions(None, page_token.as_deref()).await?;
-            for version in &page.model_versions {
+        self.client
+            .visit_versions(None, |version| {
                 if since.is_some_and(|since| version.creation_timestamp < since - CURSOR_OVERLAP_MS) {
-                    break 'pages;
+                    return false;
                 }
                 newest = newest.max(Some(version.creation_timestamp));
                 if version.status == "PENDING_REGISTRATION" {
@@ -94,27 +92,19 @@ impl MlflowSource {
                     );
                 }
                 uploads.extend(self.upload(version));
-            }
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = Some(token),
-                _ => break,
-            }
-        }
+                true
+            })
+            .await?;
         // Re-run requests may be set on versions older than the cursor.
         let filter = format!("tags.`{RERUN_TAG}` LIKE '%'");
-        let mut page_token: Option<String> = None;
-        loop {
-            let page = self.client.search_versions(Some(&filter), page_token.as_deref()).await?;
-            for upload in page.model_versions.iter().filter_map(|v| self.upload(v)) {
-                if !uploads.contains(&upload) {
+        self.client
+            .visit_versions(Some(&filter), |version| {
+                if let Some(upload) = self.upload(version).filter(|u| !uploads.contains(u)) {
                     uploads.push(upload);
                 }
-            }
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = Some(token),
-                _ => break,
-            }
-        }
+                true
+            })
+            .await?;
         let cursor = match (newest, oldest_registering) {
             (Some(newest), Some(registering)) => Some(newest.min(registering)),
             (newest, _) => newest,
