@@ -8,10 +8,11 @@ use tch::Device;
 use crate::attestation::{self, SigningKey};
 use crate::data::{self, DataSpec, Dataset, InputSpec};
 use crate::error::{Error, Result};
-use crate::evaluation::{self, Attack, Plan, Trigger};
+use crate::evaluation::{self, Attack, Examples, Plan, Trigger};
 use crate::model::Classifier;
 use crate::policy::{Decision, PolicySet};
 use crate::purification::{self, Settings, Strength};
+use crate::report::html::{self, REPORT_HTML_FILE};
 use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Summary, Timings};
 use crate::training::Progress;
 
@@ -43,6 +44,9 @@ pub enum AttackInput {
 
 pub struct PurifyJob {
     pub model: PathBuf,
+    /// What the model is called where it came from (e.g. `local-registry:fashion-cnn/3`), for
+    /// report.html; default: the model's path.
+    pub name: Option<String>,
     pub head: Option<String>,
     pub clean_data: DataSpec,
     pub clean_sample: Sample,
@@ -142,12 +146,27 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
 
     let plan = Plan { input: job.input.clone(), attack, probes: job.probes.clone(), batch_size: 512 };
     let before = evaluation::evaluate(&mut model, &test, &plan)?;
+    // One triggered image per class for report.html, with what the model made of it.
+    let examples = match &plan.attack {
+        Some(attack) => {
+            let examples = Examples::select(&test, attack, model.num_classes as usize)?;
+            let predicted = examples.classify(&mut model, &plan)?;
+            Some((examples, predicted))
+        }
+        None => None,
+    };
     let purify_started = Instant::now();
     let purified =
         purification::purify_with_strength(&mut model, &clean, &job.input, &job.settings, &job.strength, progress)?;
     warnings.extend(purified.warnings);
     let purification_seconds = purify_started.elapsed().as_secs_f64();
     let after = evaluation::evaluate(&mut model, &test, &plan)?;
+    let strip = match examples {
+        Some((examples, before)) => {
+            html::triggered_examples(&examples, &before, &examples.classify(&mut model, &plan)?)?
+        }
+        None => Vec::new(),
+    };
 
     let staging = tempfile::Builder::new()
         .prefix(".fstgate-purify")
@@ -189,6 +208,11 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
     };
     report.decision = job.policies.evaluate(&report);
     crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
+    let name = job.name.clone().unwrap_or_else(|| job.model.display().to_string());
+    let key_id = job.signing_key.as_ref().map(|k| k.public().fingerprint());
+    let page = html::render(&report, &name, &strip, key_id.as_deref());
+    let page_path = staging.path().join(REPORT_HTML_FILE);
+    std::fs::write(&page_path, page).map_err(|e| Error::Write { path: page_path, source: e })?;
     if let Some(key) = &job.signing_key {
         let name = job.out.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy());
         attestation::attest(staging.path(), &name, &report, &report.decision, key)?;

@@ -9,6 +9,7 @@
 //! registry. The `lab` makes backdoored models to test all of it on.
 pub mod attestation;
 pub mod data;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod evaluation;

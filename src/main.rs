@@ -10,7 +10,7 @@ use fstgate::data::{Augmentation, DataSpec, InputSpec};
 use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, Trigger};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
-use fstgate::jobs::JobState;
+use fstgate::jobs::{Job, JobState};
 use fstgate::lab::{self, Architecture, PoisonSettings};
 use fstgate::model::Precision;
 use fstgate::pipeline::{Pipeline, PipelineConfig};
@@ -87,6 +87,20 @@ enum Command {
         pipeline: PipelineArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// The whole job on the embedded default, on real data: backdoor a CNN on Fashion-MNIST with
+    /// the lab, register it in a local registry directory, run the watcher (purify, evaluate,
+    /// policy plugins, sign, publish), verify what was published and say where everything is.
+    /// Each run registers a new version. Exit 0 released and verified, 1 denied, 2 error.
+    Demo {
+        /// The work directory (registry, job store, release directory, keys, configuration).
+        #[arg(long, default_value = "work/demo")]
+        work: PathBuf,
+        /// Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist).
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        data: PathBuf,
+        #[command(flatten)]
+        limits: PluginLimitArgs,
     },
     /// Write the JSON Schemas of fstgate's documents (or check that they are up to date).
     Schema {
@@ -582,6 +596,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
     };
     let job = PurifyJob {
         model: args.model,
+        name: None,
         head: args.head,
         clean_data: args.clean_data,
         clean_sample: args.clean_count.map_or(Sample::Fraction(args.clean_fraction), Sample::Count),
@@ -775,6 +790,87 @@ fn poison(args: PoisonArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the watcher until the job of `model` (in `source`) is final, then stops it.
+async fn watch_until_final(pipeline: &Arc<Pipeline>, source: &str, model: &str) -> anyhow::Result<Job> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { pipeline.watch(stopped).await }
+    });
+    let job = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let jobs = pipeline.jobs().jobs()?;
+        if let Some(job) = jobs.into_iter().find(|j| j.source == source && j.model == model && j.state.is_final()) {
+            break job;
+        }
+        anyhow::ensure!(!watcher.is_finished(), "the watcher stopped before {model} was processed");
+    };
+    let _ = stop.send(true);
+    watcher.await?;
+    Ok(job)
+}
+
+fn demo(work: PathBuf, data: PathBuf, limits: PluginLimitArgs, quiet: bool) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    let layout = fstgate::demo::Layout::new(&work);
+    let progress = fstgate::progress::for_terminal(quiet);
+    let device = device::resolve(DeviceChoice::Auto)?;
+    if !layout.backdoored.is_file() {
+        println!(
+            "backdoored model: training it with the lab (BadNets, 1% poisoned, Fashion-MNIST; once per work directory)"
+        );
+    }
+    fstgate::demo::backdoor(&layout, &data, device, progress.as_ref())?;
+    fstgate::demo::configure(&layout, &data)?;
+    let registered = fstgate::demo::register(&layout)?;
+    println!("registered {} in {}; watching", registered.model, layout.registry.display());
+    let pipeline = PipelineArgs { config: layout.config.clone(), limits }.pipeline()?;
+    let job = runtime()?.block_on(watch_until_final(&pipeline, fstgate::demo::SOURCE_NAME, &registered.model))?;
+    let outcome_key = match (job.state, &job.outcome) {
+        (JobState::Released | JobState::Denied, Some(key)) => key.clone(),
+        _ => anyhow::bail!("job {} {}: {}", job.id, job.state.as_str(), job.last_error.unwrap_or_default()),
+    };
+    let outcome_path =
+        pipeline.publisher().local_path(&outcome_key).context("the demo publishes to a local directory")?;
+    let outcome: fstgate::publication::Outcome = serde_json::from_slice(&std::fs::read(&outcome_path)?)
+        .with_context(|| format!("{} is not an outcome", outcome_path.display()))?;
+    let files = fstgate::fsutil::parent_dir(&outcome_path).join(&outcome.files_under);
+    let report: Report = serde_json::from_slice(&std::fs::read(files.join(attestation::REPORT_FILE))?)?;
+    println!();
+    print_table(&report);
+    print_decision(&report.decision);
+    let released = report.decision.releasable;
+    let verified = if released {
+        let key = PublicKey::from_file(&layout.public_key)?;
+        let verified = attestation::verify(&files, &key, Some(&registered.upload.join("model.pt")))?;
+        format!(
+            "verified: {} files signed by {}, made from the registered model",
+            verified.files.len(),
+            key.fingerprint()
+        )
+    } else {
+        "denied: the model was not published (its report and signed statements were)".to_string()
+    };
+    println!("{verified}\n");
+    let names: Vec<&str> = outcome.files.iter().map(|f| f.name.as_str()).collect();
+    let rows = [
+        ("configuration", layout.config.clone(), String::new()),
+        ("registered model", registered.upload.join("model.pt"), "(then the _SUCCESS marker)".into()),
+        ("job store", layout.state.join("jobs.sqlite"), format!("(job {}: {})", job.id, job.state.as_str())),
+        ("policy plugins", layout.policies.clone(), String::new()),
+        ("signing key", layout.private_key.clone(), format!("(public: {})", layout.public_key.display())),
+        ("outcome", outcome_path.clone(), String::new()),
+        ("published files", files.clone(), names.join(", ")),
+        ("report for people", files.join(fstgate::report::html::REPORT_HTML_FILE), "(open in a browser)".into()),
+    ];
+    for (what, path, note) in rows {
+        println!("{}", format!("{what:<18} {} {note}", path.display()).trim_end());
+    }
+    println!("\nverify again: fstgate verify {} --public-key {}", files.display(), layout.public_key.display());
+    println!("demo finished in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(released)
+}
+
 fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
     let mut stale = Vec::new();
     for (name, schema) in fstgate::report::schemas() {
@@ -828,6 +924,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Eval { plugin, report, config, json, limits }) => {
             policy_eval(plugin, report, config, json, limits)
         }
+        Command::Demo { work, data, limits } => demo(work, data, limits, cli.quiet),
         Command::Schema { out, check } => schema(out, check),
         Command::Gate { pipeline, json, sarif, summary } => gate(pipeline, json, sarif, summary),
         Command::Watch { pipeline } => watch(pipeline),

@@ -36,6 +36,8 @@ pub struct Location {
     pub prefix: StorePath,
     /// The URL as configured, for messages (never an option value).
     pub url: String,
+    /// A local directory: keys are paths from the file system's root.
+    pub local: bool,
 }
 
 impl fmt::Debug for Location {
@@ -45,6 +47,11 @@ impl fmt::Debug for Location {
 }
 
 impl Location {
+    /// Where a key is on this machine's file system, for a local store.
+    pub fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.local.then(|| std::path::Path::new("/").join(key))
+    }
+
     /// `prefix/part/part...`
     pub fn key(&self, parts: &[&str]) -> StorePath {
         parts.iter().fold(self.prefix.clone(), |path, part| path.join(*part))
@@ -117,7 +124,8 @@ impl StoreConfig {
             std::fs::create_dir_all(url.path()).map_err(|e| Error::store(&self.url, e))?;
         }
         let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| Error::store(&self.url, e))?;
-        Ok(Location { store: Arc::from(store), prefix, url: self.url.clone() })
+        let local = matches!(scheme, ObjectStoreScheme::Local);
+        Ok(Location { store: Arc::from(store), prefix, url: self.url.clone(), local })
     }
 
     fn parsed_url(&self) -> Result<Url> {

@@ -59,7 +59,10 @@ fn signed_directory_verifies_and_records_the_decision() {
     let key = SigningKey::generate();
     let released = signed_dir(&scratch, "released", 0, &key, lenient());
     let verified = attestation::verify(&released, &key.public(), Some(&fixture("heads/fc.pt"))).unwrap();
-    assert_eq!(verified.files, ["decision.intoto.json", "model.pt", "provenance.intoto.json", "report.json"]);
+    assert_eq!(
+        verified.files,
+        ["decision.intoto.json", "model.pt", "provenance.intoto.json", "report.html", "report.json"]
+    );
     assert!(verified.decision.releasable);
     assert_eq!(verified.decision.decision, "release");
     // The bundle names the model directory by its final name, not the staging directory's.

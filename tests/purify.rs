@@ -38,6 +38,7 @@ fn fstgate_test_settings() -> Settings {
 fn purify_job(settings: Settings, clean: Sample, out: &Path) -> PurifyJob {
     PurifyJob {
         model: common::badnets_model().model.clone(),
+        name: None,
         head: None,
         clean_data: common::spec("train"),
         clean_sample: clean,
@@ -194,6 +195,7 @@ fn automatic_strength_on_groupnorm_and_tuple_output_models() {
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads").join(fixture);
         let job = PurifyJob {
             model,
+            name: None,
             strength: Strength::Auto(AutoStrength { max_candidates: 2, ..AutoStrength::default() }),
             settings: Settings { epochs: 2, batch_size: 16, ..Settings::automatic_base() },
             ..common::toy_job(&dir, fixture, 0)

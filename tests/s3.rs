@@ -208,7 +208,9 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
     .unwrap();
     let prefix =
         format!("{}/{}", outcomes[0].trim_end_matches("/outcome.json"), outcome["files_under"].as_str().unwrap());
-    for file in ["model.pt", "model.sig", "report.json", "provenance.intoto.json", "decision.intoto.json"] {
+    for file in
+        ["model.pt", "model.sig", "report.json", "report.html", "provenance.intoto.json", "decision.intoto.json"]
+    {
         assert!(keys.lines().any(|k| k == format!("{prefix}/{file}")), "{file} missing under {prefix}:\n{keys}");
     }
 }

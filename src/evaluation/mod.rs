@@ -170,6 +170,48 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
     })
 }
 
+/// A few triggered test images, to show a reader what the attack looks like and what the model
+/// made of them before and after purification.
+pub struct Examples {
+    /// Triggered [0, 1] images [N, C, H, W], on the CPU.
+    pub images: Tensor,
+    /// Their true classes.
+    pub labels: Vec<i64>,
+}
+
+impl Examples {
+    /// The first test image of each class other than the target (at most `count`), triggered;
+    /// for a poisoned set, its first image of each such class as given.
+    pub fn select(test: &Dataset, attack: &Attack, count: usize) -> Result<Self> {
+        let (source, trigger) = match attack {
+            Attack::Trigger { trigger, .. } => (test, Some(trigger)),
+            Attack::PoisonedSet { data, .. } => (data, None),
+        };
+        let mut picked: Vec<(i64, i64)> = Vec::with_capacity(count);
+        for (index, label) in source.labels_vec().into_iter().enumerate() {
+            if picked.len() == count {
+                break;
+            }
+            if label != attack.target() && !picked.iter().any(|(_, l)| *l == label) {
+                picked.push((index as i64, label));
+            }
+        }
+        picked.sort_by_key(|(_, label)| *label);
+        let index = Tensor::from_slice(&picked.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+        let mut images = source.images.index_select(0, &index);
+        if let Some(trigger) = trigger {
+            images = trigger.apply(&images)?;
+        }
+        Ok(Examples { images, labels: picked.into_iter().map(|(_, label)| label).collect() })
+    }
+
+    /// The model's predicted class for each example (switches the model to eval mode).
+    pub fn classify(&self, model: &mut Classifier, plan: &Plan) -> Result<Vec<i64>> {
+        model.set_eval();
+        predictions(model, &self.images, plan, None)
+    }
+}
+
 /// max over classes c of the fraction of non-c images predicted c.
 fn worst_class(probe: &Trigger, predicted: &[i64], labels: &[i64], num_classes: i64) -> ProbeResult {
     (0..num_classes)

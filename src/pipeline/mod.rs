@@ -394,7 +394,8 @@ impl Pipeline {
                 ),
             ));
         }
-        let purify = self.purify_job(rule, artifact.model_path, work.join("out"))?;
+        let mut purify = self.purify_job(rule, artifact.model_path, work.join("out"))?;
+        purify.name = Some(format!("{}:{}", job.source, job.model));
         let report = tokio::task::spawn_blocking(move || job::run(&purify, &Silent))
             .await
             .map_err(|e| Error::Settings(format!("the purification task ended abnormally: {e}")))??;
@@ -435,6 +436,7 @@ impl Pipeline {
         let sample = |count: Option<i64>| count.map_or(Sample::All, Sample::Count);
         Ok(PurifyJob {
             model,
+            name: None,
             head: None,
             clean_data: rule.clean.parse::<DataSpec>()?,
             clean_sample: sample(rule.clean_count),

@@ -18,14 +18,16 @@ use sha2::{Digest, Sha256};
 use crate::attestation::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
 use crate::error::{Error, Result};
 use crate::report::Report;
+use crate::report::html::REPORT_HTML_FILE;
 use crate::store::{Location, StoreConfig};
 
 pub const OUTCOME_FILE: &str = "outcome.json";
 pub const OUTCOME_SCHEMA: &str = "fstgate.outcome/v1";
 
 /// A released model's files; a denied one publishes its evidence but not the model.
-const RELEASED_FILES: [&str; 5] = [MODEL_FILE, REPORT_FILE, SIGNATURE_FILE, PROVENANCE_FILE, DECISION_FILE];
-const DENIED_FILES: [&str; 3] = [REPORT_FILE, PROVENANCE_FILE, DECISION_FILE];
+const RELEASED_FILES: [&str; 6] =
+    [MODEL_FILE, REPORT_FILE, REPORT_HTML_FILE, SIGNATURE_FILE, PROVENANCE_FILE, DECISION_FILE];
+const DENIED_FILES: [&str; 4] = [REPORT_FILE, REPORT_HTML_FILE, PROVENANCE_FILE, DECISION_FILE];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +96,11 @@ impl Publisher {
 
     pub fn url(&self) -> &str {
         &self.location.url
+    }
+
+    /// Where a published key is on this machine, when the destination is a local directory.
+    pub fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.location.local_path(key)
     }
 
     /// `<prefix>/<name>/<version>/<sha256[..16]>`

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use fstgate::data::{Augmentation, DataSpec, Dataset, InputSpec};
+use fstgate::data::{DataSpec, Dataset, InputSpec};
 use fstgate::job::{AttackInput, PurifyJob, Sample};
-use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
+use fstgate::lab::{self, LabReport};
 use fstgate::policy::{Limits, PolicySet, PolicySpec};
 use fstgate::purification::{Settings, Strength};
 use fstgate::training::Silent;
@@ -47,20 +47,7 @@ pub fn badnets_model() -> &'static Backdoored {
     MODEL.get_or_init(|| {
         let dir = scratch("lab");
         let model = dir.join("badnets.pt");
-        let settings = PoisonSettings {
-            architecture: Architecture::SmallCnn,
-            width: 16,
-            trigger: "badnets".parse().unwrap(),
-            target_class: 0,
-            poisoning_rate: 0.01,
-            clean_label: false,
-            epochs: 5,
-            learning_rate: 0.05,
-            weight_decay: 5e-4,
-            batch_size: 128,
-            augmentation: Augmentation::NONE,
-            seed: 1,
-        };
+        let settings = fstgate::demo::lab_settings();
         let train = fashion("train", 30_000, 1);
         let test = fashion("test", 2_000, 1);
         let report =
@@ -137,6 +124,7 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
     let spec: DataSpec = data.display().to_string().parse().unwrap();
     PurifyJob {
         model: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt"),
+        name: None,
         head: None,
         clean_data: spec.clone(),
         clean_sample: Sample::All,

@@ -1,4 +1,8 @@
-//! report.json: everything a reviewer needs to judge one purification, and its JSON Schema.
+//! report.json: everything a reviewer needs to judge one purification, and its JSON Schema;
+//! report.html renders it for people.
+mod charts;
+pub mod html;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

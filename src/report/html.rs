@@ -1,0 +1,401 @@
+//! report.html: a self-contained static page rendered from a [`Report`] for people (reviewers,
+//! compliance), beside the report.json machines read. No scripts and no external resources: the
+//! charts are inline SVG (plotters), the triggered images inline PNG.
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use tch::{Kind, Tensor};
+
+use super::{Report, charts};
+use crate::attestation::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
+use crate::error::{Error, Result};
+use crate::evaluation::Examples;
+use crate::policy::Verdict;
+
+pub const REPORT_HTML_FILE: &str = "report.html";
+
+/// One triggered test image, with its true class and the predictions before and after.
+pub struct TriggeredExample {
+    pub png: Vec<u8>,
+    pub label: i64,
+    pub before: i64,
+    pub after: i64,
+}
+
+/// Pairs the examples' images (encoded as PNG) with the predictions made on them.
+pub fn triggered_examples(examples: &Examples, before: &[i64], after: &[i64]) -> Result<Vec<TriggeredExample>> {
+    (0..examples.labels.len())
+        .map(|i| {
+            Ok(TriggeredExample {
+                png: png(&examples.images.get(i as i64))?,
+                label: examples.labels[i],
+                before: before[i],
+                after: after[i],
+            })
+        })
+        .collect()
+}
+
+/// A [C, H, W] image in [0, 1] (C = 1 or 3) as PNG bytes.
+fn png(image: &Tensor) -> Result<Vec<u8>> {
+    let size = image.size();
+    let (channels, height, width) = (size[0], size[1] as u32, size[2] as u32);
+    let pixels = (image.to_device(tch::Device::Cpu) * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);
+    let pixels = Vec::<u8>::try_from(pixels.permute([1, 2, 0]).contiguous().flatten(0, -1)).map_err(Error::Torch)?;
+    let color = match channels {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        other => return Err(Error::Settings(format!("cannot show a {other}-channel image"))),
+    };
+    let mut out = Vec::new();
+    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut out), &pixels, width, height, color)
+        .map_err(|e| Error::Settings(format!("PNG encoding: {e}")))?;
+    Ok(out)
+}
+
+/// HTML-escapes text (model paths, plugin reasons and configs come from users).
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most four decimals, without trailing zeros (measurements carry float noise).
+fn number(value: f64) -> String {
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".to_string() } else { text.to_string() }
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_string(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+/// after - before, in points, signed.
+fn change(before: Option<f64>, after: Option<f64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{:+.1}", 100.0 * (a - b)),
+        _ => String::new(),
+    }
+}
+
+const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;color:#222;max-width:1100px;margin:2em auto;padding:0 1em}\
+h1{margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ddd;padding:.3em .7em;text-align:right}\
+th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}\
+.verdict{display:inline-block;padding:.2em .8em;border-radius:4px;color:#fff;font-weight:600}\
+.release{background:#2e7d32}.deny{background:#c62828}.bad{color:#c62828;font-weight:600}.good{color:#2e7d32}\
+.strip{display:flex;flex-wrap:wrap;gap:12px}.strip figure{margin:0;text-align:center;font-size:13px}\
+.strip img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #ccc}\
+pre,code{background:#f6f6f6;font-size:13px}pre{padding:.6em;overflow-x:auto}.muted{color:#666}";
+
+/// Renders the page. `key_id` is the signing key's fingerprint when the directory is signed.
+/// `name` says which model this is where it came from (the report's path may be a download).
+pub fn render(report: &Report, name: &str, examples: &[TriggeredExample], key_id: Option<&str>) -> String {
+    let mut page = String::new();
+    let released = report.decision.releasable;
+    let (verdict_class, verdict) = if released { ("release", "RELEASE") } else { ("deny", "DENY") };
+    let title = format!("fstgate report: {name}");
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>\n\
+         <h1>Backdoor purification report</h1>\n\
+         <p><span id=\"verdict\" class=\"verdict {verdict_class}\">{verdict}</span> \
+         <code id=\"model-name\">{}</code> (sha256 <code>{}</code>)</p>\n\
+         <p class=\"muted\">fstgate {} on {}, {} to {}; {} classes; method {} with alpha {}.</p>\n",
+        escape(&title),
+        escape(name),
+        escape(&report.model.source.sha256),
+        escape(&report.fstgate_version),
+        escape(&report.device),
+        escape(&report.started_at),
+        escape(&report.finished_at),
+        report.model.num_classes,
+        escape(&serde_json::to_value(report.settings.method).map(|m| m.to_string()).unwrap_or_default()),
+        report.settings.alpha,
+    );
+    summary(&mut page, report);
+    per_class(&mut page, report);
+    training(&mut page, report);
+    triggered(&mut page, report, examples);
+    probes(&mut page, report);
+    policies(&mut page, report);
+    attestation(&mut page, report, key_id);
+    if !report.warnings.is_empty() {
+        page.push_str("<h2>Warnings</h2>\n<ul id=\"warnings\">");
+        for warning in &report.warnings {
+            let _ = write!(page, "<li>{}</li>", escape(warning));
+        }
+        page.push_str("</ul>\n");
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn summary(page: &mut String, report: &Report) {
+    let s = &report.summary;
+    let rows = [
+        ("clean-accuracy", "Clean accuracy (C-Acc)", Some(s.clean_accuracy_before), Some(s.clean_accuracy_after), true),
+        (
+            "attack-success-rate",
+            "Attack success rate (ASR)",
+            s.attack_success_rate_before,
+            s.attack_success_rate_after,
+            false,
+        ),
+        ("robust-accuracy", "Robust accuracy (RA)", s.robust_accuracy_before, s.robust_accuracy_after, true),
+        ("worst-probe", "Worst trigger probe", s.worst_probe_rate_before, s.worst_probe_rate_after, false),
+    ];
+    page.push_str(
+        "<h2>Before and after</h2>\n<table id=\"summary\"><tr><th>metric</th><th>before</th><th>after</th>\
+         <th>change (points)</th></tr>\n",
+    );
+    for (id, name, before, after, higher_is_better) in rows {
+        let class = match (before, after) {
+            (Some(b), Some(a)) if (a > b + 0.005) == higher_is_better && (a - b).abs() > 0.005 => "good",
+            (Some(b), Some(a)) if (a - b).abs() > 0.005 => "bad",
+            _ => "",
+        };
+        let _ = writeln!(
+            page,
+            "<tr><td>{name}</td><td id=\"{id}-before\">{}</td><td id=\"{id}-after\">{}</td>\
+             <td class=\"{class}\">{}</td></tr>",
+            percent(before),
+            percent(after),
+            change(before, after)
+        );
+    }
+    let _ = writeln!(
+        page,
+        "</table>\n<p class=\"muted\">{} test images{}.</p>",
+        report.after.test_images,
+        report.after.attack.as_ref().map_or_else(String::new, |a| format!(
+            "; attack: {} to class {}, measured on {} triggered images outside it",
+            escape(&a.trigger),
+            a.target_class,
+            a.images
+        ))
+    );
+    let categories = ["C-Acc", "ASR", "RA"].map(String::from);
+    page.push_str(&charts::before_after(
+        "percent of test images",
+        &categories,
+        &[Some(s.clean_accuracy_before), s.attack_success_rate_before, s.robust_accuracy_before],
+        &[Some(s.clean_accuracy_after), s.attack_success_rate_after, s.robust_accuracy_after],
+    ));
+}
+
+fn per_class(page: &mut String, report: &Report) {
+    let (before, after) = (&report.before.per_class_accuracy, &report.after.per_class_accuracy);
+    let classes: Vec<String> = (0..before.len()).map(|c| c.to_string()).collect();
+    page.push_str("<h2>Accuracy per class</h2>\n");
+    page.push_str(&charts::before_after("clean accuracy", &classes, before, after));
+    page.push_str("<table id=\"per-class\"><tr><th>class</th>");
+    for class in &classes {
+        let _ = write!(page, "<th>{class}</th>");
+    }
+    for (row, values) in [("before", before), ("after", after)] {
+        let _ = write!(page, "</tr>\n<tr><td>{row}</td>");
+        for (class, value) in values.iter().enumerate() {
+            let _ = write!(page, "<td id=\"class-{class}-{row}\">{}</td>", percent(*value));
+        }
+    }
+    page.push_str("</tr></table>\n");
+}
+
+fn training(page: &mut String, report: &Report) {
+    let t = &report.timings;
+    let _ = writeln!(
+        page,
+        "<h2>Purification</h2>\n<p>{} epochs, lr {}, batch {}, alpha {}, {} clean images; {:.1} s of {:.1} s in all \
+         (evaluation {:.1} s before, {:.1} s after).</p>",
+        report.settings.epochs,
+        report.settings.learning_rate,
+        report.settings.batch_size,
+        report.settings.alpha,
+        report.clean_data.images_used,
+        t.purification_seconds,
+        t.total_seconds,
+        t.evaluation_before_seconds,
+        t.evaluation_after_seconds,
+    );
+    if !report.epochs.is_empty() {
+        page.push_str(&charts::epochs(&report.epochs));
+    }
+    let Some(search) = &report.strength_search else { return };
+    let _ = writeln!(
+        page,
+        "<h3>Automatic strength</h3>\n<p>{}</p>\n<p>{} tuning and {} validation images; the original model scores \
+         {} on the validation images.</p>\n<table id=\"strength\"><tr><th>candidate</th><th>alpha</th><th>epochs</th>\
+         <th>validation accuracy</th><th>drop (points)</th><th>cos(W, W0)</th><th>seconds</th><th></th></tr>",
+        escape(&search.rule),
+        search.tuning_images,
+        search.validation_images,
+        percent(Some(search.original_validation_accuracy)),
+    );
+    for (i, c) in search.candidates.iter().enumerate() {
+        let note = if i == search.chosen { "chosen".to_string() } else { c.failure.clone().unwrap_or_default() };
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            i + 1,
+            c.alpha,
+            c.epochs,
+            percent(c.validation_accuracy),
+            c.validation_drop_points.map_or_else(|| "n/a".into(), |d| format!("{d:.1}")),
+            c.head_cosine_to_original.map_or_else(|| "n/a".into(), |d| format!("{d:.3}")),
+            c.seconds,
+            escape(&note)
+        );
+    }
+    let _ = writeln!(page, "</table>\n<p>{}</p>", escape(&search.reason));
+}
+
+fn triggered(page: &mut String, report: &Report, examples: &[TriggeredExample]) {
+    let Some(attack) = &report.after.attack else { return };
+    if examples.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        page,
+        "<h2>Triggered test images</h2>\n<p>One test image per class with the trigger <code>{}</code>; a prediction \
+         of the target class {} is the backdoor at work.</p>\n<div class=\"strip\" id=\"triggered\">",
+        escape(&attack.trigger),
+        attack.target_class
+    );
+    let encoder = base64::engine::general_purpose::STANDARD;
+    for example in examples {
+        let mark =
+            |p: i64| if p == attack.target_class { format!("<span class=\"bad\">{p}</span>") } else { p.to_string() };
+        let _ = writeln!(
+            page,
+            "<figure><img alt=\"triggered image of class {}\" src=\"data:image/png;base64,{}\">\
+             <figcaption>class {}<br>before: {}<br>after: {}</figcaption></figure>",
+            example.label,
+            encoder.encode(&example.png),
+            example.label,
+            mark(example.before),
+            mark(example.after)
+        );
+    }
+    page.push_str("</div>\n");
+}
+
+fn probes(page: &mut String, report: &Report) {
+    if report.before.probes.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<h2>Trigger probes</h2>\n<p>Each probe stamps a common trigger on every test image; the rate is the share \
+         of images outside a class pushed into it (the worst class).</p>\n<table id=\"probes\"><tr><th>probe</th>\
+         <th>class before</th><th>rate before</th><th>class after</th><th>rate after</th></tr>\n",
+    );
+    for (before, after) in report.before.probes.iter().zip(&report.after.probes) {
+        let _ = writeln!(
+            page,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&before.trigger),
+            before.class,
+            percent(Some(before.rate)),
+            after.class,
+            percent(Some(after.rate))
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+fn policies(page: &mut String, report: &Report) {
+    page.push_str(
+        "<h2>Policies</h2>\n<table id=\"policies\"><tr><th>policy</th><th>verdict</th><th>reasons</th>\
+         <th>measurements</th><th>component sha256</th></tr>\n",
+    );
+    for policy in &report.decision.policies {
+        let (class, verdict) = match policy.verdict {
+            Verdict::Allow => ("good", "allow"),
+            Verdict::Deny => ("bad", "deny"),
+        };
+        let reasons: Vec<String> = policy.reasons.iter().chain(policy.failure.as_ref()).map(|r| escape(r)).collect();
+        let measurements: Vec<String> =
+            policy.measurements.iter().map(|m| format!("{} = {}", escape(&m.name), number(m.value))).collect();
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td class=\"{class}\">{verdict}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            escape(&policy.name),
+            reasons.join("<br>"),
+            measurements.join("<br>"),
+            escape(policy.sha256.get(..16).unwrap_or(&policy.sha256)),
+        );
+    }
+    let _ = writeln!(
+        page,
+        "</table>\n<p>The gate's decision: <strong>{}</strong>.</p>",
+        if report.decision.releasable { "release (every policy allows)" } else { "deny" }
+    );
+}
+
+fn attestation(page: &mut String, report: &Report, key_id: Option<&str>) {
+    page.push_str("<h2>Attestation</h2>\n");
+    let Some(key_id) = key_id else {
+        page.push_str("<p class=\"bad\">This directory is not signed: it cannot be published by a gate.</p>\n");
+        return;
+    };
+    let _ = writeln!(
+        page,
+        "<p>Signed with the ECDSA P-256 key <code id=\"key-id\">{}</code>. The purified model <code>{MODEL_FILE}</code> \
+         has sha256 <code>{}</code>; it was purified from the model with sha256 <code>{}</code>.</p>\n<ul>\
+         <li><code>{SIGNATURE_FILE}</code>: an OpenSSF model_signing bundle (Sigstore bundle, DSSE) over every file \
+         of the directory, this page included</li>\
+         <li><code>{PROVENANCE_FILE}</code>: SLSA provenance v1 (in-toto Statement, DSSE): the original model, the \
+         data, the settings, the report's digest</li>\
+         <li><code>{DECISION_FILE}</code>: a SLSA verification summary with the policies' verdicts</li>\
+         <li><code>{REPORT_FILE}</code>: the figures on this page, for machines \
+         (<code>schemas/report.schema.json</code>)</li></ul>\n\
+         <p>To verify (<code>DIR</code> is this directory, <code>key.pub</code> the public key):</p>\n\
+         <pre>fstgate verify DIR --public-key key.pub --original-model ORIGINAL_MODEL\n\
+         model_signing verify key DIR --public_key key.pub --signature DIR/{SIGNATURE_FILE}</pre>",
+        escape(key_id),
+        escape(&report.output.sha256),
+        escape(&report.model.source.sha256),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_neutralises_markup() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+    }
+
+    #[test]
+    fn numbers_lose_float_noise() {
+        assert_eq!(number(2.500000000000002), "2.5");
+        assert_eq!(number(0.0127777), "0.0128");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(-0.00001), "0");
+    }
+
+    #[test]
+    fn png_round_trips_a_grayscale_image() {
+        let image = Tensor::from_slice(&[0.0f32, 0.5, 1.0, 0.25, 0.75, 1.0]).view([1, 2, 3]);
+        let decoded = image::load_from_memory(&png(&image).unwrap()).unwrap().to_luma8();
+        assert_eq!(decoded.dimensions(), (3, 2));
+        assert_eq!(decoded.into_raw(), vec![0, 128, 255, 64, 191, 255]);
+    }
+}
