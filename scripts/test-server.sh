@@ -15,6 +15,11 @@ case ${1:-} in
 esac
 cache=${FSTGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fstgate}
 venv=$cache/$name
+mkdir -p "$cache"
+# Tests run in parallel and may all ask at once on a fresh machine: one installs, the others
+# wait for it here (the lock is released when this script exits).
+exec 9>"$venv.lock"
+flock 9
 if [ ! -x "$venv/bin/$entry" ]; then
   rm -rf "$venv.partial"
   if ! python3 -m venv "$venv.partial" >&2 ||
