@@ -123,7 +123,8 @@ struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    fn pipeline(&self) -> anyhow::Result<Arc<Pipeline>> {
+    /// `webhooks`: this process serves them (a watcher with `listen`), so it needs the secrets.
+    fn pipeline(&self, webhooks: bool) -> anyhow::Result<Arc<Pipeline>> {
         let config = PipelineConfig::load(&self.config)?;
         let specs = if config.policies.is_empty() {
             vec![PolicySpec::default_thresholds(serde_json::json!({}))]
@@ -137,7 +138,11 @@ impl PipelineArgs {
             (None, None) => anyhow::bail!("the configuration names no signing key"),
         };
         let device = device::resolve(config.device.parse()?)?;
-        Ok(Arc::new(Pipeline::new(config, policies, key, device)?))
+        let mut pipeline = Pipeline::new(config, policies, key, device)?;
+        if webhooks && pipeline.config().listen.is_some() {
+            pipeline.enable_webhooks()?;
+        }
+        Ok(Arc::new(pipeline))
     }
 }
 
@@ -151,7 +156,7 @@ fn gate(
     sarif: Option<PathBuf>,
     summary: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
-    let pipeline = pipeline.pipeline()?;
+    let pipeline = pipeline.pipeline(false)?;
     let report = runtime()?.block_on(pipeline.run_once());
     match json.as_deref() {
         Some(path) if path == Path::new("-") => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -181,7 +186,7 @@ fn gate(
 }
 
 fn watch(pipeline: PipelineArgs) -> anyhow::Result<bool> {
-    let pipeline = pipeline.pipeline()?;
+    let pipeline = pipeline.pipeline(true)?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -824,7 +829,7 @@ fn demo(work: PathBuf, data: PathBuf, limits: PluginLimitArgs, quiet: bool) -> a
     fstgate::demo::configure(&layout, &data)?;
     let registered = fstgate::demo::register(&layout)?;
     println!("registered {} in {}; watching", registered.model, layout.registry.display());
-    let pipeline = PipelineArgs { config: layout.config.clone(), limits }.pipeline()?;
+    let pipeline = PipelineArgs { config: layout.config.clone(), limits }.pipeline(false)?;
     let job = runtime()?.block_on(watch_until_final(&pipeline, fstgate::demo::SOURCE_NAME, &registered.model))?;
     let outcome_key = match (job.state, &job.outcome) {
         (JobState::Released | JobState::Denied, Some(key)) => key.clone(),

@@ -335,3 +335,35 @@ fn watch_serves_health_and_prometheus_metrics() {
     unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
     assert!(watcher.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
 }
+
+/// A source's `webhook_secret_env` matters only to a watcher that serves webhooks: a one-shot
+/// gate sharing the configuration runs without the variable, and such a watcher refuses to
+/// start without it, naming the variable (never a value).
+#[test]
+fn a_webhook_secret_is_required_only_by_a_watcher_serving_webhooks() {
+    let setup = Setup::new("pipeline-webhook-secret", 1, 60.0);
+    let port = common::free_port();
+    let config = std::fs::read_to_string(setup.config()).unwrap().replacen(
+        "url = \"registry\"\n",
+        "url = \"registry\"\nwebhook_secret_env = \"FSTGATE_TEST_UNSET_WEBHOOK_SECRET\"\n",
+        1,
+    );
+    std::fs::write(setup.config(), format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+    setup.upload("toy-fc/1", true);
+    let mut gate = setup.command(&["--quiet", "gate", "--json", "-"]);
+    let output = gate.env_remove("FSTGATE_TEST_UNSET_WEBHOOK_SECRET").output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(setup.outcomes().len(), 1);
+
+    let mut watch = setup.command(&["watch"]);
+    let mut watcher = watch.env_remove("FSTGATE_TEST_UNSET_WEBHOOK_SECRET").stderr(Stdio::piped()).spawn().unwrap();
+    let mut status = None;
+    wait_for("the watcher to refuse to start", Duration::from_secs(30), || {
+        status = watcher.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(watcher.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.unwrap().code(), Some(2), "{stderr}");
+    assert!(stderr.contains("FSTGATE_TEST_UNSET_WEBHOOK_SECRET") && stderr.contains("not set"), "{stderr}");
+}

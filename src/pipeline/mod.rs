@@ -88,20 +88,7 @@ impl Pipeline {
         device: Device,
     ) -> Result<Self> {
         let sources = config.sources.iter().map(Source::open).collect::<Result<Vec<_>>>()?;
-        let webhook_secrets = config
-            .sources
-            .iter()
-            .map(|source| match &source.webhook_secret_env {
-                Some(var) => std::env::var(var).map(Some).map_err(|_| Error::Config {
-                    path: config.state_dir.clone(),
-                    reason: format!(
-                        "source `{}`: environment variable {var} (the webhook secret) is not set",
-                        source.name
-                    ),
-                }),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let webhook_secrets = vec![None; config.sources.len()];
         let publisher = Publisher::open(&config.destination)?;
         let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
         let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
@@ -121,6 +108,25 @@ impl Pipeline {
             deliveries: metrics::DeliveryCounts::default(),
             started_at,
         })
+    }
+
+    /// Reads the webhook secrets of the sources that name one (`webhook_secret_env`), for a
+    /// watcher that serves webhooks: a named variable that is not set is an error now, not a
+    /// refused delivery later. Without this, every source refuses webhooks (one-shot gates).
+    pub fn enable_webhooks(&mut self) -> Result<()> {
+        for (index, source) in self.config.sources.iter().enumerate() {
+            if let Some(var) = &source.webhook_secret_env {
+                let secret = std::env::var(var).map_err(|_| Error::Config {
+                    path: self.config.state_dir.clone(),
+                    reason: format!(
+                        "source `{}`: environment variable {var} (the webhook secret) is not set",
+                        source.name
+                    ),
+                })?;
+                self.webhook_secrets[index] = Some(secret);
+            }
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &PipelineConfig {
