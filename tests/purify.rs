@@ -160,7 +160,8 @@ fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
 }
 
 /// 500 clean images: the search still runs (400 to tune, 100 to validate, each candidate
-/// stretched to 300 optimiser steps), says its validation is coarse, and removes the backdoor.
+/// stretched towards 1,500 optimiser steps but capped at 100 epochs), says its validation is
+/// coarse, and removes the backdoor.
 /// Tuning every layer on 400 images costs this model several points of clean accuracy even at
 /// the gentlest alpha, and the report says so: the default policy then denies the release.
 #[test]
@@ -176,7 +177,7 @@ fn automatic_strength_with_500_clean_images() {
     eprintln!("{}", search.reason);
     assert_eq!((search.tuning_images, search.validation_images), (400, 100));
     assert!(report.warnings.iter().any(|w| w.contains("validates on only 100 images")), "{:?}", report.warnings);
-    assert!(search.candidates.iter().all(|c| c.epochs == 75), "{:?}", search.candidates);
+    assert!(search.candidates.iter().all(|c| c.epochs == 100), "{:?}", search.candidates);
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "automatic strength on 500 images left ASR at {:.2}%", 100.0 * after);
     let chosen = &search.candidates[search.chosen];
@@ -196,7 +197,8 @@ fn automatic_strength_on_groupnorm_and_tuple_output_models() {
         let job = PurifyJob {
             model,
             name: None,
-            strength: Strength::Auto(AutoStrength { max_candidates: 2, ..AutoStrength::default() }),
+            // Short candidates: this is about training these architectures at all, not quality.
+            strength: Strength::Auto(AutoStrength { max_candidates: 2, min_steps: 300, ..AutoStrength::default() }),
             settings: Settings { epochs: 2, batch_size: 16, ..Settings::automatic_base() },
             ..common::toy_job(&dir, fixture, 0)
         };

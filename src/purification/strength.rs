@@ -50,7 +50,9 @@ pub struct AutoStrength {
     pub max_candidates: usize,
     /// Each candidate takes at least this many optimiser steps, with more epochs on a small
     /// clean set: the head's push is alpha * lr per step, so with too few steps only a large
-    /// alpha moves it, and a large alpha costs accuracy.
+    /// alpha moves it, and a large alpha costs accuracy. The re-initialised head also needs the
+    /// steps to win back clean accuracy: at 300 steps the lab's models lost 3-7 points, at 1,500
+    /// 1.1 on average (docs/strength.md).
     pub min_steps: usize,
     /// A candidate has shifted the head enough when cos(W, W0) ends at or below this.
     pub cosine_target: f64,
@@ -65,7 +67,7 @@ impl Default for AutoStrength {
             validation_fraction: 0.2,
             start_alpha: 0.01,
             max_candidates: 3,
-            min_steps: 300,
+            min_steps: 1500,
             cosine_target: -0.25,
             max_validation_drop_points: 2.0,
         }
@@ -82,6 +84,9 @@ const OVERSHOOT: f64 = 0.15;
 const MIN_STEP_UP: f64 = 1.5;
 const MAX_STEP_UP: f64 = 5.0;
 const FIRST_STEP_UP: f64 = 3.0;
+/// `min_steps` stops stretching a candidate here: on a few hundred clean images, more passes fit
+/// those images rather than move the features (500 images: 2.1% ASR left at 375 epochs).
+const MAX_CANDIDATE_EPOCHS: usize = 100;
 
 impl AutoStrength {
     pub fn validate(&self, base: &Settings) -> Result<()> {
@@ -115,7 +120,7 @@ impl AutoStrength {
     fn rule(&self) -> String {
         format!(
             "train at most {} candidates on the tuning split, each from the original weights for at least \
-             {} optimiser steps: alpha {} first, then up threefold or by the secant aiming at cos(W, W0) = {} \
+             {} optimiser steps (at most {MAX_CANDIDATE_EPOCHS} epochs): alpha {} first, then up threefold or by the secant aiming at cos(W, W0) = {} \
              until one reaches cos <= {}, then secant steps back while the weakest that reached it overshot by \
              more than {OVERSHOOT}; choose the most accurate on validation among those at or below the target, \
              else the lowest cosine; warn if the choice is not at the target or loses more than {} validation \
@@ -280,7 +285,7 @@ fn search(
         ));
     }
     let steps_per_epoch = (tuning.len() as usize).div_ceil(base.batch_size as usize);
-    let candidate_epochs = base.epochs.max(auto.min_steps.div_ceil(steps_per_epoch));
+    let candidate_epochs = base.epochs.max(auto.min_steps.div_ceil(steps_per_epoch).min(MAX_CANDIDATE_EPOCHS));
     let original = model.snapshot()?;
     let original_accuracy = validation_accuracy(model, &validation, input)?;
     let mut candidates: Vec<Candidate> = Vec::new();
