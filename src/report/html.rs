@@ -123,8 +123,8 @@ pub fn render(report: &Report, name: &str, examples: &[TriggeredExample], key_id
         escape(&report.started_at),
         escape(&report.finished_at),
         report.model.num_classes,
-        escape(&serde_json::to_value(report.settings.method).map(|m| m.to_string()).unwrap_or_default()),
-        report.settings.alpha,
+        escape(serde_json::to_value(report.settings.method).ok().as_ref().and_then(|m| m.as_str()).unwrap_or_default()),
+        number(report.settings.alpha),
     );
     summary(&mut page, report);
     per_class(&mut page, report);
@@ -224,7 +224,7 @@ fn training(page: &mut String, report: &Report) {
         report.settings.epochs,
         report.settings.learning_rate,
         report.settings.batch_size,
-        report.settings.alpha,
+        number(report.settings.alpha),
         report.clean_data.images_used,
         t.purification_seconds,
         t.total_seconds,
@@ -251,7 +251,7 @@ fn training(page: &mut String, report: &Report) {
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
             i + 1,
-            c.alpha,
+            number(c.alpha),
             c.epochs,
             percent(c.validation_accuracy),
             c.validation_drop_points.map_or_else(|| "n/a".into(), |d| format!("{d:.1}")),
