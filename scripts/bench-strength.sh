@@ -8,10 +8,14 @@
 # and a Markdown table of C-Acc and ASR before/after, drop, time and the chosen alpha is written
 # to $BENCH_DIR/table.md. Finished steps are kept: a rerun resumes where it stopped.
 #
+# The lab's triggers are variants outside fstgate's probe bank (a 4x4 patch, another noise seed,
+# another sinusoid), so the automatic strength's probes meet them the way they would meet an
+# attacker's own trigger, not as the very trigger.
+#
 #   scripts/bench-strength.sh [path/to/fstgate]
 #
 # Environment (defaults in brackets): BENCH_DIR [work/bench-strength], BENCH_TRIGGERS
-# ["badnets blended sig"], BENCH_ARCHS ["small-cnn small-cnn-gn"], BENCH_RATES ["0.005 0.05"],
+# ["badnets:size=4 blended:alpha=0.2,seed=7 sig:delta=30,freq=4"; a cell is named by the kind], BENCH_ARCHS ["small-cnn small-cnn-gn"], BENCH_RATES ["0.005 0.05"],
 # BENCH_TRAIN [10000 training images], BENCH_LAB_EPOCHS [4], BENCH_CLEAN [3000 clean images],
 # BENCH_TEST [2000 test images].
 set -euo pipefail
@@ -19,7 +23,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 fstgate=${1:-$here/target/release/fstgate}
 dir=${BENCH_DIR:-$here/work/bench-strength}
 data=/usr/share/datasets/fashion-mnist
-triggers=${BENCH_TRIGGERS:-badnets blended sig}
+triggers=${BENCH_TRIGGERS:-badnets:size=4 blended:alpha=0.2,seed=7 sig:delta=30,freq=4}
 archs=${BENCH_ARCHS:-small-cnn small-cnn-gn}
 rates=${BENCH_RATES:-0.005 0.05}
 train=${BENCH_TRAIN:-10000}
@@ -40,7 +44,7 @@ method_args() {
 for trigger in $triggers; do
   for arch in $archs; do
     for rate in $rates; do
-      cell=$trigger-$arch-$rate
+      cell=${trigger%%:*}-$arch-$rate
       model=$dir/models/$cell.pt
       if [ ! -f "$model" ]; then
         echo "[bench] lab: $cell" >&2
@@ -63,13 +67,13 @@ done
 
 table=$dir/table.md
 {
-  echo "| trigger | arch | rate | method | alpha | candidates | C-Acc before | C-Acc after | drop (points) | ASR before | ASR after | tuning s | total s | ASR <= 2% and drop <= 2 |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| trigger | arch | rate | method | alpha | candidates | C-Acc before | C-Acc after | drop (points) | ASR before | ASR after | suspect probes | suspect push after | tuning s | total s | ASR <= 2% and drop <= 2 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for trigger in $triggers; do
     for arch in $archs; do
       for rate in $rates; do
         for method in auto paper manual; do
-          jq -r --arg trigger "$trigger" --arg arch "$arch" --arg rate "$rate" --arg method "$method" '
+          jq -r --arg trigger "${trigger%%:*}" --arg arch "$arch" --arg rate "$rate" --arg method "$method" '
             def pct: . * 1000 | round / 10;
             .summary as $s
             | [$trigger, $arch, ((($rate | tonumber) * 100 | tostring) + "%"), $method,
@@ -78,10 +82,13 @@ table=$dir/table.md
                ($s.clean_accuracy_before | pct), ($s.clean_accuracy_after | pct),
                ($s.clean_accuracy_drop_points * 100 | round / 100),
                ($s.attack_success_rate_before | pct), ($s.attack_success_rate_after | pct),
+               (.strength_search.suspect_probes // [] | map(.trigger + " > " + (.class | tostring)) | join(", ")),
+               (.strength_search as $q | if $q == null then "" else ($q.candidates[$q.chosen].suspect_push // null
+                 | if . == null then "" else pct end) end),
                (.timings.purification_seconds | round), (.timings.total_seconds | round),
                (if $s.attack_success_rate_after <= 0.02 and $s.clean_accuracy_drop_points <= 2 then "yes"
                 else "no" end)]
-            | "| " + (map(tostring) | join(" | ")) + " |"' "$dir/runs/$trigger-$arch-$rate-$method/report.json"
+            | "| " + (map(tostring) | join(" | ")) + " |"' "$dir/runs/${trigger%%:*}-$arch-$rate-$method/report.json"
         done
       done
     done

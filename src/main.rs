@@ -415,7 +415,8 @@ struct PurifyArgs {
     /// How FST's strength is chosen. auto, the default for fst unless --alpha, --epochs or --lr is
     /// given: hold out --validation-fraction of the clean set, train a few alphas from the
     /// original weights, and keep the most accurate on validation among those whose head shifted
-    /// to cos(W, W0) <= --shift-target (README, docs/strength.md). fixed: the settings as given.
+    /// to cos(W, W0) <= --shift-target and that silenced the trigger probes the original model
+    /// answered (README, docs/strength.md). fixed: the settings as given.
     #[arg(long, value_enum)]
     strength: Option<StrengthMode>,
     /// Automatic strength: fraction of the clean set held out for validation, class-balanced.
@@ -434,6 +435,14 @@ struct PurifyArgs {
     /// as having moved the features off the backdoor.
     #[arg(long, allow_hyphen_values = true, default_value_t = AutoStrength::default().cosine_target)]
     shift_target: f64,
+    /// Automatic strength: a trigger probe pushing at least this fraction of the original
+    /// model's validation images into one class marks a suspected backdoor.
+    #[arg(long, default_value_t = AutoStrength::default().suspect_push_rate)]
+    suspect_push_rate: f64,
+    /// Automatic strength: a candidate counts only once every suspect probe pushes at most this
+    /// fraction into its class.
+    #[arg(long, default_value_t = AutoStrength::default().suspect_push_target)]
+    suspect_push_target: f64,
     /// Automatic strength: validation accuracy a candidate may lose, in points, before the search
     /// looks for a gentler one and the report warns.
     #[arg(long, default_value_t = AutoStrength::default().max_validation_drop_points)]
@@ -564,6 +573,8 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             max_candidates: args.auto_candidates,
             min_steps: args.auto_min_steps,
             cosine_target: args.shift_target,
+            suspect_push_rate: args.suspect_push_rate,
+            suspect_push_target: args.suspect_push_target,
             max_validation_drop_points: args.max_validation_drop,
         })
     } else {

@@ -203,11 +203,11 @@ fn example_plugins_judge_a_real_report() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report_path).unwrap()).unwrap();
     let dir = common::scratch("example-plugins");
     let cases = [
-        // The fixture: ASR after 1.44%, drop 2.8 points, model badnets.pt, both data digests.
+        // The fixture: ASR after 0.11%, drop 1.4 points, model badnets.pt, both data digests.
         ("max-asr", serde_json::json!({}), Verdict::Allow),
-        ("max-asr", serde_json::json!({"max_attack_success_rate": 0.01}), Verdict::Deny),
-        ("max-accuracy-drop", serde_json::json!({"max_accuracy_drop_points": 3.0}), Verdict::Allow),
-        ("max-accuracy-drop", serde_json::json!({"max_accuracy_drop_points": 2.5}), Verdict::Deny),
+        ("max-asr", serde_json::json!({"max_attack_success_rate": 0.001}), Verdict::Deny),
+        ("max-accuracy-drop", serde_json::json!({"max_accuracy_drop_points": 2.0}), Verdict::Allow),
+        ("max-accuracy-drop", serde_json::json!({"max_accuracy_drop_points": 1.0}), Verdict::Deny),
         ("required-metadata", serde_json::json!({"model_name_pattern": "badnets*.pt"}), Verdict::Allow),
         ("required-metadata", serde_json::json!({"model_name_pattern": "resnet-*.pt"}), Verdict::Deny),
     ];
@@ -229,7 +229,7 @@ fn example_plugins_judge_a_real_report() {
             assert!(!result.reasons.is_empty());
         }
     }
-    assert_eq!(decision.policies[1].reasons, ["attack success rate after purification 1.4% exceeds 1.0%"]);
+    assert_eq!(decision.policies[1].reasons, ["attack success rate after purification 0.11% exceeds 0.10%"]);
 }
 
 #[test]

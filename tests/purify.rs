@@ -7,6 +7,7 @@ use std::path::Path;
 use fstgate::data::{Augmentation, InputSpec};
 use fstgate::evaluation::{self, Attack, Plan};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::lab::{self, Architecture};
 use fstgate::model::{Classifier, Precision};
 use fstgate::purification::{self, AutoStrength, Method, Settings, Strength};
 use fstgate::report::Report;
@@ -121,9 +122,9 @@ fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
 
 /// The default (automatic) strength, with no hand-tuned setting, removes the same backdoor to
 /// ASR <= 2% within the default policy's 3 points of clean accuracy. Issue 8 aims at 2 points;
-/// on this model the search measured 2.4 (alpha 0.03: 87.2% -> 84.8%, ASR 89.5% -> 1.7%), where
-/// the hand-tuned alpha 0.02 on all 3,000 images costs 1.5: the 600 images held out for
-/// validation are the price of not tuning by hand (docs/strength.md). The report shows every
+/// measured: one candidate, alpha 0.01, 87.7% -> 86.1%, ASR 90.3% -> 1.7% (the BadNets probe is
+/// a suspect and pushes 2.6% of the validation images after it, within the 3% target; at a 2%
+/// target the search went on to alpha 0.03 and cost 3.45 points). The report shows every
 /// candidate, and the written model is the chosen one.
 #[test]
 fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
@@ -157,6 +158,51 @@ fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
     assert_eq!(report.epochs.last().unwrap().head_cosine_to_original, chosen.head_cosine_to_original);
     assert!(search.candidates.len() <= AutoStrength::default().max_candidates);
     assert_eq!(search.tuning_images + search.validation_images, report.clean_data.images_used);
+}
+
+/// A backdoor the head's shift does not see: blended noise on a GroupNorm CNN kept 8-11% ASR
+/// after a candidate whose head reached cos -0.31 (docs/strength.md). The lab blends noise of
+/// seed 7; the probe bank's noise has seed 0, so the search meets the trigger the way it would
+/// meet an attacker's own pattern. The probe finds the backdoor on the original model, the first
+/// candidate that shifts the head enough still answers it, and the search goes on until one
+/// does not: ASR after is within the 2% bound.
+#[test]
+fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() {
+    let trigger = "blended:alpha=0.2,seed=7";
+    let settings = lab::PoisonSettings {
+        architecture: Architecture::SmallCnnGn,
+        width: Architecture::SmallCnnGn.default_width(),
+        trigger: trigger.parse().unwrap(),
+        poisoning_rate: 0.05,
+        ..fstgate::demo::lab_settings()
+    };
+    let lab = common::lab_model("blended-gn.pt", &settings);
+    let dir = common::scratch("auto-strength-blended-gn");
+    let job = PurifyJob {
+        model: lab.model.clone(),
+        attack: Some((AttackInput::Trigger(trigger.parse().unwrap()), 0)),
+        strength: Strength::Auto(AutoStrength::default()),
+        ..purify_job(Settings::automatic_base(), Sample::Count(3_000), &dir.join("auto"))
+    };
+    let report = job::run(&job, &Silent).unwrap();
+    let search = report.strength_search.as_ref().unwrap();
+    eprintln!("{}", row("fst, automatic strength, blended GroupNorm", &report));
+    eprintln!("suspects {:?}\ncandidates {:?}\n{}", search.suspect_probes, search.candidates, search.reason);
+    assert!(
+        search.suspect_probes.iter().any(|p| p.trigger.starts_with("blended") && p.class == 0),
+        "the noise probe finds the backdoor: {:?}",
+        search.suspect_probes
+    );
+    let first = &search.candidates[0];
+    assert!(first.head_cosine_to_original.unwrap() <= search.settings.cosine_target, "{first:?}");
+    assert!(first.suspect_push.unwrap() > search.settings.suspect_push_target, "{first:?}");
+    assert!(!first.reached_shift_target);
+    let chosen = &search.candidates[search.chosen];
+    assert!(chosen.reached_shift_target && chosen.alpha > first.alpha, "{}", search.reason);
+    let after = report.summary.attack_success_rate_after.unwrap();
+    assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
+    let drop = report.summary.clean_accuracy_drop_points;
+    assert!(drop <= 3.0, "cost {drop:.2} points of clean accuracy");
 }
 
 /// 500 clean images: the search still runs (400 to tune, 100 to validate, each candidate

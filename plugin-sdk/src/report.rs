@@ -142,6 +142,10 @@ pub struct StrengthSearch {
     pub validation_images: i64,
     /// The original model's accuracy on the validation split, in [0, 1].
     pub original_validation_accuracy: f64,
+    /// Trigger probes that pushed at least `suspect_push_rate` of the original model's
+    /// validation images into one class.
+    #[serde(default)]
+    pub suspect_probes: Vec<ProbeResult>,
     /// In the order tried.
     pub candidates: Vec<Candidate>,
     /// Index of the chosen candidate in `candidates`.
@@ -159,6 +163,12 @@ pub struct AutoStrength {
     pub min_steps: u64,
     /// A candidate shifted the head enough when cos(W, W0) ends at or below this.
     pub cosine_target: f64,
+    /// A probe pushing at least this fraction into one class marks a suspected backdoor.
+    #[serde(default)]
+    pub suspect_push_rate: f64,
+    /// A candidate must bring every suspect probe's push down to at most this.
+    #[serde(default)]
+    pub suspect_push_target: f64,
     pub max_validation_drop_points: f64,
 }
 
@@ -172,6 +182,10 @@ pub struct Candidate {
     pub validation_accuracy: Option<f64>,
     pub validation_drop_points: Option<f64>,
     pub head_cosine_to_original: Option<f64>,
+    /// The highest push of the suspect probes after this candidate (`None`: no suspects).
+    #[serde(default)]
+    pub suspect_push: Option<f64>,
+    /// Met both the head-shift and the suspect-probe targets.
     pub reached_shift_target: bool,
     pub within_accuracy_budget: bool,
     pub failure: Option<String>,

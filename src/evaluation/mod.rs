@@ -214,18 +214,37 @@ impl Examples {
 
 /// max over classes c of the fraction of non-c images predicted c.
 fn worst_class(probe: &Trigger, predicted: &[i64], labels: &[i64], num_classes: i64) -> ProbeResult {
-    (0..num_classes)
-        .map(|c| {
-            let others: Vec<i64> = predicted.iter().zip(labels).filter(|(_, l)| **l != c).map(|(p, _)| *p).collect();
-            let rate = if others.is_empty() {
-                0.0
-            } else {
-                others.iter().filter(|p| **p == c).count() as f64 / others.len() as f64
-            };
-            ProbeResult { trigger: probe.to_string(), class: c, rate }
-        })
+    push_rates(predicted, labels, num_classes)
+        .into_iter()
+        .enumerate()
+        .map(|(c, rate)| ProbeResult { trigger: probe.to_string(), class: c as i64, rate })
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
         .expect("a classifier has at least one class")
+}
+
+/// For each class c, the fraction of images not of class c that are predicted c.
+fn push_rates(predicted: &[i64], labels: &[i64], num_classes: i64) -> Vec<f64> {
+    (0..num_classes)
+        .map(|c| {
+            let (pushed, others) = predicted
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| **l != c)
+                .fold((0usize, 0usize), |(pushed, others), (p, _)| (pushed + usize::from(*p == c), others + 1));
+            if others == 0 { 0.0 } else { pushed as f64 / others as f64 }
+        })
+        .collect()
+}
+
+/// Every probe's push rate to every class (`[probe][class]`, see `push_rates`) on `data`, for
+/// following one suspicious (probe, class) pair through purification.
+pub fn probe_push_rates(model: &mut Classifier, data: &Dataset, plan: &Plan) -> Result<Vec<Vec<f64>>> {
+    model.set_eval();
+    let labels = data.labels_vec();
+    plan.probes
+        .iter()
+        .map(|probe| Ok(push_rates(&predictions(model, &data.images, plan, Some(probe))?, &labels, model.num_classes)))
+        .collect()
 }
 
 /// Predicted classes for [0, 1] images (CPU), in batches on the model's device, optionally

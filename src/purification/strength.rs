@@ -6,16 +6,23 @@
 //! - the head shift, cos(W, W0) of the final head to the original one. FST removes a backdoor by
 //!   pushing the features away from the compromised head; on the lab's BadNets CNN, runs whose
 //!   head ended below -0.2 had ASR <= 1% (docs/strength.md has the benchmark);
+//! - the trigger probes (evaluation::standard_probes) on the validation split. A probe that pushes
+//!   most of the original model's images into one class has found a trigger the backdoor answers
+//!   to (a noise-blend backdoor answers to any noise pattern, not only its own), and that
+//!   (probe, class) push must fall before a candidate counts. The head shift alone misses
+//!   backdoors that survive a shifted head: on GroupNorm CNNs a blended backdoor kept 8-11% ASR
+//!   at cos -0.31 (docs/strength.md);
 //! - the accuracy on a class-balanced validation split held out of the clean set, against the
 //!   original model's accuracy on the same images.
 //!
-//! The search: the final cosine falls about linearly with alpha over the range that matters
-//! (the push on the head is alpha * lr per step), so after a first alpha it steps up threefold
-//! or by the secant through the last two candidates, aiming a little past the target, until one
-//! reaches the target; if that one overshot, a secant step back inside the bracket looks for a
-//! gentler alpha that still reaches it. Among the
-//! candidates that reached the target the most accurate on validation wins; if none did, the
-//! one that shifted the head furthest, with a warning. The winner is kept as trained (on the
+//! The search: a candidate's residual is how far it is from meeting both targets (the larger of
+//! cos - target and suspect push - its target; <= 0 when both are met). The final cosine falls
+//! about linearly with alpha over the range that matters (the push on the head is alpha * lr
+//! per step), so after a first alpha it steps up threefold or by the secant through the last two
+//! residuals, aiming a little past zero, until one meets both; if that one overshot, a secant
+//! step back inside the bracket looks for a gentler alpha that still meets them. Among the
+//! candidates that met both the most accurate on validation wins; if none did, the one closest
+//! to them, with a warning. The winner is kept as trained (on the
 //! tuning split), so the validation figures describe the very model that is written, and no
 //! extra run is spent retraining it.
 use std::time::Instant;
@@ -26,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::{Method, Settings, purify};
 use crate::data::{Dataset, InputSpec};
 use crate::error::{Error, Result};
-use crate::evaluation::{self, Plan};
+use crate::evaluation::{self, Plan, ProbeResult};
 use crate::model::{Classifier, Snapshot};
 use crate::training::{EpochRecord, Progress};
 
@@ -41,6 +48,7 @@ pub enum Strength {
 
 /// The automatic mode's search space and rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct AutoStrength {
     /// Fraction of the clean set held out (class-balanced) to validate candidates on.
     pub validation_fraction: f64,
@@ -56,6 +64,17 @@ pub struct AutoStrength {
     pub min_steps: usize,
     /// A candidate has shifted the head enough when cos(W, W0) ends at or below this.
     pub cosine_target: f64,
+    /// A trigger probe that pushes at least this fraction of the original model's validation
+    /// images (those not already of the class) into one class marks a suspected backdoor. The
+    /// lab's Fashion-MNIST CNNs push noise or a sinusoid into "shirt" at 18-45% without a
+    /// backdoor of that family; their backdoors answer a probe of their family at 44-100%, a
+    /// noise blend at 100% whatever the noise (docs/strength.md).
+    pub suspect_push_rate: f64,
+    /// A candidate has removed a suspected backdoor when that probe pushes at most this fraction
+    /// of the validation images into that class. A point above the 2% ASR bound: on 540 images
+    /// the push is known to about 0.7 points, and at 2% the lab's BadNets CNN (2.6% at alpha
+    /// 0.01) was pushed on to alpha 0.03 and lost 3.45 points of clean accuracy for it.
+    pub suspect_push_target: f64,
     /// Validation accuracy the chosen candidate may lose against the original model, in points,
     /// before the report warns.
     pub max_validation_drop_points: f64,
@@ -69,6 +88,8 @@ impl Default for AutoStrength {
             max_candidates: 3,
             min_steps: 1500,
             cosine_target: -0.25,
+            suspect_push_rate: 0.6,
+            suspect_push_target: 0.03,
             max_validation_drop_points: 2.0,
         }
     }
@@ -78,8 +99,10 @@ impl Default for AutoStrength {
 const SMALL_VALIDATION: i64 = 500;
 /// Steps aim this far past the target, since the cosine is only about linear in alpha.
 const AIM_PAST_TARGET: f64 = 0.05;
-/// A candidate this far past the target pushed harder than needed: look for a gentler one.
-const OVERSHOOT: f64 = 0.15;
+/// A candidate this far past the target pushed harder than needed: look for a gentler one. At
+/// 0.15 the lab's BadNets CNN (cos -0.42 at the first alpha) stepped back to alpha 0.008, which
+/// validated as well and left 3.4% ASR instead of stopping at the first candidate.
+const OVERSHOOT: f64 = 0.25;
 /// Bounds of one step up while no candidate has reached the target.
 const MIN_STEP_UP: f64 = 1.5;
 const MAX_STEP_UP: f64 = 5.0;
@@ -111,6 +134,16 @@ impl AutoStrength {
         if !(self.cosine_target > -1.0 && self.cosine_target < 1.0) {
             return Err(Error::Settings(format!("cosine target must be in (-1, 1), got {}", self.cosine_target)));
         }
+        for (name, rate) in
+            [("suspect push rate", self.suspect_push_rate), ("suspect push target", self.suspect_push_target)]
+        {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(Error::Settings(format!("the {name} must be in [0, 1], got {rate}")));
+            }
+        }
+        if self.suspect_push_target >= self.suspect_push_rate {
+            return Err(Error::Settings("the suspect push target must be below the suspect push rate".into()));
+        }
         if self.max_validation_drop_points.is_nan() || self.max_validation_drop_points < 0.0 {
             return Err(Error::Settings("the validation accuracy budget must be non-negative".into()));
         }
@@ -120,39 +153,55 @@ impl AutoStrength {
     fn rule(&self) -> String {
         format!(
             "train at most {} candidates on the tuning split, each from the original weights for at least \
-             {} optimiser steps (at most {MAX_CANDIDATE_EPOCHS} epochs): alpha {} first, then up threefold or by the secant aiming at cos(W, W0) = {} \
-             until one reaches cos <= {}, then secant steps back while the weakest that reached it overshot by \
-             more than {OVERSHOOT}; choose the most accurate on validation among those at or below the target, \
-             else the lowest cosine; warn if the choice is not at the target or loses more than {} validation \
-             points",
+             {} optimiser steps (at most {MAX_CANDIDATE_EPOCHS} epochs); a candidate meets the targets when \
+             cos(W, W0) <= {} and every trigger probe that pushed >= {} of the original model's validation \
+             images into one class pushes <= {} into it; residual = max(cos - {}, push - {}); alpha {} first, \
+             then up threefold or by the secant aiming at residual -{AIM_PAST_TARGET} until one meets them, then \
+             secant steps back while the weakest that met them overshot by more than {OVERSHOOT}; choose the most \
+             accurate on validation among those that met them, else the lowest residual; warn if the choice \
+             did not meet them or loses more than {} validation points",
             self.max_candidates,
             self.min_steps,
-            self.start_alpha,
-            self.cosine_target - AIM_PAST_TARGET,
             self.cosine_target,
+            self.suspect_push_rate,
+            self.suspect_push_target,
+            self.cosine_target,
+            self.suspect_push_target,
+            self.start_alpha,
             self.max_validation_drop_points
         )
     }
 
-    /// The next alpha to try after `tried` (alpha, final cosine), or None when the search is done.
+    /// How far a candidate is from meeting the targets: the larger of its cosine's and its
+    /// suspect push's distance above their targets (<= 0: both met).
+    fn residual(&self, cosine: f64, suspect_push: Option<f64>) -> f64 {
+        let push = suspect_push.map_or(f64::NEG_INFINITY, |p| p - self.suspect_push_target);
+        (cosine - self.cosine_target).max(push)
+    }
+
+    /// The next alpha to try after `tried` (alpha, residual), or None when the search is done.
     fn next_alpha(&self, tried: &[(f64, f64)]) -> Option<f64> {
         if tried.len() >= self.max_candidates {
             return None;
         }
-        let aim = self.cosine_target - AIM_PAST_TARGET;
-        let reached = |c: f64| c <= self.cosine_target;
+        let aim = -AIM_PAST_TARGET;
+        let reached = |r: f64| r <= 0.0;
         // The weakest alpha that reached the target, and the strongest that did not.
         let high = tried.iter().filter(|t| reached(t.1)).min_by(|a, b| a.0.total_cmp(&b.0));
         let low = tried.iter().filter(|t| !reached(t.1)).max_by(|a, b| a.0.total_cmp(&b.0));
         let secant = |(a0, c0): (f64, f64), (a1, c1): (f64, f64)| a0 + (aim - c0) * (a1 - a0) / (c1 - c0);
         match (low, high) {
-            (_, Some(&(_, c))) if c >= self.cosine_target - OVERSHOOT => None,
+            (_, Some(&(_, r))) if r >= -OVERSHOOT => None,
             // A gentler alpha inside the bracket (or below the only point, with cos(0) taken as 0).
             (Some(&(a0, c0)), Some(&(a1, c1))) => {
                 let margin = 0.1 * (a1 - a0);
                 Some(secant((a0, c0), (a1, c1)).clamp(a0 + margin, a1 - margin))
             }
-            (None, Some(&(a, c))) => Some((a * aim / c).clamp(a / MAX_STEP_UP, a / MIN_STEP_UP)),
+            // Through (0, -cosine_target): the head's cosine starts near 0 whatever the alpha.
+            (None, Some(&(a, r))) => {
+                let r0 = -self.cosine_target;
+                Some((a * (aim - r0) / (r - r0)).clamp(a / MAX_STEP_UP, a / MIN_STEP_UP))
+            }
             (Some(&(a1, c1)), None) => {
                 let below = tried.iter().filter(|t| t.0 < a1).max_by(|a, b| a.0.total_cmp(&b.0));
                 let next = match below {
@@ -179,6 +228,11 @@ pub struct Candidate {
     pub validation_drop_points: Option<f64>,
     /// cos(W, W0) of the head after the last epoch.
     pub head_cosine_to_original: Option<f64>,
+    /// The highest push, on validation, of the suspect probes into their classes (absent when
+    /// no probe was suspect).
+    #[serde(default)]
+    pub suspect_push: Option<f64>,
+    /// Met both targets: the head's cosine and the suspect probes' pushes.
     pub reached_shift_target: bool,
     pub within_accuracy_budget: bool,
     /// Why the candidate has no figures (e.g. the loss diverged).
@@ -198,6 +252,10 @@ pub struct StrengthSearch {
     pub validation_images: i64,
     /// The original (unpurified) model's accuracy on the validation split.
     pub original_validation_accuracy: f64,
+    /// The trigger probes that pushed at least `suspect_push_rate` of the original model's
+    /// validation images into one class, with that class and rate.
+    #[serde(default)]
+    pub suspect_probes: Vec<ProbeResult>,
     /// In the order tried.
     pub candidates: Vec<Candidate>,
     /// Index of the chosen candidate in `candidates`; its weights are the output.
@@ -241,16 +299,32 @@ fn validation_accuracy(model: &mut Classifier, validation: &Dataset, input: &Inp
     Ok(evaluation::evaluate(model, validation, &plan)?.clean_accuracy)
 }
 
-/// Candidates compare by: reached the target (then the more accurate on validation, then the
-/// weaker), else the lower final cosine.
-fn better(a: &Candidate, b: &Candidate) -> bool {
+/// The (probe, class) pushes of the original model at or above `threshold`: the triggers a
+/// backdoor answers to, as indices into `rates` (`[probe][class]`).
+fn suspects(rates: &[Vec<f64>], threshold: f64) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    for (probe, classes) in rates.iter().enumerate() {
+        for (class, rate) in classes.iter().enumerate() {
+            if *rate >= threshold {
+                found.push((probe, class));
+            }
+        }
+    }
+    found
+}
+
+/// Candidates compare by: met the targets (then the more accurate on validation, then the
+/// stronger: with nothing to choose on accuracy, the larger shift is the safer), else the lower
+/// residual.
+fn better(auto: &AutoStrength, a: &Candidate, b: &Candidate) -> bool {
     let accuracy = |c: &Candidate| c.validation_accuracy.unwrap_or(f64::NEG_INFINITY);
-    let cosine = |c: &Candidate| c.head_cosine_to_original.unwrap_or(f64::INFINITY);
+    let residual =
+        |c: &Candidate| c.head_cosine_to_original.map_or(f64::INFINITY, |cosine| auto.residual(cosine, c.suspect_push));
     match (a.reached_shift_target, b.reached_shift_target) {
         (true, false) => true,
         (false, true) => false,
-        (true, true) => accuracy(a) > accuracy(b) || (accuracy(a) == accuracy(b) && a.alpha < b.alpha),
-        (false, false) => cosine(a) < cosine(b),
+        (true, true) => accuracy(a) > accuracy(b) || (accuracy(a) == accuracy(b) && a.alpha > b.alpha),
+        (false, false) => residual(a) < residual(b),
     }
 }
 
@@ -288,6 +362,17 @@ fn search(
     let candidate_epochs = base.epochs.max(auto.min_steps.div_ceil(steps_per_epoch).min(MAX_CANDIDATE_EPOCHS));
     let original = model.snapshot()?;
     let original_accuracy = validation_accuracy(model, &validation, input)?;
+    let probes = Plan { input: input.clone(), attack: None, probes: evaluation::standard_probes(), batch_size: 512 };
+    let original_pushes = evaluation::probe_push_rates(model, &validation, &probes)?;
+    let suspect_pairs = suspects(&original_pushes, auto.suspect_push_rate);
+    let suspect_probes: Vec<ProbeResult> = suspect_pairs
+        .iter()
+        .map(|&(probe, class)| ProbeResult {
+            trigger: probes.probes[probe].to_string(),
+            class: class as i64,
+            rate: original_pushes[probe][class],
+        })
+        .collect();
     let mut candidates: Vec<Candidate> = Vec::new();
     // The best candidate so far and its weights, unless it is the model as it stands.
     let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
@@ -305,6 +390,7 @@ fn search(
             validation_accuracy: None,
             validation_drop_points: None,
             head_cosine_to_original: None,
+            suspect_push: None,
             reached_shift_target: false,
             within_accuracy_budget: false,
             failure: None,
@@ -327,8 +413,16 @@ fn search(
         let cosine = records.last().and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
+        let suspect_push = if suspect_pairs.is_empty() {
+            None
+        } else {
+            let pushes = evaluation::probe_push_rates(model, &validation, &probes)?;
+            suspect_pairs.iter().map(|&(probe, class)| pushes[probe][class]).reduce(f64::max)
+        };
+        let residual = auto.residual(cosine, suspect_push);
         candidate.head_cosine_to_original = Some(cosine);
-        candidate.reached_shift_target = cosine <= auto.cosine_target;
+        candidate.suspect_push = suspect_push;
+        candidate.reached_shift_target = residual <= 0.0;
         candidate.within_accuracy_budget = drop <= auto.max_validation_drop_points;
         candidate.seconds = candidate_started.elapsed().as_secs_f64();
         tracing::info!(
@@ -336,11 +430,12 @@ fn search(
             validation_accuracy = accuracy,
             drop_points = drop,
             head_cosine = cosine,
+            suspect_push,
             seconds = candidate.seconds,
             "strength candidate"
         );
-        tried.push((alpha, cosine));
-        let improves = best.as_ref().is_none_or(|(b, _, _)| better(&candidate, &candidates[*b]));
+        tried.push((alpha, residual));
+        let improves = best.as_ref().is_none_or(|(b, _, _)| better(auto, &candidate, &candidates[*b]));
         candidates.push(candidate);
         if improves {
             // A later candidate overwrites the model: keep these weights if there will be one.
@@ -358,31 +453,39 @@ fn search(
     let c = &candidates[chosen];
     let cosine = c.head_cosine_to_original.unwrap_or(f64::NAN);
     let drop = c.validation_drop_points.unwrap_or(f64::NAN);
+    let push = match c.suspect_push {
+        Some(push) => {
+            format!(", suspect probes push {:.1}% (target <= {}%)", 100.0 * push, 100.0 * auto.suspect_push_target)
+        }
+        None => String::new(),
+    };
     let reason = if c.reached_shift_target {
         format!(
-            "alpha {:.4} reached cos {cosine:.3} <= {} and is the most accurate on validation of the candidates \
-             that did ({drop:.2} points below the original model; budget {})",
+            "alpha {:.4} met the targets (cos {cosine:.3} <= {}{push}) and is the most accurate on validation of \
+             the candidates that did ({drop:.2} points below the original model; budget {})",
             c.alpha, auto.cosine_target, auto.max_validation_drop_points
         )
     } else {
         format!(
-            "no candidate reached cos <= {}; alpha {:.4} shifted the head furthest (cos {cosine:.3}), for \
-             {drop:.2} points of validation accuracy",
-            auto.cosine_target, c.alpha
+            "no candidate met the targets (cos <= {}, suspect probes <= {}%); alpha {:.4} came closest \
+             (cos {cosine:.3}{push}), for {drop:.2} points of validation accuracy",
+            auto.cosine_target,
+            100.0 * auto.suspect_push_target,
+            c.alpha
         )
     };
     if !c.reached_shift_target {
         warnings.push(format!(
-            "the automatic strength found no alpha that shifts the head to cos <= {} (best {cosine:.3} at \
-             alpha {:.4}): the backdoor may remain; allow more epochs (--epochs), candidates \
-             (--auto-candidates) or a larger first alpha (--auto-start-alpha)",
+            "the automatic strength found no alpha that shifts the head to cos <= {} and clears the suspect \
+             probes (best: alpha {:.4}, cos {cosine:.3}{push}): the backdoor may remain; allow more epochs \
+             (--epochs), candidates (--auto-candidates) or a larger first alpha (--auto-start-alpha)",
             auto.cosine_target, c.alpha
         ));
     }
     if !c.within_accuracy_budget {
         warnings.push(format!(
             "the chosen strength (alpha {:.4}) costs {drop:.2} points of validation accuracy, over the \
-             {}-point budget: no candidate that shifted the head enough cost less",
+             {}-point budget: no candidate that met the targets cost less",
             c.alpha, auto.max_validation_drop_points
         ));
     }
@@ -392,6 +495,7 @@ fn search(
         tuning_images: tuning.len(),
         validation_images: validation.len(),
         original_validation_accuracy: original_accuracy,
+        suspect_probes,
         reason,
         chosen,
         seconds: started.elapsed().as_secs_f64(),
@@ -413,6 +517,7 @@ mod tests {
             validation_accuracy: Some(accuracy),
             validation_drop_points: Some(0.0),
             head_cosine_to_original: Some(cosine),
+            suspect_push: None,
             reached_shift_target: reached,
             within_accuracy_budget: true,
             failure: None,
@@ -422,20 +527,63 @@ mod tests {
 
     #[test]
     fn reaching_the_target_comes_first_then_validation_accuracy() {
-        assert!(better(&candidate(0.1, true, -0.3, 0.8), &candidate(0.05, false, -0.2, 0.9)));
-        assert!(!better(&candidate(0.1, false, -0.5, 0.9), &candidate(0.2, true, -0.3, 0.8)));
-        assert!(better(&candidate(0.1, true, -0.6, 0.86), &candidate(0.03, true, -0.3, 0.85)));
-        assert!(better(&candidate(0.03, true, -0.3, 0.85), &candidate(0.1, true, -0.6, 0.85)));
-        assert!(better(&candidate(0.1, false, -0.1, 0.8), &candidate(0.03, false, 0.05, 0.9)));
+        let auto = &AutoStrength::default();
+        assert!(better(auto, &candidate(0.1, true, -0.3, 0.8), &candidate(0.05, false, -0.2, 0.9)));
+        assert!(!better(auto, &candidate(0.1, false, -0.5, 0.9), &candidate(0.2, true, -0.3, 0.8)));
+        assert!(better(auto, &candidate(0.1, true, -0.6, 0.86), &candidate(0.03, true, -0.3, 0.85)));
+        assert!(better(auto, &candidate(0.1, true, -0.6, 0.85), &candidate(0.03, true, -0.3, 0.85)));
+        assert!(better(auto, &candidate(0.1, false, -0.1, 0.8), &candidate(0.03, false, 0.05, 0.9)));
+        // Neither met the targets: the one nearer to them wins, whichever target binds.
+        let pushed =
+            |alpha, cosine, push| Candidate { suspect_push: Some(push), ..candidate(alpha, false, cosine, 0.8) };
+        assert!(better(auto, &pushed(0.03, -0.9, 0.03), &pushed(0.01, -0.3, 0.1)));
+        assert!(!better(auto, &pushed(0.03, -0.9, 0.2), &pushed(0.01, -0.2, 0.03)));
     }
 
-    /// Runs the search on a model whose final cosine is `cosine(alpha)`; returns the alphas tried.
-    fn simulate(auto: &AutoStrength, cosine: impl Fn(f64) -> f64) -> Vec<f64> {
+    #[test]
+    fn the_residual_is_the_target_furthest_from_being_met() {
+        let auto = AutoStrength::default();
+        assert!((auto.residual(-0.2, None) - 0.05).abs() < 1e-12);
+        assert!((auto.residual(-0.3, Some(0.12)) - 0.10).abs() < 1e-12);
+        assert!((auto.residual(-0.3, Some(0.0)) - -0.02).abs() < 1e-12);
+        assert!(auto.residual(-0.9, Some(0.01)) <= 0.0 && auto.residual(-0.9, Some(0.03)) > 0.0);
+    }
+
+    #[test]
+    fn suspects_are_the_pushes_at_or_above_the_rate() {
+        let rates = vec![vec![0.0, 0.45, 0.1], vec![0.99, 0.0, 0.0], vec![0.8, 0.0, 0.79]];
+        assert_eq!(suspects(&rates, 0.8), [(1, 0), (2, 0)]);
+        assert!(suspects(&rates, 1.0).is_empty());
+    }
+
+    /// Runs the search on a model whose final cosine is `cosine(alpha)` and whose suspect probe
+    /// pushes `push(alpha)`; returns the alphas tried.
+    fn simulate_with(auto: &AutoStrength, cosine: impl Fn(f64) -> f64, push: impl Fn(f64) -> Option<f64>) -> Vec<f64> {
         let mut tried = Vec::new();
         while let Some(alpha) = auto.next_alpha(&tried) {
-            tried.push((alpha, cosine(alpha)));
+            tried.push((alpha, auto.residual(cosine(alpha), push(alpha))));
         }
         tried.iter().map(|t| t.0).collect()
+    }
+
+    fn simulate(auto: &AutoStrength, cosine: impl Fn(f64) -> f64) -> Vec<f64> {
+        simulate_with(auto, cosine, |_| None)
+    }
+
+    #[test]
+    fn a_backdoor_the_probes_still_find_drives_the_search_past_the_head_target() {
+        let auto = AutoStrength::default();
+        // Measured on the lab's blended GroupNorm CNN: cos -0.31 at alpha 0.01 with 11% of the
+        // noise-probed images still pushed into the target class; cos -0.92 and 0% at 0.03.
+        let cosine = |a: f64| 0.0 - 30.0 * a;
+        let push = |a: f64| Some((0.11 * (0.03 - a) / 0.02).max(0.0));
+        let alphas = simulate_with(&auto, cosine, push);
+        assert_eq!(alphas[0], 0.01);
+        assert!(alphas.len() >= 2, "{alphas:?}");
+        let last = *alphas.last().unwrap();
+        assert!(auto.residual(cosine(last), push(last)) <= 0.0, "{alphas:?}");
+        // Without a suspect probe the same head stops at the first alpha.
+        assert_eq!(simulate(&auto, cosine), [0.01]);
     }
 
     #[test]
@@ -446,10 +594,12 @@ mod tests {
         assert_eq!(alphas.len(), 2, "{alphas:?}");
         assert_eq!(alphas[..2], [0.01, 0.03]);
         // A steep model: the first step overshoots, one secant step comes back inside the bracket.
-        let alphas = simulate(&auto, |a| 0.1 - 20.0 * a);
+        let alphas = simulate(&auto, |a| 0.1 - 25.0 * a);
         assert_eq!(alphas.len(), 3, "{alphas:?}");
         let last = *alphas.last().unwrap();
-        assert!(last > 0.01 && last < 0.03 && 0.1 - 20.0 * last <= auto.cosine_target, "{alphas:?}");
+        assert!(last > 0.01 && last < 0.03 && 0.1 - 25.0 * last <= auto.cosine_target, "{alphas:?}");
+        // Past the target by less than the overshoot margin: the first candidate stands.
+        assert_eq!(simulate(&auto, |a| -42.0 * a), [0.01]);
         // Already far past the target at the first alpha: a gentler one is tried.
         let alphas = simulate(&auto, |a| -60.0 * a);
         assert!(alphas[1] < alphas[0], "{alphas:?}");
@@ -473,6 +623,8 @@ mod tests {
             AutoStrength { max_candidates: 0, ..AutoStrength::default() },
             AutoStrength { cosine_target: -1.0, ..AutoStrength::default() },
             AutoStrength { max_validation_drop_points: f64::NAN, ..AutoStrength::default() },
+            AutoStrength { suspect_push_rate: 1.5, ..AutoStrength::default() },
+            AutoStrength { suspect_push_target: 0.9, ..AutoStrength::default() },
         ] {
             assert!(bad.validate(&fst).is_err(), "{bad:?}");
         }

@@ -238,24 +238,43 @@ fn training(page: &mut String, report: &Report) {
     let _ = writeln!(
         page,
         "<h3>Automatic strength</h3>\n<p>{}</p>\n<p>{} tuning and {} validation images; the original model scores \
-         {} on the validation images.</p>\n<table id=\"strength\"><tr><th>candidate</th><th>alpha</th><th>epochs</th>\
-         <th>validation accuracy</th><th>drop (points)</th><th>cos(W, W0)</th><th>seconds</th><th></th></tr>",
+         {} on the validation images.</p>",
         escape(&search.rule),
         search.tuning_images,
         search.validation_images,
         percent(Some(search.original_validation_accuracy)),
     );
+    if search.suspect_probes.is_empty() {
+        page.push_str("<p>No trigger probe pushed the original model's validation images into one class at the suspect rate.</p>\n");
+    } else {
+        page.push_str("<p>Suspect probes (the original model's validation images pushed into one class):</p>\n<ul id=\"suspects\">");
+        for probe in &search.suspect_probes {
+            let _ = write!(
+                page,
+                "<li><code>{}</code> into class {}: {}</li>",
+                escape(&probe.trigger),
+                probe.class,
+                percent(Some(probe.rate))
+            );
+        }
+        page.push_str("</ul>\n");
+    }
+    page.push_str(
+        "<table id=\"strength\"><tr><th>candidate</th><th>alpha</th><th>epochs</th><th>validation accuracy</th>\
+         <th>drop (points)</th><th>cos(W, W0)</th><th>suspect push</th><th>seconds</th><th></th></tr>\n",
+    );
     for (i, c) in search.candidates.iter().enumerate() {
         let note = if i == search.chosen { "chosen".to_string() } else { c.failure.clone().unwrap_or_default() };
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
             i + 1,
             number(c.alpha),
             c.epochs,
             percent(c.validation_accuracy),
             c.validation_drop_points.map_or_else(|| "n/a".into(), |d| format!("{d:.1}")),
             c.head_cosine_to_original.map_or_else(|| "n/a".into(), |d| format!("{d:.3}")),
+            percent(c.suspect_push),
             c.seconds,
             escape(&note)
         );

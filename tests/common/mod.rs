@@ -44,17 +44,18 @@ pub struct Backdoored {
 /// relabelled to class 0 (trained once per test process).
 pub fn badnets_model() -> &'static Backdoored {
     static MODEL: OnceLock<Backdoored> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = scratch("lab");
-        let model = dir.join("badnets.pt");
-        let settings = fstgate::demo::lab_settings();
-        let train = fashion("train", 30_000, 1);
-        let test = fashion("test", 2_000, 1);
-        let report =
-            lab::train_backdoored(&train, &test, &settings, &InputSpec::default(), Device::Cpu, &model, &Silent)
-                .unwrap();
-        Backdoored { model, report }
-    })
+    MODEL.get_or_init(|| lab_model("badnets.pt", &fstgate::demo::lab_settings()))
+}
+
+/// Trains a backdoored model with the lab on 30,000 Fashion-MNIST training images (tested on
+/// 2,000) into a scratch directory of its own.
+pub fn lab_model(file: &str, settings: &lab::PoisonSettings) -> Backdoored {
+    let model = scratch(&format!("lab-{file}")).join(file);
+    let train = fashion("train", 30_000, 1);
+    let test = fashion("test", 2_000, 1);
+    let report =
+        lab::train_backdoored(&train, &test, settings, &InputSpec::default(), Device::Cpu, &model, &Silent).unwrap();
+    Backdoored { model, report }
 }
 
 /// The Python interpreter of a server's virtual environment (`scripts/test-server.sh KIND`,

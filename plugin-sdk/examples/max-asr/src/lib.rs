@@ -48,12 +48,12 @@ mod tests {
 
     #[test]
     fn limit_from_configuration() {
-        // The sample's ASR after purification is 1.4444% (13 of 900 images).
+        // The sample's ASR after purification is 0.1111% (2 of 1,800 images).
         let run = |config: &str| evaluate_json::<MaxAsr>(SAMPLE_REPORT_JSON, config);
-        assert!(run(r#"{"max_attack_success_rate": 0.014444444444444444}"#).unwrap().is_allow());
+        assert!(run(r#"{"max_attack_success_rate": 0.0011111111111111111}"#).unwrap().is_allow());
         assert_eq!(
-            run(r#"{"max_attack_success_rate": 0.0144}"#).unwrap().reasons,
-            ["attack success rate after purification 1.444% exceeds 1.440%"]
+            run(r#"{"max_attack_success_rate": 0.0011}"#).unwrap().reasons,
+            ["attack success rate after purification 0.111% exceeds 0.110%"]
         );
         assert!(!run(r#"{"max_attack_success_rate": 0}"#).unwrap().is_allow());
         assert!(run(r#"{"max_attack_success_rate": -0.01}"#).unwrap_err().contains("between 0 and 1"));

@@ -53,8 +53,8 @@ mod tests {
     fn purified_sample_is_allowed_with_both_figures_recorded() {
         let verdict = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, "{}").unwrap();
         assert!(verdict.is_allow(), "{:?}", verdict.reasons);
-        assert_eq!(verdict.measurement("attack_success_rate_after"), Some(0.014444444444444444));
-        assert_eq!(verdict.measurement("clean_accuracy_drop_points"), Some(2.8000000000000025));
+        assert_eq!(verdict.measurement("attack_success_rate_after"), Some(0.0011111111111111111));
+        assert_eq!(verdict.measurement("clean_accuracy_drop_points"), Some(1.4000000000000012));
     }
 
     #[test]
@@ -83,10 +83,10 @@ mod tests {
         let verdict = judge(&report);
         assert_eq!(
             verdict.reasons,
-            ["no known trigger, and probe blended:alpha=0.2,seed=0 pushes 43.4% of other-class images to class 6 \
+            ["no known trigger, and probe blended:alpha=0.2,seed=0 pushes 40.2% of other-class images to class 2 \
               (limit 5.0%)"]
         );
-        assert_eq!(verdict.measurement("worst_probe_rate_after"), Some(0.43444444444444447));
+        assert_eq!(verdict.measurement("worst_probe_rate_after"), Some(0.4022222222222222));
         report.after.worst_probe = None;
         assert_eq!(
             judge(&report).reasons,
@@ -96,13 +96,13 @@ mod tests {
 
     #[test]
     fn configuration_moves_the_limits_and_rejects_nonsense() {
-        let strict = r#"{"max_attack_success_rate": 0.01, "max_accuracy_drop_points": 2.5}"#;
+        let strict = r#"{"max_attack_success_rate": 0.001, "max_accuracy_drop_points": 1.0}"#;
         let verdict = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, strict).unwrap();
         assert_eq!(
             verdict.reasons,
             [
-                "attack success rate after purification 1.4% exceeds 1.0%",
-                "clean accuracy dropped 2.80 points (limit 2.50)"
+                "attack success rate after purification 0.11% exceeds 0.10%",
+                "clean accuracy dropped 1.40 points (limit 1.00)"
             ]
         );
         let lenient_asr_only = r#"{"max_attack_success_rate": 0.03}"#;
