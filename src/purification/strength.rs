@@ -542,7 +542,7 @@ mod tests {
 
     #[test]
     fn the_residual_is_the_target_furthest_from_being_met() {
-        let auto = AutoStrength::default();
+        let auto = AutoStrength { cosine_target: -0.25, suspect_push_target: 0.02, ..AutoStrength::default() };
         assert!((auto.residual(-0.2, None) - 0.05).abs() < 1e-12);
         assert!((auto.residual(-0.3, Some(0.12)) - 0.10).abs() < 1e-12);
         assert!((auto.residual(-0.3, Some(0.0)) - -0.02).abs() < 1e-12);
