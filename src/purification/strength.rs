@@ -66,9 +66,9 @@ pub struct AutoStrength {
     pub cosine_target: f64,
     /// A trigger probe that pushes at least this fraction of the original model's validation
     /// images (those not already of the class) into one class marks a suspected backdoor. The
-    /// lab's Fashion-MNIST CNNs push noise or a sinusoid into "shirt" at 18-45% without a
-    /// backdoor of that family; their backdoors answer a probe of their family at 44-100%, a
-    /// noise blend at 100% whatever the noise (docs/strength.md).
+    /// lab's Fashion-MNIST CNNs push noise or a sinusoid into one class ("shirt", "bag") at
+    /// 17-45% without a backdoor of that family; their backdoors answer a probe of their own
+    /// family at 44-100%, a noise blend at 100% whatever the noise (docs/strength.md).
     pub suspect_push_rate: f64,
     /// A candidate has removed a suspected backdoor when that probe pushes at most this fraction
     /// of the validation images into that class. A point above the 2% ASR bound: on 540 images
