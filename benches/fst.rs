@@ -431,6 +431,7 @@ fn purify_cell(
                 &splits.input,
                 &base,
                 &Strength::Auto(AutoStrength::default()),
+                None,
                 &Silent,
             )?;
             Some(purified.settings.alpha)

@@ -156,8 +156,19 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         None => None,
     };
     let purify_started = Instant::now();
-    let purified =
-        purification::purify_with_strength(&mut model, &clean, &job.input, &job.settings, &job.strength, progress)?;
+    let known_trigger = match &plan.attack {
+        Some(Attack::Trigger { trigger, target }) => Some((trigger, *target)),
+        _ => None,
+    };
+    let purified = purification::purify_with_strength(
+        &mut model,
+        &clean,
+        &job.input,
+        &job.settings,
+        &job.strength,
+        known_trigger,
+        progress,
+    )?;
     warnings.extend(purified.warnings);
     let purification_seconds = purify_started.elapsed().as_secs_f64();
     let after = evaluation::evaluate(&mut model, &test, &plan)?;

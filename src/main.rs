@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use fstgate::attestation::{self, PublicKey, SigningKey};
 use fstgate::data::{Augmentation, DataSpec, InputSpec};
 use fstgate::device::{self, DeviceChoice};
-use fstgate::evaluation::{self, Trigger};
+use fstgate::evaluation::{self, InversionSettings, Trigger};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::jobs::{Job, JobState};
 use fstgate::lab::{self, Architecture, PoisonSettings};
@@ -425,12 +425,14 @@ struct PurifyArgs {
     /// Automatic strength: the first alpha tried.
     #[arg(long, default_value_t = AutoStrength::default().start_alpha)]
     auto_start_alpha: f64,
-    /// Automatic strength: at most this many candidates (each one tuning run).
-    #[arg(long, default_value_t = AutoStrength::default().max_candidates)]
-    auto_candidates: usize,
-    /// Automatic strength: optimiser steps per candidate at least (more epochs on small sets).
-    #[arg(long, default_value_t = AutoStrength::default().min_steps)]
-    auto_min_steps: usize,
+    /// Automatic strength: at most this many candidates, each one tuning run (default 3; with
+    /// --judge 2).
+    #[arg(long)]
+    auto_candidates: Option<usize>,
+    /// Automatic strength: optimiser steps per candidate at least, more epochs on small sets
+    /// (default 1,500; with --judge 300).
+    #[arg(long)]
+    auto_min_steps: Option<usize>,
     /// Automatic strength: the head-shift target, cos(W, W0) at or below which a candidate counts
     /// as having moved the features off the backdoor.
     #[arg(long, allow_hyphen_values = true, default_value_t = AutoStrength::default().cosine_target)]
@@ -447,6 +449,21 @@ struct PurifyArgs {
     /// looks for a gentler one and the report warns.
     #[arg(long, default_value_t = AutoStrength::default().max_validation_drop_points)]
     max_validation_drop: f64,
+    /// Automatic strength: train every candidate of the alpha ladder and record them all (for
+    /// fitting the rule on a benchmark; slower, and not how a gate should run).
+    #[arg(long)]
+    auto_explore: bool,
+    /// Automatic strength: the evidence-driven judge (trigger inversion with the probes, LP-FT,
+    /// the evidence as the only target; docs/strength.md). Experimental: not yet the default.
+    #[arg(long)]
+    judge: bool,
+    /// With --judge: optimiser steps of the trigger inversion (all classes together).
+    #[arg(long, default_value_t = AutoStrength::default().inversion.steps)]
+    inversion_steps: usize,
+    /// Epochs of linear probing of the re-initialised head before the full tuning (LP-FT;
+    /// default 0, the paper; with --judge 5 per candidate).
+    #[arg(long)]
+    head_warmup_epochs: Option<usize>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     epochs: Option<usize>,
@@ -512,14 +529,15 @@ struct PoisonArgs {
     test_count: Option<i64>,
     #[arg(long, value_enum, default_value_t = Architecture::SmallCnn)]
     arch: Architecture,
-    /// Base channel width (default: 16 for small-cnn, 64 for resnet18).
+    /// Base channel width (default: 16 for small-cnn and lenet, 64 for resnet18).
     #[arg(long)]
     width: Option<i64>,
     #[arg(long, default_value = "badnets")]
     trigger: Trigger,
     #[arg(long, default_value_t = 0)]
     target_class: i64,
-    /// Fraction of the training set to poison.
+    /// Fraction of the training set to poison; 0 trains a clean control model (its ASR is the
+    /// trigger's natural push).
     #[arg(long, default_value_t = 0.01)]
     rate: f64,
     /// Clean-label poisoning (always on for SIG).
@@ -566,16 +584,21 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
         Some(mode) => mode == StrengthMode::Auto,
         None => args.method == Method::Fst && !manual,
     };
+    let preset = if args.judge { AutoStrength::judge() } else { AutoStrength::default() };
     Ok(if auto {
         Strength::Auto(AutoStrength {
             validation_fraction: args.validation_fraction,
             start_alpha: args.auto_start_alpha,
-            max_candidates: args.auto_candidates,
-            min_steps: args.auto_min_steps,
+            max_candidates: args.auto_candidates.unwrap_or(preset.max_candidates),
+            min_steps: args.auto_min_steps.unwrap_or(preset.min_steps),
             cosine_target: args.shift_target,
             suspect_push_rate: args.suspect_push_rate,
             suspect_push_target: args.suspect_push_target,
             max_validation_drop_points: args.max_validation_drop,
+            explore: args.auto_explore,
+            inversion: InversionSettings { steps: args.inversion_steps, ..preset.inversion.clone() },
+            head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
+            ..preset
         })
     } else {
         Strength::Fixed
@@ -604,6 +627,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         augmentation,
         seed: args.seed,
         precision: args.precision,
+        head_warmup_epochs: args.head_warmup_epochs.unwrap_or(defaults.head_warmup_epochs),
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
         (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),

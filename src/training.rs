@@ -61,6 +61,9 @@ pub struct Config<'a> {
     pub augmentation: Augmentation,
     pub input: &'a InputSpec,
     pub head: Option<HeadConstraint>,
+    /// Train mode while tuning (BatchNorm on batch statistics, updating its running statistics;
+    /// dropout on). Off for a linear probe of the head: the frozen features must stay as they are.
+    pub train_mode: bool,
 }
 
 struct Sgd {
@@ -141,7 +144,11 @@ pub fn train(
     for epoch in 0..config.epochs {
         let started = Instant::now();
         let lr = cosine_lr(config.lr, epoch, config.epochs);
-        model.set_train();
+        if config.train_mode {
+            model.set_train();
+        } else {
+            model.set_eval();
+        }
         let order = rng.permutation(n, device);
         let draws = config.augmentation.draw(n, rng, device);
         let zero = || Tensor::zeros([], (Kind::Float, device));

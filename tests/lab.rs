@@ -61,28 +61,33 @@ fn clean_label_poisoning_keeps_labels_and_uses_target_images() {
 #[test]
 fn exported_architectures_are_scripted_with_batchnorm_following_the_mode() {
     let dir = common::scratch("lab-arch");
-    let architectures =
-        [(Architecture::SmallCnn, 16, 64), (Architecture::SmallCnnGn, 16, 64), (Architecture::Resnet18, 8, 64)];
+    let architectures = [
+        (Architecture::SmallCnn, 16, 64),
+        (Architecture::SmallCnnGn, 16, 64),
+        (Architecture::Resnet18, 8, 64),
+        (Architecture::Lenet, 4, 128),
+    ];
     for (architecture, width, features) in architectures {
         let path = dir.join(format!("{architecture:?}.pt"));
-        lab::export(architecture, 3, 7, width, &mut SeededRng::new(1), &path).unwrap();
+        lab::export(architecture, 3, (32, 32), 7, width, &mut SeededRng::new(1), &path).unwrap();
         let sample = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
         let model = Classifier::load(&path, Device::Cpu, &sample, None).unwrap();
         assert_eq!(model.head.name, "fc");
         assert_eq!((model.head.out_features, model.head.in_features), (7, features));
-        // GroupNorm has no running statistics: the same computation in both modes.
-        let batch_norm = architecture != Architecture::SmallCnnGn;
+        // GroupNorm has no running statistics: the same computation in both modes; LeNet's
+        // dropout follows the mode like BatchNorm.
+        let batch_norm = !matches!(architecture, Architecture::SmallCnnGn | Architecture::Lenet);
         assert_eq!(
             model.mode_sensitive(&sample).unwrap(),
-            batch_norm,
-            "{architecture:?}: BatchNorm must follow train/eval"
+            architecture != Architecture::SmallCnnGn,
+            "{architecture:?}: BatchNorm and dropout must follow train/eval"
         );
         let norm_parameters =
             model.named_parameters().unwrap().into_iter().filter(|(n, _)| n.starts_with("gn")).count();
         assert_eq!(norm_parameters, if batch_norm { 0 } else { 6 }, "{architecture:?}");
         // Same seed, same initial weights.
         let again = dir.join("again.pt");
-        lab::export(architecture, 3, 7, width, &mut SeededRng::new(1), &again).unwrap();
+        lab::export(architecture, 3, (32, 32), 7, width, &mut SeededRng::new(1), &again).unwrap();
         let other = Classifier::load(&again, Device::Cpu, &sample, None).unwrap();
         let (a, b) = (tch::no_grad(|| model.logits(&sample)).unwrap(), tch::no_grad(|| other.logits(&sample)).unwrap());
         assert!(a.equal(&b));

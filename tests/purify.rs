@@ -33,6 +33,7 @@ fn fstgate_test_settings() -> Settings {
         augmentation: Augmentation::NONE,
         seed: 0,
         precision: Precision::Fp32,
+        head_warmup_epochs: 0,
     }
 }
 
@@ -163,9 +164,8 @@ fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
 /// A backdoor the head's shift does not see: blended noise on a GroupNorm CNN kept 8-11% ASR
 /// after a candidate whose head reached cos -0.31 (docs/strength.md). The lab blends noise of
 /// seed 7; the probe bank's noise has seed 0, so the search meets the trigger the way it would
-/// meet an attacker's own pattern. The probe finds the backdoor on the original model, the first
-/// candidate that shifts the head enough still answers it, and the search goes on until one
-/// does not: ASR after is within the 2% bound.
+/// meet an attacker's own pattern. The probe finds the backdoor on the original model (class 0),
+/// the search goes on until the chosen candidate clears it, and ASR after is within the 2% bound.
 #[test]
 fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() {
     let trigger = "blended:alpha=0.2,seed=7";
@@ -193,12 +193,11 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
         "the noise probe finds the backdoor: {:?}",
         search.suspect_probes
     );
-    let first = &search.candidates[0];
-    assert!(first.head_cosine_to_original.unwrap() <= search.settings.cosine_target, "{first:?}");
-    assert!(first.suspect_push.unwrap() > search.settings.suspect_push_target, "{first:?}");
-    assert!(!first.reached_shift_target);
+    let evidence = search.evidence.as_ref().unwrap();
+    assert!(evidence.backdoor_suspected && evidence.suspected_classes.contains(&0), "{}", evidence.reason);
+    assert!(evidence.cleared, "{}", evidence.reason);
     let chosen = &search.candidates[search.chosen];
-    assert!(chosen.reached_shift_target && chosen.alpha > first.alpha, "{}", search.reason);
+    assert!(chosen.reached_shift_target, "{}", search.reason);
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
     let drop = report.summary.clean_accuracy_drop_points;
@@ -206,8 +205,8 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
 }
 
 /// 500 clean images: the search still runs (400 to tune, 100 to validate, each candidate
-/// stretched towards 1,500 optimiser steps but capped at 100 epochs), says its validation is
-/// coarse, and removes the backdoor.
+/// stretched to 300 optimiser steps: 75 epochs of 4 steps), says its validation is coarse, and
+/// removes the backdoor.
 /// Tuning every layer on 400 images costs this model several points of clean accuracy even at
 /// the gentlest alpha, and the report says so: the default policy then denies the release.
 #[test]
@@ -223,7 +222,7 @@ fn automatic_strength_with_500_clean_images() {
     eprintln!("{}", search.reason);
     assert_eq!((search.tuning_images, search.validation_images), (400, 100));
     assert!(report.warnings.iter().any(|w| w.contains("validates on only 100 images")), "{:?}", report.warnings);
-    assert!(search.candidates.iter().all(|c| c.epochs == 100), "{:?}", search.candidates);
+    assert!(search.candidates.iter().all(|c| c.epochs == 75), "{:?}", search.candidates);
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "automatic strength on 500 images left ASR at {:.2}%", 100.0 * after);
     let chosen = &search.candidates[search.chosen];
@@ -250,7 +249,7 @@ fn automatic_strength_on_groupnorm_and_tuple_output_models() {
         };
         let report = job::run(&job, &Silent).unwrap_or_else(|e| panic!("{fixture}: {e}"));
         let search = report.strength_search.as_ref().unwrap();
-        assert_eq!(search.candidates.len(), 2, "{fixture}: {:?}", search.candidates);
+        assert!(matches!(search.candidates.len(), 1 | 2), "{fixture}: {:?}", search.candidates);
         for c in &search.candidates {
             assert!(c.failure.is_none(), "{fixture}: {c:?}");
             assert!(c.head_cosine_to_original.unwrap().is_finite(), "{fixture}: {c:?}");

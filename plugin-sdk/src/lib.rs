@@ -245,12 +245,16 @@ mod tests {
     }
 
     #[test]
-    fn backdoor_rate_prefers_the_known_trigger_then_the_worst_probe() {
+    fn backdoor_rate_prefers_the_known_trigger_then_the_evidence_then_the_worst_probe() {
         let mut report = testing::sample_report();
         let rate = report.backdoor_rate_after().unwrap();
         assert_eq!((rate.rate(), rate.measurement_name()), (0.0011111111111111111, "attack_success_rate_after"));
         assert!(rate.describe().contains("badnets:size=4,pos=br,value=1 (target class 0)"), "{}", rate.describe());
         report.summary.attack_success_rate_after = None;
+        let evidence = report.strength_search.as_ref().unwrap().evidence.clone().unwrap();
+        let rate = report.backdoor_rate_after().unwrap();
+        assert_eq!((rate.rate(), rate.measurement_name()), (evidence.residual_push, "evidence_residual_push_after"));
+        report.strength_search.as_mut().unwrap().evidence = None;
         let rate = report.backdoor_rate_after().unwrap();
         assert_eq!((rate.rate(), rate.measurement_name()), (0.4022222222222222, "worst_probe_rate_after"));
         report.after.worst_probe = None;

@@ -130,6 +130,9 @@ pub struct Settings {
     /// `fp32`, or `bf16` (autocast with channels-last, CUDA only).
     #[serde(default)]
     pub precision: String,
+    /// Epochs of linear probing of the re-initialised head before the full tuning (LP-FT).
+    #[serde(default)]
+    pub head_warmup_epochs: u64,
 }
 
 /// What the automatic strength did: every alpha tried and why one was kept.
@@ -146,6 +149,9 @@ pub struct StrengthSearch {
     /// validation images into one class.
     #[serde(default)]
     pub suspect_probes: Vec<ProbeResult>,
+    /// The backdoor evidence the search worked from, followed to the chosen candidate.
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
     /// In the order tried.
     pub candidates: Vec<Candidate>,
     /// Index of the chosen candidate in `candidates`.
@@ -170,6 +176,104 @@ pub struct AutoStrength {
     #[serde(default)]
     pub suspect_push_target: f64,
     pub max_validation_drop_points: f64,
+    /// Whether a trigger was inverted per class before purifying.
+    #[serde(default)]
+    pub invert_triggers: bool,
+    /// At most this many tuning images to invert triggers on.
+    #[serde(default)]
+    pub inversion_images: i64,
+    #[serde(default)]
+    pub inversion: Option<InversionSettings>,
+    /// The first alpha with evidence of a backdoor.
+    #[serde(default)]
+    pub evidence_start_alpha: f64,
+    /// A candidate cleared an inverted trigger when it pushes at most this fraction.
+    #[serde(default)]
+    pub inverted_push_target: f64,
+    /// Linear-probe epochs of the new head before each candidate's full tuning (LP-FT).
+    #[serde(default)]
+    pub head_warmup_epochs: u64,
+    /// Every candidate of the alpha ladder was trained (benchmark fitting, not gating).
+    #[serde(default)]
+    pub explore: bool,
+}
+
+/// How triggers are inverted per class and judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InversionSettings {
+    pub steps: u64,
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    pub success_rate: f64,
+    pub initial_cost: f64,
+    /// A class is suspected when its mask is at most this fraction of the others' median...
+    pub max_mask_ratio: f64,
+    /// ... and its trigger pushes at least this fraction of held-out images into it.
+    pub min_push: f64,
+    pub seed: u64,
+}
+
+/// The evidence of a backdoor found without knowing the attack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Trigger inversion on the original model (`None` when disabled).
+    pub inversion: Option<InversionSummary>,
+    pub signals: Vec<Signal>,
+    /// A signal that was not the model's nature: the model was likely backdoored.
+    pub backdoor_suspected: bool,
+    pub suspected_classes: Vec<i64>,
+    /// The highest push after purification over the signals that count, 0-1.
+    pub residual_push: f64,
+    pub residual_push_upper_95: f64,
+    /// Every signal that counts was cleared by purification (true with none).
+    pub cleared: bool,
+    /// The finding in words.
+    pub reason: String,
+}
+
+/// One suspected trigger, before and after purification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// `probe` or `inversion`.
+    pub source: String,
+    pub trigger: String,
+    pub class: i64,
+    pub push_before: f64,
+    pub push_after: Option<f64>,
+    pub images: i64,
+    pub push_after_upper_95: Option<f64>,
+    /// Inverted triggers: the mask size against the other classes' median.
+    #[serde(default)]
+    pub mask_ratio: Option<f64>,
+    #[serde(default)]
+    pub cleared: bool,
+    /// Persisted through the first candidate: the model's nature, not a backdoor.
+    pub natural: bool,
+}
+
+/// Trigger inversion on the original model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InversionSummary {
+    pub settings: InversionSettings,
+    pub optimisation_images: i64,
+    pub held_out_images: i64,
+    pub classes: Vec<InvertedClass>,
+    /// Suspected backdoor targets, most suspicious first.
+    pub suspected_targets: Vec<i64>,
+    pub seconds: f64,
+}
+
+/// What the inversion found for one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvertedClass {
+    pub class: i64,
+    /// Size of the smallest mask found, in pixels.
+    pub mask_pixels: f64,
+    pub reached: bool,
+    /// Fraction of held-out images of other classes sent into this class, 0-1.
+    pub push: f64,
+    pub mask_ratio: f64,
+    pub anomaly_index: f64,
 }
 
 /// One alpha tried by the automatic strength.
@@ -185,7 +289,14 @@ pub struct Candidate {
     /// The highest push of the suspect probes after this candidate (`None`: no suspects).
     #[serde(default)]
     pub suspect_push: Option<f64>,
-    /// Met both the head-shift and the suspect-probe targets.
+    /// The highest push of the original model's inverted triggers on this candidate, 0-1.
+    #[serde(default)]
+    pub inverted_push: Option<f64>,
+    /// The named trigger's attack success rate on this candidate's validation images
+    /// (diagnostic; the search never uses it).
+    #[serde(default)]
+    pub known_trigger_asr: Option<f64>,
+    /// Met the head-shift, suspect-probe and inverted-trigger targets.
     pub reached_shift_target: bool,
     pub within_accuracy_budget: bool,
     pub failure: Option<String>,
@@ -286,7 +397,11 @@ pub enum BackdoorRate<'a> {
     /// The known trigger's attack success rate (`summary.attack_success_rate_after`), with the
     /// attack's details when the report has them.
     KnownTrigger { rate: f64, attack: Option<&'a AttackMetrics> },
-    /// No known trigger: the probe that pushed the largest share of images to one class.
+    /// No known trigger: the evidence the automatic strength gathered (probes judged against the
+    /// model's own baseline, inverted triggers), followed through purification.
+    Evidence(&'a Evidence),
+    /// No known trigger and no evidence recorded (fixed settings): the probe that pushed the
+    /// largest share of images to one class.
     WorstProbe(&'a ProbeResult),
 }
 
@@ -295,6 +410,7 @@ impl BackdoorRate<'_> {
     pub fn rate(&self) -> f64 {
         match self {
             BackdoorRate::KnownTrigger { rate, .. } => *rate,
+            BackdoorRate::Evidence(evidence) => evidence.residual_push,
             BackdoorRate::WorstProbe(probe) => probe.rate,
         }
     }
@@ -303,6 +419,7 @@ impl BackdoorRate<'_> {
     pub fn measurement_name(&self) -> &'static str {
         match self {
             BackdoorRate::KnownTrigger { .. } => "attack_success_rate_after",
+            BackdoorRate::Evidence(_) => "evidence_residual_push_after",
             BackdoorRate::WorstProbe(_) => "worst_probe_rate_after",
         }
     }
@@ -314,22 +431,27 @@ impl BackdoorRate<'_> {
                 format!("attack success rate of the known trigger {} (target class {})", a.trigger, a.target_class)
             }
             BackdoorRate::KnownTrigger { attack: None, .. } => "attack success rate of the known trigger".into(),
+            BackdoorRate::Evidence(e) => format!("backdoor evidence: {}", e.reason),
             BackdoorRate::WorstProbe(p) => format!("worst probe {} (pushing to class {})", p.trigger, p.class),
         }
     }
 }
 
 impl Report {
-    /// How much of the backdoor survived purification: the known trigger's attack success rate,
-    /// or without a known trigger the worst probe's rate; `None` when neither was measured.
+    /// How much of the backdoor survived purification: the known trigger's attack success rate;
+    /// without one the automatic strength's evidence (probes judged against the model's own
+    /// baseline and inverted triggers); without that the worst probe's rate; `None` when nothing
+    /// was measured.
     ///
     /// The known trigger wins even when a probe rates higher: it is the attack that was
     /// actually planted, while probes are generic patterns that also catch natural confusions.
     pub fn backdoor_rate_after(&self) -> Option<BackdoorRate<'_>> {
-        match (self.summary.attack_success_rate_after, &self.after.worst_probe) {
-            (Some(rate), _) => Some(BackdoorRate::KnownTrigger { rate, attack: self.after.attack.as_ref() }),
-            (None, Some(probe)) => Some(BackdoorRate::WorstProbe(probe)),
-            (None, None) => None,
+        let evidence = self.strength_search.as_ref().and_then(|s| s.evidence.as_ref());
+        match (self.summary.attack_success_rate_after, evidence, &self.after.worst_probe) {
+            (Some(rate), _, _) => Some(BackdoorRate::KnownTrigger { rate, attack: self.after.attack.as_ref() }),
+            (None, Some(evidence), _) => Some(BackdoorRate::Evidence(evidence)),
+            (None, None, Some(probe)) => Some(BackdoorRate::WorstProbe(probe)),
+            (None, None, None) => None,
         }
     }
 

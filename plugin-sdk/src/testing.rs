@@ -2,7 +2,11 @@
 //!
 //! It comes from an FST purification of a BadNets-backdoored Fashion-MNIST model: attack success
 //! rate 89.5% before, 2.1% after; worst probe after 39.5% (a blended trigger); clean accuracy
-//! 87.2% before, 85.65% after (a 1.55-point drop). Change the figures a test is about.
+//! 87.2% before, 85.65% after (a 1.55-point drop). Its strength search's `evidence`, the judge's
+//! settings (`invert_triggers`, `inversion`, LP-FT warm-up) and the candidates' inversion fields
+//! were spliced in from a real `fstgate purify --judge` report (the held-out grid's h03, an MNIST
+//! LeNet with a blended backdoor into class 0) when those fields were added, so that every field
+//! of the schema is present. Change the figures a test is about.
 use crate::Report;
 
 /// The fixture's JSON text: a whole report.json. (The gate leaves `decision` out when it asks a

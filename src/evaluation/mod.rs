@@ -1,6 +1,7 @@
 //! Evaluation before and after purification: clean accuracy (overall and per class), attack
 //! success rate and robust accuracy for a known trigger or a user-supplied poisoned set, and
 //! trigger probes for when the attack is unknown.
+mod inversion;
 mod trigger;
 
 use std::time::Instant;
@@ -9,6 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+pub use inversion::{
+    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, invert, push_rate as inverted_push_rate,
+};
 pub use trigger::{BlendPattern, PatchPattern, Position, Trigger};
 
 use crate::data::{Dataset, InputSpec};

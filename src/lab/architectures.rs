@@ -20,13 +20,16 @@ pub enum Architecture {
     SmallCnnGn,
     /// ResNet-18 for 28x28/32x32 inputs (3x3 stem, no max-pool; BasicBlocks [2, 2, 2, 2]).
     Resnet18,
+    /// LeNet-style: two 5x5 conv-ReLU-max-pool stages (width, 2x channels), no normalisation,
+    /// flattened features, a hidden layer of 32x width units with ReLU and dropout 0.5, head `fc`.
+    Lenet,
 }
 
 impl Architecture {
     /// The base channel width the lab uses unless told otherwise.
     pub fn default_width(self) -> i64 {
         match self {
-            Architecture::SmallCnn | Architecture::SmallCnnGn => 16,
+            Architecture::SmallCnn | Architecture::SmallCnnGn | Architecture::Lenet => 16,
             Architecture::Resnet18 => 64,
         }
     }
@@ -133,6 +136,24 @@ fn small_cnn(channels: i64, classes: i64, width: i64, group_norm: bool, rng: &mu
     net
 }
 
+fn lenet(channels: i64, classes: i64, width: i64, (height, image_width): (i64, i64), rng: &mut SeededRng) -> Net<'_> {
+    let mut net = Net::new(rng);
+    let mut cin = channels;
+    let (mut h, mut w) = (height, image_width);
+    for (stage, cout) in [width, 2 * width].into_iter().enumerate() {
+        let conv = net.conv("x", &format!("conv{}", stage + 1), (cin, cout, 5), 1, true);
+        net.line(format!("x = torch.max_pool2d(torch.relu({conv}), [2, 2])"));
+        (cin, h, w) = (cout, h / 2, w / 2);
+    }
+    let hidden = 32 * width;
+    net.line("x = torch.flatten(x, 1)".into());
+    let fc1 = net.linear("x", "fc1", cin * h * w, hidden);
+    net.line(format!("x = torch.dropout(torch.relu({fc1}), 0.5, self.training)"));
+    let fc = net.linear("x", "fc", hidden, classes);
+    net.line(format!("return {fc}"));
+    net
+}
+
 fn resnet18(channels: i64, classes: i64, width: i64, rng: &mut SeededRng) -> Net<'_> {
     let mut net = Net::new(rng);
     let stem = net.conv("x", "conv1", (channels, width, 3), 1, false);
@@ -204,10 +225,12 @@ impl Node {
     }
 }
 
-/// Writes a freshly initialised (torch's global seed) TorchScript model to `path`.
+/// Writes a freshly initialised (torch's global seed) TorchScript model to `path`, for images of
+/// `channels` x `size` (height, width).
 pub fn export(
     architecture: Architecture,
     channels: i64,
+    size: (i64, i64),
     classes: i64,
     width: i64,
     rng: &mut SeededRng,
@@ -217,11 +240,13 @@ pub fn export(
         Architecture::SmallCnn => small_cnn(channels, classes, width, false, rng),
         Architecture::SmallCnnGn => small_cnn(channels, classes, width, true, rng),
         Architecture::Resnet18 => resnet18(channels, classes, width, rng),
+        Architecture::Lenet => lenet(channels, classes, width, size, rng),
     };
     let class = match architecture {
         Architecture::SmallCnn => "SmallCnn",
         Architecture::SmallCnnGn => "SmallCnnGn",
         Architecture::Resnet18 => "ResNet18",
+        Architecture::Lenet => "LeNet",
     };
     let mut tree = Node::default();
     for (name, tensor, is_parameter) in net.tensors {

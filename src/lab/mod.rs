@@ -54,8 +54,12 @@ pub struct LabReport {
 }
 
 /// Applies the trigger to a seeded choice of training images; returns the poisoned set and how
-/// many images were poisoned.
+/// many images were poisoned. A rate of exactly 0 poisons nothing: the lab's clean control models.
 pub fn poison(train: &Dataset, settings: &PoisonSettings) -> Result<(Dataset, i64)> {
+    if settings.poisoning_rate == 0.0 {
+        let clean = Dataset::from_tensors(train.images.copy(), train.labels.copy(), train.source.clone())?;
+        return Ok((clean, 0));
+    }
     let labels = train.labels_vec();
     let target = settings.target_class;
     let mut candidates: Vec<i64> =
@@ -103,13 +107,22 @@ pub fn train_backdoored(
         return Err(Error::Settings(format!("target class {} is not in 0..{num_classes}", settings.target_class)));
     }
     let (poisoned, poisoned_images) = poison(train, settings)?;
-    let channels = train.image_shape()[0];
+    let shape = train.image_shape();
+    let channels = shape[0];
     let staging = tempfile::Builder::new()
         .prefix(".fstgate-lab")
         .tempdir_in(crate::fsutil::parent_dir(out))
         .map_err(|e| Error::io(out, e))?;
     let initial = staging.path().join("initial.pt");
-    architectures::export(settings.architecture, channels, num_classes, settings.width, &mut rng, &initial)?;
+    architectures::export(
+        settings.architecture,
+        channels,
+        (shape[1], shape[2]),
+        num_classes,
+        settings.width,
+        &mut rng,
+        &initial,
+    )?;
     let sample = input.normalize(&train.images.narrow(0, 0, 2));
     let mut model = Classifier::load(&initial, device, &sample, Some("fc"))?;
     let trainable = model.named_parameters()?.into_iter().map(|(_, t)| t).collect();
@@ -122,6 +135,7 @@ pub fn train_backdoored(
         augmentation: settings.augmentation,
         input,
         head: None,
+        train_mode: true,
     };
     let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {

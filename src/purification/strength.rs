@@ -30,10 +30,11 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::evidence::{Evidence, NATURAL_RETENTION, Signal, SignalSource, wilson_upper_95};
 use super::{Method, Settings, purify};
 use crate::data::{Dataset, InputSpec};
 use crate::error::{Error, Result};
-use crate::evaluation::{self, Plan, ProbeResult};
+use crate::evaluation::{self, Attack, InversionSettings, InvertedTrigger, Plan, ProbeResult, Trigger};
 use crate::model::{Classifier, Snapshot};
 use crate::training::{EpochRecord, Progress};
 
@@ -78,6 +79,27 @@ pub struct AutoStrength {
     /// Validation accuracy the chosen candidate may lose against the original model, in points,
     /// before the report warns.
     pub max_validation_drop_points: f64,
+    /// Invert a trigger per class before purifying (evaluation::inversion): finds backdoors of
+    /// shapes and positions no probe covers, and names their class.
+    pub invert_triggers: bool,
+    /// At most this many tuning images (class-balanced) to invert triggers on.
+    pub inversion_images: i64,
+    /// How the triggers are inverted and judged.
+    pub inversion: InversionSettings,
+    /// The first alpha when there is evidence of a backdoor. On the grid's fit half the gentle
+    /// alpha (0.01) left 11-15% ASR on two of the three patch backdoors that inversion found,
+    /// and 0.03 removed all three (0.0-0.2% on validation) for 1.5-2.3 points.
+    pub evidence_start_alpha: f64,
+    /// A candidate has cleared an inverted trigger when it pushes at most this fraction of the
+    /// validation images into its class. On the fit half, an inverted trigger pushing <= 4.3%
+    /// went with a real ASR <= 2.8%, one pushing 7% with 11% (docs/strength.md).
+    pub inverted_push_target: f64,
+    /// Epochs of linear probing of the re-initialised head before each candidate's full tuning
+    /// (LP-FT, `Settings::head_warmup_epochs`).
+    pub head_warmup_epochs: usize,
+    /// Train every candidate of the ladder (start alpha, then threefold) whatever the residuals,
+    /// and choose among them by the rule: for fitting the rule on a benchmark, not for gating.
+    pub explore: bool,
 }
 
 impl Default for AutoStrength {
@@ -91,6 +113,30 @@ impl Default for AutoStrength {
             suspect_push_rate: 0.6,
             suspect_push_target: 0.03,
             max_validation_drop_points: 2.0,
+            invert_triggers: false,
+            inversion_images: 1000,
+            inversion: InversionSettings::default(),
+            evidence_start_alpha: 0.03,
+            inverted_push_target: 0.05,
+            head_warmup_epochs: 0,
+            explore: false,
+        }
+    }
+}
+
+impl AutoStrength {
+    /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
+    /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
+    /// no target, LP-FT with 5 warm-up epochs keeps the features, 300 steps per candidate, at most
+    /// 2 candidates. Not yet the default: on the held-out grid it missed backdoors and denied clean
+    /// Fashion-MNIST models (docs/strength.md).
+    pub fn judge() -> Self {
+        AutoStrength {
+            invert_triggers: true,
+            min_steps: 300,
+            max_candidates: 2,
+            head_warmup_epochs: 5,
+            ..AutoStrength::default()
         }
     }
 }
@@ -147,42 +193,92 @@ impl AutoStrength {
         if self.max_validation_drop_points.is_nan() || self.max_validation_drop_points < 0.0 {
             return Err(Error::Settings("the validation accuracy budget must be non-negative".into()));
         }
-        Ok(())
+        for (name, rate) in
+            [("evidence start alpha", self.evidence_start_alpha), ("inverted push target", self.inverted_push_target)]
+        {
+            if !(rate > 0.0 && rate.is_finite()) || (name == "inverted push target" && rate > 1.0) {
+                return Err(Error::Settings(format!(
+                    "the {name} must be positive (a fraction for the target), got {rate}"
+                )));
+            }
+        }
+        if self.inversion_images < 1 {
+            return Err(Error::Settings("trigger inversion needs at least one image".into()));
+        }
+        self.inversion.validate()
     }
 
     fn rule(&self) -> String {
+        if !self.invert_triggers {
+            return format!(
+                "train at most {} candidates on the tuning split, each from the original weights for at least \
+                 {} optimiser steps (at most {MAX_CANDIDATE_EPOCHS} epochs); a candidate meets the targets when \
+                 cos(W, W0) <= {} and every trigger probe that pushed >= {} of the original model's validation \
+                 images into one class pushes <= {} into it; residual = max(cos - {}, push - {}); alpha {} first, \
+                 then up threefold or by the secant aiming at residual -{AIM_PAST_TARGET} until one meets them, \
+                 then secant steps back while the weakest that met them overshot by more than {OVERSHOOT}; choose \
+                 the most accurate on validation among those that met them, else the lowest residual; warn if the \
+                 choice did not meet them or loses more than {} validation points",
+                self.max_candidates,
+                self.min_steps,
+                self.cosine_target,
+                self.suspect_push_rate,
+                self.suspect_push_target,
+                self.cosine_target,
+                self.suspect_push_target,
+                self.start_alpha,
+                self.max_validation_drop_points
+            );
+        }
+        let inversion = &self.inversion;
         format!(
-            "train at most {} candidates on the tuning split, each from the original weights for at least \
-             {} optimiser steps (at most {MAX_CANDIDATE_EPOCHS} epochs); a candidate meets the targets when \
-             cos(W, W0) <= {} and every trigger probe that pushed >= {} of the original model's validation \
-             images into one class pushes <= {} into it; residual = max(cos - {}, push - {}); alpha {} first, \
-             then up threefold or by the secant aiming at residual -{AIM_PAST_TARGET} until one meets them, then \
-             secant steps back while the weakest that met them overshot by more than {OVERSHOOT}; choose the most \
-             accurate on validation among those that met them, else the lowest residual; warn if the choice \
-             did not meet them or loses more than {} validation points",
-            self.max_candidates,
-            self.min_steps,
-            self.cosine_target,
+            "gather evidence on the original model: trigger probes pushing >= {} of the validation images into one \
+             class, and a trigger inverted per class ({} steps on at most {} tuning images) whose mask is <= {} of \
+             the other classes' median and pushes >= {} of the validation images; a probe whose push the first \
+             candidate keeps above {NATURAL_RETENTION} of its original rate is the model's nature, not evidence. \
+             Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
+             least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate at \
+             alpha {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
+             clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
+             into its class; choose the most accurate on validation among those that cleared it, else the \
+             closest; warn if the choice did not clear it or loses more than {} validation points",
             self.suspect_push_rate,
-            self.suspect_push_target,
-            self.cosine_target,
-            self.suspect_push_target,
+            inversion.steps,
+            self.inversion_images,
+            inversion.max_mask_ratio,
+            inversion.min_push,
+            self.head_warmup_epochs,
+            self.min_steps,
             self.start_alpha,
+            self.evidence_start_alpha,
+            self.max_candidates,
+            self.suspect_push_target,
+            self.inverted_push_target,
             self.max_validation_drop_points
         )
     }
 
-    /// How far a candidate is from meeting the targets: the larger of its cosine's and its
-    /// suspect push's distance above their targets (<= 0: both met).
-    fn residual(&self, cosine: f64, suspect_push: Option<f64>) -> f64 {
+    /// How far a candidate is from meeting the targets: the largest of its cosine's, its suspect
+    /// probes' and its inverted triggers' pushes' distances above their targets. <= 0: all met.
+    ///
+    /// With trigger inversion on, the head's cosine is reported but no target: the LP-FT warm-up
+    /// first aligns the new head with the features (cos +0.2 to +0.4 at alpha 0.01 on the fit
+    /// half of the grid), so the cosine no longer says how far the features moved, and chasing
+    /// -0.25 cost 2.7-3.7 points where the evidence was already cleared (docs/strength.md).
+    fn residual(&self, cosine: f64, suspect_push: Option<f64>, inverted_push: Option<f64>) -> f64 {
+        let shift = if self.invert_triggers { f64::NEG_INFINITY } else { cosine - self.cosine_target };
         let push = suspect_push.map_or(f64::NEG_INFINITY, |p| p - self.suspect_push_target);
-        (cosine - self.cosine_target).max(push)
+        let inverted = inverted_push.map_or(f64::NEG_INFINITY, |p| p - self.inverted_push_target);
+        shift.max(push).max(inverted)
     }
 
     /// The next alpha to try after `tried` (alpha, residual), or None when the search is done.
     fn next_alpha(&self, tried: &[(f64, f64)]) -> Option<f64> {
         if tried.len() >= self.max_candidates {
             return None;
+        }
+        if self.explore {
+            return Some(self.start_alpha * FIRST_STEP_UP.powi(tried.len() as i32));
         }
         let aim = -AIM_PAST_TARGET;
         let reached = |r: f64| r <= 0.0;
@@ -192,6 +288,8 @@ impl AutoStrength {
         let secant = |(a0, c0): (f64, f64), (a1, c1): (f64, f64)| a0 + (aim - c0) * (a1 - a0) / (c1 - c0);
         match (low, high) {
             (_, Some(&(_, r))) if r >= -OVERSHOOT => None,
+            // The evidence is cleared: a gentler alpha would cost a candidate to save little.
+            (_, Some(_)) if self.invert_triggers => None,
             // A gentler alpha inside the bracket (or below the only point, with cos(0) taken as 0).
             (Some(&(a0, c0)), Some(&(a1, c1))) => {
                 let margin = 0.1 * (a1 - a0);
@@ -232,7 +330,16 @@ pub struct Candidate {
     /// no probe was suspect).
     #[serde(default)]
     pub suspect_push: Option<f64>,
-    /// Met both targets: the head's cosine and the suspect probes' pushes.
+    /// The highest push, on validation, of the triggers inverted from the original model into
+    /// their classes that count as evidence (absent when none does).
+    #[serde(default)]
+    pub inverted_push: Option<f64>,
+    /// The attack success rate of the trigger the user named, on this candidate's validation
+    /// images: a diagnostic for benchmarks, never used by the search.
+    #[serde(default)]
+    pub known_trigger_asr: Option<f64>,
+    /// Met the targets: the suspect probes' and inverted triggers' pushes (and, without
+    /// inversion, the head's cosine).
     pub reached_shift_target: bool,
     pub within_accuracy_budget: bool,
     /// Why the candidate has no figures (e.g. the loss diverged).
@@ -256,6 +363,9 @@ pub struct StrengthSearch {
     /// validation images into one class, with that class and rate.
     #[serde(default)]
     pub suspect_probes: Vec<ProbeResult>,
+    /// The backdoor evidence the search worked from, followed to the chosen candidate.
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
     /// In the order tried.
     pub candidates: Vec<Candidate>,
     /// Index of the chosen candidate in `candidates`; its weights are the output.
@@ -275,12 +385,17 @@ pub struct Purified {
 
 /// Purifies `model` in place: with `base` as given, or with the alpha the automatic mode chooses
 /// (`base` supplies everything else). On error the model must not be saved.
+///
+/// `known_trigger`, when the user named the attack, is measured on every candidate's validation
+/// images for the report (`Candidate::known_trigger_asr`, to fit and check the rule on
+/// benchmarks); the search never looks at it.
 pub fn purify_with_strength(
     model: &mut Classifier,
     clean: &Dataset,
     input: &InputSpec,
     base: &Settings,
     strength: &Strength,
+    known_trigger: Option<(&Trigger, i64)>,
     progress: &dyn Progress,
 ) -> Result<Purified> {
     match strength {
@@ -290,7 +405,7 @@ pub fn purify_with_strength(
             search: None,
             warnings: Vec::new(),
         }),
-        Strength::Auto(auto) => search(model, clean, input, base, auto, progress),
+        Strength::Auto(auto) => search(model, clean, input, base, auto, known_trigger, progress),
     }
 }
 
@@ -313,13 +428,47 @@ fn suspects(rates: &[Vec<f64>], threshold: f64) -> Vec<(usize, usize)> {
     found
 }
 
+/// What a candidate showed of the evidence, in words.
+fn candidate_evidence(c: &Candidate) -> String {
+    let mut parts = Vec::new();
+    if let Some(push) = c.suspect_push {
+        parts.push(format!("suspect probes push {:.1}%", 100.0 * push));
+    }
+    if let Some(push) = c.inverted_push {
+        parts.push(format!("inverted triggers push {:.1}%", 100.0 * push));
+    }
+    parts.join("; ")
+}
+
+/// The push of every signal on the model as it stands, in the order the signals were built:
+/// the suspect probes, then the inverted triggers.
+fn signal_pushes(
+    model: &mut Classifier,
+    validation: &Dataset,
+    input: &InputSpec,
+    probes: &Plan,
+    suspect_pairs: &[(usize, usize)],
+    inverted: &[InvertedTrigger],
+) -> Result<Vec<f64>> {
+    let mut pushes = Vec::with_capacity(suspect_pairs.len() + inverted.len());
+    if !suspect_pairs.is_empty() {
+        let rates = evaluation::probe_push_rates(model, validation, probes)?;
+        pushes.extend(suspect_pairs.iter().map(|&(probe, class)| rates[probe][class]));
+    }
+    for trigger in inverted {
+        pushes.push(evaluation::inverted_push_rate(model, validation, input, trigger)?);
+    }
+    Ok(pushes)
+}
+
 /// Candidates compare by: met the targets (then the more accurate on validation, then the
 /// stronger: with nothing to choose on accuracy, the larger shift is the safer), else the lower
 /// residual.
 fn better(auto: &AutoStrength, a: &Candidate, b: &Candidate) -> bool {
     let accuracy = |c: &Candidate| c.validation_accuracy.unwrap_or(f64::NEG_INFINITY);
-    let residual =
-        |c: &Candidate| c.head_cosine_to_original.map_or(f64::INFINITY, |cosine| auto.residual(cosine, c.suspect_push));
+    let residual = |c: &Candidate| {
+        c.head_cosine_to_original.map_or(f64::INFINITY, |cosine| auto.residual(cosine, c.suspect_push, c.inverted_push))
+    };
     match (a.reached_shift_target, b.reached_shift_target) {
         (true, false) => true,
         (false, true) => false,
@@ -334,6 +483,7 @@ fn search(
     input: &InputSpec,
     base: &Settings,
     auto: &AutoStrength,
+    known_trigger: Option<(&Trigger, i64)>,
     progress: &dyn Progress,
 ) -> Result<Purified> {
     let started = Instant::now();
@@ -373,15 +523,75 @@ fn search(
             rate: original_pushes[probe][class],
         })
         .collect();
+    let images_outside = |class: i64| validation.labels_vec().iter().filter(|&&l| l != class).count() as i64;
+    let mut signals: Vec<Signal> = suspect_probes
+        .iter()
+        .map(|p| Signal {
+            source: SignalSource::Probe,
+            trigger: p.trigger.clone(),
+            class: p.class,
+            push_before: p.rate,
+            push_after: None,
+            images: images_outside(p.class),
+            push_after_upper_95: None,
+            mask_ratio: None,
+            cleared: false,
+            natural: false,
+        })
+        .collect();
+    let (inversion, inverted) = if auto.invert_triggers {
+        let optimisation = tuning.balanced_count(auto.inversion_images.min(tuning.len()), base.seed)?;
+        let inversion_settings = InversionSettings { seed: base.seed, ..auto.inversion.clone() };
+        let (summary, triggers) = evaluation::invert(model, &optimisation, &validation, input, &inversion_settings)?;
+        tracing::info!(suspected = ?summary.suspected_targets, seconds = summary.seconds, "trigger inversion");
+        let suspected: Vec<InvertedTrigger> =
+            triggers.into_iter().filter(|t| summary.suspected_targets.contains(&t.class)).collect();
+        for trigger in &suspected {
+            let class = &summary.classes[trigger.class as usize];
+            signals.push(Signal {
+                source: SignalSource::Inversion,
+                trigger: format!(
+                    "inverted trigger ({:.1}-pixel mask, {:.2} of the median)",
+                    class.mask_pixels, class.mask_ratio
+                ),
+                class: trigger.class,
+                push_before: class.push,
+                push_after: None,
+                images: images_outside(trigger.class),
+                push_after_upper_95: None,
+                mask_ratio: Some(class.mask_ratio),
+                cleared: false,
+                natural: false,
+            });
+        }
+        (Some(summary), suspected)
+    } else {
+        (None, Vec::new())
+    };
+    // Without evidence of a backdoor the gate still purifies, gently: one candidate at the first
+    // alpha. With evidence, the search goes on until the signals are silenced.
+    let gentle = AutoStrength { max_candidates: 1, ..auto.clone() };
+    let evidence_rule = AutoStrength { start_alpha: auto.evidence_start_alpha, ..auto.clone() };
     let mut candidates: Vec<Candidate> = Vec::new();
     // The best candidate so far and its weights, unless it is the model as it stands.
     let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
+    let mut best_pushes: Vec<f64> = Vec::new();
     let mut tried = Vec::new();
-    while let Some(alpha) = auto.next_alpha(&tried) {
+    let rule = |signals: &[Signal]| {
+        if auto.explore || !auto.invert_triggers {
+            auto
+        } else if signals.iter().any(Signal::counts) {
+            &evidence_rule
+        } else {
+            &gentle
+        }
+    };
+    while let Some(alpha) = rule(&signals).next_alpha(&tried) {
         if !candidates.is_empty() {
             model.restore(&original)?;
         }
-        let settings = Settings { alpha, epochs: candidate_epochs, ..base.clone() };
+        let settings =
+            Settings { alpha, epochs: candidate_epochs, head_warmup_epochs: auto.head_warmup_epochs, ..base.clone() };
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
             alpha,
@@ -391,6 +601,8 @@ fn search(
             validation_drop_points: None,
             head_cosine_to_original: None,
             suspect_push: None,
+            inverted_push: None,
+            known_trigger_asr: None,
             reached_shift_target: false,
             within_accuracy_budget: false,
             failure: None,
@@ -413,15 +625,40 @@ fn search(
         let cosine = records.last().and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
-        let suspect_push = if suspect_pairs.is_empty() {
-            None
-        } else {
-            let pushes = evaluation::probe_push_rates(model, &validation, &probes)?;
-            suspect_pairs.iter().map(|&(probe, class)| pushes[probe][class]).reduce(f64::max)
+        let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
+        if candidates.is_empty() {
+            // The model's own baseline: a probe's push the first candidate did not move is its
+            // nature. Not so for inverted triggers: ResNet-18 backdoors on the fit half kept
+            // 72-86% of their inverted push under the first candidates, as natural shortcuts do,
+            // so an inverted trigger counts until it is cleared (docs/strength.md).
+            for (signal, push) in signals.iter_mut().zip(&pushes) {
+                signal.natural = signal.source == SignalSource::Probe && *push > NATURAL_RETENTION * signal.push_before;
+            }
+        }
+        let counted = |source: SignalSource| {
+            signals
+                .iter()
+                .zip(&pushes)
+                .filter(|(s, _)| s.counts() && s.source == source)
+                .map(|(_, p)| *p)
+                .reduce(f64::max)
         };
-        let residual = auto.residual(cosine, suspect_push);
+        let suspect_push = counted(SignalSource::Probe);
+        let inverted_push = counted(SignalSource::Inversion);
+        let residual = rule(&signals).residual(cosine, suspect_push, inverted_push);
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
+        candidate.inverted_push = inverted_push;
+        if let Some((trigger, target)) = known_trigger {
+            let plan = Plan {
+                input: input.clone(),
+                attack: Some(Attack::Trigger { trigger: trigger.clone(), target }),
+                probes: Vec::new(),
+                batch_size: 512,
+            };
+            candidate.known_trigger_asr =
+                evaluation::evaluate(model, &validation, &plan)?.attack.map(|a| a.attack_success_rate);
+        }
         candidate.reached_shift_target = residual <= 0.0;
         candidate.within_accuracy_budget = drop <= auto.max_validation_drop_points;
         candidate.seconds = candidate_started.elapsed().as_secs_f64();
@@ -439,10 +676,21 @@ fn search(
         candidates.push(candidate);
         if improves {
             // A later candidate overwrites the model: keep these weights if there will be one.
-            let more = auto.next_alpha(&tried).is_some();
+            let more = rule(&signals).next_alpha(&tried).is_some();
             best = Some((candidates.len() - 1, records, if more { Some(model.snapshot()?) } else { None }));
+            best_pushes = pushes;
         }
     }
+    for (signal, push) in signals.iter_mut().zip(&best_pushes) {
+        signal.push_after = Some(*push);
+        signal.push_after_upper_95 = Some(wilson_upper_95(*push, signal.images));
+        signal.cleared = *push
+            <= match signal.source {
+                SignalSource::Probe => auto.suspect_push_target,
+                SignalSource::Inversion => auto.inverted_push_target,
+            };
+    }
+    let evidence = Evidence::conclude(inversion, signals);
     let Some((chosen, epochs, snapshot)) = best else {
         let failure = candidates.first().and_then(|c| c.failure.clone()).unwrap_or_default();
         return Err(Error::NonFinite(format!("every strength candidate failed: {failure}")));
@@ -455,32 +703,63 @@ fn search(
     let drop = c.validation_drop_points.unwrap_or(f64::NAN);
     let push = match c.suspect_push {
         Some(push) => {
-            format!(", suspect probes push {:.1}% (target <= {}%)", 100.0 * push, 100.0 * auto.suspect_push_target)
+            format!(", suspect triggers push {:.1}% (target <= {}%)", 100.0 * push, 100.0 * auto.suspect_push_target)
         }
         None => String::new(),
     };
-    let reason = if c.reached_shift_target {
+    let reason = if !evidence.backdoor_suspected {
+        format!(
+            "no evidence of a backdoor ({}): one gentle candidate, alpha {:.4} (cos {cosine:.3}), {drop:.2} points \
+             below the original model on validation",
+            evidence.reason, c.alpha
+        )
+    } else if c.reached_shift_target && auto.invert_triggers {
+        format!(
+            "alpha {:.4} cleared the evidence ({}) and is the most accurate on validation of the candidates \
+             that did ({drop:.2} points below the original model; budget {}; cos {cosine:.3})",
+            c.alpha,
+            candidate_evidence(c),
+            auto.max_validation_drop_points
+        )
+    } else if c.reached_shift_target {
         format!(
             "alpha {:.4} met the targets (cos {cosine:.3} <= {}{push}) and is the most accurate on validation of \
              the candidates that did ({drop:.2} points below the original model; budget {})",
             c.alpha, auto.cosine_target, auto.max_validation_drop_points
         )
+    } else if auto.invert_triggers {
+        format!(
+            "no candidate cleared the evidence; alpha {:.4} came closest ({}), for {drop:.2} points of validation \
+             accuracy",
+            c.alpha,
+            candidate_evidence(c)
+        )
     } else {
         format!(
-            "no candidate met the targets (cos <= {}, suspect probes <= {}%); alpha {:.4} came closest \
+            "no candidate met the targets (cos <= {}, suspect triggers <= {}%); alpha {:.4} came closest \
              (cos {cosine:.3}{push}), for {drop:.2} points of validation accuracy",
             auto.cosine_target,
             100.0 * auto.suspect_push_target,
             c.alpha
         )
     };
-    if !c.reached_shift_target {
-        warnings.push(format!(
-            "the automatic strength found no alpha that shifts the head to cos <= {} and clears the suspect \
-             probes (best: alpha {:.4}, cos {cosine:.3}{push}): the backdoor may remain; allow more epochs \
-             (--epochs), candidates (--auto-candidates) or a larger first alpha (--auto-start-alpha)",
-            auto.cosine_target, c.alpha
-        ));
+    if evidence.backdoor_suspected && !c.reached_shift_target {
+        warnings.push(if auto.invert_triggers {
+            format!(
+                "the automatic strength found no alpha that clears the backdoor evidence (best: alpha {:.4}, {}): \
+                 the backdoor may remain; allow more candidates (--auto-candidates) or a larger first alpha \
+                 (--auto-start-alpha)",
+                c.alpha,
+                candidate_evidence(c)
+            )
+        } else {
+            format!(
+                "the automatic strength found no alpha that shifts the head to cos <= {} and clears the suspect \
+                 triggers (best: alpha {:.4}, cos {cosine:.3}{push}): the backdoor may remain; allow more epochs \
+                 (--epochs), candidates (--auto-candidates) or a larger first alpha (--auto-start-alpha)",
+                auto.cosine_target, c.alpha
+            )
+        });
     }
     if !c.within_accuracy_budget {
         warnings.push(format!(
@@ -496,18 +775,47 @@ fn search(
         validation_images: validation.len(),
         original_validation_accuracy: original_accuracy,
         suspect_probes,
+        evidence: Some(evidence),
         reason,
         chosen,
         seconds: started.elapsed().as_secs_f64(),
         candidates,
     };
-    let settings = Settings { alpha: search.candidates[chosen].alpha, epochs: candidate_epochs, ..base.clone() };
+    let settings = Settings {
+        alpha: search.candidates[chosen].alpha,
+        epochs: candidate_epochs,
+        head_warmup_epochs: auto.head_warmup_epochs,
+        ..base.clone()
+    };
     Ok(Purified { settings, epochs, search: Some(search), warnings })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule before trigger inversion: the head's cosine is a target.
+    fn legacy() -> AutoStrength {
+        AutoStrength::default()
+    }
+
+    #[test]
+    fn with_inversion_the_evidence_alone_is_the_target_and_the_first_clearing_candidate_stands() {
+        let auto = AutoStrength::judge();
+        // The cosine is no target: an unshifted head with cleared evidence has met them.
+        assert!(auto.residual(0.3, Some(0.01), Some(-0.2)) <= 0.0);
+        assert!(auto.residual(-0.9, None, Some(0.1)) > 0.0);
+        assert!(auto.residual(-0.9, Some(0.05), None) > 0.0);
+        // A shortfall falling with alpha: step up until cleared, then stop however far past.
+        let alphas = simulate_with(&auto, |_| 0.0, |_| None);
+        assert_eq!(alphas, [0.01], "no signal, no target left: the first candidate stands");
+        let mut tried = Vec::new();
+        while let Some(alpha) = auto.next_alpha(&tried) {
+            tried.push((alpha, auto.residual(0.0, None, Some(0.5 - 40.0 * alpha))));
+        }
+        assert_eq!(tried.len(), 2, "{tried:?}");
+        assert!(tried[1].1 < -OVERSHOOT, "cleared far past the target and stopped: {tried:?}");
+    }
 
     fn candidate(alpha: f64, reached: bool, cosine: f64, accuracy: f64) -> Candidate {
         Candidate {
@@ -518,6 +826,8 @@ mod tests {
             validation_drop_points: Some(0.0),
             head_cosine_to_original: Some(cosine),
             suspect_push: None,
+            inverted_push: None,
+            known_trigger_asr: None,
             reached_shift_target: reached,
             within_accuracy_budget: true,
             failure: None,
@@ -527,7 +837,7 @@ mod tests {
 
     #[test]
     fn reaching_the_target_comes_first_then_validation_accuracy() {
-        let auto = &AutoStrength::default();
+        let auto = &legacy();
         assert!(better(auto, &candidate(0.1, true, -0.3, 0.8), &candidate(0.05, false, -0.2, 0.9)));
         assert!(!better(auto, &candidate(0.1, false, -0.5, 0.9), &candidate(0.2, true, -0.3, 0.8)));
         assert!(better(auto, &candidate(0.1, true, -0.6, 0.86), &candidate(0.03, true, -0.3, 0.85)));
@@ -542,11 +852,11 @@ mod tests {
 
     #[test]
     fn the_residual_is_the_target_furthest_from_being_met() {
-        let auto = AutoStrength { cosine_target: -0.25, suspect_push_target: 0.02, ..AutoStrength::default() };
-        assert!((auto.residual(-0.2, None) - 0.05).abs() < 1e-12);
-        assert!((auto.residual(-0.3, Some(0.12)) - 0.10).abs() < 1e-12);
-        assert!((auto.residual(-0.3, Some(0.0)) - -0.02).abs() < 1e-12);
-        assert!(auto.residual(-0.9, Some(0.01)) <= 0.0 && auto.residual(-0.9, Some(0.03)) > 0.0);
+        let auto = AutoStrength { cosine_target: -0.25, suspect_push_target: 0.02, ..legacy() };
+        assert!((auto.residual(-0.2, None, None) - 0.05).abs() < 1e-12);
+        assert!((auto.residual(-0.3, Some(0.12), None) - 0.10).abs() < 1e-12);
+        assert!((auto.residual(-0.3, Some(0.0), None) - -0.02).abs() < 1e-12);
+        assert!(auto.residual(-0.9, Some(0.01), None) <= 0.0 && auto.residual(-0.9, Some(0.03), None) > 0.0);
     }
 
     #[test]
@@ -561,7 +871,7 @@ mod tests {
     fn simulate_with(auto: &AutoStrength, cosine: impl Fn(f64) -> f64, push: impl Fn(f64) -> Option<f64>) -> Vec<f64> {
         let mut tried = Vec::new();
         while let Some(alpha) = auto.next_alpha(&tried) {
-            tried.push((alpha, auto.residual(cosine(alpha), push(alpha))));
+            tried.push((alpha, auto.residual(cosine(alpha), push(alpha), None)));
         }
         tried.iter().map(|t| t.0).collect()
     }
@@ -572,7 +882,7 @@ mod tests {
 
     #[test]
     fn a_backdoor_the_probes_still_find_drives_the_search_past_the_head_target() {
-        let auto = AutoStrength::default();
+        let auto = legacy();
         // Measured on the lab's blended GroupNorm CNN: cos -0.31 at alpha 0.01 with 11% of the
         // noise-probed images still pushed into the target class; cos -0.92 and 0% at 0.03.
         let cosine = |a: f64| 0.0 - 30.0 * a;
@@ -581,14 +891,14 @@ mod tests {
         assert_eq!(alphas[0], 0.01);
         assert!(alphas.len() >= 2, "{alphas:?}");
         let last = *alphas.last().unwrap();
-        assert!(auto.residual(cosine(last), push(last)) <= 0.0, "{alphas:?}");
+        assert!(auto.residual(cosine(last), push(last), None) <= 0.0, "{alphas:?}");
         // Without a suspect probe the same head stops at the first alpha.
         assert_eq!(simulate(&auto, cosine), [0.01]);
     }
 
     #[test]
     fn search_steps_up_then_stops_at_a_candidate_near_the_target() {
-        let auto = AutoStrength::default();
+        let auto = legacy();
         // Measured on the lab's BadNets CNN (20 epochs): about 0.15 - 15 alpha.
         let alphas = simulate(&auto, |a| 0.15 - 15.0 * a);
         assert_eq!(alphas.len(), 2, "{alphas:?}");
@@ -607,7 +917,7 @@ mod tests {
         let alphas = simulate(&auto, |a| 0.2 - a);
         assert_eq!(alphas.len(), auto.max_candidates);
         assert!(alphas.windows(2).all(|w| w[1] >= 1.5 * w[0] && w[1] <= 5.0 * w[0] + 1e-12), "{alphas:?}");
-        let one = AutoStrength { max_candidates: 1, ..AutoStrength::default() };
+        let one = AutoStrength { max_candidates: 1, ..legacy() };
         assert_eq!(simulate(&one, |a| 0.15 - 15.0 * a), [0.01]);
     }
 

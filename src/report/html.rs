@@ -93,7 +93,7 @@ h1{margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-b
 table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ddd;padding:.3em .7em;text-align:right}\
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}\
 .verdict{display:inline-block;padding:.2em .8em;border-radius:4px;color:#fff;font-weight:600}\
-.release{background:#2e7d32}.deny{background:#c62828}.bad{color:#c62828;font-weight:600}.good{color:#2e7d32}\
+.release{background:#2e7d32}.deny{background:#c62828}.bad{color:#c62828;font-weight:600}.good{color:#2e7d32}tr.suspected{background:#fdecea;font-weight:600}\
 .strip{display:flex;flex-wrap:wrap;gap:12px}.strip figure{margin:0;text-align:center;font-size:13px}\
 .strip img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #ccc}\
 pre,code{background:#f6f6f6;font-size:13px}pre{padding:.6em;overflow-x:auto}.muted{color:#666}";
@@ -128,6 +128,7 @@ pub fn render(report: &Report, name: &str, examples: &[TriggeredExample], key_id
     );
     summary(&mut page, report);
     per_class(&mut page, report);
+    evidence(&mut page, report);
     training(&mut page, report);
     triggered(&mut page, report, examples);
     probes(&mut page, report);
@@ -280,6 +281,73 @@ fn training(page: &mut String, report: &Report) {
         );
     }
     let _ = writeln!(page, "</table>\n<p>{}</p>", escape(&search.reason));
+}
+
+/// The backdoor evidence found without the attack: every signal with its push before and after
+/// (and the 95% upper bound), then the inversion's per-class mask sizes.
+fn evidence(page: &mut String, report: &Report) {
+    let Some(evidence) = report.strength_search.as_ref().and_then(|s| s.evidence.as_ref()) else { return };
+    let finding = match (evidence.backdoor_suspected, evidence.cleared) {
+        (false, _) => "no evidence of a backdoor",
+        (true, true) => "backdoor suspected, cleared by purification",
+        (true, false) => "backdoor suspected, NOT cleared by purification",
+    };
+    let _ = writeln!(
+        page,
+        "<h2>Backdoor evidence (trigger unknown)</h2>\n<p id=\"evidence\"><strong>{finding}</strong>: {}</p>",
+        escape(&evidence.reason)
+    );
+    if !evidence.signals.is_empty() {
+        page.push_str(
+            "<table id=\"signals\"><tr><th>signal</th><th>class</th><th>push before</th><th>push after</th>\
+             <th>95% upper</th><th>images</th><th>mask ratio</th><th></th></tr>\n",
+        );
+        for s in &evidence.signals {
+            let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
+            let note = if s.natural {
+                "the model's nature"
+            } else if s.cleared {
+                "cleared"
+            } else {
+                "not cleared"
+            };
+            let _ = writeln!(
+                page,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&s.trigger),
+                s.class,
+                percent(Some(s.push_before)),
+                percent(s.push_after),
+                percent(s.push_after_upper_95),
+                s.images,
+                ratio(s.mask_ratio),
+                note
+            );
+        }
+        page.push_str("</table>\n");
+    }
+    if let Some(inversion) = &evidence.inversion {
+        let _ = write!(
+            page,
+            "<p>Trigger inversion ({} steps on {} images, push measured on {} held-out images, {:.1} s): the smallest \
+             mask per class, in pixels, and its ratio to the other classes' median.</p>\n<table id=\"inversion\"><tr>\
+             <th>class</th><th>mask pixels</th><th>ratio</th><th>push</th><th>anomaly index</th></tr>\n",
+            inversion.settings.steps, inversion.optimisation_images, inversion.held_out_images, inversion.seconds
+        );
+        for c in &inversion.classes {
+            let mark = if inversion.suspected_targets.contains(&c.class) { " class=\"suspected\"" } else { "" };
+            let _ = writeln!(
+                page,
+                "<tr{mark}><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td></tr>",
+                c.class,
+                c.mask_pixels,
+                c.mask_ratio,
+                percent(Some(c.push)),
+                c.anomaly_index
+            );
+        }
+        page.push_str("</table>\n");
+    }
 }
 
 fn triggered(page: &mut String, report: &Report, examples: &[TriggeredExample]) {

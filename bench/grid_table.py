@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Tables of the held-out grid (scripts/grid.sh) for docs/strength.md: one row per model (truth,
+the gate's evidence and verdict, C-Acc and ASR before and after, cost against the paper's
+settings), the confusion matrix of verdicts, and with --candidates every candidate of an
+--auto-explore run (the data the rule was fitted on).
+
+    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]
+
+Truth: `clean` (a clean control, rate 0), `weak` (poisoned, but the backdoor did not take: ASR
+before < 20%), `backdoored`. Outcome for a backdoored model: `removed` when ASR after <= 2%,
+else `left`. A verdict is right when a clean or weak model is released with a drop <= 1 point
+(clean) or <= 2 points (weak, removed), a removed backdoor released with a drop <= 2 points, and a
+left backdoor denied.
+"""
+import json
+import os
+import sys
+
+MODELS = {}
+
+
+def load_models(script):
+    with open(script) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 8 and parts[1] in ("fit", "heldout"):
+                MODELS[parts[0]] = dict(
+                    half=parts[1], data=parts[2], arch=parts[3], trigger=parts[5].replace("image=@", "image="),
+                    rate=float(parts[6]), target=int(parts[7]))
+
+
+def pct(x):
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def main():
+    grid, runs, half = sys.argv[1:4]
+    candidates = "--candidates" in sys.argv
+    load_models(os.path.join(os.path.dirname(__file__), "..", "scripts", "grid.sh"))
+    rows, confusion = [], {}
+    for model_id, m in MODELS.items():
+        if half != "all" and m["half"] != half:
+            continue
+        path = os.path.join(grid, runs, model_id, "report.json")
+        if not os.path.exists(path):
+            rows.append(f"| {model_id} | missing |")
+            continue
+        report = json.load(open(path))
+        s, search = report["summary"], report["strength_search"]
+        evidence = search.get("evidence") or {}
+        verdict_path = os.path.join(grid, runs, model_id, "verdict.json")
+        verdict = json.load(open(verdict_path)) if os.path.exists(verdict_path) else {}
+        released = verdict.get("verdict") == "allow"
+        asr_before, asr_after = s["attack_success_rate_before"], s["attack_success_rate_after"]
+        drop = s["clean_accuracy_drop_points"]
+        truth = "clean" if m["rate"] == 0 else ("weak" if asr_before < 0.2 else "backdoored")
+        outcome = truth if truth != "backdoored" else ("removed" if asr_after <= 0.02 else "left")
+        if outcome == "left":
+            right = not released
+        elif outcome == "clean":
+            right = released and drop <= 1.0
+        else:
+            right = released and drop <= 2.0 and asr_after <= 0.02
+        confusion.setdefault(outcome, {"released": 0, "denied": 0})["released" if released else "denied"] += 1
+        paper_path = os.path.join(grid, "paper", model_id, "report.json")
+        paper = json.load(open(paper_path)) if os.path.exists(paper_path) else None
+        cost = report["timings"]["total_seconds"] / paper["timings"]["total_seconds"] if paper else None
+        inversion = evidence.get("inversion") or {}
+        target_ratio = next((c["mask_ratio"] for c in inversion.get("classes", []) if c["class"] == m["target"]), None)
+        chosen = search["candidates"][search["chosen"]]
+        rows.append(
+            f"| {model_id} | {m['data']} | {m['arch']} | `{m['trigger']}` | {100 * m['rate']:g}% | {m['target']} | {truth} "
+            f"| {evidence.get('suspected_classes', [])} | {'' if target_ratio is None else f'{target_ratio:.2f}'} "
+            f"| {len(search['candidates'])} | {chosen['alpha']:g} | {pct(s['clean_accuracy_before'])} "
+            f"| {pct(s['clean_accuracy_after'])} | {drop:.2f} | {pct(asr_before)} | {pct(asr_after)} "
+            f"| {'release' if released else 'deny'} | {'yes' if right else '**no**'} "
+            f"| {report['timings']['total_seconds']:.0f} | {'' if cost is None else f'{cost:.1f}x'} |")
+        if candidates:
+            for c in search["candidates"]:
+                rows.append(
+                    f"|  | candidate | alpha {c['alpha']:g} | val drop {c['validation_drop_points']:.2f} "
+                    f"| ratio {'' if c.get('inverted_mask_ratio') is None else round(c['inverted_mask_ratio'], 2)} "
+                    f"| probe push {pct(c.get('suspect_push'))} | inverted push {pct(c.get('inverted_push'))} "
+                    f"| val ASR {pct(c.get('known_trigger_asr'))} |")
+    print("| id | data | arch | trigger | rate | target | truth | suspected classes | target mask ratio "
+          "| candidates | alpha | C-Acc before | C-Acc after | drop | ASR before | ASR after | verdict | right "
+          "| gate s | cost vs paper |")
+    print("|" + "---|" * 20)
+    print("\n".join(rows))
+    print()
+    print("| truth / outcome | released | denied |")
+    print("|---|---|---|")
+    for outcome in ["removed", "left", "weak", "clean"]:
+        if outcome in confusion:
+            print(f"| {outcome} | {confusion[outcome]['released']} | {confusion[outcome]['denied']} |")
+
+
+main()

@@ -1,0 +1,400 @@
+//! Trigger inversion, after Neural Cleanse (Wang et al., S&P 2019), written for fstgate: for every
+//! class at once, the smallest mask and pattern that send clean images into that class. A
+//! backdoor is a shortcut into its target class, so that class needs a far smaller trigger than
+//! the others. Unlike a fixed probe bank, this finds a patch of any shape, size and position
+//! without being told the attack; the inverted trigger then serves as the suspect signal the
+//! automatic strength must silence, and its push on the purified model estimates what is left.
+//!
+//! All classes are optimised together in one batch (K masks x B images), with Adam on the logits
+//! of a sigmoid mask [1, H, W] and pattern [C, H, W] per class, and a per-class weight on the
+//! mask's size that grows while the class is reached and shrinks while it is not (Neural
+//! Cleanse's schedule): each class ends near the smallest mask that still reaches it.
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::data::{Dataset, InputSpec};
+use crate::error::{Error, Result};
+use crate::model::Classifier;
+use crate::rng::SeededRng;
+
+/// How the inversion searches, and when a class counts as a backdoor target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct InversionSettings {
+    /// Optimiser steps, all classes together.
+    pub steps: usize,
+    /// Clean images per class and step.
+    pub batch_size: i64,
+    /// Adam's learning rate on the mask and pattern logits.
+    pub learning_rate: f64,
+    /// A mask counts once it sends at least this fraction of a batch into its class.
+    pub success_rate: f64,
+    /// The first weight of the mask's mean value in the loss (adapted per class).
+    pub initial_cost: f64,
+    /// A class is a suspected target when its smallest mask is at most this fraction of the
+    /// median over the other classes (a backdoor's shortcut needs far fewer pixels). Fitted on
+    /// the grid's fit half: patch, warp and noise-blend backdoors 0.08-0.22, a stripe blend 0.32,
+    /// the classes clean models reach by nature (Fashion-MNIST's "bag", MNIST's "8") 0.32-0.39.
+    pub max_mask_ratio: f64,
+    /// ... and its inverted trigger sends at least this fraction of held-out images of other
+    /// classes into it (a small mask that does not generalise is an adversarial accident).
+    pub min_push: f64,
+    /// Seeds the initial masks and the batches.
+    pub seed: u64,
+}
+
+impl Default for InversionSettings {
+    fn default() -> Self {
+        InversionSettings {
+            steps: 200,
+            batch_size: 20,
+            learning_rate: 0.1,
+            success_rate: 0.9,
+            initial_cost: 0.5,
+            max_mask_ratio: 0.3,
+            min_push: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+impl InversionSettings {
+    /// Rejects settings that cannot run or cannot flag anything.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.batch_size < 1 {
+            return Err(Error::Settings("trigger inversion needs at least one step and one image".into()));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite() && self.initial_cost > 0.0) {
+            return Err(Error::Settings("trigger inversion's learning rate and cost must be positive".into()));
+        }
+        for (name, value) in
+            [("success rate", self.success_rate), ("mask ratio", self.max_mask_ratio), ("minimum push", self.min_push)]
+        {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(Error::Settings(format!("trigger inversion's {name} must be in [0, 1], got {value}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the inversion found for one class.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InvertedClass {
+    pub class: i64,
+    /// Size of the smallest mask found, in pixels (the mask's sum; a 3x3 patch is about 9).
+    pub mask_pixels: f64,
+    /// Whether any mask reached `success_rate` on a training batch (else the last mask is kept).
+    pub reached: bool,
+    /// Fraction of held-out images of other classes the inverted trigger sends into this class.
+    pub push: f64,
+    /// This class's mask size over the median of the other classes' (small: a shortcut).
+    pub mask_ratio: f64,
+    /// Neural Cleanse's anomaly index: (median - size) / (1.4826 * MAD) over all classes, for
+    /// classes below the median (0 above it).
+    pub anomaly_index: f64,
+}
+
+/// The inversion's result, for the report.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InversionSummary {
+    pub settings: InversionSettings,
+    /// Images the masks were optimised on, and held-out images their push was measured on.
+    pub optimisation_images: i64,
+    pub held_out_images: i64,
+    pub classes: Vec<InvertedClass>,
+    /// Classes whose mask is small against the others and whose trigger generalises: suspected
+    /// backdoor targets, most suspicious first.
+    pub suspected_targets: Vec<i64>,
+    pub seconds: f64,
+}
+
+/// One inverted trigger, kept to follow it through purification.
+pub struct InvertedTrigger {
+    pub class: i64,
+    /// [1, 1, H, W] in [0, 1], on the CPU.
+    pub mask: Tensor,
+    /// [1, C, H, W] in [0, 1], on the CPU.
+    pub pattern: Tensor,
+}
+
+impl InvertedTrigger {
+    /// Stamps the trigger on [0, 1] images.
+    pub fn apply(&self, images: &Tensor) -> Tensor {
+        let mask = self.mask.to_device(images.device());
+        let pattern = self.pattern.to_device(images.device());
+        images * (1.0 - &mask) + &mask * pattern
+    }
+}
+
+/// Adam on one tensor, as torch.optim.Adam with default betas and no weight decay.
+struct Adam {
+    param: Tensor,
+    first: Tensor,
+    second: Tensor,
+    steps: i32,
+    lr: f64,
+}
+
+impl Adam {
+    fn new(param: Tensor, lr: f64) -> Self {
+        let first = param.zeros_like();
+        let second = param.zeros_like();
+        Adam { param, first, second, steps: 0, lr }
+    }
+
+    fn step(&mut self) {
+        const BETA1: f64 = 0.9;
+        const BETA2: f64 = 0.999;
+        self.steps += 1;
+        tch::no_grad(|| {
+            let grad = self.param.grad();
+            let _ = self.first.g_mul_scalar_(BETA1).g_add_(&(&grad * (1.0 - BETA1)));
+            let _ = self.second.g_mul_scalar_(BETA2).g_add_(&(&grad * &grad * (1.0 - BETA2)));
+            let first = &self.first / (1.0 - BETA1.powi(self.steps));
+            let second = &self.second / (1.0 - BETA2.powi(self.steps));
+            let _ = self.param.g_sub_(&(first / (second.sqrt() + 1e-8) * self.lr));
+            self.param.zero_grad();
+        });
+    }
+}
+
+/// Inverts a trigger for every class of `model` from the clean `optimisation` images, measures
+/// each on the `held_out` images, and judges which classes look like backdoor targets.
+pub fn invert(
+    model: &mut Classifier,
+    optimisation: &Dataset,
+    held_out: &Dataset,
+    input: &InputSpec,
+    settings: &InversionSettings,
+) -> Result<(InversionSummary, Vec<InvertedTrigger>)> {
+    settings.validate()?;
+    let started = Instant::now();
+    let classes = model.num_classes;
+    let shape = optimisation.image_shape();
+    let (channels, height, width) = (shape[0], shape[1], shape[2]);
+    let mut rng = SeededRng::new(settings.seed);
+    model.set_eval();
+    let all: Vec<i64> = (0..classes).collect();
+    let (triggers, reached) = with_frozen_parameters(model, |model| {
+        optimise(model, optimisation, input, settings, &mut rng, (channels, height, width), &all)
+    })?;
+
+    let mut inverted = Vec::with_capacity(classes as usize);
+    for (trigger, reached) in triggers.iter().zip(reached) {
+        let mask_pixels = trigger.mask.sum(Kind::Float).double_value(&[]);
+        let push = push_rate(model, held_out, input, trigger)?;
+        inverted.push(InvertedClass {
+            class: trigger.class,
+            mask_pixels,
+            reached,
+            push,
+            mask_ratio: 0.0,
+            anomaly_index: 0.0,
+        });
+    }
+    let sizes: Vec<f64> = inverted.iter().map(|c| c.mask_pixels).collect();
+    let median_all = median(&sizes);
+    let mad = 1.4826 * median(&sizes.iter().map(|s| (s - median_all).abs()).collect::<Vec<_>>());
+    for (k, class) in inverted.iter_mut().enumerate() {
+        let others: Vec<f64> = sizes.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, s)| *s).collect();
+        let median_others = median(&others);
+        class.mask_ratio = if median_others > 0.0 { class.mask_pixels / median_others } else { 1.0 };
+        class.anomaly_index =
+            if mad > 0.0 && class.mask_pixels < median_all { (median_all - class.mask_pixels) / mad } else { 0.0 };
+    }
+    let mut suspected: Vec<&InvertedClass> = inverted
+        .iter()
+        .filter(|c| c.reached && c.mask_ratio <= settings.max_mask_ratio && c.push >= settings.min_push)
+        .collect();
+    suspected.sort_by(|a, b| a.mask_ratio.total_cmp(&b.mask_ratio));
+    let summary = InversionSummary {
+        settings: settings.clone(),
+        optimisation_images: optimisation.len(),
+        held_out_images: held_out.len(),
+        suspected_targets: suspected.iter().map(|c| c.class).collect(),
+        classes: inverted,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((summary, triggers))
+}
+
+/// Runs `f` with the model's parameters frozen (gradients flow to the masks only), and unfreezes
+/// them whatever `f` returned.
+fn with_frozen_parameters<T>(model: &mut Classifier, f: impl FnOnce(&Classifier) -> Result<T>) -> Result<T> {
+    let parameters = model.named_parameters()?;
+    for (_, p) in &parameters {
+        let _ = p.shallow_clone().set_requires_grad(false);
+    }
+    let result = f(model);
+    for (_, p) in &parameters {
+        let _ = p.shallow_clone().set_requires_grad(true);
+    }
+    result
+}
+
+/// The optimisation proper, for the classes in `targets`: per class the smallest mask found that
+/// reached the success rate (or the last one), and whether one did.
+fn optimise(
+    model: &Classifier,
+    data: &Dataset,
+    input: &InputSpec,
+    settings: &InversionSettings,
+    rng: &mut SeededRng,
+    (channels, height, width): (i64, i64, i64),
+    targets: &[i64],
+) -> Result<(Vec<InvertedTrigger>, Vec<bool>)> {
+    const CHECK_EVERY: usize = 10;
+    const COST_UP: f64 = 1.5;
+    const COST_DOWN: f64 = 1.5 * 1.224_744_871; // 1.5^1.5, as Neural Cleanse
+    let device = model.device();
+    let classes = targets.len() as i64;
+    let n = data.len();
+    let batch = settings.batch_size.min(n);
+    let images = data.images.to_device(device);
+    let pixels = (height * width) as f64;
+    let mut mask_logits = Adam::new(
+        // Masks start small (5% of each pixel) and grow only where a class needs them: a backdoor's
+        // few pixels are found in tens of steps instead of shrinking a large mask for hundreds.
+        (rng.uniform(&[classes, 1, height, width], -0.1, 0.1, device) - 3.0).set_requires_grad(true),
+        settings.learning_rate,
+    );
+    let mut pattern_logits = Adam::new(
+        rng.uniform(&[classes, channels, height, width], -1.0, 1.0, device).set_requires_grad(true),
+        settings.learning_rate,
+    );
+    let target_labels = Tensor::from_slice(targets).to_device(device).repeat_interleave_self_int(batch, 0, None);
+    let mut cost = vec![settings.initial_cost; classes as usize];
+    let mut best: Vec<Option<(f64, Tensor, Tensor)>> = (0..classes).map(|_| None).collect();
+    let mut success_sum = Tensor::zeros([classes], (Kind::Float, device));
+    for step in 1..=settings.steps {
+        let index = rng.permutation(n, device).narrow(0, 0, batch);
+        let x = images.index_select(0, &index).unsqueeze(0);
+        let mask = mask_logits.param.sigmoid();
+        let pattern = pattern_logits.param.sigmoid();
+        let keep: Tensor = 1.0 - mask.unsqueeze(1);
+        let paint: Tensor = (&mask * &pattern).unsqueeze(1);
+        let stamped = (&x * keep + paint).view([classes * batch, channels, height, width]);
+        let logits = model.logits(&input.normalize(&stamped))?;
+        let cross_entropy = logits
+            .cross_entropy_loss::<Tensor>(&target_labels, None, Reduction::None, -100, 0.0)
+            .view([classes, batch])
+            .mean_dim(1, false, Kind::Float);
+        let mask_mean = mask.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float) / pixels;
+        let weights = Tensor::from_slice(&cost).to_kind(Kind::Float).to_device(device);
+        let loss = (cross_entropy + &weights * &mask_mean).sum(Kind::Float);
+        loss.f_backward()?;
+        mask_logits.step();
+        pattern_logits.step();
+        tch::no_grad(|| {
+            let hits = logits.argmax(1, false).eq_tensor(&target_labels).to_kind(Kind::Float).view([classes, batch]);
+            success_sum += hits.mean_dim(1, false, Kind::Float);
+        });
+        if step % CHECK_EVERY != 0 && step != settings.steps {
+            continue;
+        }
+        // One host synchronisation per check: success over the last steps, and the masks' sizes.
+        let window = if step % CHECK_EVERY == 0 { CHECK_EVERY } else { step % CHECK_EVERY } as f64;
+        let success = Vec::<f64>::try_from(success_sum.to_kind(Kind::Double).to_device(Device::Cpu) / window)?;
+        let sizes = Vec::<f64>::try_from(mask_mean.detach().to_kind(Kind::Double).to_device(Device::Cpu))?;
+        let _ = success_sum.zero_();
+        for k in 0..classes as usize {
+            if success[k] >= settings.success_rate {
+                if best[k].as_ref().is_none_or(|(size, _, _)| sizes[k] < *size) {
+                    best[k] =
+                        tch::no_grad(|| Some((sizes[k], mask.get(k as i64).copy(), pattern.get(k as i64).copy())));
+                }
+                cost[k] *= COST_UP;
+            } else {
+                cost[k] /= COST_DOWN;
+            }
+        }
+    }
+    let last_mask = tch::no_grad(|| mask_logits.param.sigmoid());
+    let last_pattern = tch::no_grad(|| pattern_logits.param.sigmoid());
+    let mut triggers = Vec::with_capacity(classes as usize);
+    let mut reached = Vec::with_capacity(classes as usize);
+    for (k, found) in best.into_iter().enumerate() {
+        reached.push(found.is_some());
+        let (mask, pattern) = match found {
+            Some((_, mask, pattern)) => (mask, pattern),
+            None => (last_mask.get(k as i64), last_pattern.get(k as i64)),
+        };
+        triggers.push(InvertedTrigger {
+            class: targets[k],
+            mask: mask.detach().to_device(Device::Cpu).unsqueeze(0),
+            pattern: pattern.detach().to_device(Device::Cpu).unsqueeze(0),
+        });
+    }
+    Ok((triggers, reached))
+}
+
+/// Fraction of `data`'s images not of the trigger's class that it sends into that class.
+pub fn push_rate(model: &mut Classifier, data: &Dataset, input: &InputSpec, trigger: &InvertedTrigger) -> Result<f64> {
+    model.set_eval();
+    let others = data.labels.ne(trigger.class).nonzero().squeeze_dim(1);
+    let count = others.size()[0];
+    if count == 0 {
+        return Ok(0.0);
+    }
+    let images = data.images.index_select(0, &others).to_device(model.device());
+    let pushed = tch::no_grad(|| -> Result<i64> {
+        let mut pushed = Tensor::zeros([], (Kind::Int64, model.device()));
+        let mut start = 0;
+        while start < count {
+            let len = 512.min(count - start);
+            let stamped = trigger.apply(&images.narrow(0, start, len));
+            pushed += model.predict(&input.normalize(&stamped))?.eq(trigger.class).sum(Kind::Int64);
+            start += len;
+        }
+        Ok(pushed.int64_value(&[]))
+    })?;
+    Ok(pushed as f64 / count as f64)
+}
+
+fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn adam_matches_torch_optim_adam_first_steps() {
+        // Adam's first step moves each coordinate by lr (sign of the gradient), whatever its size.
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let mut adam = Adam::new(p.shallow_clone(), 0.1);
+        (&p * &p).sum(Kind::Float).backward();
+        adam.step();
+        let v = Vec::<f64>::try_from(p.detach().to_kind(Kind::Double)).unwrap();
+        assert!((v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6, "{v:?}");
+    }
+
+    #[test]
+    fn stamping_keeps_pixels_outside_the_mask() {
+        let mask = Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let _ = mask.narrow(2, 0, 2).narrow(3, 0, 2).fill_(1.0);
+        let trigger =
+            InvertedTrigger { class: 0, mask, pattern: Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)) };
+        let images = Tensor::zeros([2, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let stamped = trigger.apply(&images);
+        assert_eq!(stamped.sum(Kind::Float).double_value(&[]), 8.0);
+    }
+}

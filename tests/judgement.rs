@@ -1,0 +1,181 @@
+//! The evidence-driven judge (`AutoStrength::judge`, issue 15) on MNIST lab models, the data set
+//! where it held on the grid (docs/strength.md): trigger inversion finds a patch no probe covers
+//! and names its class, the search purifies until the inverted trigger no longer pushes, and a
+//! clean GroupNorm model with global pooling (which the paper's settings collapse) is purified
+//! gently with LP-FT and released. The default policy judges by the evidence, as in a registry
+//! where nobody knows the trigger; the known trigger is only measured.
+//!
+//! MNIST comes from `scripts/setup-mnist.sh` (`./dev test` runs it and sets FSTGATE_MNIST); a
+//! missing data set fails these tests rather than skipping them.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use fstgate::data::{DataSpec, Dataset, InputSpec};
+use fstgate::evaluation;
+use fstgate::job::{self, AttackInput, PurifyJob, Sample};
+use fstgate::lab::{self, Architecture};
+use fstgate::policy::{PolicyResult, Verdict};
+use fstgate::purification::{AutoStrength, Settings, Strength};
+use fstgate::report::Report;
+use fstgate::training::Silent;
+use tch::Device;
+
+fn mnist_dir() -> PathBuf {
+    let dir = std::env::var_os("FSTGATE_MNIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var("HOME").expect("HOME is set")).join(".cache/fstgate/mnist"));
+    assert!(
+        dir.join("t10k-labels-idx1-ubyte.gz").is_file(),
+        "MNIST is missing at {}: run scripts/setup-mnist.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn mnist_spec(split: &str) -> DataSpec {
+    format!("{}#{split}", mnist_dir().display()).parse().unwrap()
+}
+
+fn mnist(split: &str, count: i64) -> Dataset {
+    fstgate::data::load(&mnist_spec(split)).unwrap().balanced_count(count, 1).unwrap()
+}
+
+/// A lab model on 12,000 MNIST training images (5 epochs), tested on 2,000.
+fn lab_model(
+    file: &str,
+    architecture: Architecture,
+    trigger: &str,
+    rate: f64,
+    target: i64,
+) -> (PathBuf, lab::LabReport) {
+    let settings = lab::PoisonSettings {
+        architecture,
+        width: architecture.default_width(),
+        trigger: trigger.parse().unwrap(),
+        target_class: target,
+        poisoning_rate: rate,
+        ..fstgate::demo::lab_settings()
+    };
+    let model = common::scratch(&format!("judge-lab-{file}")).join(file);
+    let report = lab::train_backdoored(
+        &mnist("train", 12_000),
+        &mnist("test", 2_000),
+        &settings,
+        &InputSpec::default(),
+        Device::Cpu,
+        &model,
+        &Silent,
+    )
+    .unwrap();
+    (model, report)
+}
+
+fn gate(model: &Path, trigger: &str, target: i64, strength: Strength, settings: Settings, out: &Path) -> Report {
+    let job = PurifyJob {
+        model: model.to_path_buf(),
+        name: None,
+        head: None,
+        clean_data: mnist_spec("train"),
+        clean_sample: Sample::Count(3_000),
+        test_data: mnist_spec("test"),
+        test_sample: Sample::Count(2_000),
+        input: InputSpec::default(),
+        settings,
+        strength,
+        attack: Some((AttackInput::Trigger(trigger.parse().unwrap()), target)),
+        probes: evaluation::standard_probes(),
+        device: Device::Cpu,
+        out: out.to_path_buf(),
+        policies: common::default_policies(),
+        signing_key: None,
+    };
+    job::run(&job, &Silent).unwrap()
+}
+
+fn judge(model: &Path, trigger: &str, target: i64, out: &Path) -> Report {
+    gate(model, trigger, target, Strength::Auto(AutoStrength::judge()), Settings::automatic_base(), out)
+}
+
+/// The default policy's verdict on the report with the known attack taken out: what a registry
+/// gate that was never told the trigger decides.
+fn blind_verdict(report: &Report) -> PolicyResult {
+    let mut blind = report.clone();
+    for metrics in [&mut blind.before, &mut blind.after] {
+        metrics.attack = None;
+    }
+    blind.summary.attack_success_rate_before = None;
+    blind.summary.attack_success_rate_after = None;
+    blind.summary.robust_accuracy_before = None;
+    blind.summary.robust_accuracy_after = None;
+    let decision = common::default_policies().evaluate(&blind);
+    decision.policies.into_iter().next().expect("one policy")
+}
+
+/// A 5x5 checkerboard in the top-left corner, into class 3: the probe bank pastes 3x3 patches,
+/// and its checkerboard sits bottom-right, so only inversion can name the class. Class 3 gets
+/// the smallest inverted mask by far, the judge purifies until its inverted trigger no longer
+/// pushes, the real trigger's ASR falls under 2%, and the blind verdict releases the model. The
+/// cost is within the default policy's 3 points but not the issue's 2: alpha 0.03 left the
+/// inverted trigger pushing 14% and the judge went on to 0.09 (2.35 points when measured).
+#[test]
+fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
+    let trigger = "badnets:size=5,pos=tl,pattern=checker";
+    let (model, lab) = lab_model("checker-tl.pt", Architecture::SmallCnnGn, trigger, 0.02, 3);
+    let asr = lab.test.attack.as_ref().unwrap().attack_success_rate;
+    assert!(asr > 0.6, "the lab's backdoor took: ASR {asr}");
+    let dir = common::scratch("judgement-inversion");
+    let report = judge(&model, trigger, 3, &dir.join("out"));
+    let search = report.strength_search.as_ref().unwrap();
+    let evidence = search.evidence.as_ref().unwrap();
+    eprintln!("{}\n{:?}\ncandidates {:?}", evidence.reason, evidence.inversion, search.candidates);
+    assert!(search.suspect_probes.iter().all(|p| p.class != 3), "no probe names it: {:?}", search.suspect_probes);
+    let inversion = evidence.inversion.as_ref().unwrap();
+    assert_eq!(inversion.suspected_targets.first(), Some(&3), "{inversion:?}");
+    assert!(evidence.backdoor_suspected && evidence.suspected_classes.contains(&3), "{}", evidence.reason);
+    assert!(evidence.cleared, "{}", evidence.reason);
+    let after = report.summary.attack_success_rate_after.unwrap();
+    assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
+    let drop = report.summary.clean_accuracy_drop_points;
+    assert!(drop <= 3.0, "cost {drop:.2} points");
+    let result = blind_verdict(&report);
+    assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
+}
+
+/// A clean GroupNorm CNN with global average pooling and a 64-wide head: the paper's settings
+/// (alpha 0.2, a random head tuned with everything at once) collapse it by more than 10 points;
+/// FST with the LP-FT warm-up keeps it within a point. (The judge itself denies this model: its
+/// class 8 is reachable by a small patch by nature, 0.29 of the median mask, and counts as
+/// evidence that purification cannot clear; docs/strength.md.)
+#[test]
+fn lp_ft_keeps_a_clean_groupnorm_model_the_paper_settings_collapse() {
+    let (model, _) = lab_model("clean-gn.pt", Architecture::SmallCnnGn, "badnets", 0.0, 0);
+    let dir = common::scratch("judgement-lp-ft");
+    let lp_ft = Settings { alpha: 0.01, head_warmup_epochs: 5, ..Settings::automatic_base() };
+    let report = gate(&model, "badnets", 0, Strength::Fixed, lp_ft, &dir.join("lp-ft"));
+    let drop = report.summary.clean_accuracy_drop_points;
+    assert!(drop <= 1.0, "LP-FT lost {drop:.2} points");
+    let paper = gate(&model, "badnets", 0, Strength::Fixed, Settings::default(), &dir.join("paper"));
+    let paper_drop = paper.summary.clean_accuracy_drop_points;
+    assert!(paper_drop > 10.0, "the paper's settings lost only {paper_drop:.2} points");
+}
+
+/// A clean LeNet (no normalisation, flattened features, dropout, a 512-wide head): no probe and
+/// no inverted trigger singles out a class, one gentle LP-FT candidate costs at most a point,
+/// and the blind verdict releases it.
+#[test]
+fn a_clean_model_without_evidence_is_purified_gently_and_released() {
+    let (model, _) = lab_model("clean-lenet.pt", Architecture::Lenet, "badnets", 0.0, 0);
+    let dir = common::scratch("judgement-clean");
+    let report = judge(&model, "badnets", 0, &dir.join("judge"));
+    let search = report.strength_search.as_ref().unwrap();
+    let evidence = search.evidence.as_ref().unwrap();
+    eprintln!("{}\n{:?}\ncandidates {:?}", search.reason, evidence.inversion, search.candidates);
+    assert!(!evidence.backdoor_suspected, "{}", evidence.reason);
+    assert_eq!(search.candidates.len(), 1, "{:?}", search.candidates);
+    assert_eq!(report.settings.head_warmup_epochs, AutoStrength::judge().head_warmup_epochs);
+    let drop = report.summary.clean_accuracy_drop_points;
+    assert!(drop <= 1.0, "a clean model lost {drop:.2} points");
+    let result = blind_verdict(&report);
+    assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
+}
