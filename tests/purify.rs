@@ -205,8 +205,8 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
 }
 
 /// 500 clean images: the search still runs (400 to tune, 100 to validate, each candidate
-/// stretched to 300 optimiser steps: 75 epochs of 4 steps), says its validation is coarse, and
-/// removes the backdoor.
+/// stretched towards 1,500 optimiser steps but capped at 100 epochs), says its validation is
+/// coarse, and removes the backdoor.
 /// Tuning every layer on 400 images costs this model several points of clean accuracy even at
 /// the gentlest alpha, and the report says so: the default policy then denies the release.
 #[test]
@@ -222,7 +222,7 @@ fn automatic_strength_with_500_clean_images() {
     eprintln!("{}", search.reason);
     assert_eq!((search.tuning_images, search.validation_images), (400, 100));
     assert!(report.warnings.iter().any(|w| w.contains("validates on only 100 images")), "{:?}", report.warnings);
-    assert!(search.candidates.iter().all(|c| c.epochs == 75), "{:?}", search.candidates);
+    assert!(search.candidates.iter().all(|c| c.epochs == 100), "{:?}", search.candidates);
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "automatic strength on 500 images left ASR at {:.2}%", 100.0 * after);
     let chosen = &search.candidates[search.chosen];

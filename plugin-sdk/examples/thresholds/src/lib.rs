@@ -77,9 +77,16 @@ mod tests {
     }
 
     #[test]
-    fn without_a_known_trigger_the_worst_probe_decides() {
+    fn without_a_known_trigger_the_evidence_then_the_worst_probe_decides() {
         let mut report = sample_report();
         report.summary.attack_success_rate_after = None;
+        // The sample's evidence was cleared by purification: the probe pushing 40% is not a backdoor.
+        let evidence = report.strength_search.as_ref().unwrap().evidence.clone().unwrap();
+        let verdict = judge(&report);
+        assert!(verdict.is_allow(), "{:?}", verdict.reasons);
+        assert_eq!(verdict.measurement("evidence_residual_push_after"), Some(evidence.residual_push));
+        // Without recorded evidence (fixed settings), the worst probe decides.
+        report.strength_search.as_mut().unwrap().evidence = None;
         let verdict = judge(&report);
         assert_eq!(
             verdict.reasons,
