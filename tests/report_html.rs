@@ -152,7 +152,8 @@ fn demo_runs_the_whole_job_and_its_report_renders() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     let code = run.status.code().unwrap();
-    assert!(code == 0 || code == 1, "exit {code}\n{stdout}\n{stderr}");
+    // The README promises a release: exit 0, not "0 or 1".
+    assert_eq!(code, 0, "exit {code}\n{stdout}\n{stderr}");
     assert!(stdout.contains("registered fashion-cnn/1"), "{stdout}");
     let line = |label: &str| {
         let line = stdout.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label}: {stdout}"));
@@ -160,13 +161,12 @@ fn demo_runs_the_whole_job_and_its_report_renders() {
     };
     let files = line("published files");
     let report: Report = serde_json::from_slice(&std::fs::read(files.join("report.json")).unwrap()).unwrap();
-    // Exit 0 exactly when the policies released the model, which then verified.
-    assert_eq!(code == 0, report.decision.releasable, "{stdout}");
-    if report.decision.releasable {
-        assert!(stdout.contains("verified: 5 files signed by"), "{stdout}");
-    }
-    // The lab's backdoor is real and the policies saw it measured.
+    assert!(report.decision.releasable, "{stdout}");
+    assert!(stdout.contains("released"), "{stdout}");
+    assert!(stdout.contains("verified: 5 files signed by"), "{stdout}");
+    // The lab's backdoor is real, the policies saw it measured, and it is gone.
     assert!(report.summary.attack_success_rate_before.unwrap() > 0.8, "{:?}", report.summary);
+    assert!(report.summary.attack_success_rate_after.unwrap() <= 0.05, "{:?}", report.summary);
     assert_eq!(report.decision.policies.len(), 2);
     assert!(line("job store").is_file());
     assert_eq!(line("report for people"), files.join("report.html"));
