@@ -80,18 +80,19 @@ run_model() {
       --test-count "$test" --arch "$arch" --width "$width" --trigger "$trigger" --rate "$rate" \
       --target-class "$target" --epochs "$lab_epochs" --seed 1 --device cpu --out "$model" >/dev/null
   fi
-  if [ ! -f "$out/report.json" ]; then
-    rm -rf "$out"
+  # purify_once OUT LOG ARGS...: one `fstgate purify` of this model into OUT, unless it is done.
+  purify_once() {
+    local into=$1 log=$2
+    shift 2
+    [ -f "$into/report.json" ] && return
+    rm -rf "$into"
     "$fstgate" --quiet purify --model "$model" --clean-data "$root#train" --clean-count "$clean" \
       --test-data "$root#test" --test-count "$test" --trigger "$trigger" --target-class "$target" \
-      --device cpu --out "$out" $gate_args >/dev/null 2>"$dir/$runs/$id.log" || true
-  fi
-  if [ "$paper" = 1 ] && [ ! -f "$paper_out/report.json" ]; then
-    rm -rf "$paper_out"
-    "$fstgate" --quiet purify --model "$model" --clean-data "$root#train" --clean-count "$clean" \
-      --test-data "$root#test" --test-count "$test" --trigger "$trigger" --target-class "$target" \
-      --strength fixed --device cpu --out "$paper_out" >/dev/null 2>&1 || true
-  fi
+      --device cpu --out "$into" "$@" >/dev/null 2>"$log" || true
+  }
+  # shellcheck disable=SC2086 # gate_args is a word list on purpose
+  purify_once "$out" "$dir/$runs/$id.log" $gate_args
+  [ "$paper" = 1 ] && purify_once "$paper_out" /dev/null --strength fixed
   if [ -f "$out/report.json" ] && [ ! -f "$out/verdict.json" ]; then
     # The gate as a registry runs it knows no trigger: drop the attack and let the default
     # policy judge by the evidence.

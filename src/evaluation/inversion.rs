@@ -335,24 +335,8 @@ fn optimise(
 /// Fraction of `data`'s images not of the trigger's class that it sends into that class.
 pub fn push_rate(model: &mut Classifier, data: &Dataset, input: &InputSpec, trigger: &InvertedTrigger) -> Result<f64> {
     model.set_eval();
-    let others = data.labels.ne(trigger.class).nonzero().squeeze_dim(1);
-    let count = others.size()[0];
-    if count == 0 {
-        return Ok(0.0);
-    }
-    let images = data.images.index_select(0, &others).to_device(model.device());
-    let pushed = tch::no_grad(|| -> Result<i64> {
-        let mut pushed = Tensor::zeros([], (Kind::Int64, model.device()));
-        let mut start = 0;
-        while start < count {
-            let len = 512.min(count - start);
-            let stamped = trigger.apply(&images.narrow(0, start, len));
-            pushed += model.predict(&input.normalize(&stamped))?.eq(trigger.class).sum(Kind::Int64);
-            start += len;
-        }
-        Ok(pushed.int64_value(&[]))
-    })?;
-    Ok(pushed as f64 / count as f64)
+    let predicted = super::stamped_predictions(model, &data.images, input, 512, |batch| Ok(trigger.apply(batch)))?;
+    Ok(super::push_rates(&predicted, &data.labels_vec(), model.num_classes)[trigger.class as usize])
 }
 
 fn median(values: &[f64]) -> f64 {

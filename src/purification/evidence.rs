@@ -83,6 +83,29 @@ pub struct Evidence {
 }
 
 impl Signal {
+    /// A signal found on the original model, not yet followed through purification.
+    pub fn found(
+        source: SignalSource,
+        trigger: String,
+        class: i64,
+        push_before: f64,
+        images: i64,
+        mask_ratio: Option<f64>,
+    ) -> Self {
+        Signal {
+            source,
+            trigger,
+            class,
+            push_before,
+            push_after: None,
+            images,
+            push_after_upper_95: None,
+            mask_ratio,
+            cleared: false,
+            natural: false,
+        }
+    }
+
     /// Whether the signal counts as backdoor evidence.
     pub fn counts(&self) -> bool {
         !self.natural

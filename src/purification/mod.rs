@@ -143,11 +143,6 @@ pub fn purify(
     let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
     let is_head = |name: &str| head_names.iter().flatten().any(|h| h == name);
     let parameters = model.named_parameters()?;
-    let head_constraint = || HeadConstraint {
-        weight: weight.shallow_clone(),
-        original: original.shallow_clone(),
-        alpha: if settings.method == Method::Fst { settings.alpha } else { 0.0 },
-    };
     let config = |epochs: usize, train_mode: bool| training::Config {
         epochs,
         lr: settings.learning_rate,
@@ -156,7 +151,11 @@ pub fn purify(
         batch_size: settings.batch_size,
         augmentation: settings.augmentation,
         input,
-        head: Some(head_constraint()),
+        head: Some(HeadConstraint {
+            weight: weight.shallow_clone(),
+            original: original.shallow_clone(),
+            alpha: if settings.method == Method::Fst { settings.alpha } else { 0.0 },
+        }),
         train_mode,
     };
     let mut records = Vec::new();

@@ -523,21 +523,11 @@ fn search(
             rate: original_pushes[probe][class],
         })
         .collect();
-    let images_outside = |class: i64| validation.labels_vec().iter().filter(|&&l| l != class).count() as i64;
+    let validation_labels = validation.labels_vec();
+    let images_outside = |class: i64| validation_labels.iter().filter(|&&l| l != class).count() as i64;
     let mut signals: Vec<Signal> = suspect_probes
         .iter()
-        .map(|p| Signal {
-            source: SignalSource::Probe,
-            trigger: p.trigger.clone(),
-            class: p.class,
-            push_before: p.rate,
-            push_after: None,
-            images: images_outside(p.class),
-            push_after_upper_95: None,
-            mask_ratio: None,
-            cleared: false,
-            natural: false,
-        })
+        .map(|p| Signal::found(SignalSource::Probe, p.trigger.clone(), p.class, p.rate, images_outside(p.class), None))
         .collect();
     let (inversion, inverted) = if auto.invert_triggers {
         let optimisation = tuning.balanced_count(auto.inversion_images.min(tuning.len()), base.seed)?;
@@ -548,21 +538,17 @@ fn search(
             triggers.into_iter().filter(|t| summary.suspected_targets.contains(&t.class)).collect();
         for trigger in &suspected {
             let class = &summary.classes[trigger.class as usize];
-            signals.push(Signal {
-                source: SignalSource::Inversion,
-                trigger: format!(
+            signals.push(Signal::found(
+                SignalSource::Inversion,
+                format!(
                     "inverted trigger ({:.1}-pixel mask, {:.2} of the median)",
                     class.mask_pixels, class.mask_ratio
                 ),
-                class: trigger.class,
-                push_before: class.push,
-                push_after: None,
-                images: images_outside(trigger.class),
-                push_after_upper_95: None,
-                mask_ratio: Some(class.mask_ratio),
-                cleared: false,
-                natural: false,
-            });
+                trigger.class,
+                class.push,
+                images_outside(trigger.class),
+                Some(class.mask_ratio),
+            ));
         }
         (Some(summary), suspected)
     } else {
