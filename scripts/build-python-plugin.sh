@@ -11,8 +11,9 @@
 # --stub-wasi replaces every WASI import with a trapping stub, so the component imports only
 # `log`, as the gate requires.
 #
-# Exit status: 0 built; 2 usage; 3 componentize-py could not be installed (no network, no
-# python3 with venv); 1 anything else (the build failed).
+# Exit status: 0 built; 2 usage; 3 this machine has no python3 with venv (the tests fail in CI
+# and skip elsewhere); 1 anything else: the build failed, or pip could not install
+# componentize-py (a broken pin or an unreachable index is a failure, never a skip).
 set -euo pipefail
 
 version=0.25.1
@@ -55,7 +56,7 @@ if [ ! -x "$venv/bin/python" ]; then
   trap 'rm -rf "$partial"' EXIT
   python3 -m venv "$partial" >&2 || install_failed "python3 -m venv failed"
   "$partial/bin/pip" install --quiet --disable-pip-version-check --retries 2 --timeout 30 \
-    "componentize-py==$version" >&2 || install_failed "pip install componentize-py==$version failed"
+    "componentize-py==$version" >&2 || { echo "pip install componentize-py==$version failed" >&2; exit 1; }
   # A concurrent build may have finished first; its venv is as good as ours.
   mv -T "$partial" "$venv" 2>/dev/null || rm -rf "$partial"
   trap - EXIT

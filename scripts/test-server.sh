@@ -22,11 +22,15 @@ exec 9>"$venv.lock"
 flock 9
 if [ ! -x "$venv/bin/$entry" ]; then
   rm -rf "$venv.partial"
-  if ! python3 -m venv "$venv.partial" >&2 ||
-    ! "$venv.partial/bin/pip" install --quiet --disable-pip-version-check "$requirement" >&2; then
-    echo "$requirement cannot be installed here" >&2
+  if ! python3 -m venv "$venv.partial" >&2; then
+    echo "python3 -m venv does not work here (install python3 and python3-venv)" >&2
     rm -rf "$venv.partial"
     exit 3
+  fi
+  if ! "$venv.partial/bin/pip" install --quiet --disable-pip-version-check "$requirement" >&2; then
+    echo "pip could not install $requirement" >&2
+    rm -rf "$venv.partial"
+    exit 1
   fi
   # The venv's scripts name their interpreter by path: rewrite it for the final location.
   find "$venv.partial/bin" -maxdepth 1 -type f -exec sed -i "s|$venv.partial|$venv|g" {} +

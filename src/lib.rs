@@ -13,6 +13,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod evaluation;
+pub mod failpoint;
 pub mod fsutil;
 pub mod job;
 pub mod jobs;

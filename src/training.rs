@@ -188,6 +188,7 @@ pub fn train(
             });
             seen += len;
             progress.step();
+            crate::failpoint::Failpoint::MidTraining.reached();
         }
         // One host synchronisation per epoch.
         let loss = loss_sum.double_value(&[]) / seen as f64;

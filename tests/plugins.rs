@@ -80,9 +80,7 @@ fn hostile_plugins_deny_with_reasons_and_the_rest_still_run() {
     specs.push(PolicySpec::new(allow.to_str().unwrap(), None).unwrap());
     let set = PolicySet::new(specs, test_limits()).unwrap();
 
-    let started = Instant::now();
     let decision = set.evaluate_json(serde_json::from_str(REPORT).unwrap());
-    let elapsed = started.elapsed();
     assert!(!decision.releasable, "a hostile plugin must make the gate deny");
     for ((path, expected), result) in hostile.iter().zip(&decision.policies) {
         let name = path.file_stem().unwrap().to_str().unwrap();
@@ -95,8 +93,6 @@ fn hostile_plugins_deny_with_reasons_and_the_rest_still_run() {
     }
     let well_behaved = decision.policies.last().unwrap();
     assert_eq!((well_behaved.verdict, well_behaved.failure.as_deref()), (Verdict::Allow, None));
-    // Only the infinite loop may take long, and it is bounded by the wall-clock limit.
-    assert!(elapsed < Duration::from_secs(5), "the whole set took {elapsed:?}");
 }
 
 #[test]
@@ -111,34 +107,41 @@ fn infinite_loop_stops_at_the_wall_clock_limit() {
         "{:?}",
         outcome.verdict.err()
     );
+    // With unlimited fuel only the epoch deadline can have stopped it, and never before it.
     assert!(elapsed >= Duration::from_millis(300), "stopped early, after {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?} against a 300 ms limit");
 }
 
 #[test]
 fn infinite_loop_runs_out_of_fuel_before_the_clock_when_fuel_is_small() {
     let host = PluginHost::new(Limits { fuel: 10_000_000, wall_clock_ms: 60_000, ..Limits::default() }).unwrap();
     let plugin = host.load(policy_component("infinite_loop.wat").as_bytes()).unwrap();
-    let started = Instant::now();
     let outcome = host.evaluate(&plugin, REPORT, "{}");
+    // Out of fuel, not stopped by the (60 s) clock.
     assert_eq!(outcome.verdict.err(), Some(PluginFailure::OutOfFuel(10_000_000)));
-    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A hanging plugin does not hold the host: while it spins (up to its 20 s deadline), twenty
+/// evaluations of another plugin complete. A host that serialised evaluations would finish the
+/// hang first, and the hanging thread would be found finished.
 #[test]
 fn host_serves_other_plugins_while_one_hangs() {
-    let host = PluginHost::new(Limits { wall_clock_ms: 2_000, fuel: u64::MAX, ..Limits::default() }).unwrap();
+    let host = PluginHost::new(Limits { wall_clock_ms: 20_000, fuel: u64::MAX, ..Limits::default() }).unwrap();
     let hang = host.load(policy_component("infinite_loop.wat").as_bytes()).unwrap();
     let allow = host.load(policy_component("allow.wat").as_bytes()).unwrap();
     std::thread::scope(|scope| {
-        let hanging = scope.spawn(|| host.evaluate(&hang, REPORT, "{}"));
-        std::thread::sleep(Duration::from_millis(50));
-        let started = Instant::now();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (host, hang) = (&host, &hang);
+        let hanging = scope.spawn(move || {
+            started_tx.send(()).unwrap();
+            host.evaluate(hang, REPORT, "{}")
+        });
+        started_rx.recv().unwrap();
+        // A head start into the loop (not a measurement: the 20 s deadline is the margin).
+        std::thread::sleep(Duration::from_millis(200));
         for _ in 0..20 {
             let verdict = host.evaluate(&allow, REPORT, "{}").verdict.expect("the well-behaved plugin answers");
             assert_eq!(verdict.reasons, Vec::<String>::new());
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "20 evaluations took {:?}", started.elapsed());
         assert!(!hanging.is_finished(), "the hanging plugin should still be running");
         assert!(matches!(hanging.join().unwrap().verdict, Err(PluginFailure::Timeout { .. })));
     });
@@ -176,13 +179,16 @@ fn prebuilt(name: &str) -> PathBuf {
 fn prebuilt_example_plugins_are_what_their_sources_build() {
     let built_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins");
     match std::env::var("FSTGATE_PLUGINS_FROM_SOURCE").as_deref() {
+        Ok("built") => {}
         Ok("skipped") => {
-            eprintln!("*** SOURCE BUILD OF THE POLICY PLUGINS WAS SKIPPED: testing the prebuilt components only ***");
+            common::unavailable("the wasm32-unknown-unknown target", "the policy plugins were not built from source");
             return;
         }
-        Ok("built") => {}
         _ if !built_dir.join("thresholds.wasm").exists() => {
-            eprintln!("*** plugins not built from source (run ./dev test or scripts/build-plugins.sh) ***");
+            common::unavailable(
+                "target/plugins",
+                "plugins not built from source (run ./dev test or scripts/build-plugins.sh)",
+            );
             return;
         }
         _ => {}

@@ -5,6 +5,8 @@
 //!
 //! The component (about 18 MB) is cached under target/plugins/, keyed by the sha256 of the app,
 //! the WIT world and the build script, so only the first run pays for componentize-py.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -26,7 +28,8 @@ fn python_limits() -> Limits {
     Limits { instances: 64, ..Limits::default() }
 }
 
-/// The built component, or None (after a loud note) when componentize-py cannot be installed.
+/// The built component, or None (after [`common::unavailable`]) when this machine has no Python
+/// venv to install componentize-py into.
 fn component() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut hasher = Sha256::new();
@@ -46,7 +49,7 @@ fn component() -> Option<PathBuf> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stderr}");
     if output.status.code() == Some(3) {
-        eprintln!("\n*** SKIPPED: componentize-py cannot be installed here, so the Python plugin was not built ***\n");
+        common::unavailable("componentize-py (the Python plugin build)", &stderr);
         return None;
     }
     assert!(output.status.success(), "{SCRIPT} failed ({}):\n{stderr}", output.status);

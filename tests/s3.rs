@@ -1,28 +1,24 @@
 //! The pipeline against a real S3 API: moto's server (installed by scripts/test-server.sh moto,
-//! started here on 127.0.0.1 and stopped after). An uploader puts a model and its _SUCCESS
-//! marker with boto3; two gates with separate job stores race on it; it ends published once,
-//! as purified model + attestations under the destination prefix. A watcher that polls only
-//! hourly publishes a new upload as soon as an S3 event notification names its marker.
+//! started here on 127.0.0.1 in its own process group and stopped after). An uploader puts a
+//! model and its _SUCCESS marker with boto3; two gates with separate job stores race on it; it
+//! ends published once, counted from the bucket's own object versions (so an overwritten
+//! outcome.json would show), as purified model + attestations under the destination prefix. A
+//! watcher that polls only hourly publishes a new upload as soon as an S3 event notification
+//! names its marker, and a refused notification queues nothing.
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
+use common::Spawned;
 use serde_json::Value;
 
 struct Moto {
-    child: Child,
+    _server: Spawned,
     python: PathBuf,
     endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Moto {
@@ -30,18 +26,29 @@ impl Moto {
     fn start() -> Option<Moto> {
         let python = common::server_python("moto")?;
         let port = common::free_port();
-        let child = Command::new(python.parent().unwrap().join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(python.parent().unwrap().join("moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+        let server = Spawned::start(command);
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start");
+            assert!(started.elapsed() < Duration::from_secs(120), "moto did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(Moto { child, python, endpoint: format!("http://127.0.0.1:{port}") })
+        Some(Moto { _server: server, python, endpoint: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// Every version of every object under `bucket` (versioning on): key, version id.
+    fn object_versions(&self, bucket: &str) -> Vec<(String, String)> {
+        self.boto3(&format!(
+            "for page in s3.get_paginator('list_object_versions').paginate(Bucket='{bucket}'):\n    \
+             for v in page.get('Versions', []): print(v['Key'] + '\\t' + v['VersionId'])"
+        ))
+        .lines()
+        .map(|line| {
+            let (key, version) = line.split_once('\t').unwrap();
+            (key.to_string(), version.to_string())
+        })
+        .collect()
     }
 
     /// Runs boto3 code with `s3` bound to a client of this server.
@@ -120,27 +127,38 @@ fn an_s3_event_notification_triggers_the_watcher_at_once() {
     );
     std::fs::write(dir.join("watch.toml"), watch_config).unwrap();
     moto.boto3("s3.create_bucket(Bucket='registry')\ns3.create_bucket(Bucket='released')");
-    let mut watcher = fstgate(&dir)
+    let mut watch = fstgate(&dir);
+    watch
         .args(["watch", "--config"])
         .arg(dir.join("watch.toml"))
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("watch.log")).unwrap())
-        .spawn()
-        .unwrap();
+        .stderr(std::fs::File::create(dir.join("watch.log")).unwrap());
+    let mut watcher = Spawned::start(watch);
+    // /healthz answers 200 once every source was listed: the first poll is done, and the next is
+    // an hour away, so only a notification can make the watcher see the upload.
     common::wait_for_http(listen, "/healthz", Duration::from_secs(60));
-    // The first poll is done: only the notification can make the watcher see the upload.
+    let queued = || {
+        let output = fstgate(&dir).args(["jobs", "--json", "--config"]).arg(dir.join("watch.toml")).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap()
+    };
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
     moto.boto3(&format!(
         "s3.upload_file('{}', 'registry', 'incoming/toy fc/3/model.pt')\n\
          s3.put_object(Bucket='registry', Key='incoming/toy fc/3/_SUCCESS', Body=b'')",
         model.display()
     ));
+    assert!(queued().is_empty(), "the upload was seen without a notification: {:#?}", queued());
     let hook = format!("http://127.0.0.1:{listen}/webhooks/s3-registry");
     // S3's own format: keys URL-encoded, a space as `+`.
     let created = r#"{"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "registry"}, "object": {"key": "incoming/toy+fc/3/_SUCCESS", "size": 0}}}]}"#;
+    // A refused notification is refused before anything is queued, so the store is checked
+    // right after the answer.
     assert_eq!(notify(&moto, &hook, "wrong-token", created), 401);
+    assert!(queued().is_empty(), "a notification with the wrong token queued a job: {:#?}", queued());
     assert_eq!(notify(&moto, &hook, "relay-token", r#"{"Event": "s3:TestEvent", "Bucket": "registry"}"#), 200);
     assert_eq!(notify(&moto, &hook, "relay-token", "{not json"), 400);
+    assert!(queued().is_empty(), "{:#?}", queued());
     let started = Instant::now();
     assert_eq!(notify(&moto, &hook, "relay-token", created), 202);
     loop {
@@ -151,8 +169,10 @@ fn an_s3_event_notification_triggers_the_watcher_at_once() {
         assert!(started.elapsed() < Duration::from_secs(120), "not published after the notification:\n{keys}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
-    assert!(watcher.wait().unwrap().success());
+    assert!(watcher.terminate().success());
+    let jobs = queued();
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!((jobs[0]["model"].as_str(), jobs[0]["state"].as_str()), (Some("toy fc/3"), Some("released")));
     let log = std::fs::read_to_string(dir.join("watch.log")).unwrap();
     assert!(!log.contains("relay-token"), "the token reached the log");
 }
@@ -168,8 +188,10 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
         std::fs::write(dir.join(file), config(&moto.endpoint, state, &data)).unwrap();
     }
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
+    // Versioning keeps every write of a key: the count below sees an overwrite.
     moto.boto3(&format!(
         "s3.create_bucket(Bucket='registry')\ns3.create_bucket(Bucket='released')\n\
+         s3.put_bucket_versioning(Bucket='released', VersioningConfiguration={{'Status': 'Enabled'}})\n\
          s3.upload_file('{}', 'registry', 'incoming/toy-fc/7/model.pt')\n\
          s3.upload_file('{}', 'registry', 'incoming/toy-fc/8/model.pt')\n\
          s3.put_object(Bucket='registry', Key='incoming/toy-fc/7/_SUCCESS', Body=b'')",
@@ -197,9 +219,20 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
         assert_eq!(jobs.len(), 1, "only the complete upload: {report:#}");
         assert_eq!((jobs[0]["model"].as_str(), jobs[0]["state"].as_str()), (Some("toy-fc/7"), Some("released")));
     }
+    // Counted from the bucket: one outcome.json ever written, each attempt's model.pt once, at
+    // most one attempt per gate.
+    let versions = moto.object_versions("released");
+    let written = |suffix: &str| versions.iter().filter(|(k, _)| k.ends_with(suffix)).count();
+    assert_eq!(written("/outcome.json"), 1, "{versions:#?}");
+    let mut models: Vec<&str> =
+        versions.iter().filter(|(k, _)| k.ends_with("/model.pt")).map(|(k, _)| k.as_str()).collect();
+    let model_writes = models.len();
+    models.sort_unstable();
+    models.dedup();
+    assert_eq!(models.len(), model_writes, "a model.pt was written twice: {versions:#?}");
+    assert!((1..=2).contains(&model_writes), "{versions:#?}");
     let keys = moto.boto3("for o in s3.list_objects_v2(Bucket='released').get('Contents', []): print(o['Key'])");
     let outcomes: Vec<&str> = keys.lines().filter(|k| k.ends_with("/outcome.json")).collect();
-    assert_eq!(outcomes.len(), 1, "{keys}");
     assert!(outcomes[0].starts_with("purified/toy-fc/7/"), "{keys}");
     let outcome: Value = serde_json::from_str(&moto.boto3(&format!(
         "sys.stdout.write(s3.get_object(Bucket='released', Key='{}')['Body'].read().decode())",

@@ -18,6 +18,7 @@ use crate::attestation::SigningKey;
 use crate::data::DataSpec;
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Trigger};
+use crate::failpoint::Failpoint;
 use crate::job::{self, AttackInput, PurifyJob, Sample};
 use crate::jobs::{Job, JobState, JobStore};
 use crate::policy::PolicySet;
@@ -278,6 +279,7 @@ impl Pipeline {
     async fn process(self: Arc<Self>, job: Job) -> GateJob {
         let id = job.id;
         tracing::info!(job = id, model = %job.model, attempt = job.attempts, "processing");
+        Failpoint::AfterClaim.reached();
         // Renew the lease while the job runs, so no other worker takes it over.
         let heartbeat = {
             let (jobs, owner, lease) = (self.jobs.clone(), self.owner.clone(), self.lease());
@@ -315,6 +317,7 @@ impl Pipeline {
             }
         };
         self.durations.record(processed.state, started.elapsed());
+        Failpoint::BeforeRecord.reached();
         if let Err(e) =
             self.jobs.finish(id, processed.state, processed.outcome_key.as_deref(), processed.error.as_deref())
         {
@@ -405,8 +408,10 @@ impl Pipeline {
         let report = tokio::task::spawn_blocking(move || job::run(&purify, &Silent))
             .await
             .map_err(|e| Error::Settings(format!("the purification task ended abnormally: {e}")))??;
-        let published =
-            self.publisher.publish(&job.source, &job.model, &job.artifact_sha256, &work.join("out"), &report).await?;
+        let published = self
+            .publisher
+            .publish(&job.source, &job.model, &job.artifact_sha256, &work.join("out"), &report.decision)
+            .await?;
         Ok((published, report.summary))
     }
 

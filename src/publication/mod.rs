@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::attestation::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
 use crate::error::{Error, Result};
-use crate::report::Report;
+use crate::failpoint::Failpoint;
+use crate::policy::Decision;
 use crate::report::html::REPORT_HTML_FILE;
 use crate::store::{Location, StoreConfig};
 
@@ -127,22 +128,23 @@ impl Publisher {
         Ok(Some((key.to_string(), outcome)))
     }
 
-    /// Publishes the job directory `dir` (written by `job::run` with a signing key) for
-    /// (`source`, `model`, `artifact_sha256`), under a fresh attempt key, then claims the outcome.
+    /// Publishes the job directory `dir` (written by `job::run` with a signing key, judged
+    /// `decision`) for (`source`, `model`, `artifact_sha256`), under a fresh attempt key, then
+    /// claims the outcome.
     pub async fn publish(
         &self,
         source: &str,
         model: &str,
         artifact_sha256: &str,
         dir: &Path,
-        report: &Report,
+        decision: &Decision,
     ) -> Result<Published> {
         let release_dir = self.release_dir(model, artifact_sha256);
         let outcome_key = release_dir.clone().join(OUTCOME_FILE);
         if let Some((key, outcome)) = self.read_outcome(&outcome_key).await? {
             return Ok(Published::AlreadyThere { key, outcome });
         }
-        let verdict = if report.decision.releasable { Verdict::Release } else { Verdict::Deny };
+        let verdict = if decision.releasable { Verdict::Release } else { Verdict::Deny };
         let names: &[&str] = match verdict {
             Verdict::Release => &RELEASED_FILES,
             Verdict::Deny => &DENIED_FILES,
@@ -171,12 +173,9 @@ impl Publisher {
             let key = release_dir.clone().join("attempts").join(attempt.as_str()).join(*name);
             self.put_new(&key, bytes).await?;
         }
-        let reasons = report
-            .decision
-            .policies
-            .iter()
-            .flat_map(|p| p.reasons.iter().map(move |r| format!("{}: {r}", p.name)))
-            .collect();
+        Failpoint::AfterFiles.reached();
+        let reasons =
+            decision.policies.iter().flat_map(|p| p.reasons.iter().map(move |r| format!("{}: {r}", p.name))).collect();
         let outcome = Outcome {
             schema: OUTCOME_SCHEMA.into(),
             source: source.into(),
@@ -191,7 +190,10 @@ impl Publisher {
         let mut bytes = serde_json::to_vec_pretty(&outcome)?;
         bytes.push(b'\n');
         match self.put_new(&outcome_key, bytes).await {
-            Ok(()) => Ok(Published::Written { key: outcome_key.to_string(), outcome }),
+            Ok(()) => {
+                Failpoint::AfterOutcome.reached();
+                Ok(Published::Written { key: outcome_key.to_string(), outcome })
+            }
             Err(PutError::Exists) => match self.read_outcome(&outcome_key).await? {
                 Some((key, outcome)) => Ok(Published::AlreadyThere { key, outcome }),
                 None => Err(self.location.error(format!("{outcome_key} exists but cannot be read back"))),
@@ -256,4 +258,235 @@ fn attempt_id() -> String {
     let mut bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::sync::{Arc, Mutex};
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutResult,
+    };
+
+    use super::*;
+    use crate::policy::{PolicyResult, Verdict as PolicyVerdict};
+
+    /// An in-memory destination that counts every successful put per key, can hold outcome
+    /// writes until `racers` publications reach them (a real race, not one after the other),
+    /// and can break a guarantee the way a store might.
+    #[derive(Debug, Default)]
+    struct Instrumented {
+        inner: InMemory,
+        puts: Mutex<BTreeMap<String, usize>>,
+        outcome_barrier: Option<tokio::sync::Barrier>,
+        /// A store without conditional puts: `PutMode::Create` silently overwrites.
+        create_overwrites: bool,
+        /// Every attempt file already exists (as if attempt ids collided).
+        attempt_files_exist: bool,
+    }
+
+    impl fmt::Display for Instrumented {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Instrumented({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Instrumented {
+        async fn put_opts(
+            &self,
+            location: &StorePath,
+            payload: PutPayload,
+            mut opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if location.as_ref().contains("/attempts/") && self.attempt_files_exist {
+                return Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: "attempt file exists".into(),
+                });
+            }
+            if location.as_ref().ends_with(OUTCOME_FILE)
+                && let Some(barrier) = &self.outcome_barrier
+            {
+                barrier.wait().await;
+            }
+            if self.create_overwrites && opts.mode == PutMode::Create {
+                opts.mode = PutMode::Overwrite;
+            }
+            let result = self.inner.put_opts(location, payload, opts).await?;
+            *self.puts.lock().unwrap().entry(location.to_string()).or_default() += 1;
+            Ok(result)
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &StorePath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &StorePath, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<StorePath>>,
+        ) -> BoxStream<'static, object_store::Result<StorePath>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&StorePath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&StorePath>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &StorePath, to: &StorePath, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    impl Instrumented {
+        /// Successful writes of outcome.json, and of every attempt's model.pt, by key.
+        fn writes(&self, suffix: &str) -> Vec<(String, usize)> {
+            let puts = self.puts.lock().unwrap();
+            puts.iter().filter(|(key, _)| key.ends_with(suffix)).map(|(k, n)| (k.clone(), *n)).collect()
+        }
+
+        /// Exactly once, counted from the store: each upload's outcome.json written once, and
+        /// the attempt it names holds a model written once.
+        fn published_once(&self) -> std::result::Result<(), String> {
+            for (key, count) in self.writes(OUTCOME_FILE) {
+                if count != 1 {
+                    return Err(format!("{key} was written {count} times"));
+                }
+            }
+            match self.writes(&format!("/{MODEL_FILE}")).iter().find(|(_, n)| *n != 1) {
+                Some((key, count)) => Err(format!("{key} was written {count} times")),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn publisher(store: Arc<Instrumented>) -> Publisher {
+        let location =
+            Location { store, prefix: StorePath::from("released"), url: "memory://test".into(), local: false };
+        Publisher { location }
+    }
+
+    fn released() -> Decision {
+        Decision::from_results(vec![PolicyResult {
+            name: "builtin:thresholds".into(),
+            sha256: String::new(),
+            config: serde_json::json!({}),
+            verdict: PolicyVerdict::Allow,
+            reasons: Vec::new(),
+            measurements: Vec::new(),
+            failure: None,
+        }])
+    }
+
+    /// A signed job directory's files (contents do not matter to publication).
+    fn job_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in RELEASED_FILES {
+            std::fs::write(dir.path().join(name), format!("{name} bytes")).unwrap();
+        }
+        dir
+    }
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// `racers` publications of one upload, all past the "already published?" check and with
+    /// their attempt files written before any of them claims the outcome.
+    async fn race(store: Arc<Instrumented>, racers: usize) -> Vec<Published> {
+        let dir = job_dir();
+        let publisher = publisher(store);
+        let decision = released();
+        let publications =
+            (0..racers).map(|_| publisher.publish("local", "toy/1", SHA, dir.path(), &decision)).collect::<Vec<_>>();
+        futures::future::join_all(publications).await.into_iter().map(|p| p.unwrap()).collect()
+    }
+
+    fn racing_store(racers: usize) -> Instrumented {
+        Instrumented { outcome_barrier: Some(tokio::sync::Barrier::new(racers)), ..Instrumented::default() }
+    }
+
+    #[tokio::test]
+    async fn racing_publications_claim_one_outcome() {
+        let store = Arc::new(racing_store(4));
+        let published = race(store.clone(), 4).await;
+        let written: Vec<&Published> = published.iter().filter(|p| matches!(p, Published::Written { .. })).collect();
+        assert_eq!(written.len(), 1, "{published:#?}");
+        for other in &published {
+            assert_eq!(other.outcome(), written[0].outcome(), "every racer reports the winner's outcome");
+        }
+        store.published_once().unwrap();
+        // Four attempts wrote their files; the outcome names exactly one of them.
+        assert_eq!(store.writes(&format!("/{MODEL_FILE}")).len(), 4);
+    }
+
+    /// The same race on a store whose conditional put is an overwrite: the count from the store
+    /// sees it (this is what the exactly-once checks would report if PutMode::Create were lost).
+    #[tokio::test]
+    async fn an_overwriting_store_is_caught_by_the_store_count() {
+        let store = Arc::new(Instrumented { create_overwrites: true, ..racing_store(3) });
+        let published = race(store.clone(), 3).await;
+        assert!(published.iter().all(|p| matches!(p, Published::Written { .. })), "{published:#?}");
+        let failure = store.published_once().unwrap_err();
+        assert!(failure.contains("outcome.json was written 3 times"), "{failure}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_already_published_writes_nothing_more() {
+        let store = Arc::new(Instrumented::default());
+        let dir = job_dir();
+        let publisher = publisher(store.clone());
+        let first = publisher.publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap();
+        assert!(matches!(first, Published::Written { .. }));
+        let writes = store.puts.lock().unwrap().clone();
+        let again = publisher.publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap();
+        assert_eq!(again, Published::AlreadyThere { key: first.key().to_string(), outcome: first.outcome().clone() });
+        assert_eq!(*store.puts.lock().unwrap(), writes, "a second publication wrote to the store");
+        assert_eq!(publisher.outcome("toy/1", SHA).await.unwrap().unwrap().1, *first.outcome());
+    }
+
+    #[tokio::test]
+    async fn a_write_conflict_on_an_attempt_file_publishes_no_outcome() {
+        let store = Arc::new(Instrumented { attempt_files_exist: true, ..Instrumented::default() });
+        let dir = job_dir();
+        let publisher = publisher(store.clone());
+        let error = publisher.publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap_err();
+        assert!(error.to_string().contains("attempt ids collided"), "{error}");
+        assert!(store.puts.lock().unwrap().is_empty());
+        assert_eq!(publisher.outcome("toy/1", SHA).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_release_missing_an_attestation_writes_nothing() {
+        let store = Arc::new(Instrumented::default());
+        let dir = job_dir();
+        std::fs::remove_file(dir.path().join(SIGNATURE_FILE)).unwrap();
+        let error = publisher(store.clone()).publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap_err();
+        assert!(error.to_string().contains(SIGNATURE_FILE), "{error}");
+        assert!(store.puts.lock().unwrap().is_empty(), "a model left without its attestations");
+    }
+
+    #[tokio::test]
+    async fn a_download_refuses_a_file_changed_after_publication() {
+        let store = Arc::new(Instrumented::default());
+        let dir = job_dir();
+        let publisher = publisher(store.clone());
+        let published = publisher.publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap();
+        let target = tempfile::tempdir().unwrap();
+        publisher.download(published.key(), target.path()).await.unwrap();
+        let model_key =
+            StorePath::from(format!("released/toy/1/{}/{}/{MODEL_FILE}", &SHA[..16], published.outcome().files_under));
+        store.inner.put(&model_key, PutPayload::from_static(b"swapped")).await.unwrap();
+        let error = publisher.download(published.key(), tempfile::tempdir().unwrap().path()).await.unwrap_err();
+        assert!(error.to_string().contains("does not match the sha256"), "{error}");
+    }
 }

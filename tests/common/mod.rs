@@ -1,5 +1,7 @@
-//! Shared by the integration tests: Fashion-MNIST (installed by `./dev setup`) and one
-//! backdoored model trained by the lab per test process.
+//! Shared by the integration tests: Fashion-MNIST (installed by `./dev setup`), one backdoored
+//! model trained by the lab per test process, servers and watchers run in their own process
+//! groups (stopped whole when a test ends, however it ends), and the rule for a missing server or
+//! tool: a failure in CI, a skip recorded for `./dev test`'s summary elsewhere.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -58,17 +60,89 @@ pub fn lab_model(file: &str, settings: &lab::PoisonSettings) -> Backdoored {
     Backdoored { model, report }
 }
 
+/// True when running in CI (`CI` set to anything but empty, `0` or `false`): there nothing a
+/// test needs may be missing.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Something a test needs is missing (`what`, because `reason`). In CI the test fails, naming
+/// it; elsewhere the skip is printed and appended to the skip log (`FSTGATE_SKIP_LOG`, which
+/// `./dev test` lists at the end of the run), and the caller returns early.
+pub fn unavailable(what: &str, reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let reason = reason.trim();
+    assert!(!in_ci(), "{test}: {what} is unavailable, and CI tests everything: {reason}");
+    eprintln!("\n*** SKIPPED {test}: {what} is unavailable: {reason} ***\n");
+    let log = std::env::var_os("FSTGATE_SKIP_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("fstgate-skipped.log"));
+    let line = format!("{test} ({}): {what}: {}\n", env!("CARGO_CRATE_NAME"), reason.replace('\n', " "));
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, line.as_bytes()).unwrap();
+}
+
 /// The Python interpreter of a server's virtual environment (`scripts/test-server.sh KIND`,
-/// installed once); None, after a loud note, where it cannot be installed.
+/// installed once). None, after [`unavailable`], only where Python's venv is missing; a failed
+/// installation (a broken pin, no index) fails the test.
 pub fn server_python(kind: &str) -> Option<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-server.sh");
     let output = std::process::Command::new(script).arg(kind).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.code() == Some(3) {
-        eprintln!("\n*** SKIPPED: {kind} cannot be installed here: {} ***\n", String::from_utf8_lossy(&output.stderr));
+        unavailable(&format!("the {kind} server"), &stderr);
         return None;
     }
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "scripts/test-server.sh {kind} failed ({}):\n{stderr}", output.status);
     Some(PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()))
+}
+
+/// A process a test started, leader of its own process group: dropping it (the test passed,
+/// failed or panicked) stops the whole group, so no server's worker outlives the test.
+pub struct Spawned {
+    child: std::process::Child,
+}
+
+impl Spawned {
+    /// Starts `command` in a new process group.
+    pub fn start(mut command: std::process::Command) -> Spawned {
+        use std::os::unix::process::CommandExt;
+        let child = command.process_group(0).spawn().unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        Spawned { child }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+
+    /// SIGTERM to the leader, then its exit status (a clean stop is part of what is tested).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+
+    /// Waits for the leader to exit by itself.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let group = -(self.child.id() as i32);
+        // TERM first so servers stop their workers, then KILL whatever is left of the group.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let asked = std::time::Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && asked.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }
 
 /// A port free on 127.0.0.1 right now.
