@@ -110,6 +110,28 @@ pub fn name(device: Device) -> String {
     }
 }
 
+/// (De)serialises a `tch::Device` as its report name (`cpu`, `cuda:N`), for job documents
+/// handed to a worker process: `#[serde(with = "crate::device::by_name")]`.
+pub mod by_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tch::Device;
+
+    /// Writes `cpu` or `cuda:N`.
+    pub fn serialize<S: Serializer>(device: &Device, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::name(*device))
+    }
+
+    /// Reads `cpu` or `cuda:N`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Device, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.strip_prefix("cuda:").map(str::parse::<usize>) {
+            None if name == "cpu" => Ok(Device::Cpu),
+            Some(Ok(index)) => Ok(Device::Cuda(index)),
+            _ => Err(serde::de::Error::custom(format!("`{name}` is not a device name (cpu or cuda:N)"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

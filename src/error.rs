@@ -23,6 +23,9 @@ pub enum Error {
     Trigger { spec: String, reason: String },
     #[error("device: {0}")]
     Device(String),
+    /// The process that ran the uploaded model failed, was killed or timed out.
+    #[error("model worker: {0}")]
+    Worker(String),
     #[error("training diverged: {0}")]
     NonFinite(String),
     #[error("torch: {0}")]

@@ -1,8 +1,13 @@
-//! One purification job end to end: load data and model, evaluate, purify, evaluate again, and
-//! publish the output directory atomically (staged beside it, renamed into place last).
-use std::path::PathBuf;
+//! One purification job end to end, in two halves with a trust boundary between them:
+//! [`evaluate`] loads the uploaded model and the data, evaluates, purifies and evaluates again
+//! (everything that runs the model's code: what `worker` runs in a process holding no key and no
+//! credentials); [`conclude`] applies the policies, renders report.html, signs, and publishes the
+//! output directory atomically (staged beside it, renamed into place last). [`run`] does both in
+//! this process.
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::attestation::{self, SigningKey};
@@ -17,7 +22,7 @@ use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Sum
 use crate::training::Progress;
 
 /// How much of a data source to use.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Sample {
     All,
     /// A class-balanced fraction (the paper's clean set is 2% of the training data).
@@ -37,11 +42,15 @@ impl Sample {
 }
 
 /// The known attack, as the user gave it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AttackInput {
     Trigger(Trigger),
     PoisonedSet(DataSpec),
 }
 
+/// A purification job. It serialises without its policies and signing key: the document a
+/// worker process receives carries nothing that decides or signs.
+#[derive(Serialize, Deserialize)]
 pub struct PurifyJob {
     pub model: PathBuf,
     /// What the model is called where it came from (e.g. `local-registry:fashion-cnn/3`), for
@@ -58,12 +67,23 @@ pub struct PurifyJob {
     pub strength: Strength,
     pub attack: Option<(AttackInput, i64)>,
     pub probes: Vec<Trigger>,
+    #[serde(with = "crate::device::by_name")]
     pub device: Device,
     pub out: PathBuf,
     /// The release rules applied to the report (compiled once, shareable between jobs).
+    #[serde(skip, default = "PolicySet::none")]
     pub policies: std::sync::Arc<PolicySet>,
     /// Signs the output directory (model_signing bundle, provenance, decision record).
+    #[serde(skip)]
     pub signing_key: Option<SigningKey>,
+}
+
+/// What the untrusted half of a job produced: the report without a decision, and the triggered
+/// examples for report.html. The purified model is `model.pt` in the directory it was given.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub report: Report,
+    pub examples: Vec<html::TriggeredExample>,
 }
 
 /// Loads and conforms a data set, then samples it.
@@ -100,12 +120,30 @@ fn same_image_shape(what: &str, data: &Dataset, test: &Dataset) -> Result<()> {
     )))
 }
 
+/// Purifies and evaluates in this process, then concludes: both halves, for `fstgate purify` and
+/// the tests.
 pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
+    let staging = staging_dir(&job.out)?;
+    let evaluated = evaluate(job, staging.path(), progress)?;
+    conclude(job, evaluated, staging)
+}
+
+/// A fresh directory beside `out` to stage the output in (renamed to `out` when complete).
+pub fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
+    if out.exists() {
+        return Err(Error::Settings(format!("{} already exists; choose another --out", out.display())));
+    }
+    tempfile::Builder::new()
+        .prefix(".fstgate-purify")
+        .tempdir_in(crate::fsutil::parent_dir(out))
+        .map_err(|e| Error::io(out, e))
+}
+
+/// The untrusted half: loads the model and the data, evaluates, purifies, evaluates again, and
+/// saves the purified model as `dir/model.pt`. Never touches the policies or the signing key.
+pub fn evaluate(job: &PurifyJob, dir: &Path, progress: &dyn Progress) -> Result<Evaluated> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    if job.out.exists() {
-        return Err(Error::Settings(format!("{} already exists; choose another --out", job.out.display())));
-    }
     job.settings.validate()?;
     if let Strength::Auto(auto) = &job.strength {
         auto.validate(&job.settings)?;
@@ -179,13 +217,9 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         None => Vec::new(),
     };
 
-    let staging = tempfile::Builder::new()
-        .prefix(".fstgate-purify")
-        .tempdir_in(crate::fsutil::parent_dir(&job.out))
-        .map_err(|e| Error::io(&job.out, e))?;
-    let model_path = staging.path().join(attestation::MODEL_FILE);
+    let model_path = dir.join(attestation::MODEL_FILE);
     model.save(&model_path)?;
-    let mut report = Report {
+    let report = Report {
         schema: REPORT_SCHEMA.to_string(),
         fstgate_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
@@ -217,11 +251,22 @@ pub fn run(job: &PurifyJob, progress: &dyn Progress) -> Result<Report> {
         warnings,
         decision: Decision::from_results(Vec::new()),
     };
+    Ok(Evaluated { report, examples: strip })
+}
+
+/// The trusted half: judges the evaluated report with the job's policies, writes report.json
+/// and report.html beside the purified model in `staging`, signs when the job has a key, and
+/// renames `staging` to the job's output directory. The model's digest is computed here, from the
+/// file, never taken from the evaluation.
+pub fn conclude(job: &PurifyJob, evaluated: Evaluated, staging: tempfile::TempDir) -> Result<Report> {
+    let Evaluated { mut report, examples } = evaluated;
+    let model_path = staging.path().join(attestation::MODEL_FILE);
+    report.output = OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? };
     report.decision = job.policies.evaluate(&report);
     crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
     let name = job.name.clone().unwrap_or_else(|| job.model.display().to_string());
     let key_id = job.signing_key.as_ref().map(|k| k.public().fingerprint());
-    let page = html::render(&report, &name, &strip, key_id.as_deref());
+    let page = html::render(&report, &name, &examples, key_id.as_deref());
     let page_path = staging.path().join(REPORT_HTML_FILE);
     std::fs::write(&page_path, page).map_err(|e| Error::Write { path: page_path, source: e })?;
     if let Some(key) = &job.signing_key {

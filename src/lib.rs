@@ -30,5 +30,6 @@ pub mod rng;
 pub mod sources;
 pub mod store;
 pub mod training;
+pub mod worker;
 
 pub use error::{Error, Result};

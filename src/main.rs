@@ -38,6 +38,18 @@ struct Cli {
 enum Command {
     /// Purify a classifier with FST (or a baseline) and evaluate it before and after.
     Purify(PurifyArgs),
+    /// Internal: the model worker the pipeline starts for each job (see the `worker` module).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        staging: PathBuf,
+        #[arg(long)]
+        result: PathBuf,
+        #[arg(long)]
+        error: PathBuf,
+    },
     /// The attack lab: make backdoored models on real data.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -947,6 +959,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Worker { job, staging, result, error } => {
+            let paths = fstgate::worker::WorkerPaths { job, staging, result, error };
+            return ExitCode::from(fstgate::worker::serve(&paths) as u8);
+        }
         Command::Purify(args) => purify(args, cli.quiet).map(|()| true),
         Command::Lab(LabCommand::Poison(args)) => poison(args, cli.quiet).map(|()| true),
         Command::Keygen { private_key, public_key } => attestation::keys::generate_files(&private_key, &public_key)

@@ -45,7 +45,7 @@ pub enum Split {
 }
 
 /// Where a data set comes from: `PATH` or `DIR#train` / `DIR#test`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSpec {
     pub path: PathBuf,
     pub split: Option<Split>,

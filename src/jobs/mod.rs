@@ -226,11 +226,19 @@ impl JobStore {
     }
 
     /// Claims the oldest job that is due: queued and past its back-off, or running under a lease
-    /// that expired (its worker died). The claim counts as an attempt.
-    pub fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {
+    /// that expired (its worker died). The claim counts as an attempt, so a job whose every
+    /// attempt kills its worker (a crash, an OOM kill) stops at `max_attempts`: a running job
+    /// whose lease expired after its last attempt is failed here instead of claimed again.
+    pub fn claim(&self, owner: &str, lease: Duration, max_attempts: u32) -> Result<Option<Job>> {
         self.with(|db| {
             let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let t = now();
+            tx.execute(
+                "UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires = NULL, updated_at = ?1,
+                 last_error = 'abandoned: the worker died or was killed during each of its ' || attempts || ' attempts'
+                 WHERE state = 'running' AND lease_expires < ?1 AND attempts >= ?2",
+                params![t, max_attempts],
+            )?;
             let job = tx
                 .query_row(
                     &format!(
@@ -384,27 +392,46 @@ mod tests {
     fn an_expired_lease_is_claimed_again_and_a_held_one_is_not() {
         let (_dir, jobs) = store();
         let id = jobs.enqueue("s", "m/1", "aa", "k", "v").unwrap().unwrap();
-        let job = jobs.claim("worker-a", Duration::from_secs(60)).unwrap().unwrap();
+        let job = jobs.claim("worker-a", Duration::from_secs(60), 3).unwrap().unwrap();
         assert_eq!((job.id, job.state, job.attempts), (id, JobState::Running, 1));
-        assert_eq!(jobs.claim("worker-b", Duration::from_secs(60)).unwrap(), None);
+        assert_eq!(jobs.claim("worker-b", Duration::from_secs(60), 3).unwrap(), None);
         // worker-a dies: its lease lapses.
         assert!(jobs.renew(id, "worker-a", Duration::ZERO).unwrap());
         std::thread::sleep(Duration::from_millis(20));
-        let again = jobs.claim("worker-b", Duration::from_secs(60)).unwrap().unwrap();
+        let again = jobs.claim("worker-b", Duration::from_secs(60), 3).unwrap().unwrap();
         assert_eq!(again.attempts, 2);
         assert!(!jobs.renew(id, "worker-a", Duration::from_secs(60)).unwrap(), "worker-a lost the lease");
         jobs.finish(id, JobState::Released, Some("dest/m/1"), None).unwrap();
-        assert_eq!(jobs.claim("worker-c", Duration::from_secs(60)).unwrap(), None);
+        assert_eq!(jobs.claim("worker-c", Duration::from_secs(60), 3).unwrap(), None);
         assert_eq!(jobs.get(id).unwrap().unwrap().outcome.as_deref(), Some("dest/m/1"));
+    }
+
+    /// A job that kills its worker every time is failed after `max_attempts`, with the reason,
+    /// and the next job is claimed.
+    #[test]
+    fn a_job_whose_worker_always_dies_stops_at_max_attempts() {
+        let (_dir, jobs) = store();
+        let deadly = jobs.enqueue("s", "m/1", "aa", "k1", "v").unwrap().unwrap();
+        for attempt in 1..=2 {
+            let job = jobs.claim("w", Duration::ZERO, 2).unwrap().unwrap();
+            assert_eq!((job.id, job.attempts), (deadly, attempt));
+            std::thread::sleep(Duration::from_millis(20)); // the lease of zero lapses
+        }
+        let next = jobs.enqueue("s", "m/2", "bb", "k2", "v").unwrap().unwrap();
+        let job = jobs.claim("w", Duration::from_secs(60), 2).unwrap().unwrap();
+        assert_eq!(job.id, next);
+        let failed = jobs.get(deadly).unwrap().unwrap();
+        assert_eq!((failed.state, failed.attempts), (JobState::Failed, 2));
+        assert!(failed.last_error.unwrap().contains("each of its 2 attempts"));
     }
 
     #[test]
     fn retries_wait_for_their_back_off() {
         let (_dir, jobs) = store();
         let id = jobs.enqueue("s", "m/1", "aa", "k", "v").unwrap().unwrap();
-        jobs.claim("w", Duration::from_secs(60)).unwrap().unwrap();
+        jobs.claim("w", Duration::from_secs(60), 3).unwrap().unwrap();
         jobs.retry_later(id, "store unreachable", Duration::from_secs(3600)).unwrap();
-        assert_eq!(jobs.claim("w", Duration::from_secs(60)).unwrap(), None);
+        assert_eq!(jobs.claim("w", Duration::from_secs(60), 3).unwrap(), None);
         assert!(jobs.has_unfinished().unwrap());
         let job = jobs.get(id).unwrap().unwrap();
         assert_eq!((job.state, job.last_error.as_deref()), (JobState::Queued, Some("store unreachable")));
@@ -425,7 +452,7 @@ mod tests {
                     scope.spawn(move || {
                         let store = JobStore::open(&path).unwrap();
                         let mut mine = Vec::new();
-                        while let Some(job) = store.claim(&format!("w{w}"), Duration::from_secs(60)).unwrap() {
+                        while let Some(job) = store.claim(&format!("w{w}"), Duration::from_secs(60), 3).unwrap() {
                             mine.push(job.id);
                         }
                         mine

@@ -3,6 +3,7 @@
 //! other classes get the trigger and the target label) or clean-label (target-class images get
 //! the trigger, labels unchanged: SIG's setting).
 mod architectures;
+mod hostile;
 mod module_builder;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 pub use architectures::{Architecture, export};
+pub use hostile::{Hostile, export_hostile};
 
 use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};

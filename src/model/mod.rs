@@ -1,5 +1,6 @@
 //! Image classifiers as TorchScript modules: loading (a TorchScript archive or an MLflow model
 //! directory), taking the logits out of whatever the model returns, and saving.
+pub mod graph;
 mod head;
 mod mlflow;
 mod precision;
@@ -46,6 +47,10 @@ pub struct ModelSource {
     pub format: ModelFormat,
     /// sha256 of the TorchScript archive.
     pub sha256: String,
+    /// Every call in the archive's TorchScript code, by op, with its count, as scanned before the
+    /// model was loaded (see `graph`).
+    #[serde(default)]
+    pub ops: graph::OpInventory,
 }
 
 /// Sets how this process runs TorchScript, once, before the first model loads: plain
@@ -85,6 +90,8 @@ impl Classifier {
         init_torchscript();
         let (archive, format) = resolve_archive(path)?;
         check_torchscript_archive(&archive)?;
+        // Before loading: loading runs `__setstate__` methods, and the forward below the rest.
+        let ops = graph::scan(&archive)?;
         let mut module = CModule::load_on_device(&archive, device)
             .map_err(|e| Error::model(&archive, format!("TorchScript load failed: {}", first_line(&e.to_string()))))?;
         module.set_eval();
@@ -107,7 +114,7 @@ impl Classifier {
         }
         let mut classifier = Classifier {
             module,
-            source: ModelSource { path: path.to_path_buf(), archive, format, sha256 },
+            source: ModelSource { path: path.to_path_buf(), archive, format, sha256, ops },
             output: output_kind,
             head: Head::placeholder(),
             num_classes: shape[1],
@@ -321,6 +328,14 @@ fn describe(value: &IValue) -> String {
     }
 }
 
+/// The line of a libtorch error that says what went wrong: its first, unless that only says the
+/// TorchScript interpreter failed, in which case the error raised at the bottom of the trace
+/// (e.g. `RuntimeError: ... DefaultCPUAllocator: can't allocate memory ...`).
 pub(crate) fn first_line(s: &str) -> &str {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+    let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or(s.trim());
+    if first.contains("operation failed in the TorchScript interpreter") {
+        return lines.next_back().unwrap_or(first);
+    }
+    first
 }

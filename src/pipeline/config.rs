@@ -44,9 +44,13 @@ pub struct PipelineConfig {
     pub lease_seconds: f64,
     /// `fstgate watch` serves /healthz and /metrics (Prometheus) here, e.g. `127.0.0.1:9464`.
     pub listen: Option<String>,
-    /// Attempts before a job that keeps failing on transient errors is marked failed.
+    /// Attempts before a job that keeps failing on transient errors, or whose worker keeps
+    /// dying, is marked failed.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// How the uploaded model's code is confined: a worker process without secrets, with limits.
+    #[serde(default)]
+    pub worker: crate::worker::WorkerLimits,
 }
 
 /// A place models are registered. For `kind = "object-store"`, `url` is the watched prefix; for
@@ -310,7 +314,7 @@ impl PipelineConfig {
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
         }
-        Ok(())
+        self.worker.validate()
     }
 
     /// The first data rule whose pattern matches `<name>/<version>`.

@@ -76,6 +76,9 @@ fn is_permanent(error: &Error) -> bool {
             | Error::Attestation(_)
             | Error::Key(_)
             | Error::Json(_)
+            // The worker ran the model: a model that loops, exhausts memory or crashes does so
+            // again on a retry.
+            | Error::Worker(_)
     )
 }
 
@@ -232,7 +235,7 @@ impl Pipeline {
     /// Claims due jobs and starts them until the concurrency limit is reached.
     fn start_due_jobs(self: &Arc<Self>, running: &mut JoinSet<GateJob>) {
         while running.len() < self.concurrency() {
-            match self.jobs.claim(&self.owner, self.lease()) {
+            match self.jobs.claim(&self.owner, self.lease(), self.config.max_attempts) {
                 Ok(Some(job)) => {
                     let pipeline = self.clone();
                     running.spawn(async move { pipeline.process(job).await });
@@ -405,9 +408,13 @@ impl Pipeline {
         }
         let mut purify = self.purify_job(rule, artifact.model_path, work.join("out"))?;
         purify.name = Some(format!("{}:{}", job.source, job.model));
-        let report = tokio::task::spawn_blocking(move || job::run(&purify, &Silent))
-            .await
-            .map_err(|e| Error::Settings(format!("the purification task ended abnormally: {e}")))??;
+        let report = if self.config.worker.isolate {
+            crate::worker::run(&purify, &self.config.worker, &work.join("worker")).await?
+        } else {
+            tokio::task::spawn_blocking(move || job::run(&purify, &Silent))
+                .await
+                .map_err(|e| Error::Settings(format!("the purification task ended abnormally: {e}")))??
+        };
         let published = self
             .publisher
             .publish(&job.source, &job.model, &job.artifact_sha256, &work.join("out"), &report.decision)

@@ -154,6 +154,13 @@ impl PolicySet {
         Ok(Self::with_host(specs, PluginHost::new(limits)?))
     }
 
+    /// No policies at all: what a job document carries across the worker boundary, where nothing
+    /// is decided. Its decision never releases (a release needs at least one allowing policy).
+    pub fn none() -> std::sync::Arc<Self> {
+        let host = PluginHost::new(Limits::default()).expect("the default plugin limits make a valid engine");
+        std::sync::Arc::new(PolicySet { host, policies: Vec::new() })
+    }
+
     /// As `new`, on a host set up by the caller (e.g. with a disk cache).
     pub fn with_host(specs: Vec<PolicySpec>, host: PluginHost) -> Self {
         let specs = if specs.is_empty() { vec![PolicySpec::default_thresholds(serde_json::json!({}))] } else { specs };

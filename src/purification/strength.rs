@@ -39,7 +39,7 @@ use crate::model::{Classifier, Snapshot};
 use crate::training::{EpochRecord, Progress};
 
 /// How strongly FST pushes: fixed settings, or a search per model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Strength {
     /// The settings as given.
     Fixed,

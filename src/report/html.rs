@@ -15,6 +15,7 @@ use crate::policy::Verdict;
 pub const REPORT_HTML_FILE: &str = "report.html";
 
 /// One triggered test image, with its true class and the predictions before and after.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TriggeredExample {
     pub png: Vec<u8>,
     pub label: i64,

@@ -4,6 +4,8 @@
 //! tool: a failure in CI, a skip recorded for `./dev test`'s summary elsewhere.
 #![allow(dead_code)]
 
+pub mod pipeline;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
