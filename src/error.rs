@@ -63,13 +63,56 @@ impl Error {
     pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Data { path: path.into(), reason: reason.into() }
     }
+    /// A store error at `location` (credentials in it are redacted).
     pub fn store(location: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Error::Store { location: location.to_string(), reason: reason.to_string() }
+        Error::Store { location: redact_url(&location.to_string()), reason: redact_url(&reason.to_string()) }
     }
+    /// A registry error at `location` (credentials in it are redacted).
     pub fn registry(location: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Error::Registry { location: location.to_string(), reason: reason.to_string() }
+        Error::Registry { location: redact_url(&location.to_string()), reason: redact_url(&reason.to_string()) }
     }
     pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model { path: path.into(), reason: reason.into() }
+    }
+}
+
+/// `text` with the credentials of every URL in it (`scheme://user:password@host`) replaced by
+/// `***`, for anything that may be shown: errors, logs, reports.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let (before, after) = rest.split_at(scheme_end + 3);
+        out.push_str(before);
+        // The authority ends at the first `/`, `?`, `#` or whitespace.
+        let authority_end =
+            after.find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace()).unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &after[at..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted_everywhere() {
+        assert_eq!(redact_url("http://alice:s3cret@mlflow:5000/api"), "http://***@mlflow:5000/api");
+        assert_eq!(
+            redact_url("GET https://tok@h/x failed; see http://u:p@other"),
+            "GET https://***@h/x failed; see http://***@other"
+        );
+        assert_eq!(redact_url("http://host:5000/a@b"), "http://host:5000/a@b", "an @ in the path is no user");
+        assert_eq!(redact_url("no url here"), "no url here");
+        let error = Error::registry("http://alice:s3cret@mlflow:5000/", "unreachable http://alice:s3cret@mlflow");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 }

@@ -60,7 +60,8 @@ enum Command {
         #[arg(long)]
         public_key: PathBuf,
     },
-    /// Check a purified directory's signatures, digests and provenance chain (exit 1 if any fails).
+    /// Check a purified directory's signatures, digests and provenance chain; exit 1 if any
+    /// fails, or if the signed decision denied the model (unless --allow-denied).
     Verify {
         dir: PathBuf,
         #[arg(long)]
@@ -68,6 +69,9 @@ enum Command {
         /// Also check that this file is the original model the provenance names.
         #[arg(long)]
         original_model: Option<PathBuf>,
+        /// Exit 0 for a correctly signed denial too (to inspect denied evidence).
+        #[arg(long)]
+        allow_denied: bool,
     },
     /// Release policy plugins.
     #[command(subcommand)]
@@ -780,7 +784,12 @@ fn policy_eval(
     Ok(decision.releasable)
 }
 
-fn verify(dir: PathBuf, public_key: PathBuf, original_model: Option<PathBuf>) -> anyhow::Result<bool> {
+fn verify(
+    dir: PathBuf,
+    public_key: PathBuf,
+    original_model: Option<PathBuf>,
+    allow_denied: bool,
+) -> anyhow::Result<bool> {
     let key = PublicKey::from_file(&public_key)?;
     match attestation::verify(&dir, &key, original_model.as_deref()) {
         Ok(verified) => {
@@ -790,6 +799,12 @@ fn verify(dir: PathBuf, public_key: PathBuf, original_model: Option<PathBuf>) ->
                 verified.model_sha256, verified.original_model_sha256
             );
             println!("  decision: {}", verified.decision.decision);
+            // A correct signature on a denial is not a release: a script checking the exit code
+            // must not ship it.
+            if !verified.decision.releasable && !allow_denied {
+                println!("the signed decision denies this model (exit 1; --allow-denied to accept)");
+                return Ok(false);
+            }
             Ok(true)
         }
         Err(e) => {
@@ -976,7 +991,9 @@ fn main() -> ExitCode {
                 true
             })
             .map_err(Into::into),
-        Command::Verify { dir, public_key, original_model } => verify(dir, public_key, original_model),
+        Command::Verify { dir, public_key, original_model, allow_denied } => {
+            verify(dir, public_key, original_model, allow_denied)
+        }
         Command::Policy(PolicyCommand::Eval { plugin, report, config, json, limits }) => {
             policy_eval(plugin, report, config, json, limits)
         }

@@ -99,6 +99,7 @@ fn signed_with_public_key(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = signed_dir(&scratch, "signed", 0, &key, lenient());
     let public = scratch.join("k.pub");
     std::fs::write(&public, key.public().to_pem()).unwrap();
+    std::fs::write(scratch.join("k.pem"), key.to_pem().unwrap().as_bytes()).unwrap();
     (scratch, dir, public)
 }
 
@@ -176,18 +177,26 @@ fn every_tampering_is_rejected_with_its_reason() {
 
 #[test]
 fn cli_verify_exits_0_when_all_holds_and_1_with_the_reason() {
-    let (_, dir, public) = signed_with_public_key("attest-cli");
-    let run = |dir: &Path| {
+    let (scratch, dir, public) = signed_with_public_key("attest-cli");
+    let run = |dir: &Path, extra: &[&str]| {
         assert_cmd::Command::cargo_bin("fstgate")
             .unwrap()
             .args(["verify", dir.to_str().unwrap(), "--public-key", public.to_str().unwrap()])
+            .args(extra)
             .output()
             .unwrap()
     };
-    let ok = run(&dir);
+    let ok = run(&dir, &[]);
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    // A correctly signed denial is not a release: exit 1 unless the caller accepts denials.
+    let key = SigningKey::from_pem(&std::fs::read_to_string(scratch.join("k.pem")).unwrap(), "test").unwrap();
+    let denied = signed_dir(&scratch, "denied", 0, &key, required_name(&scratch, "no-such-model-*.pt"));
+    let refused = run(&denied, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stdout));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("the signed decision denies this model"));
+    assert_eq!(run(&denied, &["--allow-denied"]).status.code(), Some(0));
     std::fs::write(dir.join("report.json"), b"{}").unwrap();
-    let bad = run(&dir);
+    let bad = run(&dir, &[]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stdout).contains("report.json does not match its signed sha256"));
 }

@@ -216,7 +216,7 @@ fn watch_serves_health_and_prometheus_metrics() {
 
 /// A source's `webhook_secret_env` matters only to a watcher that serves webhooks: a one-shot
 /// gate sharing the configuration runs without the variable, and such a watcher refuses to
-/// start without it, naming the variable (never a value).
+/// start without it or with it empty, naming the variable (never a value).
 #[test]
 fn a_webhook_secret_is_required_only_by_a_watcher_serving_webhooks() {
     let setup = Setup::new("pipeline-webhook-secret", 1, 60.0);
@@ -246,4 +246,9 @@ fn a_webhook_secret_is_required_only_by_a_watcher_serving_webhooks() {
     std::io::Read::read_to_string(watcher.child().stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.unwrap().code(), Some(2), "{stderr}");
     assert!(stderr.contains("FSTGATE_TEST_UNSET_WEBHOOK_SECRET") && stderr.contains("not set"), "{stderr}");
+    // An empty secret would make any signature or bearer token pass: refused the same way.
+    let empty = setup.command(&["watch"]).env("FSTGATE_TEST_UNSET_WEBHOOK_SECRET", " ").output().unwrap();
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert_eq!(empty.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("FSTGATE_TEST_UNSET_WEBHOOK_SECRET") && stderr.contains("is empty"), "{stderr}");
 }

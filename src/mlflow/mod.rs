@@ -21,9 +21,12 @@ pub const READY: &str = "READY";
 
 #[derive(Clone)]
 pub struct MlflowClient {
+    /// The tracking server's URL, without credentials.
     base: Url,
     http: reqwest::Client,
     token: Option<String>,
+    /// User and password given in the tracking URI, sent as HTTP basic auth.
+    basic_auth: Option<(String, Option<String>)>,
 }
 
 impl fmt::Debug for MlflowClient {
@@ -88,6 +91,13 @@ impl MlflowClient {
         if !matches!(base.scheme(), "http" | "https") {
             return Err(Error::registry(tracking_uri, "the tracking URI must be http:// or https://"));
         }
+        // `user:password@` becomes HTTP basic auth and leaves the URL, so no message, log or
+        // report that shows the URL can show them.
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let basic_auth = (!base.username().is_empty() || base.password().is_some())
+            .then(|| (decode(base.username()), base.password().map(decode)));
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
@@ -95,7 +105,7 @@ impl MlflowClient {
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| Error::registry(tracking_uri, e))?;
-        Ok(MlflowClient { base, http, token })
+        Ok(MlflowClient { base, http, token, basic_auth })
     }
 
     pub fn url(&self) -> &str {
@@ -108,9 +118,10 @@ impl MlflowClient {
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         let request = self.http.request(method, url);
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
+        match (&self.token, &self.basic_auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, Some((user, password))) => request.basic_auth(user, password.as_deref()),
+            (None, None) => request,
         }
     }
 
@@ -311,4 +322,24 @@ impl MlflowClient {
 /// Milliseconds since the Unix epoch, MLflow's timestamps.
 fn now_millis() -> i64 {
     (crate::jobs::now() * 1000.0) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Credentials in the tracking URI become basic auth and never show: not in the URL the
+    /// client reports, its Debug form, or an error about the server.
+    #[tokio::test]
+    async fn credentials_in_the_tracking_uri_never_show() {
+        let client = MlflowClient::new("http://alice:s%33cret@127.0.0.1:9/prefix", None).unwrap();
+        assert_eq!(client.url(), "http://127.0.0.1:9/prefix/");
+        assert_eq!(client.basic_auth, Some(("alice".to_string(), Some("s3cret".to_string()))));
+        assert!(!format!("{client:?}").contains("s3cret"));
+        // Port 9 (discard) is closed here: the request fails, and its error names the server only.
+        let error = client.get_version("m", "1").await.unwrap_err().to_string();
+        assert!(error.contains("127.0.0.1:9") && !error.contains("s3cret") && !error.contains("alice"), "{error}");
+        let error = MlflowClient::new("ftp://alice:s3cret@host/", None).unwrap_err().to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
 }

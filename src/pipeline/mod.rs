@@ -120,13 +120,15 @@ impl Pipeline {
     pub fn enable_webhooks(&mut self) -> Result<()> {
         for (index, source) in self.config.sources.iter().enumerate() {
             if let Some(var) = &source.webhook_secret_env {
-                let secret = std::env::var(var).map_err(|_| Error::Config {
+                let refuse = |why: &str| Error::Config {
                     path: self.config.state_dir.clone(),
-                    reason: format!(
-                        "source `{}`: environment variable {var} (the webhook secret) is not set",
-                        source.name
-                    ),
-                })?;
+                    reason: format!("source `{}`: environment variable {var} (the webhook secret) {why}", source.name),
+                };
+                let secret = std::env::var(var).map_err(|_| refuse("is not set"))?;
+                // An empty secret would make every signature and every bearer token trivial.
+                if secret.trim().is_empty() {
+                    return Err(refuse("is empty"));
+                }
                 self.webhook_secrets[index] = Some(secret);
             }
         }

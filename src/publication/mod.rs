@@ -64,6 +64,43 @@ pub struct Outcome {
     pub published_at: String,
 }
 
+impl Outcome {
+    /// Checks that this is an outcome the gate writes: its schema, for `expected` (model, full
+    /// sha256) that upload's, files under one attempt directory (`attempts/<32 hex>`), each a
+    /// known file name (one plain path segment) listed once with a sha256, and no model in a
+    /// denial. A document that fails is never reused, downloaded from or registered.
+    pub fn check(&self, expected: Option<(&str, &str)>) -> std::result::Result<(), String> {
+        if self.schema != OUTCOME_SCHEMA {
+            return Err(format!("schema `{}`, expected `{OUTCOME_SCHEMA}`", self.schema));
+        }
+        if let Some((model, sha256)) = expected
+            && (self.model != model || self.artifact_sha256 != sha256)
+        {
+            return Err(format!("it is about {} ({}), not {model} ({sha256})", self.model, self.artifact_sha256));
+        }
+        let hex =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !self.files_under.strip_prefix("attempts/").is_some_and(|id| hex(id, 32)) {
+            return Err(format!("files_under `{}` is not an attempt directory", self.files_under));
+        }
+        for (index, file) in self.files.iter().enumerate() {
+            if !RELEASED_FILES.contains(&file.name.as_str()) {
+                return Err(format!("file name `{}` is not one the gate publishes", file.name));
+            }
+            if self.files[..index].iter().any(|f| f.name == file.name) {
+                return Err(format!("{} is listed twice", file.name));
+            }
+            if !hex(&file.sha256, 64) {
+                return Err(format!("{} has no sha256", file.name));
+            }
+        }
+        if self.verdict == Verdict::Deny && self.files.iter().any(|f| f.name == MODEL_FILE) {
+            return Err("a denial that publishes the model".into());
+        }
+        Ok(())
+    }
+}
+
 /// What publishing did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Published {
@@ -114,10 +151,12 @@ impl Publisher {
     /// The outcome already recorded for this upload, if any.
     pub async fn outcome(&self, model: &str, artifact_sha256: &str) -> Result<Option<(String, Outcome)>> {
         let key = self.release_dir(model, artifact_sha256).join(OUTCOME_FILE);
-        self.read_outcome(&key).await
+        self.read_outcome(&key, Some((model, artifact_sha256))).await
     }
 
-    async fn read_outcome(&self, key: &StorePath) -> Result<Option<(String, Outcome)>> {
+    /// Reads and checks an outcome.json: anyone who can write to the destination can plant one,
+    /// so it must be one this gate writes (for `expected` (model, full sha256), that upload's).
+    async fn read_outcome(&self, key: &StorePath, expected: Option<(&str, &str)>) -> Result<Option<(String, Outcome)>> {
         let bytes = match self.location.store.get(key).await {
             Ok(got) => got.bytes().await.map_err(|e| self.location.error(format!("{key}: {e}")))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -125,6 +164,9 @@ impl Publisher {
         };
         let outcome: Outcome = serde_json::from_slice(&bytes)
             .map_err(|e| self.location.error(format!("{key} is not an outcome document: {e}")))?;
+        outcome
+            .check(expected)
+            .map_err(|why| Error::Attestation(format!("{key} is not an outcome this gate wrote: {why}")))?;
         Ok(Some((key.to_string(), outcome)))
     }
 
@@ -141,7 +183,8 @@ impl Publisher {
     ) -> Result<Published> {
         let release_dir = self.release_dir(model, artifact_sha256);
         let outcome_key = release_dir.clone().join(OUTCOME_FILE);
-        if let Some((key, outcome)) = self.read_outcome(&outcome_key).await? {
+        let expected = Some((model, artifact_sha256));
+        if let Some((key, outcome)) = self.read_outcome(&outcome_key, expected).await? {
             return Ok(Published::AlreadyThere { key, outcome });
         }
         let verdict = if decision.releasable { Verdict::Release } else { Verdict::Deny };
@@ -194,7 +237,7 @@ impl Publisher {
                 Failpoint::AfterOutcome.reached();
                 Ok(Published::Written { key: outcome_key.to_string(), outcome })
             }
-            Err(PutError::Exists) => match self.read_outcome(&outcome_key).await? {
+            Err(PutError::Exists) => match self.read_outcome(&outcome_key, expected).await? {
                 Some((key, outcome)) => Ok(Published::AlreadyThere { key, outcome }),
                 None => Err(self.location.error(format!("{outcome_key} exists but cannot be read back"))),
             },
@@ -214,7 +257,7 @@ impl Publisher {
     /// Downloads a published outcome's files into `dir` (e.g. to run `fstgate verify` on them).
     pub async fn download(&self, outcome_key: &str, dir: &Path) -> Result<Outcome> {
         let key = StorePath::from(outcome_key);
-        let Some((_, outcome)) = self.read_outcome(&key).await? else {
+        let Some((_, outcome)) = self.read_outcome(&key, None).await? else {
             return Err(self.location.error(format!("no outcome at {outcome_key}")));
         };
         let base = StorePath::from(outcome_key.rsplit_once('/').map_or("", |(dir, _)| dir));
@@ -473,6 +516,48 @@ mod tests {
         let error = publisher(store.clone()).publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap_err();
         assert!(error.to_string().contains(SIGNATURE_FILE), "{error}");
         assert!(store.puts.lock().unwrap().is_empty(), "a model left without its attestations");
+    }
+
+    /// A planted outcome.json (anyone who can write to the destination can put one) is refused
+    /// before it is reused or followed: a `../` file name writes nothing outside the target.
+    #[tokio::test]
+    async fn a_planted_outcome_is_refused_and_nothing_is_written_outside() {
+        let store = Arc::new(Instrumented::default());
+        let dir = job_dir();
+        let publisher = publisher(store.clone());
+        let published = publisher.publish("local", "toy/1", SHA, dir.path(), &released()).await.unwrap();
+        let genuine = published.outcome().clone();
+        let key = StorePath::from(published.key());
+        let plant = |outcome: &Outcome| {
+            let store = store.clone();
+            let (key, bytes) = (key.clone(), serde_json::to_vec(outcome).unwrap());
+            async move { store.inner.put(&key, PutPayload::from(bytes)).await.unwrap() }
+        };
+        let mut escaping = genuine.clone();
+        escaping.files[0].name = "../../escaped.txt".into();
+        let mut elsewhere = genuine.clone();
+        elsewhere.files_under = "../other".into();
+        let mut other_upload = genuine.clone();
+        other_upload.artifact_sha256 = SHA.replace('0', "f");
+        for (planted, why) in [
+            (escaping, "is not one the gate publishes"),
+            (elsewhere, "is not an attempt directory"),
+            (other_upload, "not toy/1"),
+        ] {
+            plant(&planted).await;
+            let target = tempfile::tempdir().unwrap();
+            let inner = target.path().join("inner");
+            let error = publisher.download(published.key(), &inner).await.err().map(|e| e.to_string());
+            if why != "not toy/1" {
+                assert!(error.as_deref().is_some_and(|e| e.contains(why)), "{error:?}");
+            }
+            assert!(
+                !target.path().join("escaped.txt").exists()
+                    && !target.path().parent().unwrap().join("escaped.txt").exists()
+            );
+            let reused = publisher.outcome("toy/1", SHA).await.unwrap_err().to_string();
+            assert!(reused.contains("is not an outcome this gate wrote") && reused.contains(why), "{reused}");
+        }
     }
 
     #[tokio::test]
