@@ -81,8 +81,8 @@ impl WorkerLimits {
     }
 }
 
-/// Runs `job`'s untrusted half in a worker process under `limits`, with `dir` (created) as its
-/// working directory, then concludes the job here: the report, judged, signed and published to
+/// Runs `job`'s untrusted half in a worker process under `limits`, with `dir` (created) for its
+/// files, home and temporary directory, then concludes the job here: the report, judged, signed and published to
 /// `job.out`. A worker that fails, is killed or times out is an [`Error::Worker`] naming why.
 pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<Report> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -92,6 +92,7 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<R
     let result_file = dir.join("evaluated.json");
     let error_file = dir.join("error.txt");
     let log = dir.join("worker.log");
+    let home = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
     let exe = std::env::current_exe().map_err(|e| Error::Worker(format!("cannot find the fstgate executable: {e}")))?;
     let mut command = tokio::process::Command::new(exe);
     command
@@ -104,11 +105,11 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<R
         .arg(&result_file)
         .arg("--error")
         .arg(&error_file)
-        .current_dir(dir)
+        // The gate's working directory, so relative paths in the job mean what they meant.
         .env_clear()
         .envs(KEPT_ENVIRONMENT.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value))))
-        .env("HOME", dir)
-        .env("TMPDIR", dir)
+        .env("HOME", &home)
+        .env("TMPDIR", &home)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?)
@@ -148,7 +149,12 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<R
     // Whatever the worker started in its group goes with it.
     kill_group(&child);
     if !status.success() {
-        let message = std::fs::read_to_string(&error_file).ok();
+        // Its own account first; else the end of what it wrote to stderr.
+        let message = std::fs::read_to_string(&error_file).ok().or_else(|| {
+            let log = std::fs::read_to_string(&log).ok()?;
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            Some(lines[lines.len().saturating_sub(3)..].join(" | "))
+        });
         return Err(Error::Worker(failure(status, message.as_deref(), limits)));
     }
     let bytes = std::fs::read(&result_file).map_err(|e| Error::io(&result_file, e))?;
