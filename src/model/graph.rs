@@ -1,8 +1,9 @@
 //! A scan of a TorchScript archive's code before anything of it runs. The archive stores every
 //! method of every submodule as TorchScript source (`<archive>/code/**/*.py`); loading it runs
 //! `__setstate__` methods and the forward runs the rest, so the scan reads that source straight
-//! out of the zip, with bounded sizes, and lists every call: the op inventory recorded in
-//! report.json. It refuses, naming the op and the file: ops that touch files, storage, processes
+//! out of the zip, with bounded sizes, and lists every call (the op inventory; not yet recorded
+//! in report.json, whose policy-input schema the plugin SDK mirrors). It refuses, naming the op
+//! and the file: ops that touch files, storage, processes
 //! or the logs (`aten::from_file`, `aten::save`, `aten::set_`, `print`, `prim::fork`, ...), any
 //! op outside the `aten` and `prim` namespaces (custom op libraries, `torch.classes`), and
 //! attributes assigned by a method other than `__setstate__` (a forward that keeps state).

@@ -47,10 +47,6 @@ pub struct ModelSource {
     pub format: ModelFormat,
     /// sha256 of the TorchScript archive.
     pub sha256: String,
-    /// Every call in the archive's TorchScript code, by op, with its count, as scanned before the
-    /// model was loaded (see `graph`).
-    #[serde(default)]
-    pub ops: graph::OpInventory,
 }
 
 /// Sets how this process runs TorchScript, once, before the first model loads: plain
@@ -91,7 +87,7 @@ impl Classifier {
         let (archive, format) = resolve_archive(path)?;
         check_torchscript_archive(&archive)?;
         // Before loading: loading runs `__setstate__` methods, and the forward below the rest.
-        let ops = graph::scan(&archive)?;
+        graph::scan(&archive)?;
         let mut module = CModule::load_on_device(&archive, device)
             .map_err(|e| Error::model(&archive, format!("TorchScript load failed: {}", first_line(&e.to_string()))))?;
         module.set_eval();
@@ -114,7 +110,7 @@ impl Classifier {
         }
         let mut classifier = Classifier {
             module,
-            source: ModelSource { path: path.to_path_buf(), archive, format, sha256, ops },
+            source: ModelSource { path: path.to_path_buf(), archive, format, sha256 },
             output: output_kind,
             head: Head::placeholder(),
             num_classes: shape[1],
