@@ -469,8 +469,9 @@ struct PurifyArgs {
     /// fitting the rule on a benchmark; slower, and not how a gate should run).
     #[arg(long)]
     auto_explore: bool,
-    /// Automatic strength: the evidence-driven judge (trigger inversion with the probes, LP-FT,
-    /// the evidence as the only target; docs/strength.md). Experimental: not yet the default.
+    /// Automatic strength: the evidence-driven judge (trigger inversion with the probes, each
+    /// signal judged against a from-scratch reference, LP-FT, the evidence as the only target;
+    /// docs/strength.md). Experimental: not yet the default.
     #[arg(long)]
     judge: bool,
     /// With --judge: optimiser steps of the trigger inversion (all classes together).

@@ -62,24 +62,36 @@ impl Location {
     }
 
     /// Downloads every object under `prefix` into `dir`, keeping the keys' relative paths,
-    /// except those for which `skip(relative path)` is true. Sorted by path.
+    /// except those for which `skip(relative path)` is true. Sorted by path. The listed sizes
+    /// are checked against `budget` before anything is read, and the bytes again as they arrive.
     pub async fn download_prefix(
         &self,
         prefix: &StorePath,
         dir: &Path,
         skip: impl Fn(&str) -> bool,
+        budget: &mut DownloadBudget,
     ) -> Result<Vec<FileDigest>> {
         let objects: Vec<ObjectMeta> = self.store.list(Some(prefix)).try_collect().await.map_err(|e| self.error(e))?;
-        let mut files = Vec::new();
+        let mut wanted = Vec::new();
         for meta in objects {
             let Some(relative) = meta.location.prefix_match(prefix) else { continue };
             let parts: Vec<String> = relative.map(|p| p.as_ref().to_string()).collect();
-            let relative = parts.join("/");
-            if skip(&relative) {
-                continue;
+            if !skip(&parts.join("/")) {
+                wanted.push((meta, parts));
             }
+        }
+        let listed: u64 = wanted.iter().map(|(meta, _)| meta.size).sum();
+        budget.check_listed(dir, listed)?;
+        let mut files = Vec::new();
+        for (meta, parts) in wanted {
+            let relative = parts.join("/");
             let read_error = |e: object_store::Error| self.error(format!("{}: {e}", meta.location));
-            let bytes = self.store.get(&meta.location).await.map_err(read_error)?.bytes().await.map_err(read_error)?;
+            let mut stream = self.store.get(&meta.location).await.map_err(read_error)?.into_stream();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.try_next().await.map_err(read_error)? {
+                budget.take(dir, chunk.len())?;
+                bytes.extend_from_slice(&chunk);
+            }
             // object_store paths have no `..` or empty segments, so this stays inside `dir`.
             let local = parts.iter().fold(dir.to_path_buf(), |p, part| p.join(part));
             files.push(write_file(&local, &relative, &bytes)?);
@@ -94,6 +106,50 @@ impl Location {
 pub struct FileDigest {
     pub path: String,
     pub sha256: String,
+}
+
+/// The most bytes one upload may hold, counted across its files as they download: an upload
+/// is attacker-controlled, and without a bound one large object fills the watcher's memory and
+/// disk. Going over is an error in the upload (`Error::Model`), so its job fails for good.
+#[derive(Debug)]
+pub struct DownloadBudget {
+    limit: u64,
+    used: u64,
+}
+
+impl DownloadBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        DownloadBudget { limit, used: 0 }
+    }
+
+    /// Refuses an upload whose listed files already add up to more than the limit.
+    pub fn check_listed(&self, dir: &Path, listed: u64) -> Result<()> {
+        if listed > self.limit {
+            return Err(self.over(dir, listed));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` more downloaded; an error once the total passes the limit.
+    pub fn take(&mut self, dir: &Path, bytes: usize) -> Result<()> {
+        self.used = self.used.saturating_add(bytes as u64);
+        if self.used > self.limit {
+            return Err(self.over(dir, self.used));
+        }
+        Ok(())
+    }
+
+    fn over(&self, dir: &Path, bytes: u64) -> Error {
+        Error::model(
+            dir,
+            format!(
+                "the upload holds more than {} bytes (at least {bytes}); refused without reading further \
+                 (max_upload_bytes)",
+                self.limit
+            ),
+        )
+    }
 }
 
 /// Writes a downloaded file (into a fresh scratch directory) and digests it.
@@ -164,6 +220,29 @@ mod tests {
 
     fn config(url: &str, options: &[(&str, &str)]) -> StoreConfig {
         StoreConfig { url: url.into(), options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_its_budget_is_refused_before_reading_and_while_reading() {
+        let location = config("memory://", &[]).open().unwrap();
+        for (name, size) in [("a", 600), ("b", 600)] {
+            let key = StorePath::from(format!("up/{name}"));
+            object_store::ObjectStoreExt::put(&*location.store, &key, vec![1u8; size].into()).await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = StorePath::from("up");
+        let (small, large) = (dir.path().join("1"), dir.path().join("2"));
+        let err =
+            location.download_prefix(&prefix, &small, |_| false, &mut DownloadBudget::new(1000)).await.unwrap_err();
+        assert!(matches!(err, Error::Model { .. }) && err.to_string().contains("more than 1000 bytes"), "{err}");
+        assert!(!small.exists(), "nothing was written");
+        // A listing that understates (an object growing after it was listed) is caught as it reads.
+        let mut budget = DownloadBudget::new(1000);
+        budget.take(dir.path(), 500).unwrap();
+        let err = budget.take(dir.path(), 501).unwrap_err().to_string();
+        assert!(err.contains("at least 1001"), "{err}");
+        let files = location.download_prefix(&prefix, &large, |_| false, &mut DownloadBudget::new(1200)).await.unwrap();
+        assert_eq!(files.len(), 2);
     }
 
     #[test]

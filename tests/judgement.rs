@@ -144,11 +144,12 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
 
 /// A clean GroupNorm CNN with global average pooling and a 64-wide head: the paper's settings
 /// (alpha 0.2, a random head tuned with everything at once) collapse it by more than 10 points;
-/// FST with the LP-FT warm-up keeps it within a point. (The judge itself denies this model: its
-/// class 8 is reachable by a small patch by nature, 0.29 of the median mask, and counts as
-/// evidence that purification cannot clear; docs/strength.md.)
+/// FST with the LP-FT warm-up keeps it within a point. The judge releases it after one gentle
+/// candidate: before the two-start inversion and the from-scratch reference, its class 8 (0.29
+/// of the median mask) was read as a backdoor and the model denied; now no signal counts, and
+/// any signal found must be one that moves the from-scratch reference too.
 #[test]
-fn lp_ft_keeps_a_clean_groupnorm_model_the_paper_settings_collapse() {
+fn a_clean_groupnorm_model_keeps_its_accuracy_and_the_judge_releases_it() {
     let (model, _) = lab_model("clean-gn.pt", Architecture::SmallCnnGn, "badnets", 0.0, 0);
     let dir = common::scratch("judgement-lp-ft");
     let lp_ft = Settings { alpha: 0.01, head_warmup_epochs: 5, ..Settings::automatic_base() };
@@ -158,6 +159,24 @@ fn lp_ft_keeps_a_clean_groupnorm_model_the_paper_settings_collapse() {
     let paper = gate(&model, "badnets", 0, Strength::Fixed, Settings::default(), &dir.join("paper"));
     let paper_drop = paper.summary.clean_accuracy_drop_points;
     assert!(paper_drop > 10.0, "the paper's settings lost only {paper_drop:.2} points");
+
+    let report = judge(&model, "badnets", 0, &dir.join("judge"));
+    let search = report.strength_search.as_ref().unwrap();
+    let evidence = search.evidence.as_ref().unwrap();
+    eprintln!(
+        "{}\n{:?}\n{:?}\ncandidates {:?}",
+        evidence.reason, evidence.signals, evidence.reference, search.candidates
+    );
+    assert!(!evidence.backdoor_suspected, "{}", evidence.reason);
+    for signal in &evidence.signals {
+        assert!(evidence.reference.as_ref().is_some_and(|r| r.usable), "{:?}", evidence.reference);
+        assert!(signal.natural && signal.reference_push.is_some_and(|p| p >= 0.2 * signal.push_before), "{signal:?}");
+    }
+    assert_eq!(search.candidates.len(), 1, "{:?}", search.candidates);
+    let drop = report.summary.clean_accuracy_drop_points;
+    assert!(drop <= 1.0, "a clean model lost {drop:.2} points");
+    let result = blind_verdict(&report);
+    assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
 }
 
 /// A clean LeNet (no normalisation, flattened features, dropout, a 512-wide head): no probe and

@@ -84,6 +84,37 @@ fn a_policy_denial_is_published_without_the_model_and_exits_1() {
     assert!(!names.contains(&"model.pt"), "a denied model is not published: {names:?}");
 }
 
+/// An upload is attacker-controlled: one over `max_upload_bytes` is refused while it downloads,
+/// its job fails for good naming the limit, and it holds back neither the poll nor the upload
+/// beside it, which is published as usual.
+#[test]
+fn an_upload_over_the_size_limit_fails_alone_and_the_rest_are_published() {
+    let setup = Setup::new("pipeline-size-limit", 1, 60.0);
+    let model_bytes = std::fs::metadata(common::pipeline::fixture_model()).unwrap().len();
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    let limited =
+        config.replacen("concurrency = 2", &format!("concurrency = 2\nmax_upload_bytes = {}", model_bytes + 1024), 1);
+    std::fs::write(setup.config(), limited).unwrap();
+    setup.upload("huge/1", false);
+    std::fs::write(setup.registry.join("huge/1/weights.bin"), vec![7u8; 4096]).unwrap();
+    std::fs::write(setup.registry.join("huge/1/_SUCCESS"), b"").unwrap();
+    setup.upload("toy-fc/1", true);
+    let (code, report) = setup.gate();
+    assert_eq!(code, 2, "a failed job is an error: {report:#}");
+    assert_eq!(report["poll_errors"], serde_json::json!([]), "{report:#}");
+    let jobs = report["jobs"].as_array().unwrap();
+    let state =
+        |model: &str| jobs.iter().find(|j| j["model"] == model).map(|j| (j["state"].clone(), j["error"].clone()));
+    let (huge_state, huge_error) = state("huge/1").expect("the large upload has a job");
+    assert_eq!(huge_state, "failed", "{report:#}");
+    assert!(huge_error.as_str().unwrap_or_default().contains("max_upload_bytes"), "{huge_error}");
+    assert_eq!(state("toy-fc/1").map(|s| s.0), Some("released".into()), "{report:#}");
+    setup.assert_published_once(1, 1);
+    // Failed for good: the next run neither retries it nor fails its poll.
+    let (code, report) = setup.gate();
+    assert_eq!((code, report["jobs"].as_array().unwrap().len()), (0, 0), "{report:#}");
+}
+
 #[test]
 fn two_gates_racing_on_the_same_upload_publish_it_once() {
     let setup = Setup::new("pipeline-race", 1, 60.0);

@@ -184,6 +184,9 @@ pub struct AutoStrength {
     pub inversion_images: i64,
     #[serde(default)]
     pub inversion: Option<InversionSettings>,
+    /// Optimiser steps of the from-scratch reference signals are judged against (0: none).
+    #[serde(default)]
+    pub reference_steps: u64,
     /// The first alpha with evidence of a backdoor.
     #[serde(default)]
     pub evidence_start_alpha: f64,
@@ -218,6 +221,9 @@ pub struct InversionSettings {
 pub struct Evidence {
     /// Trigger inversion on the original model (`None` when disabled).
     pub inversion: Option<InversionSummary>,
+    /// The from-scratch reference the signals were judged against (`None`: disabled, or no signal).
+    #[serde(default)]
+    pub reference: Option<Reference>,
     pub signals: Vec<Signal>,
     /// A signal that was not the model's nature: the model was likely backdoored.
     pub backdoor_suspected: bool,
@@ -247,8 +253,24 @@ pub struct Signal {
     pub mask_ratio: Option<f64>,
     #[serde(default)]
     pub cleared: bool,
-    /// Persisted through the first candidate: the model's nature, not a backdoor.
+    /// The same trigger's push on the from-scratch reference, which holds no backdoor, 0-1.
+    #[serde(default)]
+    pub reference_push: Option<f64>,
+    /// The model's nature, not a backdoor: it moves the from-scratch reference as well, or (probes)
+    /// it persisted through the first candidate.
     pub natural: bool,
+}
+
+/// The uploaded model's architecture trained from scratch on the clean tuning images only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub steps: u64,
+    pub epochs: u64,
+    /// Its accuracy on the validation split, 0-1.
+    pub validation_accuracy: f64,
+    /// It learnt enough of the task to judge signals by.
+    pub usable: bool,
+    pub seconds: f64,
 }
 
 /// Trigger inversion on the original model.

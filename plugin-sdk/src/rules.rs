@@ -106,6 +106,7 @@ mod tests {
     fn evidence(cleared: bool, residual_push: f64) -> crate::report::Evidence {
         crate::report::Evidence {
             inversion: None,
+            reference: None,
             signals: Vec::new(),
             backdoor_suspected: true,
             suspected_classes: vec![3],

@@ -9,6 +9,12 @@
 //! of a sigmoid mask [1, H, W] and pattern [C, H, W] per class, and a per-class weight on the
 //! mask's size that grows while the class is reached and shrinks while it is not (Neural
 //! Cleanse's schedule): each class ends near the smallest mask that still reaches it.
+//!
+//! Each class is searched from two starts in the same batch, and the smaller successful mask
+//! wins: a faint mask over the whole image (grows only where the gradient asks, quick on blends
+//! and noise) and a half-opaque one (shrinks towards what the class needs, as Neural Cleanse
+//! starts). A patch backdoor that answers only when most of its pixels are present gives a faint
+//! mask no gradient to follow; the half-opaque start already holds it.
 use std::time::Instant;
 
 use schemars::JsonSchema;
@@ -178,10 +184,12 @@ pub fn invert(
     let (channels, height, width) = (shape[0], shape[1], shape[2]);
     let mut rng = SeededRng::new(settings.seed);
     model.set_eval();
-    let all: Vec<i64> = (0..classes).collect();
-    let (triggers, reached) = with_frozen_parameters(model, |model| {
-        optimise(model, optimisation, input, settings, &mut rng, (channels, height, width), &all)
+    let starts: Vec<(i64, f64)> =
+        [FAINT_START, HALF_START].into_iter().flat_map(|logit| (0..classes).map(move |class| (class, logit))).collect();
+    let (found, reached) = with_frozen_parameters(model, |model| {
+        optimise(model, optimisation, input, settings, &mut rng, (channels, height, width), &starts)
     })?;
+    let (triggers, reached) = smaller_per_class(found, reached, classes as usize);
 
     let mut inverted = Vec::with_capacity(classes as usize);
     for (trigger, reached) in triggers.iter().zip(reached) {
@@ -222,6 +230,30 @@ pub fn invert(
     Ok((summary, triggers))
 }
 
+/// Logit of the faint start: 5% of each pixel.
+const FAINT_START: f64 = -3.0;
+/// Logit of the half-opaque start.
+const HALF_START: f64 = 0.0;
+
+/// Per class (triggers come in start-major order, `classes` per start), the trigger with the
+/// smaller mask among those that reached the success rate, else the smaller of the rest.
+fn smaller_per_class(
+    triggers: Vec<InvertedTrigger>,
+    reached: Vec<bool>,
+    classes: usize,
+) -> (Vec<InvertedTrigger>, Vec<bool>) {
+    let mut best: Vec<Option<(InvertedTrigger, bool, f64)>> = (0..classes).map(|_| None).collect();
+    for (k, (trigger, reached)) in triggers.into_iter().zip(reached).enumerate() {
+        let size = trigger.mask.sum(Kind::Float).double_value(&[]);
+        let slot = &mut best[k % classes];
+        let wins = slot.as_ref().is_none_or(|(_, r, s)| (reached, -size) > (*r, -*s));
+        if wins {
+            *slot = Some((trigger, reached, size));
+        }
+    }
+    best.into_iter().map(|b| b.map(|(t, r, _)| (t, r)).expect("every class has a start")).unzip()
+}
+
 /// Runs `f` with the model's parameters frozen (gradients flow to the masks only), and unfreezes
 /// them whatever `f` returned.
 fn with_frozen_parameters<T>(model: &mut Classifier, f: impl FnOnce(&Classifier) -> Result<T>) -> Result<T> {
@@ -236,8 +268,8 @@ fn with_frozen_parameters<T>(model: &mut Classifier, f: impl FnOnce(&Classifier)
     result
 }
 
-/// The optimisation proper, for the classes in `targets`: per class the smallest mask found that
-/// reached the success rate (or the last one), and whether one did.
+/// The optimisation proper, for each (class, initial mask logit) in `starts`: per start the
+/// smallest mask found that reached the success rate (or the last one), and whether one did.
 fn optimise(
     model: &Classifier,
     data: &Dataset,
@@ -245,28 +277,30 @@ fn optimise(
     settings: &InversionSettings,
     rng: &mut SeededRng,
     (channels, height, width): (i64, i64, i64),
-    targets: &[i64],
+    starts: &[(i64, f64)],
 ) -> Result<(Vec<InvertedTrigger>, Vec<bool>)> {
     const CHECK_EVERY: usize = 10;
     const COST_UP: f64 = 1.5;
     const COST_DOWN: f64 = 1.5 * 1.224_744_871; // 1.5^1.5, as Neural Cleanse
     let device = model.device();
-    let classes = targets.len() as i64;
+    let classes = starts.len() as i64;
+    let targets: Vec<i64> = starts.iter().map(|(class, _)| *class).collect();
+    let initial_logits: Vec<f64> = starts.iter().map(|(_, logit)| *logit).collect();
+    let initial_logits =
+        Tensor::from_slice(&initial_logits).to_kind(Kind::Float).to_device(device).view([classes, 1, 1, 1]);
     let n = data.len();
     let batch = settings.batch_size.min(n);
     let images = data.images.to_device(device);
     let pixels = (height * width) as f64;
     let mut mask_logits = Adam::new(
-        // Masks start small (5% of each pixel) and grow only where a class needs them: a backdoor's
-        // few pixels are found in tens of steps instead of shrinking a large mask for hundreds.
-        (rng.uniform(&[classes, 1, height, width], -0.1, 0.1, device) - 3.0).set_requires_grad(true),
+        (rng.uniform(&[classes, 1, height, width], -0.1, 0.1, device) + initial_logits).set_requires_grad(true),
         settings.learning_rate,
     );
     let mut pattern_logits = Adam::new(
         rng.uniform(&[classes, channels, height, width], -1.0, 1.0, device).set_requires_grad(true),
         settings.learning_rate,
     );
-    let target_labels = Tensor::from_slice(targets).to_device(device).repeat_interleave_self_int(batch, 0, None);
+    let target_labels = Tensor::from_slice(&targets).to_device(device).repeat_interleave_self_int(batch, 0, None);
     let mut cost = vec![settings.initial_cost; classes as usize];
     let mut best: Vec<Option<(f64, Tensor, Tensor)>> = (0..classes).map(|_| None).collect();
     let mut success_sum = Tensor::zeros([classes], (Kind::Float, device));
@@ -369,6 +403,28 @@ mod tests {
         adam.step();
         let v = Vec::<f64>::try_from(p.detach().to_kind(Kind::Double)).unwrap();
         assert!((v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6, "{v:?}");
+    }
+
+    fn trigger_of(class: i64, pixels: f64) -> InvertedTrigger {
+        let mask = Tensor::full([1, 1, 2, 2], pixels / 4.0, (Kind::Float, Device::Cpu));
+        InvertedTrigger { class, mask, pattern: Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu)) }
+    }
+
+    #[test]
+    fn each_class_keeps_its_smaller_successful_start() {
+        // Two classes, two starts each (start-major): class 0's faint start reached with 3 pixels,
+        // its half-opaque one with 1; class 1's half-opaque start is smaller but never reached.
+        let found = vec![trigger_of(0, 3.0), trigger_of(1, 2.0), trigger_of(0, 1.0), trigger_of(1, 0.5)];
+        let (triggers, reached) = smaller_per_class(found, vec![true, true, true, false], 2);
+        let sizes: Vec<f64> = triggers.iter().map(|t| t.mask.sum(Kind::Float).double_value(&[])).collect();
+        assert_eq!(triggers.iter().map(|t| t.class).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(sizes, [1.0, 2.0]);
+        assert_eq!(reached, [true, true]);
+        // Neither start reached: the smaller last mask stands, not reached.
+        let (triggers, reached) =
+            smaller_per_class(vec![trigger_of(0, 3.0), trigger_of(0, 2.0)], vec![false, false], 1);
+        assert_eq!(triggers[0].mask.sum(Kind::Float).double_value(&[]), 2.0);
+        assert_eq!(reached, [false]);
     }
 
     #[test]

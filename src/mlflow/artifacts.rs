@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bytes::Bytes;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::Method;
 use serde::Deserialize;
 
 use super::MlflowClient;
 use crate::error::{Error, Result};
-use crate::store::{FileDigest, Location, StoreConfig};
+use crate::store::{DownloadBudget, FileDigest, Location, StoreConfig};
 
 /// Characters escaped in one path segment of an artifact URL.
 const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'<').add(b'>').add(b'?');
@@ -57,16 +56,17 @@ impl ArtifactRoot {
     }
 
     /// Downloads every file under the root into `dir`; returns each file's relative path and sha256.
-    pub async fn download(&self, dir: &Path) -> Result<Vec<FileDigest>> {
+    pub async fn download(&self, dir: &Path, budget: &mut DownloadBudget) -> Result<Vec<FileDigest>> {
         match self {
-            ArtifactRoot::Store(location) => location.download_prefix(&location.prefix, dir, |_| false).await,
+            ArtifactRoot::Store(location) => location.download_prefix(&location.prefix, dir, |_| false, budget).await,
             ArtifactRoot::Proxied { client, path } => {
                 let mut files = Vec::new();
                 let mut pending = vec![String::new()];
                 while let Some(relative) = pending.pop() {
                     let listed = join(path, &relative);
                     let url = client.endpoint("api/2.0/mlflow-artifacts/artifacts")?;
-                    let bytes = proxied(client, client.request(Method::GET, url).query(&[("path", &listed)])).await?;
+                    let request = client.request(Method::GET, url).query(&[("path", &listed)]);
+                    let bytes = proxied(client, request, dir, &mut DownloadBudget::new(RESPONSE_LIMIT)).await?;
                     let listing: Listing = serde_json::from_slice(&bytes)
                         .map_err(|e| client.error("artifacts", format!("listing {listed}: {e}")))?;
                     for file in listing.files {
@@ -80,8 +80,8 @@ impl ArtifactRoot {
                         if file.is_dir {
                             pending.push(child);
                         } else {
-                            let bytes =
-                                proxied(client, client.request(Method::GET, file_url(client, path, &child)?)).await?;
+                            let request = client.request(Method::GET, file_url(client, path, &child)?);
+                            let bytes = proxied(client, request, dir, budget).await?;
                             let local = child.split('/').fold(dir.to_path_buf(), |p, part| p.join(part));
                             files.push(crate::store::write_file(&local, &child, &bytes)?);
                         }
@@ -105,7 +105,8 @@ impl ArtifactRoot {
             }
             ArtifactRoot::Proxied { client, path } => {
                 let request = client.request(Method::PUT, file_url(client, path, relative)?).body(bytes);
-                proxied(client, request).await.map(drop)
+                let mut budget = DownloadBudget::new(RESPONSE_LIMIT);
+                proxied(client, request, Path::new(relative), &mut budget).await.map(drop)
             }
         }
     }
@@ -126,13 +127,31 @@ fn file_url(client: &MlflowClient, root: &str, relative: &str) -> Result<url::Ur
 }
 
 /// Sends an artifact request; any answer but 2xx is an error naming the status.
-async fn proxied(client: &MlflowClient, request: reqwest::RequestBuilder) -> Result<Bytes> {
-    let response = request.send().await.map_err(|e| client.error("artifacts", e))?;
+/// A proxied request's body, read chunk by chunk against `budget` (`dir` names the download in
+/// the error).
+async fn proxied(
+    client: &MlflowClient,
+    request: reqwest::RequestBuilder,
+    dir: &Path,
+    budget: &mut DownloadBudget,
+) -> Result<Vec<u8>> {
+    let mut response = request.send().await.map_err(|e| client.error("artifacts", e))?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| client.error("artifacts", e))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| client.error("artifacts", e))? {
+        if status.is_success() {
+            budget.take(dir, chunk.len())?;
+        } else if body.len() >= 300 {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
-        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+        let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         return Err(client.error("artifacts", format!("HTTP {}: {body}", status.as_u16())));
     }
-    Ok(bytes)
+    Ok(body)
 }
+
+/// The most bytes of an artifact listing, or of the answer to an upload, read from the server.
+const RESPONSE_LIMIT: u64 = 16 << 20;

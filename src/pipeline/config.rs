@@ -51,6 +51,10 @@ pub struct PipelineConfig {
     /// How the uploaded model's code is confined: a worker process without secrets, with limits.
     #[serde(default)]
     pub worker: crate::worker::WorkerLimits,
+    /// The most bytes an upload (all its files) may hold; a larger one is refused while it
+    /// downloads and its job fails for good. Default 4 GiB.
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: u64,
 }
 
 /// A place models are registered. For `kind = "object-store"`, `url` is the watched prefix; for
@@ -197,6 +201,9 @@ fn default_lease() -> f64 {
 }
 fn default_attempts() -> u32 {
     3
+}
+fn default_max_upload_bytes() -> u64 {
+    4 << 30
 }
 fn empty_object() -> serde_json::Value {
     serde_json::json!({})

@@ -37,6 +37,9 @@ pub struct Pipeline {
     webhook_secrets: Vec<Option<String>>,
     /// Wakes the watcher when a webhook queued a job.
     wakeup: Notify,
+    /// Webhook follow-ups (a lookup or a listing each) that may run at once; a delivery beyond
+    /// them is answered 503 before it is recorded, so the sender retries and polling reconciles.
+    followups: Arc<tokio::sync::Semaphore>,
     publisher: Publisher,
     jobs: Arc<JobStore>,
     policies: Arc<PolicySet>,
@@ -102,6 +105,7 @@ impl Pipeline {
             sources,
             webhook_secrets,
             wakeup: Notify::new(),
+            followups: Arc::new(tokio::sync::Semaphore::new(webhooks::MAX_FOLLOWUPS)),
             publisher,
             jobs,
             policies,
@@ -173,12 +177,25 @@ impl Pipeline {
         errors
     }
 
+    /// One source: every upload is tried, so one that cannot be fetched now does not hold
+    /// back the others; the first such error is returned after the rest were queued, and the
+    /// cursor stays where it was so that the failed upload is listed again next time.
     async fn poll_source(&self, source: &Source) -> Result<usize> {
         let cursor = self.jobs.cursor(source.name())?;
         let polled = source.poll(cursor.as_deref()).await?;
         let mut queued = 0;
+        let mut failed = None;
         for upload in polled.uploads {
-            queued += usize::from(self.enqueue(source, &upload).await?);
+            match self.enqueue(source, &upload).await {
+                Ok(new) => queued += usize::from(new),
+                Err(e) => {
+                    tracing::warn!(source = %source.name(), model = %upload.model, "upload not queued: {e}");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if let Some(cursor) = polled.cursor {
             self.jobs.set_cursor(source.name(), &cursor)?;
@@ -195,15 +212,17 @@ impl Pipeline {
         // The job's identity includes the bytes: download once to hash them.
         let root = self.work_root()?;
         let scratch = tempfile::Builder::new().prefix("poll-").tempdir_in(&root).map_err(|e| Error::io(&root, e))?;
-        let artifact = match source.download(&upload.model, &scratch.path().join("upload")).await {
-            Ok(artifact) => artifact.sha256,
-            // Queued anyway, so the failure is recorded against the upload.
-            Err(e @ Error::Model { .. }) => {
-                tracing::warn!(model = %upload.model, "{e}");
-                format!("unreadable:{}", upload.marker_version)
-            }
-            Err(e) => return Err(e),
-        };
+        let artifact =
+            match source.download(&upload.model, &scratch.path().join("upload"), self.config.max_upload_bytes).await {
+                Ok(artifact) => artifact.sha256,
+                // An error in the upload itself (unreadable, too large): queued anyway, so the failure
+                // is recorded against the upload instead of failing every poll.
+                Err(e) if is_permanent(&e) => {
+                    tracing::warn!(model = %upload.model, "{e}");
+                    format!("unreadable:{}", upload.marker_version)
+                }
+                Err(e) => return Err(e),
+            };
         let queued =
             self.jobs.enqueue(source.name(), &upload.model, &artifact, &upload.marker, &upload.marker_version)?;
         if let Some(id) = queued {
@@ -398,7 +417,7 @@ impl Pipeline {
         let rule = self.config.data_for(&job.model).ok_or_else(|| {
             Error::Settings(format!("no [[data]] rule matches model `{}`: add one to the configuration", job.model))
         })?;
-        let artifact = source.download(&job.model, &work.join("upload")).await?;
+        let artifact = source.download(&job.model, &work.join("upload"), self.config.max_upload_bytes).await?;
         if artifact.sha256 != job.artifact_sha256 {
             return Err(Error::model(
                 &artifact.model_path,

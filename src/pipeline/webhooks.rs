@@ -18,6 +18,11 @@ use crate::mlflow::webhook::{self, Delivery, Event, Rejection};
 use crate::sources::mlflow::RERUN_TAG;
 use crate::sources::{Source, object_store};
 
+/// Accepted deliveries whose follow-up (a registry lookup, a listing, a download to hash) may
+/// run at once: each is a task holding a download, so without a bound a burst of deliveries
+/// would start as many.
+pub const MAX_FOLLOWUPS: usize = 16;
+
 pub fn routes() -> Router<Arc<Pipeline>> {
     Router::new().route("/webhooks/{source}", post(receive))
 }
@@ -45,6 +50,14 @@ async fn receive(
     let Some(index) = pipeline.sources.iter().position(|s| s.name() == source_name) else {
         return (StatusCode::NOT_FOUND, format!("no source named `{source_name}`\n"));
     };
+    // Taken before the delivery is verified and recorded: a sender told 503 retries it later.
+    let Ok(permit) = pipeline.followups.clone().try_acquire_owned() else {
+        pipeline.deliveries.record(&source_name, "busy");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_FOLLOWUPS} deliveries are being followed up; retry later (polling reconciles)\n"),
+        );
+    };
     let result = match &pipeline.webhook_secrets[index] {
         None => Err((
             StatusCode::FORBIDDEN,
@@ -69,6 +82,7 @@ async fn receive(
     }
     // Answer at once; downloading and hashing the upload may take longer than the sender waits.
     tokio::spawn(async move {
+        let _permit = permit;
         let source = &pipeline.sources[index];
         let queued = match action {
             Action::Version { name, version } => match source {

@@ -16,7 +16,14 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::reference::Reference;
 use crate::evaluation::InversionSummary;
+
+/// A signal pushing the from-scratch reference at least this fraction as hard as the uploaded
+/// model is a feature of the data, not a backdoor (see purification::reference). Fitted on the
+/// grid's fit half: Fashion-MNIST's "bag" shortcut moved the reference 0.31-0.51 as hard,
+/// inverted backdoor triggers 0.00-0.12, backdoor probes 0.00-0.05.
+pub const REFERENCE_TRANSFER: f64 = 0.2;
 
 /// A probe keeping more than this fraction of its original push after the first candidate is
 /// the model's nature, not a backdoor (see the module doc): the lab's backdoors kept 9-15% of
@@ -56,8 +63,13 @@ pub struct Signal {
     /// suspect push target for probes, the inverted push target for inverted triggers).
     #[serde(default)]
     pub cleared: bool,
-    /// A probe whose push persisted through the first candidate: the model's nature, not a
-    /// backdoor (inverted triggers are never marked so).
+    /// The same trigger's push on the from-scratch reference (purification::reference), which
+    /// holds no backdoor: what the data alone makes of it.
+    #[serde(default)]
+    pub reference_push: Option<f64>,
+    /// The model's nature, not a backdoor: the trigger pushes the from-scratch reference at
+    /// least `REFERENCE_TRANSFER` as hard, or (probes, without a usable reference) its push
+    /// persisted through the first candidate.
     pub natural: bool,
 }
 
@@ -66,6 +78,10 @@ pub struct Signal {
 pub struct Evidence {
     /// Trigger inversion on the original model (absent when disabled).
     pub inversion: Option<InversionSummary>,
+    /// The from-scratch reference the signals were judged against (absent when disabled or when
+    /// there was no signal to judge).
+    #[serde(default)]
+    pub reference: Option<Reference>,
     pub signals: Vec<Signal>,
     /// A signal that was not the model's nature: the model was likely backdoored.
     pub backdoor_suspected: bool,
@@ -102,8 +118,17 @@ impl Signal {
             push_after_upper_95: None,
             mask_ratio,
             cleared: false,
+            reference_push: None,
             natural: false,
         }
+    }
+
+    /// Records the push of the same trigger on the from-scratch reference, and reads the signal
+    /// as the model's nature when a usable reference is pushed at least `REFERENCE_TRANSFER` as
+    /// hard: a trigger that needs no backdoor to work is no evidence of one.
+    pub fn judge_against_reference(&mut self, reference_push: f64, usable: bool) {
+        self.reference_push = Some(reference_push);
+        self.natural = usable && reference_push >= REFERENCE_TRANSFER * self.push_before;
     }
 
     /// Whether the signal counts as backdoor evidence.
@@ -114,7 +139,7 @@ impl Signal {
 
 impl Evidence {
     /// Sums up the signals, with the pushes after purification filled in.
-    pub fn conclude(inversion: Option<InversionSummary>, signals: Vec<Signal>) -> Self {
+    pub fn conclude(inversion: Option<InversionSummary>, reference: Option<Reference>, signals: Vec<Signal>) -> Self {
         let counting: Vec<&Signal> = signals.iter().filter(|s| s.counts()).collect();
         let mut suspected_classes: Vec<i64> = counting.iter().map(|s| s.class).collect();
         suspected_classes.sort_unstable();
@@ -122,15 +147,24 @@ impl Evidence {
         let worst = counting.iter().max_by(|a, b| a.push_after.unwrap_or(0.0).total_cmp(&b.push_after.unwrap_or(0.0)));
         let residual_push = worst.and_then(|s| s.push_after).unwrap_or(0.0);
         let residual_push_upper_95 = worst.and_then(|s| s.push_after_upper_95).unwrap_or(0.0);
-        let natural: Vec<String> =
-            signals.iter().filter(|s| s.natural).map(|s| format!("{} -> class {}", s.trigger, s.class)).collect();
+        let natural: Vec<String> = signals
+            .iter()
+            .filter(|s| s.natural)
+            .map(|s| match s.reference_push {
+                Some(push) => format!(
+                    "{} -> class {} (moves the from-scratch reference {:.1}%, against {:.1}%)",
+                    s.trigger,
+                    s.class,
+                    100.0 * push,
+                    100.0 * s.push_before
+                ),
+                None => format!("{} -> class {} (persisted through purification)", s.trigger, s.class),
+            })
+            .collect();
         let natural_note = if natural.is_empty() {
             String::new()
         } else {
-            format!(
-                "; persisting through purification, read as the model's nature rather than a backdoor: {}",
-                natural.join(", ")
-            )
+            format!("; read as the model's nature rather than a backdoor: {}", natural.join(", "))
         };
         let uncleared: Vec<String> = counting
             .iter()
@@ -160,6 +194,7 @@ impl Evidence {
         };
         Evidence {
             inversion,
+            reference,
             backdoor_suspected: !counting.is_empty(),
             suspected_classes,
             residual_push,
@@ -197,8 +232,28 @@ mod tests {
             push_after_upper_95: Some(wilson_upper_95(after, 500)),
             mask_ratio: None,
             cleared: after <= 0.03,
+            reference_push: None,
             natural,
         }
+    }
+
+    #[test]
+    fn a_signal_the_from_scratch_reference_answers_too_is_the_data_not_a_backdoor() {
+        // Figures of the fit half: a backdoor's inverted trigger moved the reference 2% of its
+        // 82%; Fashion-MNIST's "bag" shortcut 33% of 85%.
+        let mut backdoor = signal(3, 0.82, 0.0, false);
+        backdoor.judge_against_reference(0.02, true);
+        let mut bag = signal(8, 0.85, 0.28, false);
+        bag.judge_against_reference(0.33, true);
+        assert!(!backdoor.natural && bag.natural);
+        assert_eq!(bag.reference_push, Some(0.33));
+        // A reference that did not learn the task says nothing: the signal counts.
+        let mut unjudged = signal(8, 0.85, 0.28, false);
+        unjudged.judge_against_reference(0.33, false);
+        assert!(!unjudged.natural);
+        let evidence = Evidence::conclude(None, None, vec![backdoor, bag, unjudged]);
+        assert_eq!(evidence.suspected_classes, [3, 8]);
+        assert!(!evidence.cleared && evidence.residual_push == 0.28, "{}", evidence.reason);
     }
 
     #[test]
@@ -210,13 +265,13 @@ mod tests {
 
     #[test]
     fn natural_signals_neither_suspect_nor_count_in_the_residual() {
-        let evidence = Evidence::conclude(None, vec![signal(3, 1.0, 1.0, true), signal(7, 0.99, 0.04, false)]);
+        let evidence = Evidence::conclude(None, None, vec![signal(3, 1.0, 1.0, true), signal(7, 0.99, 0.04, false)]);
         assert!(evidence.backdoor_suspected);
         assert_eq!(evidence.suspected_classes, [7]);
         assert_eq!(evidence.residual_push, 0.04);
         assert!(!evidence.cleared, "{}", evidence.reason);
         assert!(evidence.reason.contains("nature"), "{}", evidence.reason);
-        let clean = Evidence::conclude(None, vec![signal(3, 1.0, 1.0, true)]);
+        let clean = Evidence::conclude(None, None, vec![signal(3, 1.0, 1.0, true)]);
         assert!(!clean.backdoor_suspected && clean.residual_push == 0.0 && clean.cleared);
     }
 }

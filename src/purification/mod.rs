@@ -2,6 +2,7 @@
 //! are trained, and which loss, on top of the shared training loop; `strength` chooses FST's
 //! alpha per model.
 pub mod evidence;
+pub mod reference;
 mod strength;
 
 use schemars::JsonSchema;

@@ -30,7 +30,8 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::evidence::{Evidence, NATURAL_RETENTION, Signal, SignalSource, wilson_upper_95};
+use super::evidence::{Evidence, NATURAL_RETENTION, REFERENCE_TRANSFER, Signal, SignalSource, wilson_upper_95};
+use super::reference::{self, Reference};
 use super::{Method, Settings, purify};
 use crate::data::{Dataset, InputSpec};
 use crate::error::{Error, Result};
@@ -86,6 +87,11 @@ pub struct AutoStrength {
     pub inversion_images: i64,
     /// How the triggers are inverted and judged.
     pub inversion: InversionSettings,
+    /// Optimiser steps of the from-scratch reference every signal is judged against
+    /// (purification::reference); 0: none, a probe is read as natural only when the first
+    /// candidate leaves its push in place.
+    #[serde(default)]
+    pub reference_steps: usize,
     /// The first alpha when there is evidence of a backdoor. On the grid's fit half the gentle
     /// alpha (0.01) left 11-15% ASR on two of the three patch backdoors that inversion found,
     /// and 0.03 removed all three (0.0-0.2% on validation) for 1.5-2.3 points.
@@ -116,6 +122,7 @@ impl Default for AutoStrength {
             invert_triggers: false,
             inversion_images: 1000,
             inversion: InversionSettings::default(),
+            reference_steps: 0,
             evidence_start_alpha: 0.03,
             inverted_push_target: 0.05,
             head_warmup_epochs: 0,
@@ -133,6 +140,7 @@ impl AutoStrength {
     pub fn judge() -> Self {
         AutoStrength {
             invert_triggers: true,
+            reference_steps: 600,
             min_steps: 300,
             max_candidates: 2,
             head_warmup_epochs: 5,
@@ -234,8 +242,10 @@ impl AutoStrength {
         format!(
             "gather evidence on the original model: trigger probes pushing >= {} of the validation images into one \
              class, and a trigger inverted per class ({} steps on at most {} tuning images) whose mask is <= {} of \
-             the other classes' median and pushes >= {} of the validation images; a probe whose push the first \
-             candidate keeps above {NATURAL_RETENTION} of its original rate is the model's nature, not evidence. \
+             the other classes' median and pushes >= {} of the validation images; a signal that pushes the same \
+             architecture trained from scratch on the tuning images ({} steps) at least {REFERENCE_TRANSFER} as \
+             hard (or, without a usable reference, a probe whose push the first candidate keeps above \
+             {NATURAL_RETENTION} of its original rate) is the model's nature, not evidence. \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate at \
              alpha {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
@@ -247,6 +257,7 @@ impl AutoStrength {
             self.inversion_images,
             inversion.max_mask_ratio,
             inversion.min_push,
+            self.reference_steps,
             self.head_warmup_epochs,
             self.min_steps,
             self.start_alpha,
@@ -554,6 +565,22 @@ fn search(
     } else {
         (None, Vec::new())
     };
+    // Every signal against a model that holds no backdoor: what it makes of the data alone.
+    let reference = if auto.reference_steps > 0 && !signals.is_empty() {
+        let (epochs, seconds) =
+            reference::train_from_scratch(model, &tuning, input, base, auto.reference_steps, progress)?;
+        let accuracy = validation_accuracy(model, &validation, input)?;
+        let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
+        model.restore(&original)?;
+        let usable = accuracy >= reference::MIN_REFERENCE_SHARE * original_accuracy;
+        for (signal, push) in signals.iter_mut().zip(pushes) {
+            signal.judge_against_reference(push, usable);
+        }
+        tracing::info!(accuracy, usable, seconds, "from-scratch reference");
+        Some(Reference { steps: auto.reference_steps, epochs, validation_accuracy: accuracy, usable, seconds })
+    } else {
+        None
+    };
     // Without evidence of a backdoor the gate still purifies, gently: one candidate at the first
     // alpha. With evidence, the search goes on until the signals are silenced.
     let gentle = AutoStrength { max_candidates: 1, ..auto.clone() };
@@ -612,11 +639,14 @@ fn search(
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
         let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
-        if candidates.is_empty() {
-            // The model's own baseline: a probe's push the first candidate did not move is its
-            // nature. Not so for inverted triggers: ResNet-18 backdoors on the fit half kept
-            // 72-86% of their inverted push under the first candidates, as natural shortcuts do,
-            // so an inverted trigger counts until it is cleared (docs/strength.md).
+        if candidates.is_empty() && !reference.as_ref().is_some_and(|r| r.usable) {
+            // Without a usable reference, the model's own baseline: a probe's push the first
+            // candidate did not move is its nature. Not so for inverted triggers: ResNet-18
+            // backdoors on the fit half kept 72-86% of their inverted push under the first
+            // candidates, as natural shortcuts do, so an inverted trigger counts until it is
+            // cleared. The reference, where there is one, decides alone: a ResNet-18 WaNet
+            // backdoor's probes kept their push through alpha 0.01 and moved the reference by
+            // 1-5% (docs/strength.md).
             for (signal, push) in signals.iter_mut().zip(&pushes) {
                 signal.natural = signal.source == SignalSource::Probe && *push > NATURAL_RETENTION * signal.push_before;
             }
@@ -676,7 +706,7 @@ fn search(
                 SignalSource::Inversion => auto.inverted_push_target,
             };
     }
-    let evidence = Evidence::conclude(inversion, signals);
+    let evidence = Evidence::conclude(inversion, reference, signals);
     let Some((chosen, epochs, snapshot)) = best else {
         let failure = candidates.first().and_then(|c| c.failure.clone()).unwrap_or_default();
         return Err(Error::NonFinite(format!("every strength candidate failed: {failure}")));

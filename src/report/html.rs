@@ -301,7 +301,7 @@ fn evidence(page: &mut String, report: &Report) {
     if !evidence.signals.is_empty() {
         page.push_str(
             "<table id=\"signals\"><tr><th>signal</th><th>class</th><th>push before</th><th>push after</th>\
-             <th>95% upper</th><th>images</th><th>mask ratio</th><th></th></tr>\n",
+             <th>95% upper</th><th>images</th><th>mask ratio</th><th>push on the from-scratch reference</th><th></th></tr>\n",
         );
         for s in &evidence.signals {
             let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
@@ -314,7 +314,7 @@ fn evidence(page: &mut String, report: &Report) {
             };
             let _ = writeln!(
                 page,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&s.trigger),
                 s.class,
                 percent(Some(s.push_before)),
@@ -322,10 +322,22 @@ fn evidence(page: &mut String, report: &Report) {
                 percent(s.push_after_upper_95),
                 s.images,
                 ratio(s.mask_ratio),
+                percent(s.reference_push),
                 note
             );
         }
         page.push_str("</table>\n");
+    }
+    if let Some(reference) = &evidence.reference {
+        let _ = writeln!(
+            page,
+            "<p id=\"reference\">From-scratch reference (the same architecture trained on the clean tuning images \
+             only, {} steps, {:.1} s): {} validation accuracy, {}.</p>",
+            reference.steps,
+            reference.seconds,
+            percent(Some(reference.validation_accuracy)),
+            if reference.usable { "used to judge the signals" } else { "too weak to judge the signals by" }
+        );
     }
     if let Some(inversion) = &evidence.inversion {
         let _ = write!(

@@ -13,6 +13,7 @@ use super::{Artifact, Polled, Upload, identity, model_path};
 use crate::error::{Error, Result};
 use crate::mlflow::{ArtifactRoot, MlflowClient, ModelVersion, READY};
 use crate::pipeline::config::{MlflowSourceConfig, SourceConfig};
+use crate::store::DownloadBudget;
 
 /// Set by fstgate on the versions it registers: `<name>/<version>` of the source version.
 pub const PURIFIED_FROM_TAG: &str = "fstgate.purified_from";
@@ -117,14 +118,14 @@ impl MlflowSource {
         Ok(self.client.get_version(name, version).await?.and_then(|v| self.upload(&v)))
     }
 
-    pub async fn download(&self, model: &str, dir: &Path) -> Result<Artifact> {
+    pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
         let (name, version) = split_model(model)?;
         let found = self.client.get_version(name, version).await?;
         let found =
             found.ok_or_else(|| Error::model(dir, format!("model version {model} is no longer in the registry")))?;
         let uri = self.client.download_uri(name, version).await?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let files = self.artifact_root(&uri)?.download(dir).await?;
+        let files = self.artifact_root(&uri)?.download(dir, &mut DownloadBudget::new(max_bytes)).await?;
         if files.is_empty() {
             return Err(Error::model(dir, format!("model version {model} has no files at {uri}")));
         }

@@ -70,11 +70,12 @@ impl Source {
         }
     }
 
-    /// Downloads the upload of `model` (`<name>/<version>`) into `dir`, which must not exist.
-    pub async fn download(&self, model: &str, dir: &Path) -> Result<Artifact> {
+    /// Downloads the upload of `model` (`<name>/<version>`) into `dir`, which must not exist;
+    /// more than `max_bytes` in all is an error in the upload (`Error::Model`).
+    pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
         match self {
-            Source::ObjectStore(source) => source.download(model, dir).await,
-            Source::Mlflow(source) => source.download(model, dir).await,
+            Source::ObjectStore(source) => source.download(model, dir, max_bytes).await,
+            Source::Mlflow(source) => source.download(model, dir, max_bytes).await,
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{Artifact, Upload, identity, model_path};
 use crate::error::{Error, Result};
-use crate::store::{Location, StoreConfig};
+use crate::store::{DownloadBudget, Location, StoreConfig};
 
 /// Written last by the uploader: the model version beside it is complete.
 pub const READY_MARKER: &str = "_SUCCESS";
@@ -60,12 +60,17 @@ impl ObjectStoreSource {
         Ok(uploads)
     }
 
-    /// Downloads an upload's files (all but the marker) into `dir`, which must not exist.
-    pub async fn download(&self, model: &str, dir: &Path) -> Result<Artifact> {
+    /// Downloads an upload's files (all but the marker) into `dir`, which must not exist; more
+    /// than `max_bytes` in all is an error in the upload.
+    pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
         let (name, version) = model.split_once('/').expect("uploads are name/version");
         let upload_prefix = self.location.key(&[name, version]);
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let files = self.location.download_prefix(&upload_prefix, dir, |relative| relative == READY_MARKER).await?;
+        let mut budget = DownloadBudget::new(max_bytes);
+        let files = self
+            .location
+            .download_prefix(&upload_prefix, dir, |relative| relative == READY_MARKER, &mut budget)
+            .await?;
         Ok(Artifact { model_path: model_path(dir, model)?, sha256: identity(&files, None) })
     }
 
