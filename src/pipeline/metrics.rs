@@ -2,6 +2,12 @@
 //! listed within three poll intervals, else 503) and `GET /metrics` (jobs by state, job
 //! durations, last successful poll per source, webhook deliveries), in the text exposition
 //! format. The same server receives the webhooks (`POST /webhooks/<source>`).
+//!
+//! The listener faces whoever can reach it, so it is served with bounds axum's own `serve`
+//! does not set: a client gets `HEADER_TIMEOUT` to send a request's headers (a slow-loris
+//! client that trickles them is cut off), a connection lives at most `CONNECTION_DEADLINE`
+//! (a slow body too), and at most `MAX_CONNECTIONS` are served at once; more are closed as they
+//! are accepted.
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -115,6 +121,32 @@ async fn health(State(pipeline): State<Arc<Pipeline>>) -> impl IntoResponse {
     }
 }
 
+/// Longest a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one connection stays open, whatever it does: a scrape, a health check or a webhook
+/// delivery takes well under a second, and a client that keeps its connection reconnects.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long clients may take and how many are served at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionBounds {
+    pub header_timeout: Duration,
+    pub connection_deadline: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionBounds {
+    fn default() -> Self {
+        ConnectionBounds {
+            header_timeout: HEADER_TIMEOUT,
+            connection_deadline: CONNECTION_DEADLINE,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// Serves the endpoints on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, pipeline: Arc<Pipeline>) -> std::io::Result<()> {
     let app = Router::new()
@@ -122,5 +154,118 @@ pub async fn serve(listener: tokio::net::TcpListener, pipeline: Arc<Pipeline>) -
         .route("/healthz", get(health))
         .merge(super::webhooks::routes())
         .with_state(pipeline);
-    axum::serve(listener, app).await
+    serve_bounded(listener, app, ConnectionBounds::default()).await
+}
+
+/// Serves `app` on `listener` within `bounds`, one HTTP/1 connection per task, until the
+/// process ends.
+pub async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    bounds: ConnectionBounds,
+) -> std::io::Result<()> {
+    let open = Arc::new(tokio::sync::Semaphore::new(bounds.max_connections));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, or a connection reset before it was taken: not fatal.
+            Err(e) => {
+                tracing::warn!("accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(bounds.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // Past the deadline the connection is dropped, closing the socket.
+            let _ = tokio::time::timeout(bounds.connection_deadline, connection).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::body::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    const BOUNDS: ConnectionBounds = ConnectionBounds {
+        header_timeout: Duration::from_millis(300),
+        connection_deadline: Duration::from_secs(2),
+        max_connections: 2,
+    };
+
+    async fn server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "ok" }).post(|body: Bytes| async move { body }));
+        tokio::spawn(serve_bounded(listener, app, BOUNDS));
+        address
+    }
+
+    /// Reads until the server closes the connection (or 5 s pass): what it sent, and when.
+    async fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+        (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+    }
+
+    /// A POST whose body never finishes: past the headers, so only the deadline ends it.
+    async fn trickling_body(address: std::net::SocketAddr) -> TcpStream {
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx").await.unwrap();
+        client
+    }
+
+    #[tokio::test]
+    async fn slow_headers_slow_bodies_and_too_many_connections_are_cut_off() {
+        let address = server().await;
+
+        // A well-behaved request is answered.
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let (answer, _) = until_closed(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
+
+        // Headers trickled in and never finished: cut off at the header timeout, well before the
+        // connection deadline, and not served.
+        let mut slow = TcpStream::connect(address).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let (answer, waited) = until_closed(&mut slow).await;
+        assert!(!answer.contains("200"), "{answer}");
+        assert!(waited < BOUNDS.connection_deadline, "closed after {waited:?}");
+
+        // Two bodies that never finish hold both connections; a third is closed as it is accepted.
+        let mut held = [trickling_body(address).await, trickling_body(address).await];
+        let mut third = TcpStream::connect(address).await.unwrap();
+        let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (answer, _) = until_closed(&mut third).await;
+        assert!(answer.is_empty(), "{answer:?}");
+
+        // The held connections end at the deadline (not at the header timeout), and the server
+        // takes new ones again.
+        for kept in &mut held {
+            let (answer, waited) = until_closed(kept).await;
+            assert!(!answer.contains("200"), "{answer}");
+            assert!(waited < Duration::from_secs(5), "a trickling body outlived the deadline: {waited:?}");
+        }
+        let mut again = TcpStream::connect(address).await.unwrap();
+        again.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let (answer, _) = until_closed(&mut again).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
 }
