@@ -76,15 +76,15 @@ impl Location {
         for meta in objects {
             let Some(relative) = meta.location.prefix_match(prefix) else { continue };
             let parts: Vec<String> = relative.map(|p| p.as_ref().to_string()).collect();
-            if !skip(&parts.join("/")) {
-                wanted.push((meta, parts));
+            let relative = parts.join("/");
+            if !skip(&relative) {
+                wanted.push((meta, parts, relative));
             }
         }
-        let listed: u64 = wanted.iter().map(|(meta, _)| meta.size).sum();
+        let listed: u64 = wanted.iter().map(|(meta, _, _)| meta.size).sum();
         budget.check_listed(dir, listed)?;
         let mut files = Vec::new();
-        for (meta, parts) in wanted {
-            let relative = parts.join("/");
+        for (meta, parts, relative) in wanted {
             let read_error = |e: object_store::Error| self.error(format!("{}: {e}", meta.location));
             let mut stream = self.store.get(&meta.location).await.map_err(read_error)?.into_stream();
             let mut bytes = Vec::new();

@@ -131,8 +131,7 @@ pub fn purify(
     let original = tch::no_grad(|| weight.detach().copy());
 
     if settings.method.reinitialises_head() {
-        // PyTorch's default Linear init: U(-1/sqrt(in_features), 1/sqrt(in_features)).
-        let bound = 1.0 / (weight.size()[1] as f64).sqrt();
+        let bound = default_init_bound(&weight.size());
         tch::no_grad(|| {
             weight.shallow_clone().copy_(&rng.uniform(&weight.size(), -bound, bound, weight.device()));
             if let Some(bias) = &bias {
@@ -182,6 +181,13 @@ pub fn purify(
 }
 
 /// Marks the parameters `train` selects as trainable (the others frozen) and returns them.
+/// The bound of PyTorch's default initialisation of a layer's weight of this shape (Linear and
+/// Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = every dimension but the first).
+pub(crate) fn default_init_bound(size: &[i64]) -> f64 {
+    let fan_in: i64 = size[1..].iter().product();
+    1.0 / (fan_in.max(1) as f64).sqrt()
+}
+
 fn set_trainable(parameters: &[(String, tch::Tensor)], train: impl Fn(&str) -> bool) -> Vec<tch::Tensor> {
     parameters
         .iter()

@@ -61,8 +61,7 @@ pub fn train_from_scratch(
         for (name, p) in &parameters {
             let size = p.size();
             let fresh = if size.len() >= 2 {
-                let fan_in: i64 = size[1..].iter().product();
-                let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                let bound = super::default_init_bound(&size);
                 rng.uniform(&size, -bound, bound, p.device())
             } else if name.ends_with("bias") {
                 p.zeros_like()
