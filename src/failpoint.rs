@@ -4,11 +4,6 @@
 //! exactly what a real crash there leaves. Never set in production; unset, each point costs one
 //! comparison (the variable is read once per process).
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Set in a model worker: a crash injected there takes the gate that started it down too, as
-/// losing the machine would.
-static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
 /// A point in a job's life where a crash is injected, in the order a job reaches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,24 +41,15 @@ impl Failpoint {
         }
     }
 
-    /// Marks this process as a model worker (see `worker`).
-    pub fn in_worker() {
-        IN_WORKER.store(true, Ordering::Relaxed);
-    }
-
     /// Kills this process (SIGKILL, no clean-up of any kind) if `FSTGATE_FAILPOINT` names this
-    /// point; in a model worker, the gate that started it first.
+    /// point. A model worker cannot signal the gate (its confinement refuses it); the gate calls
+    /// this itself for the worker's points when its worker died of SIGKILL.
     pub fn reached(self) {
         static ARMED: OnceLock<Option<String>> = OnceLock::new();
         if ARMED.get_or_init(|| std::env::var("FSTGATE_FAILPOINT").ok()).as_deref() == Some(self.name()) {
             eprintln!("fstgate: failpoint {} reached: killing this process", self.name());
             // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                if IN_WORKER.load(Ordering::Relaxed) {
-                    libc::kill(libc::getppid(), libc::SIGKILL);
-                }
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
     }
 }

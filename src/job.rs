@@ -14,7 +14,7 @@ use crate::attestation::{self, SigningKey};
 use crate::data::{self, DataSpec, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, Examples, Plan, Trigger};
-use crate::model::Classifier;
+use crate::model::{Classifier, ModelSource, RegistrySource};
 use crate::policy::{Decision, PolicySet};
 use crate::purification::{self, Settings, Strength};
 use crate::report::html::{self, REPORT_HTML_FILE};
@@ -56,6 +56,10 @@ pub struct PurifyJob {
     /// What the model is called where it came from (e.g. `local-registry:fashion-cnn/3`), for
     /// report.html; default: the model's path.
     pub name: Option<String>,
+    /// The registry or store the model was taken from (pipeline jobs), named in report.json
+    /// instead of the download path.
+    #[serde(default)]
+    pub registry: Option<RegistrySource>,
     pub head: Option<String>,
     pub clean_data: DataSpec,
     pub clean_sample: Sample,
@@ -70,12 +74,35 @@ pub struct PurifyJob {
     #[serde(with = "crate::device::by_name")]
     pub device: Device,
     pub out: PathBuf,
-    /// The release rules applied to the report (compiled once, shareable between jobs).
-    #[serde(skip, default = "PolicySet::none")]
-    pub policies: std::sync::Arc<PolicySet>,
+    /// The release rules applied to the report (compiled once, shareable between jobs). Never
+    /// in a worker's copy, which must not start the plugin host's thread before it confines
+    /// itself; a job concluded without them fails.
+    #[serde(skip)]
+    pub policies: Option<std::sync::Arc<PolicySet>>,
     /// Signs the output directory (model_signing bundle, provenance, decision record).
     #[serde(skip)]
     pub signing_key: Option<SigningKey>,
+}
+
+impl PurifyJob {
+    /// Every file or directory the job reads: the model, the data sets (a data file's whole
+    /// directory: IDX labels lie beside their images), and trigger images. The model worker may
+    /// read these and nothing else outside the system's libraries.
+    pub fn input_paths(&self) -> Vec<PathBuf> {
+        let data_directory = |spec: &DataSpec| match spec.path.is_file() {
+            true => spec.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+            false => spec.path.clone(),
+        };
+        let mut paths = vec![self.model.clone(), data_directory(&self.clean_data), data_directory(&self.test_data)];
+        let mut triggers: Vec<&Trigger> = self.probes.iter().collect();
+        match &self.attack {
+            Some((AttackInput::PoisonedSet(set), _)) => paths.push(data_directory(set)),
+            Some((AttackInput::Trigger(trigger), _)) => triggers.push(trigger),
+            None => {}
+        }
+        paths.extend(triggers.into_iter().filter_map(Trigger::image_path).map(Path::to_path_buf));
+        paths
+    }
 }
 
 /// What the untrusted half of a job produced: the report without a decision, and the triggered
@@ -226,7 +253,7 @@ pub fn evaluate(job: &PurifyJob, dir: &Path, progress: &dyn Progress) -> Result<
         finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         device: crate::device::name(job.device),
         model: ModelInfo {
-            source: model.source.clone(),
+            source: registered_source(&model.source, job),
             head: model.head.clone(),
             output: model.output,
             num_classes: model.num_classes,
@@ -250,8 +277,24 @@ pub fn evaluate(job: &PurifyJob, dir: &Path, progress: &dyn Progress) -> Result<
         output: OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? },
         warnings,
         decision: Decision::from_results(Vec::new()),
+        confinement: None,
     };
     Ok(Evaluated { report, examples: strip })
+}
+
+/// The model's provenance as reports give it: for a model from a registry, the registry's URI
+/// and the archive's path within the upload instead of the gate's download paths.
+fn registered_source(source: &ModelSource, job: &PurifyJob) -> ModelSource {
+    let Some(registry) = &job.registry else { return source.clone() };
+    let upload_root =
+        if job.model.is_dir() { job.model.as_path() } else { job.model.parent().unwrap_or(Path::new("")) };
+    let archive = source.archive.strip_prefix(upload_root).unwrap_or(&source.archive);
+    ModelSource {
+        path: PathBuf::from(&registry.uri),
+        archive: archive.to_path_buf(),
+        registry: Some(registry.clone()),
+        ..source.clone()
+    }
 }
 
 /// The trusted half: judges the evaluated report with the job's policies, writes report.json
@@ -262,7 +305,8 @@ pub fn conclude(job: &PurifyJob, evaluated: Evaluated, staging: tempfile::TempDi
     let Evaluated { mut report, examples } = evaluated;
     let model_path = staging.path().join(attestation::MODEL_FILE);
     report.output = OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? };
-    report.decision = job.policies.evaluate(&report);
+    let policies = job.policies.as_ref().ok_or_else(|| Error::Settings("the job has no release policies".into()))?;
+    report.decision = policies.evaluate(&report);
     crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
     let name = job.name.clone().unwrap_or_else(|| job.model.display().to_string());
     let key_id = job.signing_key.as_ref().map(|k| k.public().fingerprint());

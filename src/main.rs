@@ -50,6 +50,30 @@ enum Command {
         #[arg(long)]
         error: PathBuf,
     },
+    /// Confine a probe process as the model worker is confined and try what a hostile model's
+    /// code would (write or read outside its files, read the gate's environment, connect, run a
+    /// program, signal the gate): shows what this host's kernel enforces. Exit 1 when it does
+    /// not hold.
+    SandboxCheck {
+        /// Run the probe without confinement: what a model in the gate's own process could do.
+        #[arg(long)]
+        unconfined: bool,
+        /// Print the check as JSON (schemas/sandbox-check.schema.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: the probe `sandbox-check` starts.
+    #[command(hide = true)]
+    SandboxProbe {
+        #[arg(long)]
+        inside: PathBuf,
+        #[arg(long)]
+        outside: PathBuf,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        unconfined: bool,
+    },
     /// The attack lab: make backdoored models on real data.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -69,6 +93,11 @@ enum Command {
         /// Also check that this file is the original model the provenance names.
         #[arg(long)]
         original_model: Option<PathBuf>,
+        /// Also check that the signed statements were made for this model: its registry URI
+        /// (`models:/fraud-cnn/3`, `s3://bucket/prefix/fraud-cnn/3/`), or the path it was
+        /// purified from.
+        #[arg(long)]
+        model: Option<String>,
         /// Exit 0 for a correctly signed denial too (to inspect denied evidence).
         #[arg(long)]
         allow_denied: bool,
@@ -222,10 +251,19 @@ fn watch(pipeline: PipelineArgs) -> anyhow::Result<bool> {
             }
             Ok::<(), std::io::Error>(())
         });
-        if let Some(listen) = pipeline.config().listen.clone() {
-            let listener = tokio::net::TcpListener::bind(&listen).await?;
+        use fstgate::pipeline::metrics::{Endpoints, serve};
+        let (listen, metrics_listen) = (pipeline.config().listen.clone(), pipeline.config().metrics_listen.clone());
+        if let Some(address) = &listen {
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            let endpoints = Endpoints { webhooks: true, observability: metrics_listen.is_none() };
+            let what = if endpoints.observability { "webhooks, /healthz and /metrics" } else { "webhooks" };
+            tracing::info!("serving {what} on {}", listener.local_addr()?);
+            tokio::spawn(serve(listener, pipeline.clone(), endpoints));
+        }
+        if let Some(address) = &metrics_listen {
+            let listener = tokio::net::TcpListener::bind(address).await?;
             tracing::info!("serving /healthz and /metrics on {}", listener.local_addr()?);
-            tokio::spawn(fstgate::pipeline::metrics::serve(listener, pipeline.clone()));
+            tokio::spawn(serve(listener, pipeline.clone(), Endpoints { webhooks: false, observability: true }));
         }
         tracing::info!("watching");
         pipeline.watch(stopped).await;
@@ -523,6 +561,10 @@ struct PurifyArgs {
     /// Output directory (must not exist): model.pt and report.json, plus the signed attestations.
     #[arg(long)]
     out: PathBuf,
+    /// Run the model in the confined worker process (as the pipeline does), without progress
+    /// bars. The default when the output is signed: the model's code never runs next to the key.
+    #[arg(long)]
+    isolate: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -654,6 +696,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
     let job = PurifyJob {
         model: args.model,
         name: None,
+        registry: None,
         head: args.head,
         clean_data: args.clean_data,
         clean_sample: args.clean_count.map_or(Sample::Fraction(args.clean_fraction), Sample::Count),
@@ -666,7 +709,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         probes: if args.no_probes { Vec::new() } else { evaluation::standard_probes() },
         device,
         out: args.out,
-        policies: std::sync::Arc::new(args.policy.policy_set()?),
+        policies: Some(std::sync::Arc::new(args.policy.policy_set()?)),
         signing_key: match (&args.signing_key, &args.signing_key_env) {
             (Some(path), _) => Some(SigningKey::from_file(path)?),
             (None, Some(var)) => Some(SigningKey::from_env(var)?),
@@ -674,8 +717,14 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         },
     };
     tracing::info!(device = %device::name(device), method = ?job.settings.method, "purifying {}", job.model.display());
-    let progress = fstgate::progress::for_terminal(quiet);
-    let report = job::run(&job, progress.as_ref())?;
+    let report = if args.isolate || job.signing_key.is_some() {
+        tracing::info!("running the model in a confined worker process");
+        let work = tempfile::tempdir()?;
+        runtime()?.block_on(fstgate::worker::run(&job, &fstgate::worker::WorkerLimits::default(), work.path()))?
+    } else {
+        let progress = fstgate::progress::for_terminal(quiet);
+        job::run(&job, progress.as_ref())?
+    };
     for warning in &report.warnings {
         tracing::warn!("{warning}");
     }
@@ -789,15 +838,18 @@ fn verify(
     dir: PathBuf,
     public_key: PathBuf,
     original_model: Option<PathBuf>,
+    model: Option<String>,
     allow_denied: bool,
 ) -> anyhow::Result<bool> {
     let key = PublicKey::from_file(&public_key)?;
-    match attestation::verify(&dir, &key, original_model.as_deref()) {
+    match attestation::verify(&dir, &key, original_model.as_deref(), model.as_deref()) {
         Ok(verified) => {
             println!("verified {}: {} files signed by {}", dir.display(), verified.files.len(), key.fingerprint());
             println!(
-                "  model sha256 {} made from original model sha256 {}",
-                verified.model_sha256, verified.original_model_sha256
+                "  model sha256 {} made from {} (sha256 {})",
+                verified.model_sha256,
+                fstgate::error::redact_url(&verified.model),
+                verified.original_model_sha256
             );
             println!("  decision: {}", verified.decision.decision);
             // A correct signature on a denial is not a release: a script checking the exit code
@@ -910,7 +962,7 @@ fn demo(work: PathBuf, data: PathBuf, limits: PluginLimitArgs, quiet: bool) -> a
     let released = report.decision.releasable;
     let verified = if released {
         let key = PublicKey::from_file(&layout.public_key)?;
-        let verified = attestation::verify(&files, &key, Some(&registered.upload.join("model.pt")))?;
+        let verified = attestation::verify(&files, &key, Some(&registered.upload.join("model.pt")), None)?;
         format!(
             "verified: {} files signed by {}, made from the registered model",
             verified.files.len(),
@@ -959,6 +1011,17 @@ fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
     Ok(stale.is_empty())
 }
 
+/// `fstgate sandbox-check`: true when the confinement behaves as it should.
+fn sandbox_check(confined: bool, json: bool) -> anyhow::Result<bool> {
+    let check = fstgate::worker::check::run(confined)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&check)?);
+    } else {
+        print!("{}", check.render());
+    }
+    Ok(check.as_expected)
+}
+
 fn main() -> ExitCode {
     // A one-shot command piped into `head` should end quietly like other Unix tools, not panic
     // on a closed stdout (Rust ignores SIGPIPE by default).
@@ -979,6 +1042,11 @@ fn main() -> ExitCode {
             let paths = fstgate::worker::WorkerPaths { job, staging, result, error };
             return ExitCode::from(fstgate::worker::serve(&paths) as u8);
         }
+        Command::SandboxProbe { inside, outside, port, unconfined } => {
+            let targets = fstgate::worker::check::ProbeTargets { inside, outside, port };
+            fstgate::worker::check::probe(&targets, !unconfined).map(|()| true).map_err(anyhow::Error::from)
+        }
+        Command::SandboxCheck { unconfined, json } => sandbox_check(!unconfined, json),
         Command::Purify(args) => purify(args, cli.quiet).map(|()| true),
         Command::Lab(LabCommand::Poison(args)) => poison(args, cli.quiet).map(|()| true),
         Command::Keygen { private_key, public_key } => attestation::keys::generate_files(&private_key, &public_key)
@@ -992,8 +1060,8 @@ fn main() -> ExitCode {
                 true
             })
             .map_err(Into::into),
-        Command::Verify { dir, public_key, original_model, allow_denied } => {
-            verify(dir, public_key, original_model, allow_denied)
+        Command::Verify { dir, public_key, original_model, model, allow_denied } => {
+            verify(dir, public_key, original_model, model, allow_denied)
         }
         Command::Policy(PolicyCommand::Eval { plugin, report, config, json, limits }) => {
             policy_eval(plugin, report, config, json, limits)

@@ -19,7 +19,7 @@ fn fixture(path: &str) -> PathBuf {
 /// Purifies the fc fixture on toy data and signs the result into `dir/<name>`.
 fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policies: Arc<PolicySet>) -> PathBuf {
     let job = PurifyJob {
-        policies,
+        policies: Some(policies),
         signing_key: Some(SigningKey::from_pem(&key.to_pem().unwrap(), "test").unwrap()),
         ..common::toy_job(dir, name, seed)
     };
@@ -50,7 +50,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn verify_error(dir: &Path, key: &SigningKey) -> String {
-    attestation::verify(dir, &key.public(), None).expect_err("verification must fail").to_string()
+    attestation::verify(dir, &key.public(), None, None).expect_err("verification must fail").to_string()
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn signed_directory_verifies_and_records_the_decision() {
     let scratch = common::scratch("attest-ok");
     let key = SigningKey::generate();
     let released = signed_dir(&scratch, "released", 0, &key, lenient());
-    let verified = attestation::verify(&released, &key.public(), Some(&fixture("heads/fc.pt"))).unwrap();
+    let verified = attestation::verify(&released, &key.public(), Some(&fixture("heads/fc.pt")), None).unwrap();
     assert_eq!(
         verified.files,
         ["decision.intoto.json", "model.pt", "provenance.intoto.json", "report.html", "report.json"]
@@ -75,7 +75,7 @@ fn signed_directory_verifies_and_records_the_decision() {
 
     // A denied model gets a signed decision record too, never marked releasable.
     let denied = signed_dir(&scratch, "denied", 0, &key, required_name(&scratch, "no-such-model-*.pt"));
-    let verified = attestation::verify(&denied, &key.public(), None).unwrap();
+    let verified = attestation::verify(&denied, &key.public(), None, None).unwrap();
     assert!(!verified.decision.releasable);
     assert_eq!(verified.decision.decision, "deny");
     assert!(verified.decision.policies[0].reasons[0].contains("does not match the required name pattern"));
@@ -171,7 +171,8 @@ fn every_tampering_is_rejected_with_its_reason() {
     assert!(err.contains("payload type is `application/json`, expected `application/vnd.in-toto+json`"), "{err}");
 
     // The wrong original model is named.
-    let err = attestation::verify(&good, &key.public(), Some(&fixture("heads/linear.pt"))).unwrap_err().to_string();
+    let err =
+        attestation::verify(&good, &key.public(), Some(&fixture("heads/linear.pt")), None).unwrap_err().to_string();
     assert!(err.contains("is not the original model the provenance names"), "{err}");
 }
 

@@ -253,10 +253,13 @@ fn signing_key_from_the_environment_signs_and_a_broken_one_is_not_echoed() {
     };
     let (code, text, out) = run(&pem, "signed");
     assert_eq!(code, Some(0), "{text}");
-    fstgate::attestation::verify(&out, &key.public(), None).unwrap();
+    fstgate::attestation::verify(&out, &key.public(), None, None).unwrap();
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     let report = std::fs::read_to_string(out.join("report.json")).unwrap();
     assert!(!report.contains("PRIVATE KEY") && !report.contains(&pem[40..80]));
+    // With a key to protect, the model ran in the confined worker, not next to the key.
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["confinement"]["filesystem"]["enforced"], true, "{:#}", report["confinement"]);
 
     let broken = pem.replace('A', "B");
     let (code, text, out) = run(&broken, "broken");
@@ -290,7 +293,8 @@ fn policy_eval_exits_0_on_allow_1_on_deny_2_on_a_bad_report() {
     assert_eq!(result["verdict"], "deny");
     assert_eq!(result["reasons"][0], "attack success rate after purification 0.11% exceeds 0.10%");
     // The compiled plugin was kept for the next run.
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    let entries = std::fs::read_dir(&cache).unwrap().flatten();
+    assert_eq!(entries.filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).count(), 1);
     let missing = eval(&["--report", dir.join("nope.json").to_str().unwrap()]);
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("nope.json"), "{}", missing.stderr);

@@ -4,8 +4,11 @@
 //! it) under resource limits; a forward that never returns is killed at the deadline, one that
 //! allocates without bound dies at its address-space limit; one that reads a file (the gate's
 //! signing key) with `aten::from_file` is refused by the graph scan before it is loaded, and the
-//! key's bytes appear nowhere the gate writes. Each fails its job once, with the reason, and the
-//! next upload is still released.
+//! key's bytes appear nowhere the gate writes; one whose code adds to or replaces the head's
+//! logits when a trigger is present is refused by the data-flow check after loading. Each fails its job once, with the reason, and the
+//! next upload is still released, by a worker whose confinement (namespaces, Landlock, seccomp)
+//! report.json records as enforced. `fstgate sandbox-check` shows that confinement refusing what
+//! a hostile model would try, each attempt shown to work unconfined.
 mod common;
 
 use std::time::Duration;
@@ -138,4 +141,75 @@ fn a_model_reading_the_signing_key_is_refused_before_it_runs() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains(&String::from_utf8_lossy(secret).to_string()));
     assert!(!String::from_utf8_lossy(&output.stderr).contains(&String::from_utf8_lossy(secret).to_string()));
     setup.assert_published_once(1, 1);
+    // The harmless model ran confined, every layer enforced (this kernel has them all).
+    let confinement = &setup.released_report("toy-fc/2")["confinement"];
+    for layer in ["network", "filesystem", "syscalls"] {
+        assert_eq!(confinement[layer]["enforced"], true, "{confinement:#}");
+    }
+}
+
+#[test]
+fn models_whose_code_overrides_the_logits_are_refused() {
+    let setup = Setup::new("hostile-override", 1, 60.0);
+    for (model, kind) in [("override/1", Hostile::OverrideLogits), ("branch/1", Hostile::BranchOnTrigger)] {
+        let file = setup.dir.join(format!("{}.pt", model.replace('/', "-")));
+        export_hostile(&kind, &file).unwrap();
+        setup.upload_file(model, &file, true);
+    }
+    setup.upload("toy-fc/2", true);
+    let output = setup.command(&["--quiet", "gate", "--json", "-"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{report:#}");
+    let refused = |model: &str| {
+        let job = job(&report, model);
+        assert_eq!(job["state"], "failed", "{report:#}");
+        job["error"].as_str().unwrap().to_string()
+    };
+    let added = refused("override/1");
+    assert!(added.contains("can override the classification") && added.contains("around the head"), "{added}");
+    let branched = refused("branch/1");
+    assert!(branched.contains("branches on the input's values") && branched.contains("`bool`"), "{branched}");
+    assert_eq!(job(&report, "toy-fc/2")["state"], "released", "{report:#}");
+    setup.assert_published_once(1, 1);
+}
+
+fn sandbox_check(args: &[&str]) -> (Option<i32>, Value) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fstgate"))
+        .args(["sandbox-check", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let check = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code(), check)
+}
+
+#[test]
+fn the_worker_confinement_refuses_what_works_unconfined() {
+    // Unconfined, every attempt works: each is a live test.
+    let (code, unconfined) = sandbox_check(&["--unconfined"]);
+    let attempts = unconfined["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 9 && attempts.iter().all(|a| a["refused"].is_null()), "{unconfined:#}");
+    assert_eq!((code, &unconfined["as_expected"]), (Some(0), &Value::Bool(true)));
+    // Confined, the hostile ones are refused and the worker's own work is not.
+    let (code, confined) = sandbox_check(&[]);
+    for layer in ["network", "filesystem", "syscalls"] {
+        assert_eq!(confined["confinement"][layer]["enforced"], true, "{confined:#}");
+    }
+    for attempt in confined["attempts"].as_array().unwrap() {
+        assert_eq!(attempt["refused"].is_string(), attempt["hostile"] == true, "{attempt:#}");
+    }
+    let refused: Vec<&str> = confined["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["refused"].is_string())
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for hostile in
+        ["write a file outside", "read a file outside", "environment", "TCP", "UNIX socket", "run a program", "signal"]
+    {
+        assert!(refused.iter().any(|action| action.contains(hostile)), "{hostile}: {refused:?}");
+    }
+    assert_eq!((code, &confined["as_expected"]), (Some(0), &Value::Bool(true)));
 }

@@ -75,6 +75,7 @@ fn gate(model: &Path, trigger: &str, target: i64, strength: Strength, settings: 
     let job = PurifyJob {
         model: model.to_path_buf(),
         name: None,
+        registry: None,
         head: None,
         clean_data: mnist_spec("train"),
         clean_sample: Sample::Count(3_000),
@@ -87,7 +88,7 @@ fn gate(model: &Path, trigger: &str, target: i64, strength: Strength, settings: 
         probes: evaluation::standard_probes(),
         device: Device::Cpu,
         out: out.to_path_buf(),
-        policies: common::default_policies(),
+        policies: Some(common::default_policies()),
         signing_key: None,
     };
     job::run(&job, &Silent).unwrap()

@@ -30,6 +30,21 @@ fn gate_publishes_each_complete_upload_once_with_verifiable_attestations() {
         outcomes[0].1["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"model.pt") && names.contains(&"model.sig"), "{names:?}");
     setup.verify("toy-fc/1");
+    // The signed statements name the model: its release does not pass for another model's.
+    let other = setup.verify_as("toy-fc/1", "toy-fc/9");
+    let stdout = String::from_utf8_lossy(&other.stdout);
+    assert_eq!(other.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("a release of another model"), "{stdout}");
+    // report.json names the model as the registry does, not by the gate's download path.
+    let report = setup.released_report("toy-fc/1");
+    let source = &report["model"]["source"];
+    assert!(source["path"].as_str().unwrap().ends_with("/registry/toy-fc/1/"), "{source:#}");
+    assert_eq!(source["archive"], "model.pt");
+    let registry = &source["registry"];
+    assert_eq!((registry["name"].as_str(), registry["version"].as_str()), (Some("toy-fc"), Some("1")), "{source:#}");
+    assert_eq!((registry["source"].as_str(), registry["kind"].as_str()), (Some("local"), Some("object-store")));
+    assert!(!report.to_string().contains("/upload/"), "a download path in {report:#}");
+    assert!(source["ops"]["aten::linear"].as_u64().is_some_and(|n| n > 0), "{source:#}");
 
     // Nothing new: nothing processed, nothing published again.
     let (code, report) = setup.gate();
@@ -221,9 +236,13 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 #[test]
 fn watch_serves_health_and_prometheus_metrics() {
     let setup = Setup::new("pipeline-metrics", 1, 60.0);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Webhooks on one listener, /healthz and /metrics on their own.
+    let held =
+        [std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap()];
+    let [port, webhook_port] = held.map(|listener| listener.local_addr().unwrap().port());
     let config = std::fs::read_to_string(setup.config()).unwrap();
-    std::fs::write(setup.config(), format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+    let listeners = format!("listen = \"127.0.0.1:{webhook_port}\"\nmetrics_listen = \"127.0.0.1:{port}\"\n");
+    std::fs::write(setup.config(), format!("{listeners}{config}")).unwrap();
     setup.upload("toy-fc/1", true);
     let log = setup.dir.join("watch.log");
     let mut watcher = spawn_watch(&setup, &log);
@@ -242,6 +261,9 @@ fn watch_serves_health_and_prometheus_metrics() {
     assert!(metrics.contains("fstgate_last_successful_poll_timestamp_seconds{source=\"local\"} "), "{metrics}");
     assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));
     assert_eq!(http_get(port, "/nope").0, 404);
+    assert_eq!(http_get(port, "/webhooks/local").0, 404, "webhooks are not on the metrics listener");
+    assert_eq!(http_get(webhook_port, "/webhooks/local").0, 405, "the webhook route takes POST only");
+    assert_eq!(http_get(webhook_port, "/metrics").0, 404, "metrics are not on the webhook listener");
     assert!(watcher.terminate().success(), "{}", std::fs::read_to_string(&log).unwrap());
 }
 

@@ -246,7 +246,11 @@ fn compiled_plugins_are_kept_on_disk_and_a_corrupt_entry_is_recompiled() {
     let mut first = PluginHost::new(Limits::default()).unwrap();
     first.set_disk_cache(&cache).unwrap();
     first.load(wat.as_bytes()).unwrap();
-    let entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
     assert_eq!(entries.len(), 1);
     assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
 
@@ -263,4 +267,20 @@ fn compiled_plugins_are_kept_on_disk_and_a_corrupt_entry_is_recompiled() {
     let plugin = third.load(wat.as_bytes()).unwrap();
     assert!(third.evaluate(&plugin, REPORT, "{}").verdict.is_ok());
     assert_ne!(std::fs::read(&entries[0]).unwrap(), b"not a compiled component");
+
+    // An entry compiled elsewhere (under another cache's key) is not loaded as native code: it
+    // is compiled again here and rewritten under this cache's key.
+    let elsewhere = dir.join("elsewhere");
+    let mut foreign = PluginHost::new(Limits::default()).unwrap();
+    foreign.set_disk_cache(&elsewhere).unwrap();
+    foreign.load(wat.as_bytes()).unwrap();
+    let planted = std::fs::read(elsewhere.join(entries[0].file_name().unwrap())).unwrap();
+    std::fs::write(&entries[0], &planted).unwrap();
+    let mut fourth = PluginHost::new(Limits::default()).unwrap();
+    fourth.set_disk_cache(&cache).unwrap();
+    let plugin = fourth.load(wat.as_bytes()).unwrap();
+    assert!(fourth.evaluate(&plugin, REPORT, "{}").verdict.is_ok());
+    let rewritten = std::fs::read(&entries[0]).unwrap();
+    assert_ne!(rewritten[..32], planted[..32], "the planted entry was rewritten");
+    assert_eq!(rewritten[32..], planted[32..], "the same compilation, under this cache's key");
 }

@@ -41,6 +41,7 @@ fn purify_job(settings: Settings, clean: Sample, out: &Path) -> PurifyJob {
     PurifyJob {
         model: common::badnets_model().model.clone(),
         name: None,
+        registry: None,
         head: None,
         clean_data: common::spec("train"),
         clean_sample: clean,
@@ -53,7 +54,7 @@ fn purify_job(settings: Settings, clean: Sample, out: &Path) -> PurifyJob {
         probes: evaluation::standard_probes(),
         device: Device::Cpu,
         out: out.to_path_buf(),
-        policies: common::default_policies(),
+        policies: Some(common::default_policies()),
         signing_key: None,
     }
 }

@@ -137,7 +137,7 @@ fn report_html_renders_in_chromium_with_the_reports_figures() {
     assert_shows(&rendered, &report, 9);
     assert_eq!(text_of(&rendered.dom, "key-id"), key.public().fingerprint());
     // The page is signed with the rest of the directory.
-    fstgate::attestation::verify(&job.out, &key.public(), None).unwrap();
+    fstgate::attestation::verify(&job.out, &key.public(), None, None).unwrap();
 }
 
 #[test]

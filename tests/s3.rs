@@ -194,10 +194,12 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
          s3.put_bucket_versioning(Bucket='released', VersioningConfiguration={{'Status': 'Enabled'}})\n\
          s3.upload_file('{}', 'registry', 'incoming/toy-fc/7/model.pt')\n\
          s3.upload_file('{}', 'registry', 'incoming/toy-fc/8/model.pt')\n\
-         s3.put_object(Bucket='registry', Key='incoming/toy-fc/7/_SUCCESS', Body=b'')",
+         s3.put_object(Bucket='registry', Key='incoming/toy-fc/7/_SUCCESS', Body=b'')\n\
+         s3.put_object(Bucket='registry', Key='incoming/broken//key/_SUCCESS', Body=b'')",
         model.display(),
         model.display()
     ));
+    // `broken//key` is a key the S3 client refuses to read: it must not hold back `toy-fc/7`.
 
     let gate = |config: &str| {
         fstgate(&dir)
@@ -246,4 +248,16 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
     {
         assert!(keys.lines().any(|k| k == format!("{prefix}/{file}")), "{file} missing under {prefix}:\n{keys}");
     }
+    // The report names the upload by its store URL, not by the gate's download path.
+    let report: Value = serde_json::from_str(&moto.boto3(&format!(
+        "sys.stdout.write(s3.get_object(Bucket='released', Key='{prefix}/report.json')['Body'].read().decode())"
+    )))
+    .unwrap();
+    let source = &report["model"]["source"];
+    let path = source["path"].as_str().unwrap();
+    assert!(path.starts_with("s3://") && path.ends_with("/toy-fc/7/"), "{source:#}");
+    assert_eq!(
+        (source["registry"]["kind"].as_str(), source["registry"]["version"].as_str()),
+        (Some("object-store"), Some("7"))
+    );
 }

@@ -40,6 +40,8 @@ pub struct Report {
     pub output: OutputFile,
     /// Things the reader should know (e.g. a model whose BatchNorm statistics are frozen).
     pub warnings: Vec<String>,
+    /// How the model's code was confined while it ran; `None` when it ran inside the gate.
+    pub confinement: Option<Confinement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,14 +56,58 @@ pub struct ModelInfo {
 /// Where the model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSource {
-    /// The path the user gave (a file, or an MLflow model directory).
+    /// The path the user gave (a file, or an MLflow model directory); for a model from a
+    /// registry, the registry's URI for it.
     pub path: String,
-    /// The TorchScript archive actually loaded.
+    /// The TorchScript archive actually loaded (for a model from a registry, its path within
+    /// the upload).
     pub archive: String,
     /// `torchscript` or `mlflow-torchscript`.
     pub format: String,
     /// sha256 of the archive, hex.
     pub sha256: String,
+    /// Every call in the model's TorchScript code (`aten::conv2d`, `prim::If`, ...) with its
+    /// count: a policy can deny ops it does not expect.
+    pub ops: std::collections::BTreeMap<String, u64>,
+    /// The registry or store the gate took the model from; `None` for a local file.
+    pub registry: Option<RegistrySource>,
+}
+
+/// A registered model version as its registry names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrySource {
+    /// The pipeline source's name.
+    pub source: String,
+    /// `mlflow` or `object-store`.
+    pub kind: String,
+    /// The MLflow tracking URL or the store URL, without credentials.
+    pub location: String,
+    /// The registered model's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// `models:/<name>/<version>` for MLflow, the upload's directory URL in a store.
+    pub uri: String,
+}
+
+/// How the model's code was confined while it ran, layer by layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// Own user and network namespaces.
+    pub network: ConfinementLayer,
+    /// Landlock: files, TCP, abstract UNIX sockets, signals.
+    pub filesystem: ConfinementLayer,
+    /// seccomp: sockets, exec, tracing and other escapes refused.
+    pub syscalls: ConfinementLayer,
+}
+
+/// One confinement layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfinementLayer {
+    /// Whether this host's kernel enforced it.
+    pub enforced: bool,
+    /// What it is, or why it was not enforced.
+    pub detail: String,
 }
 
 /// The classification head fstgate located (and FST re-initialised).

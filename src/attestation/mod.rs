@@ -17,7 +17,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+pub use dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, pae};
 pub use keys::{PublicKey, SigningKey};
 pub use model_signing::{sign_directory, verify_directory};
 pub use statement::{ResourceDescriptor, Statement};
@@ -54,12 +54,14 @@ fn sign_statement<P: serde::Serialize>(statement: &Statement<P>, key: &SigningKe
 
 /// The provenance statement for the directory's model and report.
 fn provenance(report: &Report, decision: &Decision, model_sha256: &str, report_sha256: &str) -> Statement<Provenance> {
+    // A registered model by its registry's URI (`models:/name/3`, `s3://.../name/3/`): what
+    // `fstgate verify --model` checks, so a release of one model cannot pass for another's.
+    let original_uri = match &report.model.source.registry {
+        Some(registry) => registry.uri.clone(),
+        None => file_uri(&report.model.source.path),
+    };
     let mut dependencies = vec![
-        ResourceDescriptor::sha256(
-            Some("original-model"),
-            Some(&file_uri(&report.model.source.path)),
-            &report.model.source.sha256,
-        ),
+        ResourceDescriptor::sha256(Some("original-model"), Some(&original_uri), &report.model.source.sha256),
         ResourceDescriptor::sha256(
             Some("clean-data"),
             Some(&file_uri(&report.clean_data.source.path)),
@@ -154,6 +156,8 @@ pub fn attest(dir: &Path, model_name: &str, report: &Report, decision: &Decision
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub files: Vec<String>,
+    /// The model the statements say was purified: its registry URI, or the file it was.
+    pub model: String,
     pub model_sha256: String,
     pub original_model_sha256: String,
     pub decision: DecisionRecord,
@@ -194,7 +198,7 @@ fn subject_digest<'a, P>(statement: &'a Statement<P>, name: &str, file: &str) ->
 /// Checks every signature with `key`, every digest against the files, and the chain from the
 /// decision to the provenance to the original model (`original_model`, when given, is hashed
 /// and must be the one the provenance names).
-pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>) -> Result<Verified> {
+pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>, model: Option<&str>) -> Result<Verified> {
     let files = verify_directory(dir, SIGNATURE_FILE, key)?;
     for required in [MODEL_FILE, REPORT_FILE, PROVENANCE_FILE, DECISION_FILE] {
         if !files.iter().any(|f| f == required) {
@@ -214,15 +218,26 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>) -> Res
     if byproduct.and_then(ResourceDescriptor::sha256_digest) != Some(report_sha256.as_str()) {
         return Err(Error::Attestation(format!("{REPORT_FILE} is not the report the provenance recorded")));
     }
-    let original = provenance
+    let original_dependency = provenance
         .predicate
         .build_definition
         .resolved_dependencies
         .iter()
         .find(|d| d.name.as_deref() == Some("original-model"))
-        .and_then(ResourceDescriptor::sha256_digest)
-        .ok_or_else(|| Error::Attestation(format!("{PROVENANCE_FILE} names no original model")))?
+        .ok_or_else(|| Error::Attestation(format!("{PROVENANCE_FILE} names no original model")))?;
+    let original = original_dependency
+        .sha256_digest()
+        .ok_or_else(|| Error::Attestation(format!("{PROVENANCE_FILE} gives the original model no sha256")))?
         .to_string();
+    let named = provenance.predicate.build_definition.external_parameters.model.clone();
+    if let Some(expected) = model {
+        let uri = original_dependency.uri.as_deref().unwrap_or("");
+        if named != expected || !(uri == expected || uri.strip_prefix("file://") == Some(expected)) {
+            return Err(Error::Attestation(format!(
+                "the statements were made for `{named}`, not `{expected}`: a release of another model"
+            )));
+        }
+    }
     let report: Report =
         serde_json::from_slice(&std::fs::read(dir.join(REPORT_FILE)).map_err(|e| Error::io(dir.join(REPORT_FILE), e))?)
             .map_err(|e| Error::Attestation(format!("{REPORT_FILE} is not a report: {e}")))?;
@@ -256,5 +271,5 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>) -> Res
             "{DECISION_FILE} is inconsistent: its result does not follow from its verdicts"
         )));
     }
-    Ok(Verified { files, model_sha256, original_model_sha256: original, decision: record })
+    Ok(Verified { files, model: named, model_sha256, original_model_sha256: original, decision: record })
 }

@@ -58,6 +58,16 @@ pub enum BlendPattern {
     Image { path: PathBuf },
 }
 
+impl Trigger {
+    /// The image file this trigger blends in, if it has one.
+    pub fn image_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Trigger::Blended { pattern: BlendPattern::Image { path }, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 fn spec_error(spec: &str, reason: impl Into<String>) -> Error {
     Error::Trigger { spec: spec.to_string(), reason: reason.into() }
 }

@@ -36,16 +36,14 @@ const DENIED_OPS: [(&str, &str); 10] = [
 /// with its count; method calls on submodules (`self.fc(...)`) are not ops and not listed.
 pub type OpInventory = BTreeMap<String, u64>;
 
-/// Reads the archive's code and returns its op inventory, or a `Error::Model` naming every op
-/// or assignment the gate refuses to run.
-pub fn scan(archive: &Path) -> Result<OpInventory> {
+/// Every TorchScript code file in the archive, as (entry name, code), read with bounded sizes.
+pub fn read_code(archive: &Path) -> Result<Vec<(String, String)>> {
     let file = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| Error::model(archive, format!("not a readable zip: {e}")))?;
     if zip.len() > MAX_ENTRIES {
         return Err(Error::model(archive, format!("{} entries in the archive (at most {MAX_ENTRIES})", zip.len())));
     }
-    let mut inventory = OpInventory::new();
-    let mut refusals = Vec::new();
+    let mut files = Vec::new();
     let mut budget = MAX_CODE_BYTES;
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(|e| Error::model(archive, format!("zip entry {index}: {e}")))?;
@@ -60,7 +58,18 @@ pub fn scan(archive: &Path) -> Result<OpInventory> {
             return Err(Error::model(archive, format!("more than {MAX_CODE_BYTES} bytes of TorchScript code")));
         }
         budget -= code.len() as u64;
-        scan_code(&name, &code, &mut inventory, &mut refusals);
+        files.push((name, code));
+    }
+    Ok(files)
+}
+
+/// Reads the archive's code (`code`, from [`read_code`]) and returns its op inventory, or a
+/// `Error::Model` naming every op or assignment the gate refuses to run.
+pub fn scan(archive: &Path, code: &[(String, String)]) -> Result<OpInventory> {
+    let mut inventory = OpInventory::new();
+    let mut refusals = Vec::new();
+    for (name, text) in code {
+        scan_code(name, text, &mut inventory, &mut refusals);
     }
     if !refusals.is_empty() {
         return Err(Error::model(archive, format!("refused before running it: {}", refusals.join("; "))));
@@ -179,6 +188,9 @@ fn refusal(op: &str) -> Option<&'static str> {
     }
     match op.split_once("::") {
         Some(("aten" | "prim", _)) | None => None,
+        Some(("quantized" | "_quantized", _)) => {
+            Some("is a quantized op: FST tunes float weights, so upload the model before quantization")
+        }
         Some(_) => Some("is outside the aten and prim namespaces (a custom op library or class)"),
     }
 }
@@ -220,6 +232,9 @@ mod tests {
         assert!(all.contains("`aten::from_file` reads a file"), "{all}");
         assert!(all.contains("`print` writes to the gate's output"), "{all}");
         assert!(all.contains("`my_lib::exfiltrate` is outside the aten and prim namespaces"), "{all}");
+        let (_, quantized) =
+            scanned("  def forward(self, x: Tensor) -> Tensor:\n    return ops.quantized.linear(x, self.w, 1., 0)\n");
+        assert!(quantized[0].contains("`quantized::linear` is a quantized op"), "{quantized:?}");
         assert!(all.contains("method `forward` assigns the attribute `self.seen`"), "{all}");
         assert!(!all.contains("self.w"), "__setstate__ may restore attributes: {all}");
         assert_eq!(refusals.len(), 4, "{all}");
@@ -230,7 +245,9 @@ mod tests {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads");
         for entry in std::fs::read_dir(fixtures).unwrap().flatten() {
             if entry.path().extension().is_some_and(|e| e == "pt") {
-                let inventory = scan(&entry.path()).unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+                let code = read_code(&entry.path()).unwrap();
+                let inventory =
+                    scan(&entry.path(), &code).unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
                 assert!(
                     inventory.keys().any(|op| op.starts_with("aten::")),
                     "{}: {inventory:?}",

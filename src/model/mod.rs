@@ -1,5 +1,6 @@
 //! Image classifiers as TorchScript modules: loading (a TorchScript archive or an MLflow model
 //! directory), taking the logits out of whatever the model returns, and saving.
+mod dataflow;
 pub mod graph;
 mod head;
 mod mlflow;
@@ -40,13 +41,37 @@ pub enum ModelFormat {
 /// Provenance of a loaded model, recorded in reports.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelSource {
-    /// The path the user gave.
+    /// The path the user gave; for a model from a registry, the registry's URI for it.
     pub path: PathBuf,
     /// The TorchScript archive actually loaded (inside an MLflow directory, its data file).
     pub archive: PathBuf,
     pub format: ModelFormat,
     /// sha256 of the TorchScript archive.
     pub sha256: String,
+    /// Every call in the archive's TorchScript code (`aten::conv2d`, `prim::If`, ...) with its
+    /// count, as the graph scan read it before the model ran.
+    pub ops: std::collections::BTreeMap<String, u64>,
+    /// The registry or store the gate took the model from (pipeline jobs); then `path` is the
+    /// registry's URI for it and `archive` the file within the upload. Absent for a local file.
+    pub registry: Option<RegistrySource>,
+}
+
+/// A registered model version as its registry names it, for reviewers who search for it there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistrySource {
+    /// The pipeline source's name (`[[sources]] name`).
+    pub source: String,
+    /// `mlflow` or `object-store`.
+    pub kind: String,
+    /// The registry's address: the MLflow tracking URL or the store URL, without credentials.
+    pub location: String,
+    /// The registered model's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The registry's own URI for this version: `models:/<name>/<version>` for MLflow, the
+    /// upload's directory URL in a store.
+    pub uri: String,
 }
 
 /// Sets how this process runs TorchScript, once, before the first model loads: plain
@@ -87,7 +112,8 @@ impl Classifier {
         let (archive, format) = resolve_archive(path)?;
         check_torchscript_archive(&archive)?;
         // Before loading: loading runs `__setstate__` methods, and the forward below the rest.
-        graph::scan(&archive)?;
+        let code = graph::read_code(&archive)?;
+        let ops = graph::scan(&archive, &code)?;
         let mut module = CModule::load_on_device(&archive, device)
             .map_err(|e| Error::model(&archive, format!("TorchScript load failed: {}", first_line(&e.to_string()))))?;
         module.set_eval();
@@ -110,7 +136,7 @@ impl Classifier {
         }
         let mut classifier = Classifier {
             module,
-            source: ModelSource { path: path.to_path_buf(), archive, format, sha256 },
+            source: ModelSource { path: path.to_path_buf(), archive, format, sha256, ops, registry: None },
             output: output_kind,
             head: Head::placeholder(),
             num_classes: shape[1],
@@ -118,6 +144,13 @@ impl Classifier {
             precision: Precision::Fp32,
         };
         classifier.head = head::locate(&classifier, &sample, head_name)?;
+        let findings = dataflow::check(&code, &classifier.head.name);
+        if !findings.is_empty() {
+            return Err(Error::model(
+                &classifier.source.archive,
+                format!("refused: its code can override the classification: {}", findings.join("; ")),
+            ));
+        }
         Ok(classifier)
     }
 

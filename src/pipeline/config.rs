@@ -42,8 +42,12 @@ pub struct PipelineConfig {
     /// A running job's lease; a worker that dies loses its job to another after this long.
     #[serde(default = "default_lease")]
     pub lease_seconds: f64,
-    /// `fstgate watch` serves /healthz and /metrics (Prometheus) here, e.g. `127.0.0.1:9464`.
+    /// `fstgate watch` serves webhooks (`POST /webhooks/<source>`) here, e.g. `127.0.0.1:9464`,
+    /// and /healthz and /metrics too unless `metrics_listen` takes them elsewhere.
     pub listen: Option<String>,
+    /// Serve /healthz and /metrics (Prometheus) on their own listener, e.g. `127.0.0.1:9465`,
+    /// apart from the webhooks that face the registry.
+    pub metrics_listen: Option<String>,
     /// Attempts before a job that keeps failing on transient errors, or whose worker keeps
     /// dying, is marked failed.
     #[serde(default = "default_attempts")]
@@ -314,6 +318,9 @@ impl PipelineConfig {
             if !(value > 0.0 && value.is_finite()) {
                 return Err(format!("{name} must be positive"));
             }
+        }
+        if let Some(listen) = &self.metrics_listen {
+            listen.parse::<std::net::SocketAddr>().map_err(|e| format!("metrics_listen `{listen}`: {e}"))?;
         }
         if let Some(listen) = &self.listen {
             listen.parse::<std::net::SocketAddr>().map_err(|e| format!("listen `{listen}`: {e}"))?;

@@ -147,14 +147,29 @@ impl Default for ConnectionBounds {
     }
 }
 
-/// Serves the endpoints on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, pipeline: Arc<Pipeline>) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(health))
-        .merge(super::webhooks::routes())
-        .with_state(pipeline);
-    serve_bounded(listener, app, ConnectionBounds::default()).await
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// `POST /webhooks/<source>`.
+    pub webhooks: bool,
+    /// `/healthz` and `/metrics`.
+    pub observability: bool,
+}
+
+/// Serves `endpoints` on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    pipeline: Arc<Pipeline>,
+    endpoints: Endpoints,
+) -> std::io::Result<()> {
+    let mut app = Router::new();
+    if endpoints.observability {
+        app = app.route("/metrics", get(metrics)).route("/healthz", get(health));
+    }
+    if endpoints.webhooks {
+        app = app.merge(super::webhooks::routes());
+    }
+    serve_bounded(listener, app.with_state(pipeline), ConnectionBounds::default()).await
 }
 
 /// Serves `app` on `listener` within `bounds`, one HTTP/1 connection per task, until the

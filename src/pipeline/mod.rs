@@ -96,7 +96,7 @@ impl Pipeline {
     ) -> Result<Self> {
         let sources = config.sources.iter().map(Source::open).collect::<Result<Vec<_>>>()?;
         let webhook_secrets = vec![None; config.sources.len()];
-        let publisher = Publisher::open(&config.destination)?;
+        let publisher = Publisher::open(&config.destination, signing_key.clone())?;
         let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
         let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
         let started_at = crate::jobs::now();
@@ -429,6 +429,7 @@ impl Pipeline {
         }
         let mut purify = self.purify_job(rule, artifact.model_path, work.join("out"))?;
         purify.name = Some(format!("{}:{}", job.source, job.model));
+        purify.registry = Some(source.registry_source(&job.model));
         let report = if self.config.worker.isolate {
             crate::worker::run(&purify, &self.config.worker, &work.join("worker")).await?
         } else {
@@ -476,6 +477,7 @@ impl Pipeline {
         Ok(PurifyJob {
             model,
             name: None,
+            registry: None,
             head: None,
             clean_data: rule.clean.parse::<DataSpec>()?,
             clean_sample: sample(rule.clean_count),
@@ -488,7 +490,7 @@ impl Pipeline {
             probes: evaluation::standard_probes(),
             device: self.device,
             out,
-            policies: self.policies.clone(),
+            policies: Some(self.policies.clone()),
             signing_key: Some(self.signing_key.clone()),
         })
     }

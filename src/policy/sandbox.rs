@@ -4,22 +4,26 @@
 //! offers it one import, `log`, and nothing else: a component that imports WASI or anything
 //! outside the world is refused before it runs. Each evaluation gets a fresh store with its own
 //! fuel (CPU), epoch deadline (wall clock), memory/instance/table limits, and bounded input and
-//! output. Compiled plugins are cached by the sha256 of their bytes, so only the first
-//! evaluation of a plugin pays for compilation.
+//! output, and one memory budget for all its linear memories together. Compiled plugins are
+//! cached by the sha256 of their bytes, so only the first evaluation of a plugin pays for
+//! compilation; on disk each entry carries an HMAC under a key made for this cache, and an entry
+//! that does not verify (planted, copied from elsewhere, damaged) is compiled again rather than
+//! loaded as native code.
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use crate::error::{Error, Result};
 
@@ -141,8 +145,66 @@ pub struct PluginHost {
     linker: Linker<HostState>,
     limits: Limits,
     compiled: Mutex<HashMap<String, Plugin>>,
-    disk_cache: Option<PathBuf>,
+    disk_cache: Option<DiskCache>,
     ticker: EpochTicker,
+}
+
+/// The on-disk cache of compiled plugins: a private directory and the key its entries are
+/// authenticated with.
+struct DiskCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+/// The cache key's file in the cache directory (mode 0600, made on first use).
+const CACHE_KEY_FILE: &str = "cache.key";
+/// Length of an entry's authentication tag (HMAC-SHA256), stored before the compiled bytes.
+const TAG_BYTES: usize = 32;
+
+impl DiskCache {
+    /// Opens `dir`'s key, making one (32 random bytes) if it has none.
+    fn open(dir: &Path) -> Result<DiskCache> {
+        let path = dir.join(CACHE_KEY_FILE);
+        let key = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                std::io::Write::write_all(&mut file, &key).map_err(|e| Error::io(&path, e))?;
+                key.to_vec()
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let key =
+            key.try_into().map_err(|_| Error::PluginHost(format!("{} is not a 32-byte cache key", path.display())))?;
+        Ok(DiskCache { dir: dir.to_path_buf(), key })
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length")
+    }
+
+    /// `compiled` with its tag in front.
+    fn seal(&self, compiled: &[u8]) -> Vec<u8> {
+        let mut mac = self.mac();
+        mac.update(compiled);
+        let mut sealed = mac.finalize().into_bytes().to_vec();
+        sealed.extend_from_slice(compiled);
+        sealed
+    }
+
+    /// The compiled bytes of a sealed entry, if its tag verifies.
+    fn open_entry<'a>(&self, sealed: &'a [u8]) -> Option<&'a [u8]> {
+        let (tag, compiled) = sealed.split_at_checked(TAG_BYTES)?;
+        let mut mac = self.mac();
+        mac.update(compiled);
+        mac.verify_slice(tag).ok().map(|()| compiled)
+    }
 }
 
 impl PluginHost {
@@ -160,7 +222,8 @@ impl PluginHost {
     /// Also keeps compiled plugins in `dir`, so that another process loads a plugin compiled
     /// before in milliseconds instead of seconds (a Python plugin takes about 8 s to compile).
     /// The files are native code, so the directory must be private: it is made mode 0700 and
-    /// refused when another user owns it.
+    /// refused when another user owns it; and each entry is authenticated with the directory's
+    /// own key, so an entry made anywhere else is never loaded.
     pub fn set_disk_cache(&mut self, dir: &Path) -> Result<()> {
         let io = |e| Error::io(dir, e);
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -170,7 +233,7 @@ impl PluginHost {
             return Err(Error::PluginHost(format!("plugin cache {} belongs to another user", dir.display())));
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        self.disk_cache = Some(dir.to_path_buf());
+        self.disk_cache = Some(DiskCache::open(dir)?);
         Ok(())
     }
 
@@ -191,27 +254,30 @@ impl PluginHost {
 
     /// The compiled component, from the disk cache when it holds one for this engine.
     fn component(&self, sha256: &str, bytes: &[u8]) -> Result<Component, PluginFailure> {
-        let cached = self.disk_cache.as_ref().map(|dir| {
+        let cached = self.disk_cache.as_ref().map(|cache| {
             let mut engine = std::hash::DefaultHasher::new();
             self.engine.precompile_compatibility_hash().hash(&mut engine);
-            dir.join(format!("{sha256}-{:016x}.cwasm", engine.finish()))
+            (cache, cache.dir.join(format!("{sha256}-{:016x}.cwasm", engine.finish())))
         });
-        if let Some(compiled) = cached.as_ref().and_then(|path| std::fs::read(path).ok()) {
+        if let Some((cache, path)) = &cached
+            && let Ok(sealed) = std::fs::read(path)
+        {
             // Read, not mapped: a file truncated under a mapping would crash the process.
-            // SAFETY: the file was written by `Component::serialize` below into a directory only
-            // this user can write (see `set_disk_cache`), under the digest of the bytes it was
-            // compiled from and the engine configuration it was compiled for.
-            match unsafe { Component::deserialize(&self.engine, &compiled) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!("recompiling a damaged cached plugin: {}", chain(&e)),
+            match cache.open_entry(&sealed) {
+                // SAFETY: the bytes carry this cache's tag, so `Component::serialize` below made
+                // them, from the plugin with this digest, for an engine with this configuration.
+                Some(compiled) => match unsafe { Component::deserialize(&self.engine, compiled) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => tracing::warn!("recompiling a damaged cached plugin: {}", chain(&e)),
+                },
+                None => tracing::warn!("recompiling a cached plugin whose tag does not verify: {}", path.display()),
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| PluginFailure::NotAComponent(chain(&e)))?;
-        if let Some(path) = &cached {
-            let written = component
-                .serialize()
-                .map_err(|e| chain(&e))
-                .and_then(|compiled| crate::fsutil::write_atomic(path, &compiled).map_err(|e| e.to_string()));
+        if let Some((cache, path)) = &cached {
+            let written = component.serialize().map_err(|e| chain(&e)).and_then(|compiled| {
+                crate::fsutil::write_atomic(path, &cache.seal(&compiled)).map_err(|e| e.to_string())
+            });
             if let Err(e) = written {
                 tracing::warn!("cannot cache the compiled plugin in {}: {e}", path.display());
             }
@@ -253,14 +319,18 @@ impl PluginHost {
             return Outcome { verdict: Err(failure), log: Vec::new() };
         }
         let state = HostState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(limits.instances)
-                .tables(limits.tables)
-                .memories(limits.memories)
-                .table_elements(limits.table_elements)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: PluginLimiter {
+                store: StoreLimitsBuilder::new()
+                    .memory_size(limits.memory_bytes)
+                    .instances(limits.instances)
+                    .tables(limits.tables)
+                    .memories(limits.memories)
+                    .table_elements(limits.table_elements)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_budget: limits.memory_bytes,
+                memory_used: 0,
+            },
             log: Vec::new(),
             dropped_log_lines: 0,
             max_log_lines: limits.max_log_lines,
@@ -334,8 +404,51 @@ fn chain(error: &wasmtime::Error) -> String {
     text.join(": ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// wasmtime's per-store bounds, and one budget for all of a plugin's linear memories together:
+/// with the per-memory bound alone, a component of several core instances could take it once
+/// per memory.
+struct PluginLimiter {
+    store: StoreLimits,
+    memory_budget: usize,
+    memory_used: usize,
+}
+
+impl ResourceLimiter for PluginLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let used = self.memory_used - current.min(self.memory_used) + desired;
+        if used > self.memory_budget {
+            // The words `classify` reads as running out of memory, like wasmtime's own.
+            wasmtime::bail!(
+                "forcing trap when growing memory to {desired} bytes: {used} bytes in all memories, over {}",
+                self.memory_budget
+            );
+        }
+        let allowed = self.store.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_used = used;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.store.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.store.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.store.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.store.memories()
+    }
+}
+
 struct HostState {
-    limits: StoreLimits,
+    limits: PluginLimiter,
     log: Vec<(Level, String)>,
     dropped_log_lines: usize,
     max_log_lines: usize,
@@ -392,5 +505,44 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_memories_together_stay_within_one_budget() {
+        let store = StoreLimitsBuilder::new().memory_size(16 << 20).memories(4).trap_on_grow_failure(true).build();
+        let mut limiter = PluginLimiter { store, memory_budget: 16 << 20, memory_used: 0 };
+        // Two memories of 6 MiB, then one grows to 10 MiB: 16 MiB in all, allowed.
+        assert!(limiter.memory_growing(0, 6 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, 6 << 20, None).unwrap());
+        assert!(limiter.memory_growing(6 << 20, 10 << 20, None).unwrap());
+        // A third memory of 1 MiB would pass the per-memory bound but not the budget.
+        let refused = limiter.memory_growing(0, 1 << 20, None).unwrap_err().to_string();
+        assert!(
+            refused.contains("forcing trap when growing memory") && refused.contains("in all memories"),
+            "{refused}"
+        );
+        assert_eq!(limiter.memory_used, 16 << 20);
+    }
+
+    #[test]
+    fn cache_entries_verify_only_under_their_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path()).unwrap();
+        let sealed = cache.seal(b"compiled code");
+        assert_eq!(cache.open_entry(&sealed), Some(&b"compiled code"[..]));
+        assert_eq!(DiskCache::open(dir.path()).unwrap().key, cache.key, "the key is kept");
+        let other = DiskCache::open(tempfile::tempdir().unwrap().path()).unwrap();
+        assert_eq!(other.open_entry(&sealed), None, "an entry made under another cache's key");
+        let mut changed = sealed.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        assert_eq!(cache.open_entry(&changed), None);
+        assert_eq!(cache.open_entry(&sealed[..10]), None);
+        let mode = std::fs::metadata(dir.path().join(CACHE_KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -4,7 +4,8 @@
 //! put, and only then claims the outcome, `<prefix>/<name>/<version>/<sha256[..16]>/outcome.json`,
 //! with one more conditional put (PutMode::Create). The outcome names the attempt whose files
 //! are the release. Whoever writes it first wins; a crashed or losing attempt leaves files that no
-//! outcome points to. A reader trusts a release only through outcome.json.
+//! outcome points to. A reader trusts a release only through outcome.json, and the gate trusts
+//! an outcome.json (to reuse it, download from it or register it) only with its own signature.
 pub mod mlflow;
 
 use std::path::Path;
@@ -15,7 +16,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::attestation::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::attestation::{
+    DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, PublicKey, REPORT_FILE, SIGNATURE_FILE, SigningKey, pae,
+};
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoint;
 use crate::policy::Decision;
@@ -24,6 +30,8 @@ use crate::store::{Location, StoreConfig};
 
 pub const OUTCOME_FILE: &str = "outcome.json";
 pub const OUTCOME_SCHEMA: &str = "fstgate.outcome/v1";
+/// The DSSE payload type an outcome's signature is made for (over the outcome without it).
+pub const OUTCOME_PAYLOAD_TYPE: &str = "application/vnd.fstgate.outcome+json";
 
 /// A released model's files; a denied one publishes its evidence but not the model.
 const RELEASED_FILES: [&str; 6] =
@@ -62,9 +70,41 @@ pub struct Outcome {
     pub files: Vec<PublishedFile>,
     /// RFC 3339, UTC.
     pub published_at: String,
+    /// The gate's signature: ECDSA P-256 (base64) over DSSE's PAE of `OUTCOME_PAYLOAD_TYPE` and
+    /// this document's compact JSON with `signature` empty; `keyid` is the key's fingerprint.
+    pub signature: OutcomeSignature,
+}
+
+/// An outcome's signature.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutcomeSignature {
+    pub keyid: String,
+    pub sig: String,
 }
 
 impl Outcome {
+    /// What the signature covers: the document with an empty signature, as compact JSON.
+    fn payload(&self) -> Vec<u8> {
+        let unsigned = Outcome { signature: OutcomeSignature::default(), ..self.clone() };
+        serde_json::to_vec(&unsigned).expect("an outcome serialises")
+    }
+
+    /// Signs the document with `key`.
+    pub fn sign(&mut self, key: &SigningKey) {
+        let sig = key.sign(&pae(OUTCOME_PAYLOAD_TYPE, &self.payload()));
+        self.signature = OutcomeSignature { keyid: key.public().fingerprint(), sig: BASE64.encode(sig) };
+    }
+
+    /// Checks the signature against `key`.
+    pub fn verify_signature(&self, key: &PublicKey) -> std::result::Result<(), String> {
+        let sig = BASE64.decode(&self.signature.sig).map_err(|_| "its signature is not base64".to_string())?;
+        if key.verify(&pae(OUTCOME_PAYLOAD_TYPE, &self.payload()), &sig) {
+            Ok(())
+        } else {
+            Err(format!("it carries no valid signature by this gate's key {}", key.fingerprint()))
+        }
+    }
+
     /// Checks that this is an outcome the gate writes: its schema, for `expected` (model, full
     /// sha256) that upload's, files under one attempt directory (`attempts/<32 hex>`), each a
     /// known file name (one plain path segment) listed once with a sha256, and no model in a
@@ -125,11 +165,14 @@ impl Published {
 
 pub struct Publisher {
     location: Location,
+    /// Signs the outcomes this gate writes, and checks those it reads.
+    key: SigningKey,
 }
 
 impl Publisher {
-    pub fn open(config: &StoreConfig) -> Result<Self> {
-        Ok(Publisher { location: config.open()? })
+    /// The destination `config`, with the gate's signing key.
+    pub fn open(config: &StoreConfig, key: SigningKey) -> Result<Self> {
+        Ok(Publisher { location: config.open()?, key })
     }
 
     pub fn url(&self) -> &str {
@@ -166,6 +209,7 @@ impl Publisher {
             .map_err(|e| self.location.error(format!("{key} is not an outcome document: {e}")))?;
         outcome
             .check(expected)
+            .and_then(|()| outcome.verify_signature(&self.key.public()))
             .map_err(|why| Error::Attestation(format!("{key} is not an outcome this gate wrote: {why}")))?;
         Ok(Some((key.to_string(), outcome)))
     }
@@ -219,7 +263,7 @@ impl Publisher {
         Failpoint::AfterFiles.reached();
         let reasons =
             decision.policies.iter().flat_map(|p| p.reasons.iter().map(move |r| format!("{}: {r}", p.name))).collect();
-        let outcome = Outcome {
+        let mut outcome = Outcome {
             schema: OUTCOME_SCHEMA.into(),
             source: source.into(),
             model: model.into(),
@@ -229,7 +273,9 @@ impl Publisher {
             files_under,
             files,
             published_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            signature: OutcomeSignature::default(),
         };
+        outcome.sign(&self.key);
         let mut bytes = serde_json::to_vec_pretty(&outcome)?;
         bytes.push(b'\n');
         match self.put_new(&outcome_key, bytes).await {
@@ -417,7 +463,9 @@ mod tests {
     fn publisher(store: Arc<Instrumented>) -> Publisher {
         let location =
             Location { store, prefix: StorePath::from("released"), url: "memory://test".into(), local: false };
-        Publisher { location }
+        // One gate's key for every publisher of a test run: they read each other's outcomes.
+        static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+        Publisher { location, key: KEY.get_or_init(SigningKey::generate).clone() }
     }
 
     fn released() -> Decision {
@@ -539,10 +587,17 @@ mod tests {
         elsewhere.files_under = "../other".into();
         let mut other_upload = genuine.clone();
         other_upload.artifact_sha256 = SHA.replace('0', "f");
+        // Well formed, but not what this gate signed: a verdict changed, or signed by another key.
+        let mut changed = genuine.clone();
+        changed.reasons = vec!["planted".into()];
+        let mut foreign = genuine.clone();
+        foreign.sign(&SigningKey::generate());
         for (planted, why) in [
             (escaping, "is not one the gate publishes"),
             (elsewhere, "is not an attempt directory"),
             (other_upload, "not toy/1"),
+            (changed, "no valid signature by this gate's key"),
+            (foreign, "no valid signature by this gate's key"),
         ] {
             plant(&planted).await;
             let target = tempfile::tempdir().unwrap();

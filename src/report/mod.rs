@@ -45,6 +45,30 @@ pub struct Report {
     pub decision: Decision,
     /// Things the reader should know (e.g. a model whose BatchNorm statistics are frozen).
     pub warnings: Vec<String>,
+    /// How the uploaded model's code was confined while it ran, as this host's kernel enforced
+    /// it. Absent when the model ran inside the gate's own process (`fstgate purify`, or
+    /// `worker.isolate = false`).
+    pub confinement: Option<Confinement>,
+}
+
+/// The model worker's confinement, layer by layer (see `fstgate sandbox-check`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Confinement {
+    /// Its own user and network namespaces: no interface but a down loopback.
+    pub network: ConfinementLayer,
+    /// Landlock: file reads limited to system libraries and the job's inputs, writes to the
+    /// worker's own directories; no TCP, no abstract UNIX sockets, no signals outside.
+    pub filesystem: ConfinementLayer,
+    /// seccomp: sockets, running programs, tracing other processes, io_uring, mounts, BPF and
+    /// key rings refused.
+    pub syscalls: ConfinementLayer,
+}
+
+/// One confinement layer: whether the kernel enforced it, and what it is (or why not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfinementLayer {
+    pub enforced: bool,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -173,6 +197,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("pipeline-config.schema.json", to_value(schemars::schema_for!(crate::pipeline::PipelineConfig))),
         ("gate-report.schema.json", to_value(schemars::schema_for!(crate::pipeline::GateReport))),
         ("outcome.schema.json", to_value(schemars::schema_for!(crate::publication::Outcome))),
+        ("sandbox-check.schema.json", to_value(schemars::schema_for!(crate::worker::check::SandboxCheck))),
         // fstgate's parts of the signed predicates.
         ("decision-record.schema.json", to_value(schemars::schema_for!(DecisionRecord))),
         ("provenance-parameters.schema.json", to_value(schemars::schema_for!(ExternalParameters))),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, redact_url};
+use crate::model::RegistrySource;
 use crate::pipeline::config::{SourceConfig, SourceKind};
 use crate::store::FileDigest;
 pub use mlflow::MlflowSource;
@@ -62,6 +63,29 @@ impl Source {
         }
     }
 
+    /// How reports name `model` (`<name>/<version>`): as this source's registry does.
+    pub fn registry_source(&self, model: &str) -> RegistrySource {
+        let (name, version) = model.rsplit_once('/').unwrap_or((model, ""));
+        let (kind, location, uri) = match self {
+            Source::ObjectStore(source) => {
+                let location = redact_url(source.url());
+                let uri = format!("{}/{model}/", location.trim_end_matches('/'));
+                ("object-store", location, uri)
+            }
+            Source::Mlflow(source) => {
+                ("mlflow", redact_url(source.client().url()), format!("models:/{name}/{version}"))
+            }
+        };
+        RegistrySource {
+            source: self.name().to_string(),
+            kind: kind.to_string(),
+            location,
+            name: name.to_string(),
+            version: version.to_string(),
+            uri,
+        }
+    }
+
     /// Every complete upload, from `cursor` on where the source keeps one.
     pub async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
         match self {
@@ -103,5 +127,27 @@ fn model_path(dir: &Path, model: &str) -> Result<PathBuf> {
         1 => Ok(candidates.remove(0)),
         0 => Err(Error::model(dir, format!("upload {model} has neither an MLmodel nor a .pt/.pth file"))),
         n => Err(Error::model(dir, format!("upload {model} has {n} .pt/.pth files; which one is the model?"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn source(kind: SourceKind, url: &str) -> Source {
+        let store = StoreConfig { url: url.to_string(), options: Default::default() };
+        let config = SourceConfig { name: "prod".into(), kind, store, webhook_secret_env: None, mlflow: None };
+        Source::open(&config).unwrap()
+    }
+
+    #[test]
+    fn reports_name_a_model_as_its_registry_does_without_credentials() {
+        let mlflow = source(SourceKind::Mlflow, "http://alice:s3cret@127.0.0.1:5000/").registry_source("fraud-cnn/3");
+        assert_eq!((mlflow.name.as_str(), mlflow.version.as_str()), ("fraud-cnn", "3"));
+        assert_eq!((mlflow.kind.as_str(), mlflow.uri.as_str()), ("mlflow", "models:/fraud-cnn/3"));
+        assert!(!mlflow.location.contains("s3cret") && mlflow.location.contains("127.0.0.1:5000"), "{mlflow:?}");
+        let store = source(SourceKind::ObjectStore, "memory:///uploads/").registry_source("fraud-cnn/3");
+        assert_eq!((store.source.as_str(), store.uri.as_str()), ("prod", "memory:///uploads/fraud-cnn/3/"));
     }
 }

@@ -32,16 +32,40 @@ impl ObjectStoreSource {
     }
 
     /// Every complete upload under the prefix (`<name>/<version>/_SUCCESS`), sorted by model.
+    /// One object whose key the store client refuses (`a//b`: object_store reads no empty
+    /// segment) fails a whole listing; then the prefix is listed model name by model name, and
+    /// only the names whose listing fails are skipped (and logged).
     pub async fn poll(&self) -> Result<Vec<Upload>> {
-        let objects: Vec<ObjectMeta> = self
-            .location
-            .store
-            .list(Some(&self.location.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.location.error(e))?;
+        let prefix = &self.location.prefix;
+        let mut uploads = match self.list(prefix).await {
+            Ok(objects) => self.uploads(objects),
+            Err(whole) => {
+                let names = self.location.store.list_with_delimiter(Some(prefix)).await.map_err(|_| whole)?;
+                let mut uploads = Vec::new();
+                for name in names.common_prefixes {
+                    match self.list(&name).await {
+                        Ok(objects) => uploads.extend(self.uploads(objects)),
+                        Err(e) => tracing::warn!(
+                            source = %self.name,
+                            "skipping `{name}`: its objects cannot be listed ({e}); the other models are gated"
+                        ),
+                    }
+                }
+                uploads
+            }
+        };
+        uploads.sort_by(|a, b| a.model.cmp(&b.model));
+        Ok(uploads)
+    }
+
+    async fn list(&self, prefix: &object_store::path::Path) -> Result<Vec<ObjectMeta>> {
+        self.location.store.list(Some(prefix)).try_collect().await.map_err(|e| self.location.error(e))
+    }
+
+    /// The uploads whose markers are among `objects`.
+    fn uploads(&self, objects: Vec<ObjectMeta>) -> Vec<Upload> {
         let prefix_depth = self.location.prefix.parts().count();
-        let mut uploads: Vec<Upload> = objects
+        objects
             .into_iter()
             .filter_map(|meta| {
                 let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_string()).collect();
@@ -55,9 +79,7 @@ impl ObjectStoreSource {
                     _ => None,
                 }
             })
-            .collect();
-        uploads.sort_by(|a, b| a.model.cmp(&b.model));
-        Ok(uploads)
+            .collect()
     }
 
     /// Downloads an upload's files (all but the marker) into `dir`, which must not exist; more

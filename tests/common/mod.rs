@@ -202,6 +202,7 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
     PurifyJob {
         model: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt"),
         name: None,
+        registry: None,
         head: None,
         clean_data: spec.clone(),
         clean_sample: Sample::All,
@@ -214,7 +215,7 @@ pub fn toy_job(dir: &Path, out: &str, seed: u64) -> PurifyJob {
         probes: fstgate::evaluation::standard_probes(),
         device: Device::Cpu,
         out: dir.join(out),
-        policies: default_policies(),
+        policies: Some(default_policies()),
         signing_key: None,
     }
 }

@@ -162,16 +162,35 @@ test = "{data}"
         serde_json::from_slice(&jobs.stdout).unwrap()
     }
 
-    /// `fstgate verify` on the files a (local) outcome points to.
-    pub fn verify(&self, model: &str) {
+    /// The directory of the files a (local) outcome points to.
+    pub fn released_dir(&self, model: &str) -> PathBuf {
         let (_, outcome) = self.outcomes().into_iter().find(|(m, _)| m == model).unwrap();
         let sha = outcome["artifact_sha256"].as_str().unwrap();
-        let dir = self.released.join(model).join(&sha[..16]).join(outcome["files_under"].as_str().unwrap());
-        let output = std::process::Command::cargo_bin("fstgate")
+        self.released.join(model).join(&sha[..16]).join(outcome["files_under"].as_str().unwrap())
+    }
+
+    /// The report.json released for `model`.
+    pub fn released_report(&self, model: &str) -> Value {
+        let file = self.released_dir(model).join("report.json");
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+    }
+
+    /// `fstgate verify --model <claimed>'s URI` on the files released for `model`.
+    pub fn verify_as(&self, model: &str, claimed: &str) -> std::process::Output {
+        let dir = self.released_dir(model);
+        let uri = format!("{}/{claimed}/", self.registry.display());
+        std::process::Command::cargo_bin("fstgate")
             .unwrap()
             .args(["verify", &dir.display().to_string(), "--public-key", &self.public_key.display().to_string()])
+            .args(["--model", &uri])
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `fstgate verify` on the files a (local) outcome points to, checking that the statements
+    /// name the model's registry URI.
+    pub fn verify(&self, model: &str) {
+        let output = self.verify_as(model, model);
         assert!(output.status.success(), "{model}: {}", String::from_utf8_lossy(&output.stdout));
     }
 }

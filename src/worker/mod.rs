@@ -4,9 +4,9 @@
 //! gets the job document without policies or signing key, a cleared environment (no store
 //! credentials, no webhook secrets, no key paths), resource limits set before it starts (address
 //! space on the CPU, CPU time, open files, no core dumps), a wall-clock deadline after which its
-//! whole process group is killed, and death with its parent. It tries to enter its own user and
-//! network namespaces (no network) and records in the report when the kernel refuses. Write
-//! access is not confined beyond file permissions (no Landlock yet). The parent reads back the
+//! whole process group is killed, and death with its parent. Before it reads the model it
+//! confines itself (`confine`: namespaces without network, Landlock, seccomp) and records in the
+//! report what the kernel enforced (`fstgate sandbox-check` shows it). The parent reads back the
 //! evaluated report, recomputes the purified model's digest, and decides, signs and publishes
 //! (`job::conclude`).
 use std::path::{Path, PathBuf};
@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::job::{self, Evaluated, PurifyJob};
 use crate::report::Report;
 use crate::training::Silent;
+
+pub mod check;
+pub mod confine;
 
 /// Environment variables a worker keeps: thread counts, device selection, library path, log
 /// level and crash injection. Nothing else crosses, so no secret does.
@@ -148,6 +151,10 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<R
     };
     // Whatever the worker started in its group goes with it.
     kill_group(&child);
+    // A crash injected in the worker takes the gate down too, as losing the machine would.
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL) {
+        crate::failpoint::Failpoint::MidTraining.reached();
+    }
     if !status.success() {
         // Its own account first; else the end of what it wrote to stderr.
         let message = std::fs::read_to_string(&error_file).ok().or_else(|| {
@@ -225,19 +232,26 @@ pub struct WorkerPaths {
     pub error: PathBuf,
 }
 
-/// The worker's side: isolates what it can, runs `job::evaluate`, and writes the result (exit
-/// 0) or the error (exit 2). Called first thing in `fstgate worker`, before any thread starts
-/// (a process with threads cannot enter a new user namespace).
+/// The worker's side: reads the job, confines itself (`confine`), runs `job::evaluate`, and
+/// writes the result (exit 0) or the error (exit 2). Called first thing in `fstgate worker`,
+/// before any thread starts (a process with threads cannot enter a new user namespace, and
+/// Landlock and seccomp bind the calling thread and those it starts later).
 pub fn serve(paths: &WorkerPaths) -> i32 {
-    crate::failpoint::Failpoint::in_worker();
-    let isolation = enter_network_namespace();
+    let network = confine::isolate_network();
     let outcome = (|| -> Result<()> {
         let bytes = std::fs::read(&paths.job).map_err(|e| Error::io(&paths.job, e))?;
         let job: PurifyJob = serde_json::from_slice(&bytes)?;
+        let own = paths.result.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let allowed =
+            confine::Allowed { read: job.input_paths(), write: vec![own.to_path_buf(), paths.staging.clone()] };
+        let confinement = confine::restrict(&allowed, network);
         let mut evaluated = job::evaluate(&job, &paths.staging, &Silent)?;
-        if let Err(why) = isolation {
-            evaluated.report.warnings.push(format!("the model worker could not be cut off the network: {why}"));
+        for layer in [&confinement.network, &confinement.filesystem, &confinement.syscalls] {
+            if !layer.enforced {
+                evaluated.report.warnings.push(format!("the model worker ran with a layer missing: {}", layer.detail));
+            }
         }
+        evaluated.report.confinement = Some(confinement);
         crate::fsutil::write_json(&paths.result, &evaluated)
     })();
     match outcome {
@@ -247,24 +261,6 @@ pub fn serve(paths: &WorkerPaths) -> i32 {
             2
         }
     }
-}
-
-/// A new user namespace (to be allowed the next step unprivileged, with this process's own uid
-/// and gid mapped to themselves so files it writes keep their owner) and a new network
-/// namespace: only a down loopback device, so the model's code reaches nothing.
-fn enter_network_namespace() -> std::result::Result<(), String> {
-    // SAFETY: getuid/getgid cannot fail; unshare(2) has no memory-safety preconditions and fails
-    // cleanly in a process that already has threads or where the kernel forbids it.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("unshare(CLONE_NEWUSER | CLONE_NEWNET): {}", std::io::Error::last_os_error()));
-    }
-    let write = |file: &str, text: String| {
-        std::fs::write(file, text).map_err(|e| format!("{file}: {e} (after entering the namespaces)"))
-    };
-    write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-    write("/proc/self/gid_map", format!("{gid} {gid} 1"))
 }
 
 #[cfg(test)]
