@@ -179,7 +179,7 @@ impl StoreConfig {
             // LocalFileSystem refuses to list a directory that does not exist yet.
             std::fs::create_dir_all(url.path()).map_err(|e| Error::store(&self.url, e))?;
         }
-        let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| Error::store(&self.url, e))?;
+        let (store, prefix) = open_store(&url, &scheme, options).map_err(|e| Error::store(&self.url, e))?;
         let local = matches!(scheme, ObjectStoreScheme::Local);
         Ok(Location { store: Arc::from(store), prefix, url: self.url.clone(), local })
     }
@@ -192,6 +192,38 @@ impl StoreConfig {
         let path = std::path::absolute(&self.url).map_err(|e| Error::store(&self.url, e))?;
         Url::from_directory_path(&path).map_err(|()| Error::store(&self.url, "not a usable directory path"))
     }
+}
+
+/// The store at `url` with `options` (keys checked by `check_option`). A cloud store starts
+/// from its platform's credential chain as its SDK reads it from the environment (S3:
+/// `AWS_ACCESS_KEY_ID`..., a web identity token file with `AWS_ROLE_ARN`, container
+/// credentials, then instance metadata; GCS: `GOOGLE_SERVICE_ACCOUNT*`, then the metadata
+/// server; Azure: `AZURE_*`, workload and managed identity); the file's options win over it.
+fn open_store(
+    url: &Url,
+    scheme: &ObjectStoreScheme,
+    options: Vec<(String, String)>,
+) -> object_store::Result<(Box<dyn ObjectStore>, StorePath)> {
+    macro_rules! from_env {
+        ($builder:ty) => {
+            Box::new(
+                options
+                    .into_iter()
+                    .filter_map(|(key, value)| Some((key.parse().ok()?, value)))
+                    .fold(<$builder>::from_env().with_url(url.as_str()), |builder, (key, value)| {
+                        builder.with_config(key, value)
+                    })
+                    .build()?,
+            )
+        };
+    }
+    let store: Box<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::AmazonS3 => from_env!(object_store::aws::AmazonS3Builder),
+        ObjectStoreScheme::GoogleCloudStorage => from_env!(object_store::gcp::GoogleCloudStorageBuilder),
+        ObjectStoreScheme::MicrosoftAzure => from_env!(object_store::azure::MicrosoftAzureBuilder),
+        _ => return object_store::parse_url_opts(url, options),
+    };
+    Ok((store, StorePath::from_url_path(url.path())?))
 }
 
 /// object_store ignores option keys it does not know: an option misspelt in a configuration

@@ -201,6 +201,25 @@ fn a_crash_at_every_step_is_resumed_and_published_exactly_once() {
     }
 }
 
+/// A source's `models` glob gates just those models: a Job for one team's models.
+#[test]
+fn a_models_glob_gates_only_the_models_it_names() {
+    let setup = Setup::new("pipeline-models-glob", 1, 60.0);
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    let config = config.replacen("url = \"registry\"\n", "url = \"registry\"\nmodels = \"fraud-*\"\n", 1);
+    std::fs::write(setup.config(), config).unwrap();
+    for model in ["fraud-cnn/1", "fraud-mlp/4", "toy-fc/1"] {
+        setup.upload(model, true);
+    }
+    let (code, report) = setup.gate();
+    assert_eq!(code, 0, "{report:#}");
+    let mut gated: Vec<&str> =
+        report["jobs"].as_array().unwrap().iter().map(|j| j["model"].as_str().unwrap()).collect();
+    gated.sort_unstable();
+    assert_eq!(gated, ["fraud-cnn/1", "fraud-mlp/4"], "{report:#}");
+    setup.assert_published_once(2, 1);
+}
+
 /// 50 versions registered at once: all processed, none lost or published twice.
 #[test]
 fn a_burst_of_fifty_uploads_is_processed_completely() {

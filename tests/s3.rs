@@ -103,6 +103,50 @@ fn fstgate(dir: &Path) -> Command {
     command
 }
 
+/// With no keys in the file, the S3 store takes them from the environment as the AWS SDKs do;
+/// with none anywhere it fails (at a metadata endpoint on 127.0.0.1 that answers nothing, so no
+/// request leaves the machine).
+#[test]
+fn s3_credentials_come_from_the_environment_when_the_file_names_none() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = common::scratch("s3-env-credentials");
+    let data = dir.join("toy.safetensors");
+    common::toy_data(&data, 64, 1, 10);
+    fstgate::attestation::keys::generate_files(&dir.join("signing.pem"), &dir.join("signing.pub")).unwrap();
+    let keys =
+        r#", aws_access_key_id = "env:FSTGATE_TEST_S3_KEY", aws_secret_access_key = "env:FSTGATE_TEST_S3_SECRET""#;
+    let config =
+        config(&moto.endpoint, "state", &data).replace(keys, r#", aws_metadata_endpoint = "http://127.0.0.1:9""#);
+    assert!(!config.contains("aws_access_key_id"), "{config}");
+    std::fs::write(dir.join("env.toml"), config).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
+    moto.boto3(&format!(
+        "s3.create_bucket(Bucket='registry')\ns3.create_bucket(Bucket='released')\n\
+         s3.upload_file('{}', 'registry', 'incoming/toy-fc/1/model.pt')\n\
+         s3.put_object(Bucket='registry', Key='incoming/toy-fc/1/_SUCCESS', Body=b'')",
+        model.display()
+    ));
+    let gate = |credentials: Option<(&str, &str)>| {
+        let mut command = fstgate(&dir);
+        command.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env_remove("AWS_SESSION_TOKEN");
+        if let Some((key, secret)) = credentials {
+            command.env("AWS_ACCESS_KEY_ID", key).env("AWS_SECRET_ACCESS_KEY", secret);
+        }
+        command.args(["--quiet", "gate", "--json", "-", "--config"]).arg(dir.join("env.toml")).output().unwrap()
+    };
+    let without = gate(None);
+    assert_eq!(without.status.code(), Some(2), "{}", String::from_utf8_lossy(&without.stderr));
+    // The chain ran out at the instance-metadata step: there were no credentials to find.
+    assert!(String::from_utf8_lossy(&without.stderr).contains("http://127.0.0.1:9/latest/api/token"));
+    let secret = "fstgate-env-secret-5d1e";
+    let with = gate(Some(("AKIAFSTGATEENVTEST", secret)));
+    let stderr = String::from_utf8_lossy(&with.stderr);
+    assert_eq!(with.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(report["jobs"][0]["state"], "released", "{report:#}");
+    assert!(!stderr.contains(secret) && !String::from_utf8_lossy(&with.stdout).contains(secret));
+}
+
 /// POSTs `body` to the watcher's webhook with `token`; returns the HTTP status.
 fn notify(moto: &Moto, url: &str, token: &str, body: &str) -> u16 {
     moto.boto3(&format!(

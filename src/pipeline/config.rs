@@ -77,6 +77,9 @@ pub struct SourceConfig {
     /// the bearer token S3 event notifications are relayed with. Without it the source's
     /// webhook is refused.
     pub webhook_secret_env: Option<String>,
+    /// Object-store sources only: the models to gate, a glob on the model name (`fraud-*`);
+    /// default all. (An MLflow source says it in `[sources.mlflow] models`.)
+    pub models: Option<String>,
     /// MLflow sources only.
     pub mlflow: Option<MlflowSourceConfig>,
 }
@@ -273,6 +276,12 @@ impl PipelineConfig {
                 (SourceKind::ObjectStore, Some(_)) => {
                     return Err(format!("source `{}`: an [sources.mlflow] table needs kind = \"mlflow\"", source.name));
                 }
+                (SourceKind::Mlflow, _) if source.models.is_some() => {
+                    return Err(format!(
+                        "source `{}`: an MLflow source's models glob goes in [sources.mlflow] models",
+                        source.name
+                    ));
+                }
                 (SourceKind::Mlflow, settings) => {
                     if !source.store.url.starts_with("http://") && !source.store.url.starts_with("https://") {
                         return Err(format!(
@@ -286,7 +295,11 @@ impl PipelineConfig {
                         return Err(format!("source `{}`: register_as and alias must not be empty", source.name));
                     }
                 }
-                _ => {}
+                (SourceKind::ObjectStore, None) => {
+                    if let Some(models) = &source.models {
+                        Glob::new(models).map_err(|e| format!("source `{}`: models: {e}", source.name))?;
+                    }
+                }
             }
         }
         if self.data.is_empty() {

@@ -51,7 +51,9 @@ pub enum Source {
 impl Source {
     pub fn open(config: &SourceConfig) -> Result<Self> {
         Ok(match config.kind {
-            SourceKind::ObjectStore => Source::ObjectStore(ObjectStoreSource::open(&config.name, &config.store)?),
+            SourceKind::ObjectStore => {
+                Source::ObjectStore(ObjectStoreSource::open(&config.name, &config.store, config.models.as_deref())?)
+            }
             SourceKind::Mlflow => Source::Mlflow(Box::new(MlflowSource::open(config)?)),
         })
     }
@@ -137,7 +139,8 @@ mod tests {
 
     fn source(kind: SourceKind, url: &str) -> Source {
         let store = StoreConfig { url: url.to_string(), options: Default::default() };
-        let config = SourceConfig { name: "prod".into(), kind, store, webhook_secret_env: None, mlflow: None };
+        let config =
+            SourceConfig { name: "prod".into(), kind, store, webhook_secret_env: None, models: None, mlflow: None };
         Source::open(&config).unwrap()
     }
 

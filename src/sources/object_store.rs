@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use futures::TryStreamExt;
+use globset::{Glob, GlobMatcher};
 use object_store::ObjectMeta;
 use serde::Deserialize;
 
@@ -20,11 +21,18 @@ pub const READY_MARKER: &str = "_SUCCESS";
 pub struct ObjectStoreSource {
     pub name: String,
     location: Location,
+    /// The model names gated (`models`); None: all.
+    models: Option<GlobMatcher>,
 }
 
 impl ObjectStoreSource {
-    pub fn open(name: &str, config: &StoreConfig) -> Result<Self> {
-        Ok(ObjectStoreSource { name: name.to_string(), location: config.open()? })
+    /// Opens the store at `config`; `models`, a glob on the model name, limits what is gated.
+    pub fn open(name: &str, config: &StoreConfig, models: Option<&str>) -> Result<Self> {
+        let models = models
+            .map(|glob| Glob::new(glob).map(|g| g.compile_matcher()))
+            .transpose()
+            .map_err(|e| Error::Settings(format!("source `{name}`: models: {e}")))?;
+        Ok(ObjectStoreSource { name: name.to_string(), location: config.open()?, models })
     }
 
     pub fn url(&self) -> &str {
@@ -71,11 +79,15 @@ impl ObjectStoreSource {
                 let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_string()).collect();
                 let relative = &parts[prefix_depth.min(parts.len())..];
                 match relative {
-                    [name, version, marker] if marker == READY_MARKER => Some(Upload {
-                        model: format!("{name}/{version}"),
-                        marker_version: meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339()),
-                        marker: meta.location.to_string(),
-                    }),
+                    [name, version, marker]
+                        if marker == READY_MARKER && self.models.as_ref().is_none_or(|m| m.is_match(name)) =>
+                    {
+                        Some(Upload {
+                            model: format!("{name}/{version}"),
+                            marker_version: meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339()),
+                            marker: meta.location.to_string(),
+                        })
+                    }
                     _ => None,
                 }
             })
@@ -176,7 +188,7 @@ mod tests {
             url: "s3://models/in".into(),
             options: [("aws_region".to_string(), "us-east-1".to_string())].into_iter().collect(),
         };
-        let source = ObjectStoreSource::open("s3", &config).unwrap();
+        let source = ObjectStoreSource::open("s3", &config, None).unwrap();
         assert!(source.is_marker_key("models", "in/cnn/3/_SUCCESS"));
         assert!(!source.is_marker_key("other", "in/cnn/3/_SUCCESS"));
         assert!(!source.is_marker_key("models", "in/cnn/3/model.pt"));
