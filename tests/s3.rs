@@ -7,34 +7,28 @@
 //! names its marker, and a refused notification queues nothing.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
-use common::Spawned;
+use common::{Spawned, TestServer};
 use serde_json::Value;
 
 struct Moto {
-    _server: Spawned,
-    python: PathBuf,
+    server: TestServer,
     endpoint: String,
 }
 
 impl Moto {
     /// None (after a loud note) when moto cannot be installed here.
     fn start() -> Option<Moto> {
-        let python = common::server_python("moto")?;
-        let port = common::free_port();
-        let mut command = Command::new(python.parent().unwrap().join("moto_server"));
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
-        let server = Spawned::start(command);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(120), "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(Moto { _server: server, python, endpoint: format!("http://127.0.0.1:{port}") })
+        let server = TestServer::start("moto", |python, port| {
+            let mut command = Command::new(python.parent().unwrap().join("moto_server"));
+            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            command
+        })?;
+        Some(Moto { endpoint: server.url.clone(), server })
     }
 
     /// Every version of every object under `bucket` (versioning on): key, version id.
@@ -58,7 +52,7 @@ impl Moto {
              aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
             self.endpoint
         );
-        let output = Command::new(&self.python).args(["-c", &program]).output().unwrap();
+        let output = Command::new(&self.server.python).args(["-c", &program]).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap()
     }
@@ -83,13 +77,8 @@ webhook_secret_env = "FSTGATE_TEST_NOTIFICATION_TOKEN"
 url = "s3://released/purified"
 {store_options}
 
-[[data]]
-models = "*/*"
-clean = "{data}"
-test = "{data}"
 {}"#,
-        common::toy_pipeline_toml(1),
-        data = data.display()
+        common::toy_data_toml(data, 1)
     )
 }
 

@@ -147,6 +147,43 @@ impl Drop for Spawned {
     }
 }
 
+/// A server from scripts/test-server.sh (`kind`), started by the test on a free 127.0.0.1 port
+/// in its own process group (stopped when dropped).
+pub struct TestServer {
+    _server: Spawned,
+    /// The interpreter of the server's virtual environment.
+    pub python: PathBuf,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl TestServer {
+    /// Starts what `command(python, port)` gives and waits until the port accepts connections;
+    /// None (after a loud note) when the server cannot be installed here.
+    pub fn start(kind: &str, command: impl FnOnce(&Path, u16) -> std::process::Command) -> Option<TestServer> {
+        let python = server_python(kind)?;
+        let port = free_port();
+        let mut command = command(&python, port);
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let server = Spawned::start(command);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(120), "the {kind} server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(TestServer { _server: server, python, url: format!("http://127.0.0.1:{port}") })
+    }
+}
+
+/// One `[[data]]` rule for every model on the toy data at `data`, and the toy settings.
+pub fn toy_data_toml(data: &Path, epochs: usize) -> String {
+    format!(
+        "[[data]]\nmodels = \"*/*\"\nclean = \"{data}\"\ntest = \"{data}\"\n{}",
+        toy_pipeline_toml(epochs),
+        data = data.display()
+    )
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -48,13 +48,8 @@ url = "registry"
 [destination]
 url = "released"
 
-[[data]]
-models = "*/*"
-clean = "{data}"
-test = "{data}"
 {}"#,
-            super::toy_pipeline_toml(epochs),
-            data = data.display()
+            super::toy_data_toml(&data, epochs)
         );
         std::fs::write(dir.join("fstgate.toml"), config).unwrap();
         Setup { dir, registry, released, public_key }
