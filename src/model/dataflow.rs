@@ -83,8 +83,9 @@ impl Label {
         Label { mixed: both.mixed || (both.input && both.head), ..both }
     }
 
-    fn carries_input(self) -> bool {
-        self.input || self.mixed
+    /// Whether the value depends on the input's values (directly, or through the head).
+    fn depends_on_input(self) -> bool {
+        self.input || self.head || self.mixed
     }
 }
 
@@ -578,7 +579,7 @@ impl<'a> Analysis<'a> {
             }
             Expr::Conditional(condition, values) => {
                 let decided = self.label(condition);
-                if decided.carries_input() || decided.head {
+                if decided.depends_on_input() {
                     self.finding("chooses between values by the input's values (a conditional expression)".into());
                 }
                 values.iter().fold(decided, |label, value| label.combine(self.label(value)))
@@ -613,7 +614,7 @@ impl<'a> Analysis<'a> {
         if LAYER_OPS.contains(&name.as_str()) && any_weight {
             return Label::HEAD;
         }
-        if TO_PYTHON_VALUE.contains(&name.as_str()) && (arguments.carries_input() || arguments.head) {
+        if TO_PYTHON_VALUE.contains(&name.as_str()) && arguments.depends_on_input() {
             self.finding(format!("turns values computed from the input into a Python value (`{name}`)"));
         }
         if name.starts_with("__torch__.") && !self.returns_tensor(&name, false) {
@@ -627,7 +628,7 @@ impl<'a> Analysis<'a> {
         for keyword in ["if ", "elif ", "while "] {
             if let Some(condition) = text.strip_prefix(keyword) {
                 let label = self.parse_label(condition)?;
-                if label.carries_input() || label.head {
+                if label.depends_on_input() {
                     self.finding(format!("branches on the input's values (`{keyword}{condition}`)"));
                 }
                 return Some(());

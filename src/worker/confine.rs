@@ -38,12 +38,6 @@ pub fn confine(allowed: &Allowed) -> Confinement {
     restrict(allowed, network)
 }
 
-/// The first layer: own user and network namespaces. Must run before the process starts a
-/// thread (a process with threads cannot enter a user namespace).
-pub fn isolate_network() -> ConfinementLayer {
-    enter_network_namespace()
-}
-
 /// The other layers, Landlock and seccomp, after `isolate_network` gave `network`. Must run
 /// before the process starts a thread: Landlock binds the calling thread and those it starts
 /// afterwards, so a thread that already runs would stay free (the layer then says so).
@@ -71,10 +65,11 @@ fn layer(result: std::result::Result<String, String>) -> ConfinementLayer {
     }
 }
 
-/// A new user namespace (to be allowed the next step unprivileged, with this process's own uid
-/// and gid mapped to themselves so files it writes keep their owner) and a new network
-/// namespace: only a down loopback device, so the model's code reaches nothing.
-fn enter_network_namespace() -> ConfinementLayer {
+/// The first layer: a new user namespace (to be allowed the next step unprivileged, with this
+/// process's own uid and gid mapped to themselves so files it writes keep their owner) and a
+/// new network namespace: only a down loopback device, so the model's code reaches nothing.
+/// Must run before the process starts a thread (one with threads cannot enter a user namespace).
+pub fn isolate_network() -> ConfinementLayer {
     layer((|| {
         // SAFETY: getuid/getgid cannot fail; unshare(2) has no memory-safety preconditions and
         // fails cleanly in a process that already has threads or where the kernel forbids it.
