@@ -50,8 +50,9 @@ pub enum Error {
     Store { location: String, reason: String },
     #[error("model registry {location}: {reason}")]
     Registry { location: String, reason: String },
-    #[error("job store {path}: {reason}")]
-    JobStore { path: PathBuf, reason: String },
+    /// The job store (SQLite file or PostgreSQL server, named without credentials) failed.
+    #[error("job store {location}: {reason}")]
+    JobStore { location: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

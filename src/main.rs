@@ -169,7 +169,7 @@ struct PipelineArgs {
 
 impl PipelineArgs {
     /// `webhooks`: this process serves them (a watcher with `listen`), so it needs the secrets.
-    fn pipeline(&self, webhooks: bool) -> anyhow::Result<Arc<Pipeline>> {
+    async fn pipeline(&self, webhooks: bool) -> anyhow::Result<Arc<Pipeline>> {
         let config = PipelineConfig::load(&self.config)?;
         let specs = if config.policies.is_empty() {
             vec![PolicySpec::default_thresholds(serde_json::json!({}))]
@@ -183,7 +183,7 @@ impl PipelineArgs {
             (None, None) => anyhow::bail!("the configuration names no signing key"),
         };
         let device = device::resolve(config.device.parse()?)?;
-        let mut pipeline = Pipeline::new(config, policies, key, device)?;
+        let mut pipeline = Pipeline::new(config, policies, key, device).await?;
         if webhooks && pipeline.config().listen.is_some() {
             pipeline.enable_webhooks()?;
         }
@@ -201,8 +201,7 @@ fn gate(
     sarif: Option<PathBuf>,
     summary: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
-    let pipeline = pipeline.pipeline(false)?;
-    let report = runtime()?.block_on(pipeline.run_once());
+    let report = runtime()?.block_on(async { anyhow::Ok(pipeline.pipeline(false).await?.run_once().await) })?;
     match json.as_deref() {
         Some(path) if path == Path::new("-") => println!("{}", serde_json::to_string_pretty(&report)?),
         Some(path) => fstgate::fsutil::write_json(path, &report)?,
@@ -231,9 +230,9 @@ fn gate(
 }
 
 fn watch(pipeline: PipelineArgs) -> anyhow::Result<bool> {
-    let pipeline = pipeline.pipeline(true)?;
     let runtime = runtime()?;
     runtime.block_on(async {
+        let pipeline = pipeline.pipeline(true).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -274,7 +273,8 @@ fn watch(pipeline: PipelineArgs) -> anyhow::Result<bool> {
 
 fn jobs(pipeline: PipelineArgs, json: bool) -> anyhow::Result<bool> {
     let config = PipelineConfig::load(&pipeline.config)?;
-    let jobs = fstgate::jobs::JobStore::open(&config.state_dir.join("jobs.sqlite"))?.jobs()?;
+    let jobs =
+        runtime()?.block_on(async { fstgate::jobs::open(&config.job_store, &config.state_dir).await?.jobs().await })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(true);
@@ -919,7 +919,7 @@ async fn watch_until_final(pipeline: &Arc<Pipeline>, source: &str, model: &str) 
     });
     let job = loop {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        let jobs = pipeline.jobs().jobs()?;
+        let jobs = pipeline.jobs().jobs().await?;
         if let Some(job) = jobs.into_iter().find(|j| j.source == source && j.model == model && j.state.is_final()) {
             break job;
         }
@@ -944,8 +944,11 @@ fn demo(work: PathBuf, data: PathBuf, limits: PluginLimitArgs, quiet: bool) -> a
     fstgate::demo::configure(&layout, &data)?;
     let registered = fstgate::demo::register(&layout)?;
     println!("registered {} in {}; watching", registered.model, layout.registry.display());
-    let pipeline = PipelineArgs { config: layout.config.clone(), limits }.pipeline(false)?;
-    let job = runtime()?.block_on(watch_until_final(&pipeline, fstgate::demo::SOURCE_NAME, &registered.model))?;
+    let (pipeline, job) = runtime()?.block_on(async {
+        let pipeline = PipelineArgs { config: layout.config.clone(), limits }.pipeline(false).await?;
+        let job = watch_until_final(&pipeline, fstgate::demo::SOURCE_NAME, &registered.model).await?;
+        anyhow::Ok((pipeline, job))
+    })?;
     let outcome_key = match (job.state, &job.outcome) {
         (JobState::Released | JobState::Denied, Some(key)) => key.clone(),
         _ => anyhow::bail!("job {} {}: {}", job.id, job.state.as_str(), job.last_error.unwrap_or_default()),

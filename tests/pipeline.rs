@@ -240,18 +240,6 @@ fn a_burst_of_fifty_uploads_is_processed_completely() {
     setup.assert_published_once(50, 1);
 }
 
-/// A plain HTTP/1.0 GET on 127.0.0.1: the status code and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (code, body)
-}
-
 #[test]
 fn watch_serves_health_and_prometheus_metrics() {
     let setup = Setup::new("pipeline-metrics", 1, 60.0);
@@ -269,22 +257,24 @@ fn watch_serves_health_and_prometheus_metrics() {
     wait_for("the metrics endpoint", Duration::from_secs(60), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let (code, metrics) = http_get(port, "/metrics");
+    let (code, metrics) = common::http_get(port, "/metrics");
     assert_eq!(code, 200, "{metrics}");
     wait_for("the job's state to be recorded", Duration::from_secs(60), || {
-        http_get(port, "/metrics").1.contains("fstgate_jobs{state=\"released\"} 1")
+        common::http_get(port, "/metrics").1.contains("fstgate_jobs{state=\"released\"} 1")
     });
-    let (_, metrics) = http_get(port, "/metrics");
+    let (_, metrics) = common::http_get(port, "/metrics");
     assert!(metrics.contains("fstgate_jobs{state=\"failed\"} 0"), "{metrics}");
     assert!(metrics.contains("fstgate_job_duration_seconds_count{state=\"released\"} 1"), "{metrics}");
     assert!(metrics.contains("fstgate_last_successful_poll_timestamp_seconds{source=\"local\"} "), "{metrics}");
     // Healthy once a poll finished within three poll intervals (0.6 s here): on a loaded
     // machine a single reading can fall between polls, so wait for it to say so.
-    wait_for("/healthz to answer ok", Duration::from_secs(60), || http_get(port, "/healthz") == (200, "ok\n".into()));
-    assert_eq!(http_get(port, "/nope").0, 404);
-    assert_eq!(http_get(port, "/webhooks/local").0, 404, "webhooks are not on the metrics listener");
-    assert_eq!(http_get(webhook_port, "/webhooks/local").0, 405, "the webhook route takes POST only");
-    assert_eq!(http_get(webhook_port, "/metrics").0, 404, "metrics are not on the webhook listener");
+    wait_for("/healthz to answer ok", Duration::from_secs(60), || {
+        common::http_get(port, "/healthz") == (200, "ok\n".into())
+    });
+    assert_eq!(common::http_get(port, "/nope").0, 404);
+    assert_eq!(common::http_get(port, "/webhooks/local").0, 404, "webhooks are not on the metrics listener");
+    assert_eq!(common::http_get(webhook_port, "/webhooks/local").0, 405, "the webhook route takes POST only");
+    assert_eq!(common::http_get(webhook_port, "/metrics").0, 404, "metrics are not on the webhook listener");
     assert!(watcher.terminate().success(), "{}", std::fs::read_to_string(&log).unwrap());
 }
 

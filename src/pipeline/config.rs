@@ -14,10 +14,14 @@ use crate::store::StoreConfig;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Where the job store (jobs.sqlite) and work directories live; relative paths are relative
-    /// to the configuration file.
+    /// Where the work directories (and the SQLite job store, jobs.sqlite) live; relative paths
+    /// are relative to the configuration file.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The job store: SQLite in `state_dir` by default; a PostgreSQL server (`url =
+    /// "postgres://..."`) to share one queue between watchers on several machines.
+    #[serde(default)]
+    pub job_store: crate::jobs::JobStoreConfig,
     /// Where models are registered.
     pub sources: Vec<SourceConfig>,
     /// Where purified models, reports, attestations and outcomes are published.
@@ -235,6 +239,9 @@ impl PipelineConfig {
             }
         };
         resolve(&mut self.state_dir);
+        if let Some(path) = &mut self.job_store.ca_file {
+            resolve(path);
+        }
         if let Some(path) = &mut self.signing_key.path {
             resolve(path);
         }

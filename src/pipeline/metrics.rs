@@ -55,13 +55,27 @@ impl DeliveryCounts {
 }
 
 /// The Prometheus text for the pipeline's current state.
-pub fn render(pipeline: &Pipeline) -> crate::Result<String> {
+pub async fn render(pipeline: &Pipeline) -> crate::Result<String> {
     let mut out = String::new();
-    let counts = pipeline.jobs().counts()?;
+    let counts = pipeline.jobs().counts().await?;
     out.push_str("# HELP fstgate_jobs Jobs in the job store, by state.\n# TYPE fstgate_jobs gauge\n");
     for (state, n) in counts {
         let _ = writeln!(out, "fstgate_jobs{{state=\"{}\"}} {n}", state.as_str());
     }
+    // The autoscaling signal: what waits for a worker now, and for how long.
+    let queue = pipeline.jobs().queue().await?;
+    let _ = writeln!(
+        out,
+        "# HELP fstgate_queue_depth Queued jobs due now (not waiting for a back-off), across all watchers.\n\
+         # TYPE fstgate_queue_depth gauge\nfstgate_queue_depth {}",
+        queue.due
+    );
+    let _ = writeln!(
+        out,
+        "# HELP fstgate_queue_oldest_age_seconds How long the longest-waiting due job has waited; 0 when none.\n\
+         # TYPE fstgate_queue_oldest_age_seconds gauge\nfstgate_queue_oldest_age_seconds {:.3}",
+        queue.oldest_due_age_seconds
+    );
     out.push_str(
         "# HELP fstgate_job_duration_seconds Time to process a job in this process, by final state.\n\
          # TYPE fstgate_job_duration_seconds summary\n",
@@ -74,7 +88,7 @@ pub fn render(pipeline: &Pipeline) -> crate::Result<String> {
         "# HELP fstgate_last_successful_poll_timestamp_seconds When each source was last listed.\n\
          # TYPE fstgate_last_successful_poll_timestamp_seconds gauge\n",
     );
-    for (source, at) in pipeline.jobs().last_polls()? {
+    for (source, at) in pipeline.jobs().last_polls().await? {
         let _ = writeln!(out, "fstgate_last_successful_poll_timestamp_seconds{{source=\"{}\"}} {at}", escape(&source));
     }
     out.push_str(
@@ -94,7 +108,7 @@ fn escape(value: &str) -> String {
 }
 
 async fn metrics(State(pipeline): State<Arc<Pipeline>>) -> impl IntoResponse {
-    match render(&pipeline) {
+    match render(&pipeline).await {
         Ok(text) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], format!("{e}\n")),
     }
@@ -102,7 +116,7 @@ async fn metrics(State(pipeline): State<Arc<Pipeline>>) -> impl IntoResponse {
 
 async fn health(State(pipeline): State<Arc<Pipeline>>) -> impl IntoResponse {
     let stale_after = 3.0 * pipeline.config.poll_interval_seconds;
-    let polls = match pipeline.jobs().last_polls() {
+    let polls = match pipeline.jobs().last_polls().await {
         Ok(polls) => polls,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     };

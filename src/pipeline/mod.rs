@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::evaluation::{self, Trigger};
 use crate::failpoint::Failpoint;
 use crate::job::{self, AttackInput, PurifyJob, Sample};
-use crate::jobs::{Job, JobState, JobStore};
+use crate::jobs::{Job, JobState, JobStore, NewJob};
 use crate::policy::PolicySet;
 use crate::publication::{Outcome, Published, Publisher, Verdict};
 use crate::purification::{Settings, Strength};
@@ -41,7 +41,7 @@ pub struct Pipeline {
     /// them is answered 503 before it is recorded, so the sender retries and polling reconciles.
     followups: Arc<tokio::sync::Semaphore>,
     publisher: Publisher,
-    jobs: Arc<JobStore>,
+    jobs: Arc<dyn JobStore>,
     policies: Arc<PolicySet>,
     signing_key: SigningKey,
     device: Device,
@@ -86,9 +86,9 @@ fn is_permanent(error: &Error) -> bool {
 }
 
 impl Pipeline {
-    /// Opens the stores and the job store. `policies` are compiled by the caller, which owns the
-    /// plugin cache and limits.
-    pub fn new(
+    /// Opens the stores and the job store (migrating its schema). `policies` are compiled by
+    /// the caller, which owns the plugin cache and limits.
+    pub async fn new(
         config: PipelineConfig,
         policies: Arc<PolicySet>,
         signing_key: SigningKey,
@@ -97,7 +97,7 @@ impl Pipeline {
         let sources = config.sources.iter().map(Source::open).collect::<Result<Vec<_>>>()?;
         let webhook_secrets = vec![None; config.sources.len()];
         let publisher = Publisher::open(&config.destination, signing_key.clone())?;
-        let jobs = Arc::new(JobStore::open(&config.state_dir.join("jobs.sqlite"))?);
+        let jobs = crate::jobs::open(&config.job_store, &config.state_dir).await?;
         let owner = format!("{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()));
         let started_at = crate::jobs::now();
         Ok(Pipeline {
@@ -143,8 +143,8 @@ impl Pipeline {
         &self.config
     }
 
-    pub fn jobs(&self) -> &JobStore {
-        &self.jobs
+    pub fn jobs(&self) -> &dyn JobStore {
+        &*self.jobs
     }
 
     pub fn publisher(&self) -> &Publisher {
@@ -181,7 +181,7 @@ impl Pipeline {
     /// back the others; the first such error is returned after the rest were queued, and the
     /// cursor stays where it was so that the failed upload is listed again next time.
     async fn poll_source(&self, source: &Source) -> Result<usize> {
-        let cursor = self.jobs.cursor(source.name())?;
+        let cursor = self.jobs.cursor(source.name()).await?;
         let polled = source.poll(cursor.as_deref()).await?;
         let mut queued = 0;
         let mut failed = None;
@@ -198,15 +198,15 @@ impl Pipeline {
             return Err(e);
         }
         if let Some(cursor) = polled.cursor {
-            self.jobs.set_cursor(source.name(), &cursor)?;
+            self.jobs.set_cursor(source.name(), &cursor).await?;
         }
-        self.jobs.record_poll(source.name())?;
+        self.jobs.record_poll(source.name()).await?;
         Ok(queued)
     }
 
     /// Queues an upload not seen before; true if a new job was queued.
     async fn enqueue(&self, source: &Source, upload: &Upload) -> Result<bool> {
-        if self.jobs.marker_seen(source.name(), &upload.marker, &upload.marker_version)? {
+        if self.jobs.marker_seen(source.name(), &upload.marker, &upload.marker_version).await? {
             return Ok(false);
         }
         // The job's identity includes the bytes: download once to hash them.
@@ -223,8 +223,16 @@ impl Pipeline {
                 }
                 Err(e) => return Err(e),
             };
-        let queued =
-            self.jobs.enqueue(source.name(), &upload.model, &artifact, &upload.marker, &upload.marker_version)?;
+        let queued = self
+            .jobs
+            .enqueue(NewJob {
+                source: source.name(),
+                model: &upload.model,
+                artifact_sha256: &artifact,
+                marker: &upload.marker,
+                marker_version: &upload.marker_version,
+            })
+            .await?;
         if let Some(id) = queued {
             tracing::info!(job = id, source = source.name(), model = %upload.model, sha256 = %artifact, "queued");
         }
@@ -243,7 +251,7 @@ impl Pipeline {
         let mut processed = Vec::new();
         let mut running = JoinSet::new();
         loop {
-            self.start_due_jobs(&mut running);
+            self.start_due_jobs(&mut running).await;
             match running.join_next().await {
                 Some(Ok(job)) => processed.push(job),
                 Some(Err(e)) => tracing::error!("a job task panicked: {e}"),
@@ -254,9 +262,9 @@ impl Pipeline {
     }
 
     /// Claims due jobs and starts them until the concurrency limit is reached.
-    fn start_due_jobs(self: &Arc<Self>, running: &mut JoinSet<GateJob>) {
+    async fn start_due_jobs(self: &Arc<Self>, running: &mut JoinSet<GateJob>) {
         while running.len() < self.concurrency() {
-            match self.jobs.claim(&self.owner, self.lease(), self.config.max_attempts) {
+            match self.jobs.claim(&self.owner, self.lease(), self.config.max_attempts).await {
                 Ok(Some(job)) => {
                     let pipeline = self.clone();
                     running.spawn(async move { pipeline.process(job).await });
@@ -281,7 +289,7 @@ impl Pipeline {
                 self.poll().await;
                 next_poll = tokio::time::Instant::now() + interval;
             }
-            self.start_due_jobs(&mut running);
+            self.start_due_jobs(&mut running).await;
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     if let Err(e) = done {
@@ -310,7 +318,7 @@ impl Pipeline {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
-                    match jobs.renew(id, &owner, lease) {
+                    match jobs.renew(id, &owner, lease).await {
                         Ok(true) => {}
                         Ok(false) => tracing::warn!(job = id, "lost the job's lease"),
                         Err(e) => tracing::warn!(job = id, "cannot renew the lease: {e}"),
@@ -334,7 +342,7 @@ impl Pipeline {
             Err(e) => {
                 let delay = Duration::from_secs(5u64 << job.attempts.min(7));
                 tracing::warn!(job = id, "attempt {} failed, retrying in {delay:?}: {e}", job.attempts);
-                if let Err(store) = self.jobs.retry_later(id, &e.to_string(), delay) {
+                if let Err(store) = self.jobs.retry_later(id, &e.to_string(), delay).await {
                     tracing::error!(job = id, "{store}");
                 }
                 return GateJob::from_job(&job, JobState::Queued, None, Vec::new(), None, Some(e.to_string()));
@@ -343,7 +351,7 @@ impl Pipeline {
         self.durations.record(processed.state, started.elapsed());
         Failpoint::BeforeRecord.reached();
         if let Err(e) =
-            self.jobs.finish(id, processed.state, processed.outcome_key.as_deref(), processed.error.as_deref())
+            self.jobs.finish(id, processed.state, processed.outcome_key.as_deref(), processed.error.as_deref()).await
         {
             tracing::error!(job = id, "{e}");
         }

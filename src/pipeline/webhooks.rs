@@ -64,7 +64,7 @@ async fn receive(
             format!("webhooks are not enabled for source `{source_name}` (set webhook_secret_env)\n"),
         )),
         Some(secret) => match &pipeline.sources[index] {
-            Source::Mlflow(_) => mlflow_delivery(&pipeline, &source_name, secret, &headers, &body),
+            Source::Mlflow(_) => mlflow_delivery(&pipeline, &source_name, secret, &headers, &body).await,
             Source::ObjectStore(source) => s3_notification(source, secret, &headers, &body),
         },
     };
@@ -106,7 +106,7 @@ async fn receive(
     (StatusCode::ACCEPTED, "accepted\n".into())
 }
 
-fn mlflow_delivery(
+async fn mlflow_delivery(
     pipeline: &Pipeline,
     source: &str,
     secret: &str,
@@ -133,7 +133,7 @@ fn mlflow_delivery(
         (status, format!("{rejection}\n"))
     })?;
     let keep = std::time::Duration::from_secs(2 * webhook::TOLERANCE_SECONDS as u64);
-    match pipeline.jobs.first_delivery(source, delivery.id, keep) {
+    match pipeline.jobs.first_delivery(source, delivery.id, keep).await {
         Ok(true) => {}
         Ok(false) => return Err((StatusCode::CONFLICT, format!("delivery {} was already received\n", delivery.id))),
         Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))),

@@ -4,7 +4,9 @@
 //! tool: a failure in CI, a skip recorded for `./dev test`'s summary elsewhere.
 #![allow(dead_code)]
 
+pub mod moto;
 pub mod pipeline;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -205,6 +207,18 @@ pub fn wait_for_http(port: u16, path: &str, timeout: std::time::Duration) {
         assert!(started.elapsed() < timeout, "nothing answered 200 on 127.0.0.1:{port}{path}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (code, body)
 }
 
 /// n grey 8x8 images (the fixtures' input) with labels cycling through `classes`.

@@ -1,0 +1,50 @@
+//! moto's S3 server (scripts/test-server.sh moto) on 127.0.0.1, and boto3 against it: what the
+//! S3 tests upload with and count publications from (every version of every key, so an
+//! overwritten outcome shows).
+use std::process::Command;
+
+use super::TestServer;
+
+pub struct Moto {
+    server: TestServer,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// None (after a loud note) when moto cannot be installed here.
+    pub fn start() -> Option<Moto> {
+        let server = TestServer::start("moto", |python, port| {
+            let mut command = Command::new(python.parent().unwrap().join("moto_server"));
+            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            command
+        })?;
+        Some(Moto { endpoint: server.url.clone(), server })
+    }
+
+    /// Every version of every object under `bucket` (versioning on): key, version id.
+    pub fn object_versions(&self, bucket: &str) -> Vec<(String, String)> {
+        self.boto3(&format!(
+            "for page in s3.get_paginator('list_object_versions').paginate(Bucket='{bucket}'):\n    \
+             for v in page.get('Versions', []): print(v['Key'] + '\\t' + v['VersionId'])"
+        ))
+        .lines()
+        .map(|line| {
+            let (key, version) = line.split_once('\t').unwrap();
+            (key.to_string(), version.to_string())
+        })
+        .collect()
+    }
+
+    /// Runs boto3 code with `s3` bound to a client of this server.
+    pub fn boto3(&self, code: &str) -> String {
+        let program = format!(
+            "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
+            self.endpoint
+        );
+        let output = Command::new(&self.server.python).args(["-c", &program]).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
