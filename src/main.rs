@@ -720,7 +720,7 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
     let report = if args.isolate || job.signing_key.is_some() {
         tracing::info!("running the model in a confined worker process");
         let work = tempfile::tempdir()?;
-        runtime()?.block_on(fstgate::worker::run(&job, &fstgate::worker::WorkerLimits::default(), work.path()))?
+        runtime()?.block_on(fstgate::worker::run(&job, &fstgate::worker::WorkerLimits::default(), 1, work.path()))?
     } else {
         let progress = fstgate::progress::for_terminal(quiet);
         job::run(&job, progress.as_ref())?

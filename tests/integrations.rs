@@ -489,3 +489,64 @@ fn the_serving_pod_verifies_its_model_before_it_starts() {
         assert_eq!((served.1.as_str(), served.2), (model_dir.as_str(), true), "served as checked, read-only");
     }
 }
+
+/// The scaled-out watchers (kubernetes/scale-out): a Deployment of several replicas whose
+/// configuration puts the job store on PostgreSQL with its password from the environment, every
+/// variable the configuration names set in the container, the kustomization listing files that
+/// exist, and a KEDA ScaledObject on that Deployment whose queries use only metrics fstgate
+/// exports (read off the metrics code's `# TYPE` lines).
+#[test]
+fn the_scaled_out_watchers_share_one_postgres_queue_and_scale_on_fstgate_metrics() {
+    let dir = integrations().join("kubernetes/scale-out");
+    let docs: Vec<serde_yaml::Value> = walk(&dir)
+        .iter()
+        .filter(|p| has_extension(p, &["yaml"]))
+        .flat_map(|p| yaml_documents(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    let of_kind = |kind: &'static str| docs.iter().filter(move |d| d["kind"].as_str() == Some(kind));
+    let kustomization = of_kind("Kustomization").next().expect("a kustomization");
+    for resource in kustomization["resources"].as_sequence().unwrap() {
+        assert!(dir.join(resource.as_str().unwrap()).is_file(), "kustomization lists a missing {resource:?}");
+    }
+    let deployment = of_kind("Deployment").next().expect("a Deployment");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() > 1, "several replicas");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"].as_str(), Some(IMAGE));
+    let config_map = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["configMap"]["name"].as_str())
+        .expect("the configuration volume");
+    let text = of_kind("ConfigMap")
+        .find(|c| c["metadata"]["name"].as_str() == Some(config_map))
+        .and_then(|c| c["data"]["fstgate.toml"].as_str())
+        .expect("the ConfigMap the Deployment mounts");
+    let config = load(text).unwrap();
+    assert!(config.job_store.url.as_deref().is_some_and(|u| u.starts_with("postgres://")), "a PostgreSQL store");
+    let set: BTreeSet<&str> =
+        container["env"].as_sequence().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    let mut needed = env_names(&config);
+    needed.extend(config.job_store.password.iter().filter_map(|p| p.strip_prefix("env:")).map(str::to_string));
+    needed.extend(config.signing_key.env.clone());
+    needed.extend(config.sources.iter().filter_map(|s| s.webhook_secret_env.clone()));
+    for name in &needed {
+        assert!(set.contains(name.as_str()), "the configuration reads {name}, which the container does not set");
+    }
+    assert!(needed.iter().any(|n| n.contains("DB_PASSWORD")), "{needed:?}");
+
+    let scaled = of_kind("ScaledObject").next().expect("a KEDA ScaledObject");
+    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"]);
+    let metrics_code = std::fs::read_to_string(repo().join("src/pipeline/metrics.rs")).unwrap();
+    let mut queried = 0;
+    for trigger in scaled["spec"]["triggers"].as_sequence().unwrap() {
+        let query = trigger["metadata"]["query"].as_str().expect("a query");
+        for (at, _) in query.match_indices("fstgate_") {
+            let name: String = query[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(metrics_code.contains(&format!("# TYPE {name} ")), "fstgate exports no metric {name}");
+            queried += 1;
+        }
+    }
+    assert!(queried >= 2, "the triggers query fstgate's queue metrics");
+}

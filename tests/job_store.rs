@@ -227,5 +227,5 @@ async fn postgres_configuration_errors_are_clear_and_keep_secrets_out() {
     let closed = attempt(&format!("postgres://fstgate@127.0.0.1:{}/x", common::free_port()), None).await;
     assert!(closed.contains("job store postgres://***@127.0.0.1") && closed.contains("onnect"), "{closed}");
     let other = attempt("mysql://db/x", None).await;
-    assert!(other.contains("unsupported job store URL"), "{other}");
+    assert!(other.contains("give a postgres:// URL"), "{other}");
 }

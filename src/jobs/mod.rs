@@ -131,6 +131,38 @@ pub struct JobStoreConfig {
     pub pool_size: Option<usize>,
 }
 
+impl JobStoreConfig {
+    /// Checks what can be checked without connecting: a PostgreSQL URL without a password in
+    /// it, a password given as `env:NAME`, and PostgreSQL settings only with a PostgreSQL URL.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let Some(url) = self.url.as_deref() else {
+            return match (&self.password, &self.ca_file, self.pool_size) {
+                (None, None, None) => Ok(()),
+                _ => Err("job_store: password, ca_file and pool_size need a postgres:// url".into()),
+            };
+        };
+        let shown = crate::error::redact_url(url);
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!(
+                "job_store url {shown}: give a postgres:// URL, or none for SQLite in the state directory"
+            ));
+        }
+        let parsed = url.parse::<tokio_postgres::Config>().map_err(|e| format!("job_store url {shown}: {e}"))?;
+        if parsed.get_password().is_some() {
+            return Err(format!(
+                "job_store url {shown} holds a password: give it as `password = \"env:NAME\"` instead"
+            ));
+        }
+        if self.password.as_deref().is_some_and(|p| !p.starts_with("env:")) {
+            return Err("job_store: `password` must be `env:NAME` (secrets stay out of configuration files)".into());
+        }
+        if self.pool_size == Some(0) {
+            return Err("job_store: pool_size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Seconds since the Unix epoch: this process's clock (the SQLite store's, and the pipeline's
 /// metrics). The PostgreSQL store keeps its leases on the server's clock instead, which every
 /// watcher shares.
@@ -200,16 +232,13 @@ pub trait JobStore: Send + Sync {
 /// Opens the configured job store, creating or migrating its schema: PostgreSQL when
 /// `config.url` names it, else SQLite in `state_dir`.
 pub async fn open(config: &JobStoreConfig, state_dir: &Path) -> Result<Arc<dyn JobStore>> {
-    match config.url.as_deref() {
+    config.validate().map_err(|reason| Error::JobStore {
+        location: config.url.as_deref().map_or_else(|| "configuration".into(), crate::error::redact_url),
+        reason,
+    })?;
+    match config.url {
         None => Ok(Arc::new(SqliteJobs::open(&state_dir.join("jobs.sqlite"))?)),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(PostgresJobs::connect(config).await?))
-        }
-        Some(url) => Err(Error::JobStore {
-            location: crate::error::redact_url(url),
-            reason: "unsupported job store URL: give a postgres:// URL, or none for SQLite in the state directory"
-                .into(),
-        }),
+        Some(_) => Ok(Arc::new(PostgresJobs::connect(config).await?)),
     }
 }
 

@@ -111,25 +111,16 @@ fn describe(error: &tokio_postgres::Error) -> String {
 }
 
 impl PostgresJobs {
-    /// Connects to the server `config.url` names and migrates its schema.
+    /// Connects to the server `config.url` names (a configuration `JobStoreConfig::validate`
+    /// accepted) and migrates its schema.
     pub async fn connect(config: &JobStoreConfig) -> Result<Self> {
         let url = config.url.as_deref().unwrap_or_default();
         let location = crate::error::redact_url(url);
         let refuse = |reason: String| Error::JobStore { location: location.clone(), reason };
         let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| refuse(format!("invalid URL: {e}")))?;
-        if pg.get_password().is_some() {
-            return Err(refuse("the URL holds a password: give it as `password = \"env:NAME\"` instead".into()));
-        }
-        match config.password.as_deref() {
-            None => {}
-            Some(value) => {
-                let var = value.strip_prefix("env:").ok_or_else(|| {
-                    refuse("`password` must be `env:NAME` (secrets stay out of configuration files)".into())
-                })?;
-                let password =
-                    std::env::var(var).map_err(|_| refuse(format!("environment variable {var} is not set")))?;
-                pg.password(password);
-            }
+        if let Some(var) = config.password.as_deref().and_then(|p| p.strip_prefix("env:")) {
+            let password = std::env::var(var).map_err(|_| refuse(format!("environment variable {var} is not set")))?;
+            pg.password(password);
         }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(10));
@@ -138,7 +129,7 @@ impl PostgresJobs {
         let tls = tls_connector(config).map_err(refuse)?;
         let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
-            .max_size(config.pool_size.unwrap_or(4).max(1))
+            .max_size(config.pool_size.unwrap_or(4))
             .build()
             .map_err(|e| refuse(e.to_string()))?;
         let store = PostgresJobs { location, pool };

@@ -273,6 +273,7 @@ impl PipelineConfig {
         if self.sources.is_empty() {
             return Err("no sources".into());
         }
+        self.job_store.validate()?;
         let mut names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {

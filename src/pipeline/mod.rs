@@ -439,7 +439,7 @@ impl Pipeline {
         purify.name = Some(format!("{}:{}", job.source, job.model));
         purify.registry = Some(source.registry_source(&job.model));
         let report = if self.config.worker.isolate {
-            crate::worker::run(&purify, &self.config.worker, &work.join("worker")).await?
+            crate::worker::run(&purify, &self.config.worker, self.concurrency(), &work.join("worker")).await?
         } else {
             tokio::task::spawn_blocking(move || job::run(&purify, &Silent))
                 .await

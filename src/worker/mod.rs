@@ -54,6 +54,11 @@ pub struct WorkerLimits {
     pub cpu_seconds: Option<u64>,
     /// Open-file limit (RLIMIT_NOFILE).
     pub open_files: u64,
+    /// CPU threads each worker computes with (libtorch's intra-op pool, OpenMP). Default:
+    /// `OMP_NUM_THREADS` when set, else the CPUs this process may use (its affinity and cgroup
+    /// quota) divided by the jobs it runs at once, so concurrent workers do not oversubscribe
+    /// the cores (OpenMP threads that outnumber them spin and wait on each other).
+    pub threads: Option<usize>,
 }
 
 impl Default for WorkerLimits {
@@ -64,6 +69,7 @@ impl Default for WorkerLimits {
             memory_bytes: Some(32 << 30),
             cpu_seconds: None,
             open_files: 256,
+            threads: None,
         }
     }
 }
@@ -80,14 +86,28 @@ impl WorkerLimits {
         if self.open_files < 32 {
             return Err(format!("worker.open_files must be at least 32, not {}", self.open_files));
         }
+        if self.threads == Some(0) {
+            return Err("worker.threads must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// The thread count a worker gets when `concurrent` workers run at once (see `threads`).
+    pub fn threads_for(&self, concurrent: usize) -> usize {
+        let from_environment = || std::env::var("OMP_NUM_THREADS").ok().and_then(|n| n.trim().parse().ok());
+        let share = || {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cpus / concurrent.max(1)
+        };
+        self.threads.or_else(from_environment).unwrap_or_else(share).max(1)
     }
 }
 
 /// Runs `job`'s untrusted half in a worker process under `limits`, with `dir` (created) for its
-/// files, home and temporary directory, then concludes the job here: the report, judged, signed and published to
-/// `job.out`. A worker that fails, is killed or times out is an [`Error::Worker`] naming why.
-pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<Report> {
+/// files, home and temporary directory, then concludes the job here: the report, judged, signed
+/// and published to `job.out`. `concurrent`: the workers this process runs at once (they share
+/// the CPUs). A worker that fails, is killed or times out is an [`Error::Worker`] naming why.
+pub async fn run(job: &PurifyJob, limits: &WorkerLimits, concurrent: usize, dir: &Path) -> Result<Report> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let job_file = dir.join("job.json");
     crate::fsutil::write_json(&job_file, job)?;
@@ -113,6 +133,8 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, dir: &Path) -> Result<R
         .envs(KEPT_ENVIRONMENT.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value))))
         .env("HOME", &home)
         .env("TMPDIR", &home)
+        .env("OMP_NUM_THREADS", limits.threads_for(concurrent).to_string())
+        .env("MKL_NUM_THREADS", limits.threads_for(concurrent).to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?)
@@ -266,6 +288,20 @@ pub fn serve(paths: &WorkerPaths) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concurrent workers share the CPUs instead of each taking all of them; a configured count
+    /// wins, and there is always at least one thread.
+    #[test]
+    fn concurrent_workers_share_the_cpus() {
+        let configured = WorkerLimits { threads: Some(3), ..WorkerLimits::default() };
+        assert_eq!(configured.threads_for(64), 3);
+        assert!(WorkerLimits { threads: Some(0), ..WorkerLimits::default() }.validate().is_err());
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            let cpus = std::thread::available_parallelism().unwrap().get();
+            assert_eq!(WorkerLimits::default().threads_for(1), cpus);
+            assert_eq!(WorkerLimits::default().threads_for(cpus * 4), 1);
+        }
+    }
 
     #[test]
     fn limits_are_checked_and_cuda_skips_the_address_space_limit() {

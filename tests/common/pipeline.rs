@@ -81,8 +81,13 @@ url = "released"
     }
 
     pub fn command(&self, args: &[&str]) -> std::process::Command {
+        self.command_with(&self.config(), args)
+    }
+
+    /// `fstgate ARGS --config CONFIG` in this setup's environment (another watcher's file).
+    pub fn command_with(&self, config: &Path, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::cargo_bin("fstgate").unwrap();
-        command.args(args).arg("--config").arg(self.config()).env("FSTGATE_CACHE", self.dir.join("cache"));
+        command.args(args).arg("--config").arg(config).env("FSTGATE_CACHE", self.dir.join("cache"));
         command.env_remove("GITHUB_STEP_SUMMARY");
         command
     }
