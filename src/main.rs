@@ -1039,6 +1039,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("FSTGATE_LOG").unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files and collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Worker { job, staging, result, error } => {
