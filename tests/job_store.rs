@@ -229,3 +229,30 @@ async fn postgres_configuration_errors_are_clear_and_keep_secrets_out() {
     let other = attempt("mysql://db/x", None).await;
     assert!(other.contains("give a postgres:// URL"), "{other}");
 }
+
+/// A server that accepts TLS only: `sslmode=require` with `ca_file` naming its CA connects
+/// (so the connection was encrypted and the certificate checked); the platform's roots, another
+/// CA or plaintext are refused, each with a message that says so.
+#[tokio::test]
+async fn postgres_over_tls_checks_the_servers_certificate() {
+    let Some(server) = PostgresServer::start_tls() else { return };
+    let url = server.database("tls", "tester");
+    let config = |mode: &str, ca: Option<&str>| JobStoreConfig {
+        url: Some(url.replace("sslmode=disable", &format!("sslmode={mode}"))),
+        ca_file: ca.map(|name| server.tls_dir().join(name)),
+        ..JobStoreConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = fstgate::jobs::open(&config("require", Some("ca.pem")), dir.path()).await.unwrap();
+    assert!(store.enqueue(upload("m/1", "aa", "k", "v")).await.unwrap().is_some());
+    let refused = |config: JobStoreConfig| {
+        let dir = dir.path().to_path_buf();
+        async move { fstgate::jobs::open(&config, &dir).await.err().expect("refused").to_string() }
+    };
+    let platform = refused(config("require", None)).await;
+    assert!(platform.to_lowercase().contains("certificate"), "{platform}");
+    let other = refused(config("require", Some("other-ca.pem"))).await;
+    assert!(other.to_lowercase().contains("certificate"), "{other}");
+    let plaintext = refused(config("disable", Some("ca.pem"))).await;
+    assert!(plaintext.contains("no encryption") || plaintext.contains("pg_hba.conf"), "{plaintext}");
+}

@@ -43,6 +43,21 @@ fn is_root() -> bool {
 impl PostgresServer {
     /// Starts a server; None (after `unavailable`) where PostgreSQL is not installed.
     pub fn start() -> Option<PostgresServer> {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that accepts TLS connections only, its certificate (for 127.0.0.1)
+    /// signed by a test CA written to `<tls_dir>/ca.pem` (see [`PostgresServer::tls_dir`]).
+    pub fn start_tls() -> Option<PostgresServer> {
+        Self::start_with(true)
+    }
+
+    /// Where a TLS server's test CA (`ca.pem`) and a second, unrelated CA (`other-ca.pem`) are.
+    pub fn tls_dir(&self) -> PathBuf {
+        self._dir.path().join("tls")
+    }
+
+    fn start_with(tls: bool) -> Option<PostgresServer> {
         let Some(bin) = bin_dir() else {
             super::unavailable("PostgreSQL", "no /usr/lib/postgresql/*/bin/initdb (Debian's postgresql package)");
             return None;
@@ -51,6 +66,9 @@ impl PostgresServer {
         let (data, socket_dir) = (dir.path().join("data"), dir.path().to_path_buf());
         let password = hex::encode(rand::random::<[u8; 12]>());
         std::fs::write(dir.path().join("pw"), &password).unwrap();
+        if tls {
+            make_certificates(&dir.path().join("tls"));
+        }
         if is_root() {
             let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().unwrap();
             assert!(status.success(), "chown of the PostgreSQL directory failed");
@@ -63,9 +81,13 @@ impl PostgresServer {
             .output()
             .unwrap();
         assert!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
+        // With TLS, `hostssl` lines only: a plaintext connection finds no entry and is refused.
+        let host = if tls { "hostssl" } else { "host" };
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all tester 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+            format!(
+                "local all all trust\n{host} all tester 127.0.0.1/32 trust\n{host} all all 127.0.0.1/32 scram-sha-256\n"
+            ),
         )
         .unwrap();
         let port = super::free_port();
@@ -77,6 +99,19 @@ impl PostgresServer {
             .arg(&socket_dir)
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
+            .args(if tls {
+                let tls_dir = dir.path().join("tls");
+                vec![
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", tls_dir.join("server.pem").display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", tls_dir.join("server.key").display()),
+                ]
+            } else {
+                Vec::new()
+            })
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap());
         let server = Spawned::start(postgres);
@@ -125,6 +160,48 @@ impl PostgresServer {
         self.sql("postgres", &format!("CREATE DATABASE {name} OWNER fstgate"));
         format!("postgres://{role}@127.0.0.1:{}/{name}?sslmode=disable", self.port)
     }
+}
+
+/// A test CA, a server certificate for 127.0.0.1 it signs (key mode 0600, as PostgreSQL
+/// demands), and a second CA that signs nothing, by the openssl command.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    for (name, subject) in [("ca", "/CN=fstgate test CA"), ("other-ca", "/CN=another CA")] {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        openssl(
+            &[&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "2", "-subj", subject]].concat(),
+        );
+    }
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// A command of the server's binaries, run as `postgres` when the tests run as root.
