@@ -126,6 +126,24 @@ async fn cursors_polls_and_deliveries(jobs: &dyn JobStore) {
     assert!(jobs.first_delivery("s", "d1", Duration::from_millis(1)).await.unwrap());
 }
 
+/// One watcher at a time lists a source: the holder keeps the lease, another owner gets it only
+/// once it ran out, and each source has its own.
+async fn one_watcher_polls_a_source_per_interval(jobs: &dyn JobStore) {
+    let hold = Duration::from_millis(300);
+    assert!(jobs.claim_poll("s", "a", hold).await.unwrap());
+    assert!(!jobs.claim_poll("s", "b", hold).await.unwrap(), "a holds it");
+    assert!(jobs.claim_poll("s", "a", hold).await.unwrap(), "the holder renews");
+    assert!(jobs.claim_poll("other", "b", hold).await.unwrap(), "leases are per source");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(jobs.claim_poll("s", "b", hold).await.unwrap(), "a's lease ran out");
+    assert!(!jobs.claim_poll("s", "a", hold).await.unwrap());
+    // b stops cleanly: a lists both sources at once.
+    assert!(jobs.claim_poll("other", "b", hold).await.unwrap());
+    jobs.release_polls("b").await.unwrap();
+    assert!(jobs.claim_poll("s", "a", hold).await.unwrap(), "b gave its lease up");
+    assert!(jobs.claim_poll("other", "a", hold).await.unwrap(), "b gave every lease up");
+}
+
 /// Four connections (four watchers) claim 40 jobs at once: each claimed exactly once.
 async fn concurrent_claimers_never_share_a_job(backend: &dyn Backend) {
     let (config, dir) = backend.fresh("concurrent").await;
@@ -178,6 +196,7 @@ async fn suite(backend: &dyn Backend) {
     case!(a_job_whose_worker_always_dies_stops_at_max_attempts);
     case!(retries_wait_for_their_back_off);
     case!(cursors_polls_and_deliveries);
+    case!(one_watcher_polls_a_source_per_interval);
     concurrent_claimers_never_share_a_job(backend).await;
 }
 

@@ -227,6 +227,15 @@ pub trait JobStore: Send + Sync {
 
     /// Records a successful listing of `source` now.
     async fn record_poll(&self, source: &str) -> Result<()>;
+
+    /// Takes (or keeps) the right to list `source` for `hold`, unless another owner holds it:
+    /// watchers sharing a store then list each source once per interval between them, not
+    /// once each. A holder that dies loses it when `hold` runs out. True: list it now.
+    async fn claim_poll(&self, source: &str, owner: &str, hold: Duration) -> Result<bool>;
+
+    /// Gives up `owner`'s poll leases (a watcher stopping cleanly), so the next watcher lists
+    /// the sources at once instead of after the lease.
+    async fn release_polls(&self, owner: &str) -> Result<()>;
 }
 
 /// Opens the configured job store, creating or migrating its schema: PostgreSQL when

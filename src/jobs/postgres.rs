@@ -20,9 +20,10 @@ use crate::error::{Error, Result};
 
 /// The schema, one migration per version (recorded in `fstgate_schema`). Never edit one that
 /// has shipped: add the next.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "jobs, markers, cursors, deliveries, polls",
-    "
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "jobs, markers, cursors, deliveries, polls",
+        "
 CREATE FUNCTION fstgate_now() RETURNS double precision
     LANGUAGE sql STABLE AS $$ SELECT extract(epoch FROM statement_timestamp())::double precision $$;
 CREATE TABLE jobs (
@@ -64,7 +65,18 @@ CREATE TABLE polls (
     last_success DOUBLE PRECISION NOT NULL
 );
 ",
-)];
+    ),
+    (
+        "poll leases: one watcher lists a source per interval",
+        "
+CREATE TABLE poll_leases (
+    source TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+",
+    ),
+];
 
 /// Serialises migrations between watchers starting at once (an arbitrary application-wide key).
 const MIGRATION_LOCK: i64 = 0x0066_7374_6761_7465; // "fstgate"
@@ -403,5 +415,21 @@ impl JobStore for PostgresJobs {
         )
         .await
         .map(drop)
+    }
+
+    async fn claim_poll(&self, source: &str, owner: &str, hold: Duration) -> Result<bool> {
+        let taken = self
+            .execute(
+                "INSERT INTO poll_leases (source, owner, expires) VALUES ($1, $2, fstgate_now() + $3)
+                 ON CONFLICT (source) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+                 WHERE poll_leases.expires <= fstgate_now() OR poll_leases.owner = excluded.owner",
+                &[&source, &owner, &seconds(hold)],
+            )
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn release_polls(&self, owner: &str) -> Result<()> {
+        self.execute("DELETE FROM poll_leases WHERE owner = $1", &[&owner]).await.map(drop)
     }
 }

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 
 /// The schema, one migration per version (`PRAGMA user_version` = migrations applied). Never
 /// edit one that has shipped: add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
@@ -51,7 +52,15 @@ CREATE TABLE IF NOT EXISTS polls (
     source TEXT PRIMARY KEY,
     last_success REAL NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE poll_leases (
+    source TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+",
+];
 
 const COLUMNS: &str = "id, source, model, artifact_sha256, marker, state, attempts, last_error, outcome";
 
@@ -309,5 +318,22 @@ impl JobStore for SqliteJobs {
             )
             .map(drop)
         })
+    }
+
+    async fn claim_poll(&self, source: &str, owner: &str, hold: Duration) -> Result<bool> {
+        self.with(|db| {
+            let t = now();
+            db.execute(
+                "INSERT INTO poll_leases (source, owner, expires) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+                 WHERE poll_leases.expires <= ?4 OR poll_leases.owner = excluded.owner",
+                params![source, owner, t + hold.as_secs_f64(), t],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    async fn release_polls(&self, owner: &str) -> Result<()> {
+        self.with(|db| db.execute("DELETE FROM poll_leases WHERE owner = ?1", params![owner]).map(drop))
     }
 }

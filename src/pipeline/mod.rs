@@ -163,8 +163,25 @@ impl Pipeline {
     /// Lists every source once and queues the uploads not seen before. A source that cannot be
     /// listed is reported and skipped; the others are still polled.
     pub async fn poll(&self) -> Vec<Error> {
+        self.poll_sources(false).await
+    }
+
+    /// `poll`, as one of the watchers sharing the job store: a source another watcher holds
+    /// the poll lease of (it listed it within the interval) is left to it.
+    async fn poll_sources(&self, shared: bool) -> Vec<Error> {
+        let hold = Duration::from_secs_f64(self.config.poll_interval_seconds);
         let mut errors = Vec::new();
         for source in &self.sources {
+            if shared {
+                match self.jobs.claim_poll(source.name(), &self.owner, hold).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                }
+            }
             match self.poll_source(source).await {
                 Ok(queued) if queued > 0 => tracing::info!(source = %source.name(), queued, "new uploads"),
                 Ok(_) => {}
@@ -286,7 +303,7 @@ impl Pipeline {
         let mut next_poll = tokio::time::Instant::now();
         while !*shutdown.borrow() {
             if tokio::time::Instant::now() >= next_poll {
-                self.poll().await;
+                self.poll_sources(true).await;
                 next_poll = tokio::time::Instant::now() + interval;
             }
             self.start_due_jobs(&mut running).await;
@@ -305,6 +322,9 @@ impl Pipeline {
             tracing::info!(jobs = running.len(), "shutting down: finishing the running jobs");
         }
         while running.join_next().await.is_some() {}
+        if let Err(e) = self.jobs.release_polls(&self.owner).await {
+            tracing::warn!("cannot give up the poll leases (another watcher lists after they run out): {e}");
+        }
     }
 
     /// Processes a claimed job to a final state, or back to the queue after a transient error.
