@@ -177,6 +177,7 @@ impl Pipeline {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
+                        tracing::warn!(source = %source.name(), "cannot take the poll lease: {e}");
                         errors.push(e);
                         continue;
                     }
