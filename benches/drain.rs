@@ -44,9 +44,9 @@ fn options() -> Options {
     options
 }
 
-/// Seconds from the burst to the last final job, with `workers` watchers on a fresh database.
-fn drain(pg: &PostgresServer, options: &Options, workers: usize) -> f64 {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// Seconds from the burst to the last final job, with `workers` watchers on a fresh database,
+/// sharing this machine's `cpus`.
+fn drain(pg: &PostgresServer, options: &Options, workers: usize, cpus: usize) -> f64 {
     let name = format!("drain_{workers}_{}_{}", options.epochs, options.images);
     let setup = Setup::new(&name, options.epochs, 30.0);
     common::toy_data(&setup.dir.join("toy.safetensors"), options.images, 1, 10);
@@ -104,7 +104,7 @@ fn main() {
     println!("|---|---|---|---|");
     let mut first = None;
     for &workers in &options.workers {
-        let seconds = drain(&pg, &options, workers);
+        let seconds = drain(&pg, &options, workers, cpus);
         let base = *first.get_or_insert(seconds);
         println!(
             "| {workers} | {seconds:.1} | {:.1} | {:.2}x |",

@@ -16,10 +16,8 @@ use common::Spawned;
 use common::moto::Moto;
 use serde_json::Value;
 
-fn config(endpoint: &str, state_dir: &str, data: &Path) -> String {
-    let store_options = format!(
-        r#"options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_region = "us-east-1", aws_access_key_id = "env:FSTGATE_TEST_S3_KEY", aws_secret_access_key = "env:FSTGATE_TEST_S3_SECRET" }}"#
-    );
+fn config(moto: &Moto, state_dir: &str, data: &Path) -> String {
+    let store_options = moto.store_options();
     format!(
         r#"
 state_dir = "{state_dir}"
@@ -42,10 +40,8 @@ url = "s3://released/purified"
 
 fn fstgate(dir: &Path) -> Command {
     let mut command = Command::cargo_bin("fstgate").unwrap();
-    command
+    Moto::credentials(&mut command)
         .env("FSTGATE_CACHE", dir.join("cache"))
-        .env("FSTGATE_TEST_S3_KEY", "testing")
-        .env("FSTGATE_TEST_S3_SECRET", "testing")
         .env("FSTGATE_TEST_NOTIFICATION_TOKEN", "relay-token");
     command
 }
@@ -62,8 +58,7 @@ fn s3_credentials_come_from_the_environment_when_the_file_names_none() {
     fstgate::attestation::keys::generate_files(&dir.join("signing.pem"), &dir.join("signing.pub")).unwrap();
     let keys =
         r#", aws_access_key_id = "env:FSTGATE_TEST_S3_KEY", aws_secret_access_key = "env:FSTGATE_TEST_S3_SECRET""#;
-    let config =
-        config(&moto.endpoint, "state", &data).replace(keys, r#", aws_metadata_endpoint = "http://127.0.0.1:9""#);
+    let config = config(&moto, "state", &data).replace(keys, r#", aws_metadata_endpoint = "http://127.0.0.1:9""#);
     assert!(!config.contains("aws_access_key_id"), "{config}");
     std::fs::write(dir.join("env.toml"), config).unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
@@ -112,10 +107,8 @@ fn an_s3_event_notification_triggers_the_watcher_at_once() {
     common::toy_data(&data, 64, 1, 10);
     fstgate::attestation::keys::generate_files(&dir.join("signing.pem"), &dir.join("signing.pub")).unwrap();
     let listen = common::free_port();
-    let watch_config = format!(
-        "poll_interval_seconds = 3600\nlisten = \"127.0.0.1:{listen}\"\n{}",
-        config(&moto.endpoint, "state", &data)
-    );
+    let watch_config =
+        format!("poll_interval_seconds = 3600\nlisten = \"127.0.0.1:{listen}\"\n{}", config(&moto, "state", &data));
     std::fs::write(dir.join("watch.toml"), watch_config).unwrap();
     moto.boto3("s3.create_bucket(Bucket='registry')\ns3.create_bucket(Bucket='released')");
     let mut watch = fstgate(&dir);
@@ -176,7 +169,7 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
     common::toy_data(&data, 64, 1, 10);
     fstgate::attestation::keys::generate_files(&dir.join("signing.pem"), &dir.join("signing.pub")).unwrap();
     for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
-        std::fs::write(dir.join(file), config(&moto.endpoint, state, &data)).unwrap();
+        std::fs::write(dir.join(file), config(&moto, state, &data)).unwrap();
     }
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
     // Versioning keeps every write of a key: the count below sees an overwrite.

@@ -37,10 +37,7 @@ impl Cluster {
     }
 
     fn write_configs(&self, store_url: &str) {
-        let store = format!(
-            r#"options = {{ aws_endpoint = "{}", aws_allow_http = "true", aws_region = "us-east-1", aws_access_key_id = "env:FSTGATE_TEST_S3_KEY", aws_secret_access_key = "env:FSTGATE_TEST_S3_SECRET" }}"#,
-            self.moto.endpoint
-        );
+        let store = self.moto.store_options();
         for watcher in 1..=3 {
             let metrics = if watcher == 1 {
                 format!("metrics_listen = \"127.0.0.1:{}\"\n", self.metrics_port)
@@ -78,10 +75,8 @@ url = "s3://released/purified"
 
     fn fstgate(&self) -> Command {
         let mut command = Command::cargo_bin("fstgate").unwrap();
-        command
+        Moto::credentials(&mut command)
             .env("FSTGATE_CACHE", self.dir.join("cache"))
-            .env("FSTGATE_TEST_S3_KEY", "testing")
-            .env("FSTGATE_TEST_S3_SECRET", "testing")
             .env(PASSWORD_ENV, &self.pg.password);
         command
     }

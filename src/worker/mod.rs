@@ -117,6 +117,7 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, concurrent: usize, dir:
     let log = dir.join("worker.log");
     let home = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
     let exe = std::env::current_exe().map_err(|e| Error::Worker(format!("cannot find the fstgate executable: {e}")))?;
+    let threads = limits.threads_for(concurrent).to_string();
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("worker")
@@ -133,8 +134,8 @@ pub async fn run(job: &PurifyJob, limits: &WorkerLimits, concurrent: usize, dir:
         .envs(KEPT_ENVIRONMENT.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value))))
         .env("HOME", &home)
         .env("TMPDIR", &home)
-        .env("OMP_NUM_THREADS", limits.threads_for(concurrent).to_string())
-        .env("MKL_NUM_THREADS", limits.threads_for(concurrent).to_string())
+        .env("OMP_NUM_THREADS", &threads)
+        .env("MKL_NUM_THREADS", &threads)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?)

@@ -22,6 +22,20 @@ impl Moto {
         Some(Moto { endpoint: server.url.clone(), server })
     }
 
+    /// The `options = {...}` line of a store on this server, its keys read from the
+    /// environment variables [`Moto::credentials`] sets.
+    pub fn store_options(&self) -> String {
+        format!(
+            r#"options = {{ aws_endpoint = "{}", aws_allow_http = "true", aws_region = "us-east-1", aws_access_key_id = "env:FSTGATE_TEST_S3_KEY", aws_secret_access_key = "env:FSTGATE_TEST_S3_SECRET" }}"#,
+            self.endpoint
+        )
+    }
+
+    /// Sets the variables [`Moto::store_options`] reads to moto's keys.
+    pub fn credentials(command: &mut Command) -> &mut Command {
+        command.env("FSTGATE_TEST_S3_KEY", "testing").env("FSTGATE_TEST_S3_SECRET", "testing")
+    }
+
     /// Every version of every object under `bucket` (versioning on): key, version id.
     pub fn object_versions(&self, bucket: &str) -> Vec<(String, String)> {
         self.boto3(&format!(
