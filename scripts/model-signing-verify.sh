@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the OpenSSF model-signing tool (PyPI model-signing 1.1.1) to verify a model directory
-# signed with a key, installing it first into a cached venv (idempotent; a marker written last
-# means a killed install is redone, never half-used).
+# signed with a key or with a certificate chain, installing it first into a cached venv
+# (idempotent; a marker written last means a killed install is redone, never half-used).
 #
-#   scripts/model-signing-verify.sh MODEL_DIR --public_key KEY.pub --signature MODEL_DIR/model.sig
+#   scripts/model-signing-verify.sh key MODEL_DIR --public_key KEY.pub --signature MODEL_DIR/model.sig
+#   scripts/model-signing-verify.sh certificate MODEL_DIR --certificate_chain ROOT.pem --signature MODEL_DIR/model.sig
 set -euo pipefail
 cache=${FSTGATE_CACHE:-$HOME/.cache/fstgate}
 venv=$cache/model-signing-venv
@@ -15,4 +16,9 @@ if [ ! -f "$venv/.installed" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check model-signing==1.1.1 pyOpenSSL >&2
   touch "$venv/.installed"
 fi
-exec "$venv/bin/model_signing" verify key "$@"
+mode=${1:?usage: $0 key|certificate MODEL_DIR OPTIONS...}
+shift
+case $mode in
+  key | certificate) exec "$venv/bin/model_signing" verify "$mode" "$@" ;;
+  *) echo "$0: unknown mode $mode (key or certificate)" >&2; exit 2 ;;
+esac

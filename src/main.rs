@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use fstgate::attestation::{self, PublicKey, SigningKey};
+use fstgate::attestation::{self, PublicKey};
 use fstgate::data::{Augmentation, DataSpec, InputSpec};
 use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, InversionSettings, Trigger};
@@ -13,7 +13,7 @@ use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::jobs::{Job, JobState};
 use fstgate::lab::{self, Architecture, PoisonSettings};
 use fstgate::model::Precision;
-use fstgate::pipeline::{Pipeline, PipelineConfig};
+use fstgate::pipeline::{KeyConfig, Pipeline, PipelineConfig};
 use fstgate::policy::{Decision, Limits, PluginHost, PolicySet, PolicySpec, Verdict};
 use fstgate::purification::{AutoStrength, Method, Settings, Strength};
 use fstgate::report::Report;
@@ -88,8 +88,13 @@ enum Command {
     /// fails, or if the signed decision denied the model (unless --allow-denied).
     Verify {
         dir: PathBuf,
+        /// The signer's public key (PEM).
+        #[arg(long, required_unless_present = "ca", conflicts_with = "ca")]
+        public_key: Option<PathBuf>,
+        /// Root certificates (PEM) for a release signed with a certificate chain: the chain in
+        /// model.sig must lead to one of them, valid when the release was signed.
         #[arg(long)]
-        public_key: PathBuf,
+        ca: Option<PathBuf>,
         /// Also check that this file is the original model the provenance names.
         #[arg(long)]
         original_model: Option<PathBuf>,
@@ -177,11 +182,7 @@ impl PipelineArgs {
             config.policies.iter().map(|p| PolicySpec::inline(&p.plugin, p.config.clone())).collect()
         };
         let policies = Arc::new(policy_set(specs, &self.limits)?);
-        let key = match (&config.signing_key.path, &config.signing_key.env) {
-            (Some(path), _) => SigningKey::from_file(path)?,
-            (None, Some(var)) => SigningKey::from_env(var)?,
-            (None, None) => anyhow::bail!("the configuration names no signing key"),
-        };
+        let key = config.signing_key.load()?;
         let device = device::resolve(config.device.parse()?)?;
         let mut pipeline = Pipeline::new(config, policies, key, device).await?;
         if webhooks && pipeline.config().listen.is_some() {
@@ -558,6 +559,10 @@ struct PurifyArgs {
     /// Name of an environment variable holding the signing key's PEM.
     #[arg(long)]
     signing_key_env: Option<String>,
+    /// PEM file of the signing key's certificate chain (its own certificate first): the
+    /// signatures carry it, for `fstgate verify --ca` and `model_signing verify certificate`.
+    #[arg(long)]
+    signing_cert: Option<PathBuf>,
     /// Output directory (must not exist): model.pt and report.json, plus the signed attestations.
     #[arg(long)]
     out: PathBuf,
@@ -711,9 +716,12 @@ fn purify(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         out: args.out,
         policies: Some(std::sync::Arc::new(args.policy.policy_set()?)),
         signing_key: match (&args.signing_key, &args.signing_key_env) {
-            (Some(path), _) => Some(SigningKey::from_file(path)?),
-            (None, Some(var)) => Some(SigningKey::from_env(var)?),
+            (None, None) if args.signing_cert.is_some() => anyhow::bail!("--signing-cert needs the key it certifies"),
             (None, None) => None,
+            (path, env) => Some(
+                KeyConfig { path: path.clone(), env: env.clone(), certificate_chain: args.signing_cert.clone() }
+                    .load()?,
+            ),
         },
     };
     tracing::info!(device = %device::name(device), method = ?job.settings.method, "purifying {}", job.model.display());
@@ -836,15 +844,30 @@ fn policy_eval(
 
 fn verify(
     dir: PathBuf,
-    public_key: PathBuf,
+    public_key: Option<PathBuf>,
+    ca: Option<PathBuf>,
     original_model: Option<PathBuf>,
     model: Option<String>,
     allow_denied: bool,
 ) -> anyhow::Result<bool> {
-    let key = PublicKey::from_file(&public_key)?;
-    match attestation::verify(&dir, &key, original_model.as_deref(), model.as_deref()) {
-        Ok(verified) => {
-            println!("verified {}: {} files signed by {}", dir.display(), verified.files.len(), key.fingerprint());
+    let (original_model, model) = (original_model.as_deref(), model.as_deref());
+    let outcome = match (public_key, ca) {
+        (Some(public_key), _) => {
+            let key = PublicKey::from_file(&public_key)?;
+            attestation::verify(&dir, &key, original_model, model).map(|v| (v, format!("key {}", key.fingerprint())))
+        }
+        (None, Some(ca)) => {
+            let roots = attestation::TrustRoots::from_file(&ca)?;
+            attestation::verify_with_roots(&dir, &roots, original_model, model).map(|v| {
+                let subject = v.certificate_subject.clone().unwrap_or_default();
+                (v, format!("certificate `{subject}` (chain to {})", ca.display()))
+            })
+        }
+        (None, None) => anyhow::bail!("verify needs --public-key or --ca"),
+    };
+    match outcome {
+        Ok((verified, signer)) => {
+            println!("verified {}: {} files signed by {signer}", dir.display(), verified.files.len());
             println!(
                 "  model sha256 {} made from {} (sha256 {})",
                 verified.model_sha256,
@@ -1065,8 +1088,8 @@ fn main() -> ExitCode {
                 true
             })
             .map_err(Into::into),
-        Command::Verify { dir, public_key, original_model, model, allow_denied } => {
-            verify(dir, public_key, original_model, model, allow_denied)
+        Command::Verify { dir, public_key, ca, original_model, model, allow_denied } => {
+            verify(dir, public_key, ca, original_model, model, allow_denied)
         }
         Command::Policy(PolicyCommand::Eval { plugin, report, config, json, limits }) => {
             policy_eval(plugin, report, config, json, limits)

@@ -18,11 +18,8 @@ fn fixture(path: &str) -> PathBuf {
 
 /// Purifies the fc fixture on toy data and signs the result into `dir/<name>`.
 fn signed_dir(dir: &Path, name: &str, seed: u64, key: &SigningKey, policies: Arc<PolicySet>) -> PathBuf {
-    let job = PurifyJob {
-        policies: Some(policies),
-        signing_key: Some(SigningKey::from_pem(&key.to_pem().unwrap(), "test").unwrap()),
-        ..common::toy_job(dir, name, seed)
-    };
+    let job =
+        PurifyJob { policies: Some(policies), signing_key: Some(key.clone()), ..common::toy_job(dir, name, seed) };
     job::run(&job, &Silent).unwrap();
     job.out
 }
@@ -202,29 +199,28 @@ fn cli_verify_exits_0_when_all_holds_and_1_with_the_reason() {
     assert!(String::from_utf8_lossy(&bad.stdout).contains("report.json does not match its signed sha256"));
 }
 
-/// The real OpenSSF tool, installed from PyPI by scripts/model-signing-verify.sh (cached).
+/// The real OpenSSF tool, installed from PyPI by scripts/model-signing-verify.sh (cached):
+/// `model_signing verify MODE DIR TRUST_OPTION TRUST --signature DIR/model.sig`; whether it
+/// accepted, and its output.
+fn model_signing(mode: &str, dir: &Path, trust_option: &str, trust: &Path) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/model-signing-verify.sh");
+    let signature = dir.join("model.sig");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args([mode, dir.to_str().unwrap(), trust_option, trust.to_str().unwrap(), "--signature"])
+        .arg(&signature)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
 #[test]
 fn openssf_model_signing_accepts_our_bundle_and_rejects_tampering() {
     let (scratch, dir, public) = signed_with_public_key("attest-openssf");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/model-signing-verify.sh");
-    let model_signing = |dir: &Path, public: &Path| {
-        let signature = dir.join("model.sig");
-        let output = Command::new("bash")
-            .arg(&script)
-            .args([
-                dir.to_str().unwrap(),
-                "--public_key",
-                public.to_str().unwrap(),
-                "--signature",
-                signature.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
-        )
-    };
+    let model_signing = |dir: &Path, public: &Path| model_signing("key", dir, "--public_key", public);
     let (accepted, log) = model_signing(&dir, &public);
     assert!(accepted, "model_signing rejected our bundle: {log}");
 
@@ -238,4 +234,87 @@ fn openssf_model_signing_accepts_our_bundle_and_rejects_tampering() {
     std::fs::write(dir.join("model.pt"), model).unwrap();
     let (accepted, log) = model_signing(&dir, &public);
     assert!(!accepted, "model_signing accepted a modified model: {log}");
+}
+
+/// Signing with a key an organisation's PKI certified: root -> intermediate -> code-signing leaf.
+/// The bundle carries the chain; fstgate and model_signing accept it against the root and refuse
+/// it against another CA; a leaf not meant for signing and a chain for another key are refused.
+#[test]
+fn certificate_signed_release_verifies_against_its_root_only() {
+    let scratch = common::scratch("attest-certificate");
+    let pki = common::pki::Pki::new(&scratch.join("pki"));
+    pki.root("root", "/O=Example Corp/CN=Example Root CA")
+        .root("other-root", "/CN=Another CA")
+        .issue("intermediate", "/O=Example Corp/CN=Example Releases CA", "root", common::pki::INTERMEDIATE_CA)
+        .issue("release", "/O=Example Corp/CN=model releases", "intermediate", common::pki::CODE_SIGNING)
+        .issue("tls", "/CN=127.0.0.1", "intermediate", common::pki::SERVER_127);
+    let chain = pki.chain("release-chain", &["release", "intermediate"]);
+    let key = SigningKey::from_file(&pki.key("release")).unwrap().with_certificate_chain(&chain).unwrap();
+    let dir = signed_dir(&scratch, "signed", 0, &key, lenient());
+
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("model.sig")).unwrap()).unwrap();
+    let certificates = bundle["verificationMaterial"]["x509CertificateChain"]["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 2, "{bundle}");
+    assert!(bundle["verificationMaterial"].get("publicKey").is_none(), "{bundle}");
+
+    let roots = attestation::TrustRoots::from_file(&pki.pem("root")).unwrap();
+    let verified = attestation::verify_with_roots(&dir, &roots, Some(&fixture("heads/fc.pt")), None).unwrap();
+    assert_eq!(verified.certificate_subject.as_deref(), Some("CN=model releases,O=Example Corp"));
+    assert!(verified.decision.releasable);
+    // The key alone still verifies it (the certificate certifies that key).
+    attestation::verify(&dir, &key.public(), None, None).unwrap();
+
+    let other = attestation::TrustRoots::from_file(&pki.pem("other-root")).unwrap();
+    let err = attestation::verify_with_roots(&dir, &other, None, None).unwrap_err().to_string();
+    assert!(err.contains("the signing certificate is not trusted") && err.contains("UnknownIssuer"), "{err}");
+
+    // Trusting the issuing intermediate alone is a narrower trust and holds; a chain whose
+    // intermediate is missing does not lead to the root.
+    let intermediate_only = attestation::TrustRoots::from_file(&pki.pem("intermediate")).unwrap();
+    let partial = {
+        let mut bundle = bundle.clone();
+        bundle["verificationMaterial"]["x509CertificateChain"]["certificates"].as_array_mut().unwrap().truncate(1);
+        let copy = scratch.join("partial");
+        copy_dir(&dir, &copy);
+        std::fs::write(copy.join("model.sig"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+        copy
+    };
+    assert!(attestation::verify_with_roots(&dir, &intermediate_only, None, None).is_ok());
+    let err = attestation::verify_with_roots(&partial, &roots, None, None).unwrap_err().to_string();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // A TLS server's certificate is not for signing releases.
+    let tls_chain = pki.chain("tls-chain", &["tls", "intermediate"]);
+    let tls_key = SigningKey::from_file(&pki.key("tls")).unwrap().with_certificate_chain(&tls_chain).unwrap();
+    let tls_signed = signed_dir(&scratch, "tls-signed", 0, &tls_key, lenient());
+    let err = attestation::verify_with_roots(&tls_signed, &roots, None, None).unwrap_err().to_string();
+    assert!(err.contains("not trusted") && err.contains("Eku"), "{err}");
+
+    // A bare-key release has no chain to check; a chain for another key is refused at load.
+    let (_, bare, _) = signed_with_public_key("attest-certificate-bare");
+    let err = attestation::verify_with_roots(&bare, &roots, None, None).unwrap_err().to_string();
+    assert!(err.contains("carries no certificate chain"), "{err}");
+    let err = SigningKey::generate().with_certificate_chain(&chain).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("certifies another key"), "{err}");
+
+    // The CLI, and model_signing's own certificate verifier.
+    let cli = |ca: &Path| {
+        let output = assert_cmd::Command::cargo_bin("fstgate")
+            .unwrap()
+            .args(["verify", dir.to_str().unwrap(), "--ca", ca.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).to_string())
+    };
+    let (code, out) = cli(&pki.pem("root"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("signed by certificate `CN=model releases,O=Example Corp`"), "{out}");
+    let (code, out) = cli(&pki.pem("other-root"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not trusted"), "{out}");
+
+    let (accepted, log) = model_signing("certificate", &dir, "--certificate_chain", &pki.pem("root"));
+    assert!(accepted, "model_signing rejected our certificate bundle: {log}");
+    let (accepted, log) = model_signing("certificate", &dir, "--certificate_chain", &pki.pem("other-root"));
+    assert!(!accepted, "model_signing accepted a chain to another CA: {log}");
 }

@@ -1,6 +1,7 @@
 //! ECDSA P-256 keys (what OpenSSF model signing accepts). Private keys load from a PEM file or
 //! an environment variable and never appear in logs, reports or errors: their Debug output is
-//! redacted and parse errors name only where the key came from.
+//! redacted and parse errors name only where the key came from. A signing key may carry the
+//! X.509 chain that certifies it (see certificate.rs).
 use std::fmt;
 use std::path::Path;
 
@@ -9,17 +10,20 @@ use p256::ecdsa::{Signature, SigningKey as EcSigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
 
+use super::certificate::CertificateChain;
 use crate::error::{Error, Result};
 
 fn key_error(origin: &str, reason: &str) -> Error {
     Error::Key(format!("{origin}: {reason}"))
 }
 
-/// A private signing key (cloned into each job that signs; never printed).
+/// A private signing key (cloned into each job that signs; never printed), with the certificate
+/// chain that certifies it when the organisation signs with a PKI.
 #[derive(Clone)]
 pub struct SigningKey {
     key: EcSigningKey,
     origin: String,
+    certificate_chain: Option<CertificateChain>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -31,7 +35,11 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
-        SigningKey { key: EcSigningKey::random(&mut rand_core::OsRng), origin: "generated".into() }
+        SigningKey {
+            key: EcSigningKey::random(&mut rand_core::OsRng),
+            origin: "generated".into(),
+            certificate_chain: None,
+        }
     }
 
     /// Parses a PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY") PEM. `origin` says where it
@@ -40,9 +48,10 @@ impl SigningKey {
         let key = EcSigningKey::from_pkcs8_pem(pem)
             .or_else(|_| p256::SecretKey::from_sec1_pem(pem).map(EcSigningKey::from))
             .map_err(|_| key_error(origin, "not a PEM ECDSA P-256 private key"))?;
-        Ok(SigningKey { key, origin: origin.to_string() })
+        Ok(SigningKey { key, origin: origin.to_string(), certificate_chain: None })
     }
 
+    /// Reads the key from a PEM file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let pem = std::fs::read_to_string(path).map_err(|e| key_error(&path.display().to_string(), &e.to_string()))?;
         Self::from_pem(&pem, &path.display().to_string())
@@ -54,6 +63,28 @@ impl SigningKey {
         Self::from_pem(&pem, &format!("environment variable {name}"))
     }
 
+    /// Signs with the certificate chain (leaf first) read from `chain`: the signatures then
+    /// carry the chain, and verifiers holding its root need no copy of the public key. Refused
+    /// when the leaf certifies another key.
+    pub fn with_certificate_chain(self, chain: &Path) -> Result<Self> {
+        let certificate_chain = CertificateChain::from_file(chain)?;
+        let certified = PublicKey::from_spki_der(&certificate_chain.leaf_spki()?)
+            .map_err(|_| key_error(&chain.display().to_string(), "the certificate's key is not ECDSA P-256"))?;
+        if certified != self.public() {
+            return Err(key_error(
+                &chain.display().to_string(),
+                &format!("the first certificate certifies another key than the signing key from {}", self.origin),
+            ));
+        }
+        Ok(SigningKey { certificate_chain: Some(certificate_chain), ..self })
+    }
+
+    /// The chain certifying this key, when it signs with one.
+    pub fn certificate_chain(&self) -> Option<&CertificateChain> {
+        self.certificate_chain.as_ref()
+    }
+
+    /// The matching public key.
     pub fn public(&self) -> PublicKey {
         PublicKey(*self.key.verifying_key())
     }
@@ -92,11 +123,20 @@ impl PublicKey {
             .map_err(|_| key_error(origin, "not a PEM ECDSA P-256 public key"))
     }
 
+    /// Parses a DER SubjectPublicKeyInfo (as a certificate holds it).
+    pub fn from_spki_der(der: &[u8]) -> Result<Self> {
+        VerifyingKey::from_public_key_der(der)
+            .map(PublicKey)
+            .map_err(|_| Error::Attestation("the certified key is not an ECDSA P-256 public key".into()))
+    }
+
+    /// Reads an SPKI PEM file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let pem = std::fs::read_to_string(path).map_err(|e| key_error(&path.display().to_string(), &e.to_string()))?;
         Self::from_pem(&pem, &path.display().to_string())
     }
 
+    /// SPKI PEM text.
     pub fn to_pem(&self) -> String {
         self.0.to_public_key_pem(LineEnding::LF).expect("a valid P-256 point encodes")
     }

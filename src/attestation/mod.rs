@@ -6,6 +6,10 @@
 //!   predicate: the purified model made from the original model, data and policies;
 //! - `decision.intoto.json`: a DSSE-signed SLSA Verification Summary v1 with the policy
 //!   verdicts and the metrics (a denied model gets one too, marked not releasable).
+//!
+//! All three are signed by one key: a bare key (verifiers hold its public half) or a key with
+//! an X.509 chain (verifiers hold the organisation's root certificate).
+mod certificate;
 mod dsse;
 pub mod keys;
 mod model_signing;
@@ -17,9 +21,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use certificate::{CertificateChain, TrustRoots};
 pub use dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, pae};
 pub use keys::{PublicKey, SigningKey};
-pub use model_signing::{sign_directory, verify_directory};
+pub use model_signing::{bundle_certificate_chain, sign_directory, verify_directory};
 pub use statement::{ResourceDescriptor, Statement};
 
 use crate::data::sha256_file;
@@ -161,6 +166,10 @@ pub struct Verified {
     pub model_sha256: String,
     pub original_model_sha256: String,
     pub decision: DecisionRecord,
+    /// When the decision was signed (its statement's `timeVerified`).
+    pub signed_at: std::time::SystemTime,
+    /// The signing certificate's subject, when verified against root certificates.
+    pub certificate_subject: Option<String>,
 }
 
 fn read_envelope(dir: &Path, name: &str) -> Result<Envelope> {
@@ -264,6 +273,8 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>, model:
     if !decision.predicate.input_attestations.iter().any(|a| a.sha256_digest() == Some(provenance_sha256.as_str())) {
         return Err(Error::Attestation(format!("{DECISION_FILE} was made on another provenance")));
     }
+    let signed_at = humantime::parse_rfc3339(&decision.predicate.time_verified)
+        .map_err(|_| Error::Attestation(format!("{DECISION_FILE}: timeVerified is not an RFC 3339 time")))?;
     let record = decision.predicate.fstgate;
     let passed = decision.predicate.verification_result == VerificationResult::Passed;
     if record.releasable != passed || record.releasable != Decision::from_results(record.policies.clone()).releasable {
@@ -271,5 +282,34 @@ pub fn verify(dir: &Path, key: &PublicKey, original_model: Option<&Path>, model:
             "{DECISION_FILE} is inconsistent: its result does not follow from its verdicts"
         )));
     }
-    Ok(Verified { files, model: named, model_sha256, original_model_sha256: original, decision: record })
+    Ok(Verified {
+        files,
+        model: named,
+        model_sha256,
+        original_model_sha256: original,
+        decision: record,
+        signed_at,
+        certificate_subject: None,
+    })
+}
+
+/// [`verify`] for a release signed with a certificate chain: the key is the one the bundle's
+/// signing certificate certifies, and the chain must lead to one of `roots` with every
+/// certificate valid when the decision was signed. Without a trusted timestamp that time is
+/// the signer's own claim: a certificate's expiry does not stop a holder of its key from
+/// dating a signature inside it (revocation is not checked either).
+pub fn verify_with_roots(
+    dir: &Path,
+    roots: &TrustRoots,
+    original_model: Option<&Path>,
+    model: Option<&str>,
+) -> Result<Verified> {
+    let chain = bundle_certificate_chain(dir, SIGNATURE_FILE)?.ok_or_else(|| {
+        Error::Attestation(format!("{SIGNATURE_FILE} carries no certificate chain: it was signed with a bare key"))
+    })?;
+    let key = PublicKey::from_spki_der(&chain.leaf_spki()?)?;
+    let mut verified = verify(dir, &key, original_model, model)?;
+    chain.verify(roots, verified.signed_at)?;
+    verified.certificate_subject = Some(chain.subject()?);
+    Ok(verified)
 }

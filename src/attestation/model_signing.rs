@@ -1,12 +1,17 @@
 //! OpenSSF model_signing (PyPI `model-signing` 1.x) signatures with a private key: a Sigstore
 //! bundle v0.3 holding a DSSE envelope over an in-toto Statement whose predicate lists every
-//! file of the model directory with its sha256. See docs/model-signing-format.md.
+//! file of the model directory with its sha256. The bundle names the key by its fingerprint
+//! (`model_signing verify key`), or carries the key's certificate chain when the key has one
+//! (`model_signing verify certificate`). See docs/model-signing-format.md.
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::certificate::CertificateChain;
 use super::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use super::keys::{PublicKey, SigningKey};
 use super::statement::{ResourceDescriptor, Statement};
@@ -24,10 +29,26 @@ struct Bundle {
     dsse_envelope: Envelope,
 }
 
+/// Exactly one of the two is written; a reader takes what it needs.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct VerificationMaterial {
-    public_key: PublicKeyHint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_key: Option<PublicKeyHint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x509_certificate_chain: Option<X509CertificateChain>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct X509CertificateChain {
+    certificates: Vec<X509Certificate>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct X509Certificate {
+    /// Base64 of the DER certificate.
+    raw_bytes: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,18 +128,27 @@ pub fn sign_directory(dir: &Path, model_name: &str, signature: &str, key: &Signi
     };
     let subject = ResourceDescriptor::sha256(Some(model_name), None, &subject_digest(&predicate.resources)?);
     let statement = Statement::new(vec![subject], PREDICATE_TYPE, predicate);
-    let public = key.public();
+    let verification_material = match key.certificate_chain() {
+        Some(chain) => VerificationMaterial {
+            public_key: None,
+            x509_certificate_chain: Some(X509CertificateChain {
+                certificates: chain.der().map(|der| X509Certificate { raw_bytes: STANDARD.encode(der) }).collect(),
+            }),
+        },
+        None => VerificationMaterial {
+            public_key: Some(PublicKeyHint { hint: key.public().fingerprint() }),
+            x509_certificate_chain: None,
+        },
+    };
     let bundle = Bundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
-        verification_material: VerificationMaterial { public_key: PublicKeyHint { hint: public.fingerprint() } },
+        verification_material,
         dsse_envelope: Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &serde_json::to_vec(&statement)?, key, ""),
     };
     crate::fsutil::write_json(&dir.join(signature), &bundle)
 }
 
-/// Checks the bundle's signature and that the directory holds exactly the signed files with
-/// the signed digests; returns their names.
-pub fn verify_directory(dir: &Path, signature: &str, key: &PublicKey) -> Result<Vec<String>> {
+fn read_bundle(dir: &Path, signature: &str) -> Result<Bundle> {
     let path = dir.join(signature);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let bundle: Bundle = serde_json::from_slice(&bytes)
@@ -126,6 +156,28 @@ pub fn verify_directory(dir: &Path, signature: &str, key: &PublicKey) -> Result<
     if bundle.media_type != BUNDLE_MEDIA_TYPE {
         return Err(Error::Attestation(format!("{signature}: unsupported bundle media type {}", bundle.media_type)));
     }
+    Ok(bundle)
+}
+
+/// The certificate chain the bundle carries (leaf first), if it was signed with one. Not yet
+/// trusted: the caller checks it against its roots.
+pub fn bundle_certificate_chain(dir: &Path, signature: &str) -> Result<Option<CertificateChain>> {
+    let Some(chain) = read_bundle(dir, signature)?.verification_material.x509_certificate_chain else {
+        return Ok(None);
+    };
+    let certificates = chain
+        .certificates
+        .iter()
+        .map(|c| STANDARD.decode(&c.raw_bytes))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| Error::Attestation(format!("{signature}: a certificate of the chain is not base64")))?;
+    CertificateChain::from_der(certificates).map(Some)
+}
+
+/// Checks the bundle's signature and that the directory holds exactly the signed files with
+/// the signed digests; returns their names.
+pub fn verify_directory(dir: &Path, signature: &str, key: &PublicKey) -> Result<Vec<String>> {
+    let bundle = read_bundle(dir, signature)?;
     let payload = bundle
         .dsse_envelope
         .verify(key, IN_TOTO_PAYLOAD_TYPE)

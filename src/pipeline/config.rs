@@ -167,19 +167,45 @@ pub struct PolicyConfig {
     pub config: serde_json::Value,
 }
 
-/// Exactly one of `path` and `env`.
-#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+/// The signing key: exactly one of `path` and `env`, and optionally the certificate chain that
+/// certifies it.
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// A PEM file.
     pub path: Option<PathBuf>,
     /// An environment variable holding the PEM text.
     pub env: Option<String>,
+    /// A PEM file of the key's certificate chain, the key's own certificate first: signatures
+    /// then carry it (model_signing's certificate bundles), and verifiers check it against the
+    /// organisation's root (`fstgate verify --ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_chain: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyConfig").field("path", &self.path).field("env", &self.env).finish()
+        f.debug_struct("KeyConfig")
+            .field("path", &self.path)
+            .field("env", &self.env)
+            .field("certificate_chain", &self.certificate_chain)
+            .finish()
+    }
+}
+
+impl KeyConfig {
+    /// Reads the key (and its chain, checked to certify it).
+    pub fn load(&self) -> crate::error::Result<crate::attestation::SigningKey> {
+        use crate::attestation::SigningKey;
+        let key = match (&self.path, &self.env) {
+            (Some(path), None) => SigningKey::from_file(path)?,
+            (None, Some(var)) => SigningKey::from_env(var)?,
+            _ => return Err(crate::error::Error::Key("a signing key needs exactly one of `path` and `env`".into())),
+        };
+        match &self.certificate_chain {
+            Some(chain) => key.with_certificate_chain(chain),
+            None => Ok(key),
+        }
     }
 }
 
@@ -242,7 +268,7 @@ impl PipelineConfig {
         if let Some(path) = &mut self.job_store.ca_file {
             resolve(path);
         }
-        if let Some(path) = &mut self.signing_key.path {
+        for path in [&mut self.signing_key.path, &mut self.signing_key.certificate_chain].into_iter().flatten() {
             resolve(path);
         }
         for policy in &mut self.policies {
@@ -399,6 +425,13 @@ mod tests {
         assert_eq!((config.concurrency, config.max_attempts), (1, 3));
         assert_eq!(config.data_for("fashion-cnn/3").unwrap().clean_count, Some(3000));
         assert!(config.data_for("cifar-resnet/1").is_none());
+        let certified = load(&MINIMAL.replace(
+            "env = \"FSTGATE_SIGNING_KEY\"",
+            "env = \"FSTGATE_SIGNING_KEY\"\ncertificate_chain = \"pki/chain.pem\"",
+        ))
+        .unwrap();
+        let chain = certified.signing_key.certificate_chain.unwrap();
+        assert!(chain.is_absolute() && chain.ends_with("pki/chain.pem"), "{}", chain.display());
     }
 
     #[test]

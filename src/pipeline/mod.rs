@@ -27,7 +27,7 @@ use crate::purification::{Settings, Strength};
 use crate::report::Summary;
 use crate::sources::{Source, Upload};
 use crate::training::Silent;
-pub use config::PipelineConfig;
+pub use config::{KeyConfig, PipelineConfig};
 pub use gate_report::{GateJob, GateReport};
 
 pub struct Pipeline {

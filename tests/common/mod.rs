@@ -6,6 +6,7 @@
 
 pub mod moto;
 pub mod pipeline;
+pub mod pki;
 pub mod postgres;
 
 use std::collections::HashMap;

@@ -163,45 +163,14 @@ impl PostgresServer {
 }
 
 /// A test CA, a server certificate for 127.0.0.1 it signs (key mode 0600, as PostgreSQL
-/// demands), and a second CA that signs nothing, by the openssl command.
+/// demands), and a second CA that signs nothing.
 fn make_certificates(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command");
-        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    for (name, subject) in [("ca", "/CN=fstgate test CA"), ("other-ca", "/CN=another CA")] {
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        openssl(
-            &[&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "2", "-subj", subject]].concat(),
-        );
-    }
-    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    super::pki::Pki::new(dir).root("ca", "/CN=fstgate test CA").root("other-ca", "/CN=another CA").issue(
+        "server",
+        "/CN=127.0.0.1",
+        "ca",
+        super::pki::SERVER_127,
+    );
 }
 
 /// A command of the server's binaries, run as `postgres` when the tests run as root.
