@@ -68,25 +68,58 @@ fn s3_credentials_come_from_the_environment_when_the_file_names_none() {
          s3.put_object(Bucket='registry', Key='incoming/toy-fc/1/_SUCCESS', Body=b'')",
         model.display()
     ));
-    let gate = |credentials: Option<(&str, &str)>| {
+    let gate = |environment: &[(&str, &str)]| {
         let mut command = fstgate(&dir);
         command.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env_remove("AWS_SESSION_TOKEN");
-        if let Some((key, secret)) = credentials {
-            command.env("AWS_ACCESS_KEY_ID", key).env("AWS_SECRET_ACCESS_KEY", secret);
-        }
+        command.envs(environment.iter().copied());
         command.args(["--quiet", "gate", "--json", "-", "--config"]).arg(dir.join("env.toml")).output().unwrap()
     };
-    let without = gate(None);
+    let without = gate(&[]);
     assert_eq!(without.status.code(), Some(2), "{}", String::from_utf8_lossy(&without.stderr));
     // The chain ran out at the instance-metadata step: there were no credentials to find.
     assert!(String::from_utf8_lossy(&without.stderr).contains("http://127.0.0.1:9/latest/api/token"));
     let secret = "fstgate-env-secret-5d1e";
-    let with = gate(Some(("AKIAFSTGATEENVTEST", secret)));
+    let with = gate(&[("AWS_ACCESS_KEY_ID", "AKIAFSTGATEENVTEST"), ("AWS_SECRET_ACCESS_KEY", secret)]);
     let stderr = String::from_utf8_lossy(&with.stderr);
     assert_eq!(with.status.code(), Some(0), "{stderr}");
     let report: Value = serde_json::from_slice(&with.stdout).unwrap();
     assert_eq!(report["jobs"][0]["state"], "released", "{report:#}");
     assert!(!stderr.contains(secret) && !String::from_utf8_lossy(&with.stdout).contains(secret));
+
+    // A pod on EKS (IRSA): only a projected service-account token and a role; the store trades
+    // the token for credentials at STS (a second moto, over TLS as object_store demands, its
+    // test CA trusted through SSL_CERT_FILE) and gates the next upload.
+    let pki = common::pki::Pki::new(&dir.join("pki"));
+    pki.root("ca", "/CN=fstgate test CA").issue("sts", "/CN=127.0.0.1", "ca", common::pki::SERVER_127);
+    let sts = Moto::start_sts_tls(&pki.pem("sts"), &pki.key("sts")).expect("moto started above");
+    let ca = pki.pem("ca");
+    moto.boto3(&format!(
+        "s3.upload_file('{}', 'registry', 'incoming/toy-fc/2/model.pt')\n\
+         s3.put_object(Bucket='registry', Key='incoming/toy-fc/2/_SUCCESS', Body=b'')",
+        model.display()
+    ));
+    let token = dir.join("serviceaccount-token");
+    let web_identity = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/fstgate-gate"),
+        ("AWS_ROLE_SESSION_NAME", "fstgate-test"),
+        ("AWS_ENDPOINT_URL_STS", sts.endpoint.as_str()),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
+    // Before the token is projected the chain stops at it (and says which file).
+    let early = gate(&web_identity);
+    let stderr = String::from_utf8_lossy(&early.stderr);
+    assert_eq!(early.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("serviceaccount-token"), "{stderr}");
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZnN0Z2F0ZTpnYXRlIn0.c2lnbmF0dXJl";
+    std::fs::write(&token, jwt).unwrap();
+    let irsa = gate(&web_identity);
+    let stderr = String::from_utf8_lossy(&irsa.stderr);
+    assert_eq!(irsa.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&irsa.stdout).unwrap();
+    let jobs = report["jobs"].as_array().unwrap();
+    assert!(jobs.iter().any(|j| j["model"] == "toy-fc/2" && j["state"] == "released"), "{report:#}");
+    assert!(!stderr.contains(jwt) && !String::from_utf8_lossy(&irsa.stdout).contains(jwt));
 }
 
 /// POSTs `body` to the watcher's webhook with `token`; returns the HTTP status.

@@ -22,6 +22,31 @@ impl Moto {
         Some(Moto { endpoint: server.url.clone(), server })
     }
 
+    /// moto's STS alone, over TLS with `certificate` (for 127.0.0.1) and its `key`, as object_store
+    /// demands for web identity. moto routes an unsigned STS call by its form body; object_store
+    /// (like AWS's own endpoint allows) sends the parameters in the query string, so a shim moves
+    /// them into the body first.
+    pub fn start_sts_tls(certificate: &std::path::Path, key: &std::path::Path) -> Option<Moto> {
+        const STS_SHIM: &str = "import io, sys\n\
+            from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+            from werkzeug.serving import run_simple\n\
+            moto = DomainDispatcherApplication(create_backend_app)\n\
+            def sts(environ, start_response):\n    \
+                query = environ.get('QUERY_STRING', '')\n    \
+                if 'Action=AssumeRoleWithWebIdentity' in query:\n        \
+                    body = query.encode()\n        \
+                    environ.update({'QUERY_STRING': '', 'CONTENT_TYPE': 'application/x-www-form-urlencoded', \
+                    'CONTENT_LENGTH': str(len(body)), 'wsgi.input': io.BytesIO(body)})\n    \
+                return moto(environ, start_response)\n\
+            run_simple('127.0.0.1', int(sys.argv[1]), sts, ssl_context=(sys.argv[2], sys.argv[3]), threaded=True)\n";
+        let server = TestServer::start("moto", |python, port| {
+            let mut command = Command::new(python);
+            command.args(["-c", STS_SHIM, &port.to_string()]).arg(certificate).arg(key);
+            command
+        })?;
+        Some(Moto { endpoint: server.url.replacen("http://", "https://", 1), server })
+    }
+
     /// The `options = {...}` line of a store on this server, its keys read from the
     /// environment variables [`Moto::credentials`] sets.
     pub fn store_options(&self) -> String {
