@@ -218,26 +218,7 @@ fn an_s3_upload_is_published_once_by_two_racing_gates() {
     ));
     // `broken//key` is a key the S3 client refuses to read: it must not hold back `toy-fc/7`.
 
-    let gate = |config: &str| {
-        fstgate(&dir)
-            .args(["--quiet", "gate", "--json", "-", "--config"])
-            .arg(dir.join(config))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (gate("a.toml"), gate("b.toml"));
-    for child in [a, b] {
-        let output = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{stderr}");
-        assert!(!stderr.contains("testing"), "a secret reached the log: {stderr}");
-        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-        let jobs = report["jobs"].as_array().unwrap();
-        assert_eq!(jobs.len(), 1, "only the complete upload: {report:#}");
-        assert_eq!((jobs[0]["model"].as_str(), jobs[0]["state"].as_str()), (Some("toy-fc/7"), Some("released")));
-    }
+    common::race_gates(|| fstgate(&dir), &[&dir.join("a.toml"), &dir.join("b.toml")], "toy-fc/7", "testing");
     // Counted from the bucket: one outcome.json ever written, each attempt's model.pt once, at
     // most one attempt per gate.
     let versions = moto.object_versions("released");

@@ -187,6 +187,35 @@ pub fn toy_data_toml(data: &Path, epochs: usize) -> String {
     )
 }
 
+/// Runs `fstgate gate --json - --config C` for every configuration of `configs` at once (each
+/// from a command `base` makes: its environment and directory) and asserts that each exits 0
+/// having released exactly `model`, its log free of `secret`.
+pub fn race_gates(base: impl Fn() -> std::process::Command, configs: &[&Path], model: &str, secret: &str) {
+    use std::process::Stdio;
+    let children: Vec<_> = configs
+        .iter()
+        .map(|config| {
+            base()
+                .args(["--quiet", "gate", "--json", "-", "--config"])
+                .arg(config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains(secret), "a secret reached the log: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let jobs = report["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 1, "only the complete upload: {report:#}");
+        assert_eq!((jobs[0]["model"].as_str(), jobs[0]["state"].as_str()), (Some(model), Some("released")));
+    }
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
