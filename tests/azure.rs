@@ -1,7 +1,8 @@
 //! The pipeline on Azure Blob Storage: Azurite, Microsoft's storage emulator (npm azurite
 //! 3.37.0, installed by scripts/test-server.sh azurite, started here on 127.0.0.1 with telemetry
 //! off and stopped after), reached by object_store's Azure client through the file's options:
-//! the account, its endpoint, and the shared key read from the environment. An uploader puts
+//! the account, its endpoint, and the shared key named in the file (or, for the watcher, found
+//! in the `AZURE_STORAGE_*` environment as Azure's SDKs read it). An uploader puts
 //! models and _SUCCESS markers with the Blob REST API (Shared Key, Python's standard library);
 //! two gates with separate job stores race on one upload and it is published once, counted from
 //! the emulator's own request log (every blob write it accepted); a watcher publishes a denial
@@ -106,6 +107,8 @@ impl Azurite {
 }
 
 fn config(azurite: &Azurite, state_dir: &str, data: &Path, policy: &str) -> String {
+    // A store outside Azure's public cloud: its account, endpoint and key (read from the
+    // environment variable) in the file.
     let options = format!(
         r#"options = {{ azure_storage_account_name = "{ACCOUNT}", azure_storage_endpoint = "{}", azure_allow_http = "true", azure_storage_account_key = "env:FSTGATE_TEST_AZURE_KEY" }}"#,
         azurite.endpoint()
@@ -203,10 +206,23 @@ fn an_azure_upload_is_published_once_and_a_denial_without_its_model() {
 
     // A watcher with a policy no model meets: the next upload is denied, its outcome published
     // without the model.
+    // Its store takes the account, endpoint and key from the environment, as Azure's SDKs do.
     let strict = "{ max_attack_success_rate = 0.0, max_accuracy_drop_points = 0.0 }";
-    std::fs::write(dir.join("strict.toml"), config(&azurite, "state-a", &data, strict)).unwrap();
+    let explicit = format!(
+        r#"azure_storage_account_name = "{ACCOUNT}", azure_storage_endpoint = "{}", azure_allow_http = "true", azure_storage_account_key = "env:FSTGATE_TEST_AZURE_KEY""#,
+        azurite.endpoint()
+    );
+    let from_environment =
+        config(&azurite, "state-a", &data, strict).replace(&explicit, r#"azure_allow_http = "true""#);
+    assert!(!from_environment.contains("azure_storage_account_name"), "{from_environment}");
+    std::fs::write(dir.join("strict.toml"), from_environment).unwrap();
     let log = std::fs::File::create(dir.join("watch.log")).unwrap();
     let mut command = fstgate(&dir);
+    command
+        .env_remove("FSTGATE_TEST_AZURE_KEY")
+        .env("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT)
+        .env("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY)
+        .env("AZURE_STORAGE_ENDPOINT", azurite.endpoint());
     command.args(["watch", "--config", "strict.toml"]).stdout(log.try_clone().unwrap()).stderr(log);
     let mut watcher = Spawned::start(command);
     upload(&azurite, "toy-fc/9");

