@@ -17,7 +17,8 @@ use crate::evaluation::{self, Attack, Examples, Plan, Trigger};
 use crate::model::{Classifier, ModelSource, RegistrySource};
 use crate::policy::{Decision, PolicySet};
 use crate::purification::{self, Settings, Strength};
-use crate::report::html::{self, REPORT_HTML_FILE};
+use crate::report::html;
+use crate::report::layout::{MODEL_FILE, REPORT_FILE, REPORT_HTML_FILE};
 use crate::report::{DataUsage, ModelInfo, OutputFile, REPORT_SCHEMA, Report, Summary, Timings};
 use crate::training::Progress;
 
@@ -244,7 +245,7 @@ pub fn evaluate(job: &PurifyJob, dir: &Path, progress: &dyn Progress) -> Result<
         None => Vec::new(),
     };
 
-    let model_path = dir.join(attestation::MODEL_FILE);
+    let model_path = dir.join(MODEL_FILE);
     model.save(&model_path)?;
     let report = Report {
         schema: REPORT_SCHEMA.to_string(),
@@ -274,7 +275,7 @@ pub fn evaluate(job: &PurifyJob, dir: &Path, progress: &dyn Progress) -> Result<
         before,
         after,
         epochs: purified.epochs,
-        output: OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? },
+        output: OutputFile { file: MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? },
         warnings,
         decision: Decision::from_results(Vec::new()),
         confinement: None,
@@ -303,11 +304,11 @@ fn registered_source(source: &ModelSource, job: &PurifyJob) -> ModelSource {
 /// file, never taken from the evaluation.
 pub fn conclude(job: &PurifyJob, evaluated: Evaluated, staging: tempfile::TempDir) -> Result<Report> {
     let Evaluated { mut report, examples } = evaluated;
-    let model_path = staging.path().join(attestation::MODEL_FILE);
-    report.output = OutputFile { file: attestation::MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? };
+    let model_path = staging.path().join(MODEL_FILE);
+    report.output = OutputFile { file: MODEL_FILE.into(), sha256: data::sha256_file(&model_path)? };
     let policies = job.policies.as_ref().ok_or_else(|| Error::Settings("the job has no release policies".into()))?;
     report.decision = policies.evaluate(&report);
-    crate::fsutil::write_json(&staging.path().join(attestation::REPORT_FILE), &report)?;
+    crate::fsutil::write_json(&staging.path().join(REPORT_FILE), &report)?;
     let name = job.name.clone().unwrap_or_else(|| job.model.display().to_string());
     let key_id = job.signing_key.as_ref().map(|k| k.public().fingerprint());
     let page = html::render(&report, &name, &examples, key_id.as_deref());

@@ -7,6 +7,11 @@
 //! uploads (object stores, or MLflow registries through the `mlflow` client), `jobs` records each
 //! one's state, `publication` writes the outcome exactly once to a `store` and records it in the
 //! registry. The `lab` makes backdoored models to test all of it on.
+//!
+//! Modules are layered in that order: each imports only the ones below it (the document types
+//! of `report`, including the decision and a purified directory's file names, sit below every
+//! stage that writes or reads them; `schemas` lists them all from the top). tests/architecture.rs
+//! holds the layers and fails on an upward import.
 pub mod attestation;
 pub mod data;
 pub mod demo;
@@ -27,6 +32,7 @@ pub mod publication;
 pub mod purification;
 pub mod report;
 pub mod rng;
+pub mod schemas;
 pub mod sources;
 pub mod store;
 pub mod training;

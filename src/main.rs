@@ -1007,7 +1007,7 @@ fn demo(work: PathBuf, data: PathBuf, limits: PluginLimitArgs, quiet: bool) -> a
         ("signing key", layout.private_key.clone(), format!("(public: {})", layout.public_key.display())),
         ("outcome", outcome_path.clone(), String::new()),
         ("published files", files.clone(), names.join(", ")),
-        ("report for people", files.join(fstgate::report::html::REPORT_HTML_FILE), "(open in a browser)".into()),
+        ("report for people", files.join(fstgate::report::layout::REPORT_HTML_FILE), "(open in a browser)".into()),
     ];
     for (what, path, note) in rows {
         println!("{}", format!("{what:<18} {} {note}", path.display()).trim_end());
@@ -1019,7 +1019,7 @@ fn demo(work: PathBuf, data: PathBuf, limits: PluginLimitArgs, quiet: bool) -> a
 
 fn schema(out: PathBuf, check: bool) -> anyhow::Result<bool> {
     let mut stale = Vec::new();
-    for (name, schema) in fstgate::report::schemas() {
+    for (name, schema) in fstgate::schemas::all() {
         let path = out.join(name);
         let text = serde_json::to_string_pretty(&schema)? + "\n";
         if check {

@@ -29,7 +29,7 @@ pub use statement::{ResourceDescriptor, Statement};
 
 use crate::data::sha256_file;
 use crate::error::{Error, Result};
-use crate::policy::Decision;
+use crate::report::Decision;
 use crate::report::Report;
 use predicates::{
     BUILD_TYPE, BUILDER_ID, BuildDefinition, BuildMetadata, Builder, DecisionRecord, ExternalParameters,
@@ -37,11 +37,7 @@ use predicates::{
     VerificationResult, VerificationSummary,
 };
 
-pub const MODEL_FILE: &str = "model.pt";
-pub const REPORT_FILE: &str = "report.json";
-pub const PROVENANCE_FILE: &str = "provenance.intoto.json";
-pub const DECISION_FILE: &str = "decision.intoto.json";
-pub const SIGNATURE_FILE: &str = "model.sig";
+pub use crate::report::layout::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
 
 fn file_uri(path: &Path) -> String {
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

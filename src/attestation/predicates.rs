@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::statement::ResourceDescriptor;
 use crate::data::InputSpec;
-use crate::policy::{Decision, PolicyResult};
 use crate::purification::Settings;
 use crate::report::Summary;
+use crate::report::decision::{Decision, PolicyResult};
 
 pub const PROVENANCE_TYPE: &str = "https://slsa.dev/provenance/v1";
 pub const VSA_TYPE: &str = "https://slsa.dev/verification_summary/v1";

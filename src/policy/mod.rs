@@ -10,12 +10,11 @@ pub mod sandbox;
 
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::report::Report;
+pub use crate::report::decision::{Decision, Measurement, PolicyResult, Verdict};
 use sandbox::{GuestDecision, Level, Plugin};
 pub use sandbox::{Limits, PluginFailure, PluginHost};
 
@@ -23,60 +22,6 @@ pub use sandbox::{Limits, PluginFailure, PluginHost};
 /// known trigger's, else the worst probe's) exceeds 5% or clean accuracy drops more than 3 points.
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!("../../plugin-sdk/examples/prebuilt/thresholds.wasm");
 pub const DEFAULT_POLICY_NAME: &str = "builtin:thresholds";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Allow,
-    Deny,
-}
-
-/// A figure a policy computed and judged by.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Measurement {
-    pub name: String,
-    pub value: f64,
-}
-
-/// One policy's verdict on one report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct PolicyResult {
-    /// The plugin's file stem, or `builtin:thresholds` for the default policy.
-    pub name: String,
-    /// sha256 of the plugin component that ran (empty when its file could not be read).
-    pub sha256: String,
-    /// The configuration it was given.
-    pub config: serde_json::Value,
-    pub verdict: Verdict,
-    pub reasons: Vec<String>,
-    #[serde(default)]
-    pub measurements: Vec<Measurement>,
-    /// Set when the plugin gave no verdict of its own (it failed to load, trapped, hit a limit,
-    /// or returned something malformed); the verdict is then `deny`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<String>,
-}
-
-impl PolicyResult {
-    /// sha256 of the configuration's JSON text, as the record of exactly what ran.
-    pub fn config_sha256(&self) -> String {
-        hex::encode(Sha256::digest(self.config.to_string().as_bytes()))
-    }
-}
-
-/// The gate's decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Decision {
-    pub releasable: bool,
-    pub policies: Vec<PolicyResult>,
-}
-
-impl Decision {
-    pub fn from_results(policies: Vec<PolicyResult>) -> Self {
-        let releasable = !policies.is_empty() && policies.iter().all(|p| p.verdict == Verdict::Allow);
-        Decision { releasable, policies }
-    }
-}
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]

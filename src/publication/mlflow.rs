@@ -8,8 +8,8 @@
 //! is reused, so a retried job never registers twice.
 use std::path::Path;
 
-use crate::attestation::{MODEL_FILE, REPORT_FILE};
 use crate::error::{Error, Result};
+use crate::report::layout::{MODEL_FILE, REPORT_FILE};
 use crate::report::{Report, Summary};
 use crate::sources::MlflowSource;
 use crate::sources::mlflow::{PURIFIED_FROM_TAG, split_model};

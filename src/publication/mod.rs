@@ -25,7 +25,7 @@ use crate::attestation::{
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoint;
 use crate::policy::Decision;
-use crate::report::html::REPORT_HTML_FILE;
+use crate::report::layout::REPORT_HTML_FILE;
 use crate::store::{Location, StoreConfig};
 
 pub const OUTCOME_FILE: &str = "outcome.json";

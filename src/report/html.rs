@@ -6,13 +6,11 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use tch::{Kind, Tensor};
 
+use super::decision::Verdict;
+use super::layout::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
 use super::{Report, charts};
-use crate::attestation::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIGNATURE_FILE};
 use crate::error::{Error, Result};
 use crate::evaluation::Examples;
-use crate::policy::Verdict;
-
-pub const REPORT_HTML_FILE: &str = "report.html";
 
 /// One triggered test image, with its true class and the predictions before and after.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -1,7 +1,9 @@
 //! report.json: everything a reviewer needs to judge one purification, and its JSON Schema;
 //! report.html renders it for people.
 mod charts;
+pub mod decision;
 pub mod html;
+pub mod layout;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -9,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::{DataSource, InputSpec};
 use crate::evaluation::Metrics;
 use crate::model::{Head, ModelSource, OutputKind};
-use crate::policy::Decision;
 use crate::purification::{Settings, StrengthSearch};
 use crate::training::EpochRecord;
+pub use decision::Decision;
 
 /// Identifies the document type and version.
 pub const REPORT_SCHEMA: &str = "fstgate.report/v1";
@@ -139,7 +141,7 @@ pub struct OutputFile {
 }
 
 /// What a policy plugin receives: report.json before the gate's decision, so without `decision`.
-fn policy_input_schema(mut schema: serde_json::Value) -> serde_json::Value {
+pub fn policy_input_schema(mut schema: serde_json::Value) -> serde_json::Value {
     schema["title"] = "PolicyInput".into();
     schema["description"] = "The report a policy plugin judges: report.json without `decision`.".into();
     if let Some(properties) = schema["properties"].as_object_mut() {
@@ -183,23 +185,4 @@ fn prune_unreferenced_definitions(schema: &mut serde_json::Value) {
     if let Some(map) = schema["$defs"].as_object_mut() {
         map.retain(|name, _| reachable.contains(name));
     }
-}
-
-/// The JSON Schemas of the documents fstgate writes, by file name under schemas/.
-pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
-    use crate::attestation::predicates::{DecisionRecord, ExternalParameters};
-    let to_value = |schema: schemars::Schema| serde_json::to_value(schema).expect("schemas serialise");
-    let report = to_value(schemars::schema_for!(Report));
-    vec![
-        ("policy-input.schema.json", policy_input_schema(report.clone())),
-        ("report.schema.json", report),
-        ("lab-report.schema.json", to_value(schemars::schema_for!(crate::lab::LabReport))),
-        ("pipeline-config.schema.json", to_value(schemars::schema_for!(crate::pipeline::PipelineConfig))),
-        ("gate-report.schema.json", to_value(schemars::schema_for!(crate::pipeline::GateReport))),
-        ("outcome.schema.json", to_value(schemars::schema_for!(crate::publication::Outcome))),
-        ("sandbox-check.schema.json", to_value(schemars::schema_for!(crate::worker::check::SandboxCheck))),
-        // fstgate's parts of the signed predicates.
-        ("decision-record.schema.json", to_value(schemars::schema_for!(DecisionRecord))),
-        ("provenance-parameters.schema.json", to_value(schemars::schema_for!(ExternalParameters))),
-    ]
 }

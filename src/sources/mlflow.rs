@@ -9,10 +9,10 @@ use std::path::Path;
 
 use globset::{Glob, GlobMatcher};
 
+use super::config::{MlflowSourceConfig, SourceConfig};
 use super::{Artifact, Polled, Upload, identity, model_path};
 use crate::error::{Error, Result};
 use crate::mlflow::{ArtifactRoot, MlflowClient, ModelVersion, READY};
-use crate::pipeline::config::{MlflowSourceConfig, SourceConfig};
 use crate::store::DownloadBudget;
 
 /// Set by fstgate on the versions it registers: `<name>/<version>` of the source version.

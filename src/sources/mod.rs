@@ -1,6 +1,7 @@
 //! Where models come from: object-store prefixes and MLflow model registries. Each source finds
 //! new complete uploads (`poll`) and downloads one (`download`); an upload's identity is the
 //! sha256 of its files, so the same bytes are purified once however often they are seen.
+pub mod config;
 pub mod mlflow;
 pub mod object_store;
 
@@ -10,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, redact_url};
 use crate::model::RegistrySource;
-use crate::pipeline::config::{SourceConfig, SourceKind};
 use crate::store::FileDigest;
+pub use config::{MlflowSourceConfig, SourceConfig, SourceKind};
 pub use mlflow::MlflowSource;
 pub use object_store::ObjectStoreSource;
 
