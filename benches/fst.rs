@@ -19,6 +19,7 @@ use fstgate::evaluation::{self, Attack, Metrics, Plan, Trigger};
 use fstgate::lab::{self, Architecture, PoisonSettings};
 use fstgate::model::{Classifier, Precision};
 use fstgate::purification::{self, AutoStrength, Method, Settings, Strength};
+use fstgate::schemas::parse_name;
 use fstgate::training::Silent;
 use serde::Serialize;
 use tch::{Device, Tensor};
@@ -56,9 +57,9 @@ struct SpeedArgs {
     /// The TorchScript model to purify; made by the lab (BadNets, 5%) when the file is absent.
     #[arg(long)]
     model: PathBuf,
-    #[arg(long, value_enum, default_value_t = Architecture::Resnet18)]
+    #[arg(long, value_parser = parse_name::<Architecture>, default_value = "resnet18")]
     arch: Architecture,
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[arg(long, value_parser = parse_name::<Precision>, default_value = "fp32")]
     precision: Precision,
     /// Tuning images: training split [50000, 50000 + tune).
     #[arg(long, default_value_t = 1000)]
@@ -83,7 +84,7 @@ struct SpeedArgs {
 struct QualityArgs {
     #[command(flatten)]
     common: Common,
-    #[arg(long, value_delimiter = ',', default_value = "small-cnn")]
+    #[arg(long, value_delimiter = ',', value_parser = parse_name::<Architecture>, default_value = "small-cnn")]
     archs: Vec<Architecture>,
     #[arg(long, value_delimiter = ',', default_value = "badnets,blended,sig")]
     attacks: Vec<String>,
@@ -437,8 +438,7 @@ fn purify_cell(
             Some(purified.settings.alpha)
         }
         _ => {
-            let method: Method =
-                clap::ValueEnum::from_str(method, true).map_err(|e| anyhow::anyhow!("method {method}: {e}"))?;
+            let method: Method = parse_name(method).map_err(|e| anyhow::anyhow!("method: {e}"))?;
             let settings = Settings { method, seed, ..Settings::default() };
             purification::purify(&mut model, clean, &splits.input, &settings, &Silent)?;
             (method == Method::Fst).then_some(settings.alpha)

@@ -36,19 +36,28 @@ const POLICIES: [(&str, &[u8], &str); 2] = [
 /// Everything under the work directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The work directory itself.
     pub work: PathBuf,
     /// The lab's backdoored model (kept between runs) and its lab report.
     pub backdoored: PathBuf,
+    /// `registry/`: the local registry the watcher reads uploads from.
     pub registry: PathBuf,
+    /// `released/`: the destination purified models and decisions are published to.
     pub released: PathBuf,
+    /// `state/`: the pipeline's state directory (the SQLite job store).
     pub state: PathBuf,
+    /// `fstgate.toml`: the pipeline configuration.
     pub config: PathBuf,
+    /// `signing-key.pem`: the key that signs releases.
     pub private_key: PathBuf,
+    /// `signing-key.pub`: its public half, for `fstgate verify`.
     pub public_key: PathBuf,
+    /// `policies/`: the policy plugins the gate runs.
     pub policies: PathBuf,
 }
 
 impl Layout {
+    /// The layout under `work`.
     pub fn new(work: &Path) -> Self {
         Layout {
             work: work.to_path_buf(),

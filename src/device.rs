@@ -11,8 +11,11 @@ use crate::error::{Error, Result};
 /// What the user asked for with `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
+    /// The first CUDA device when one works, else the CPU.
     Auto,
+    /// The CPU.
     Cpu,
+    /// The CUDA device with this index (`cuda:N`); an error when it is not there.
     Cuda(usize),
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Writes `bytes` to `path` atomically: mode 0644, synced to disk before the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let write_error = |e: std::io::Error| Error::Write { path: path.to_path_buf(), source: e };
     let dir = parent_dir(path);

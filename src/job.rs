@@ -25,6 +25,7 @@ use crate::training::Progress;
 /// How much of a data source to use.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Sample {
+    /// Every image.
     All,
     /// A class-balanced fraction (the paper's clean set is 2% of the training data).
     Fraction(f64),
@@ -45,7 +46,9 @@ impl Sample {
 /// The known attack, as the user gave it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AttackInput {
+    /// A trigger applied to the test images.
     Trigger(Trigger),
+    /// A data set of already-triggered images, with their true labels.
     PoisonedSet(DataSpec),
 }
 
@@ -53,6 +56,7 @@ pub enum AttackInput {
 /// worker process receives carries nothing that decides or signs.
 #[derive(Serialize, Deserialize)]
 pub struct PurifyJob {
+    /// The uploaded model: a TorchScript file or an MLflow model directory.
     pub model: PathBuf,
     /// What the model is called where it came from (e.g. `local-registry:fashion-cnn/3`), for
     /// report.html; default: the model's path.
@@ -61,19 +65,30 @@ pub struct PurifyJob {
     /// instead of the download path.
     #[serde(default)]
     pub registry: Option<RegistrySource>,
+    /// The head's module path (e.g. `fc`), when given; otherwise it is located automatically.
     pub head: Option<String>,
+    /// The clean data FST fine-tunes on.
     pub clean_data: DataSpec,
+    /// How much of the clean data to use.
     pub clean_sample: Sample,
+    /// The test set both evaluations run on.
     pub test_data: DataSpec,
+    /// How much of the test set to use.
     pub test_sample: Sample,
+    /// The model's input geometry and normalisation.
     pub input: InputSpec,
     /// With `Strength::Auto`, `settings` is the base whose alpha the search replaces.
     pub settings: Settings,
+    /// Fixed settings, or the automatic strength search.
     pub strength: Strength,
+    /// The known attack and its target class, if any.
     pub attack: Option<(AttackInput, i64)>,
+    /// Trigger probes run on the test set before and after, to look for unknown backdoors.
     pub probes: Vec<Trigger>,
+    /// Where the model runs; serialised by name (`cpu`, `cuda:N`).
     #[serde(with = "crate::device::by_name")]
     pub device: Device,
+    /// The output directory; it must not exist yet.
     pub out: PathBuf,
     /// The release rules applied to the report (compiled once, shareable between jobs). Never
     /// in a worker's copy, which must not start the plugin host's thread before it confines
@@ -110,7 +125,10 @@ impl PurifyJob {
 /// examples for report.html. The purified model is `model.pt` in the directory it was given.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Evaluated {
+    /// report.json's content, with an empty decision.
     pub report: Report,
+    /// Triggered images (one per class other than the target) with the predictions before and
+    /// after, for report.html; empty without a known attack.
     pub examples: Vec<html::TriggeredExample>,
 }
 

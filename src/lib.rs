@@ -12,6 +12,8 @@
 //! of `report`, including the decision and a purified directory's file names, sit below every
 //! stage that writes or reads them; `schemas` lists them all from the top). tests/architecture.rs
 //! holds the layers and fails on an upward import.
+#![warn(missing_docs)]
+
 pub mod attestation;
 pub mod data;
 pub mod demo;

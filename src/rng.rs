@@ -7,9 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
+/// A job's own random generator (ChaCha8), seeded once.
 pub struct SeededRng(ChaCha8Rng);
 
 impl SeededRng {
+    /// A generator seeded with `seed`: the same draws for the same seed.
     pub fn new(seed: u64) -> Self {
         SeededRng(ChaCha8Rng::seed_from_u64(seed))
     }

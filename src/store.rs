@@ -32,7 +32,9 @@ pub struct StoreConfig {
 /// An opened store and the prefix everything lives under.
 #[derive(Clone)]
 pub struct Location {
+    /// The object store client.
     pub store: Arc<dyn ObjectStore>,
+    /// The path within the store everything lives under (the URL's path).
     pub prefix: StorePath,
     /// The URL as configured, for messages (never an option value).
     pub url: String,
@@ -57,6 +59,7 @@ impl Location {
         parts.iter().fold(self.prefix.clone(), |path, part| path.join(*part))
     }
 
+    /// An [`Error::Store`] at this location (credentials redacted).
     pub fn error(&self, reason: impl fmt::Display) -> Error {
         Error::store(&self.url, reason)
     }
@@ -104,7 +107,9 @@ impl Location {
 /// A downloaded file: its path relative to what was downloaded, and its sha256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileDigest {
+    /// Path relative to the downloaded prefix, `/`-separated.
     pub path: String,
+    /// sha256 of the file's bytes (hex).
     pub sha256: String,
 }
 
@@ -167,6 +172,8 @@ impl fmt::Debug for StoreConfig {
 }
 
 impl StoreConfig {
+    /// Opens the store, reading `env:NAME` option values from the environment; a local directory
+    /// is created if missing.
     pub fn open(&self) -> Result<Location> {
         let url = self.parsed_url()?;
         let (scheme, _) = ObjectStoreScheme::parse(&url).map_err(|e| Error::store(&self.url, e))?;

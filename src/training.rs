@@ -15,9 +15,13 @@ use crate::rng::SeededRng;
 
 /// Receives training progress (a terminal bar, log lines, or nothing).
 pub trait Progress {
+    /// Training starts: the number of epochs, and of steps in each.
     fn begin(&self, _epochs: usize, _steps_per_epoch: usize) {}
+    /// One optimiser step is done.
     fn step(&self) {}
+    /// An epoch is done, with its figures.
     fn epoch(&self, _record: &EpochRecord) {}
+    /// Training is over.
     fn finish(&self) {}
 }
 
@@ -25,10 +29,12 @@ pub trait Progress {
 pub struct Silent;
 impl Progress for Silent {}
 
+/// One training epoch's figures.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
+    /// The learning rate used throughout the epoch (cosine schedule).
     pub learning_rate: f64,
     /// Mean total loss over the epoch's samples.
     pub loss: f64,
@@ -39,27 +45,39 @@ pub struct EpochRecord {
     /// Cosine between the head weight and the original head weight at the end of the epoch
     /// (FST drives it negative); absent when there is no reference head.
     pub head_cosine_to_original: Option<f64>,
+    /// Wall-clock time the epoch took, in seconds.
     pub seconds: f64,
 }
 
 /// The head terms of the loss and the step: FST's <W, W0> penalty and the projection of W
 /// back onto the sphere of W0's norm.
 pub struct HeadConstraint {
+    /// The head's weight W, trained in place.
     pub weight: Tensor,
+    /// The original head's weight W0, fixed.
     pub original: Tensor,
     /// Coefficient of sum(W * W0) in the loss (0: no penalty). W is always rescaled to
     /// ||W0||_F after every step.
     pub alpha: f64,
 }
 
+/// How to train: the optimiser, schedule, batches, augmentation and head constraint.
 pub struct Config<'a> {
+    /// Passes over the training data.
     pub epochs: usize,
+    /// Base learning rate, annealed to 0 along a cosine over the epochs.
     pub lr: f64,
+    /// SGD momentum, in [0, 1).
     pub momentum: f64,
+    /// L2 weight decay added to the gradients (0: none).
     pub weight_decay: f64,
+    /// Images per step.
     pub batch_size: i64,
+    /// Random augmentation applied to each batch on the device.
     pub augmentation: Augmentation,
+    /// How batches are normalised for the model.
     pub input: &'a InputSpec,
+    /// The FST head terms, if any.
     pub head: Option<HeadConstraint>,
     /// Train mode while tuning (BatchNorm on batch statistics, updating its running statistics;
     /// dropout on). Off for a linear probe of the head: the frozen features must stay as they are.

@@ -101,14 +101,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Module -> (imported module -> the files that import it), for the library (not main.rs).
+/// Module -> (imported module -> the files that import it), for the library (not the binary).
 fn import_graph(src: &Path) -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
     let mut graph: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for file in files {
         let module = module_of(src, &file);
-        if module == "lib" || module == "main" {
+        // lib.rs declares the modules; src/bin holds the command line, above the library.
+        if module == "lib" || module == "bin" {
             continue;
         }
         let entry = graph.entry(module.clone()).or_default();

@@ -7,13 +7,18 @@ use serde::{Deserialize, Serialize};
 use super::keys::{PublicKey, SigningKey};
 use crate::error::{Error, Result};
 
+/// Payload type of an envelope holding an in-toto Statement.
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
+/// A DSSE envelope: a base64 payload, its type, and signatures over their PAE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
+    /// The signed payload, base64 (standard alphabet, padded).
     pub payload: String,
+    /// The payload's media type, e.g. [`IN_TOTO_PAYLOAD_TYPE`].
     pub payload_type: String,
+    /// Signatures over `pae(payload_type, payload)`; one valid one is enough.
     pub signatures: Vec<EnvelopeSignature>,
 }
 

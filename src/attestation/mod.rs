@@ -156,11 +156,15 @@ pub fn attest(dir: &Path, model_name: &str, report: &Report, decision: &Decision
 /// What `verify` established.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// Every file the model_signing bundle covers, relative to the directory.
     pub files: Vec<String>,
     /// The model the statements say was purified: its registry URI, or the file it was.
     pub model: String,
+    /// sha256 (hex) of the purified model.pt.
     pub model_sha256: String,
+    /// sha256 (hex) of the original model the provenance names.
     pub original_model_sha256: String,
+    /// The signed decision: the verdicts and the metrics.
     pub decision: DecisionRecord,
     /// When the decision was signed (its statement's `timeVerified`).
     pub signed_at: std::time::SystemTime,

@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::rng::SeededRng;
 
+/// Random augmentation of training batches: a padded random crop and a horizontal flip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Augmentation {
     /// Zero padding on each side before a random crop back to the input size (0: no crop).
@@ -24,6 +25,7 @@ pub struct EpochDraws {
 }
 
 impl Augmentation {
+    /// No augmentation.
     pub const NONE: Augmentation = Augmentation { crop_padding: 0, horizontal_flip: false };
 
     /// Draws the augmentation of `n` images (in the epoch's order) with the job's generator.

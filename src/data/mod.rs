@@ -40,14 +40,18 @@ pub enum DataFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
+    /// The training split (`DIR#train`).
     Train,
+    /// The test split (`DIR#test`).
     Test,
 }
 
 /// Where a data set comes from: `PATH` or `DIR#train` / `DIR#test`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSpec {
+    /// The data file or directory.
     pub path: PathBuf,
+    /// The split of a multi-split directory (`#train`, `#test`); none for a single-split source.
     pub split: Option<Split>,
 }
 
@@ -69,8 +73,11 @@ impl FromStr for DataSpec {
 /// Provenance of a loaded data set, recorded in reports.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DataSource {
+    /// The data file or directory, as given.
     pub path: PathBuf,
+    /// The split read from a multi-split directory; absent for a single-split source.
     pub split: Option<Split>,
+    /// The layout it was read as.
     pub format: DataFormat,
     /// sha256 over the files read (for several files: over their names and digests).
     pub sha256: String,
@@ -81,16 +88,21 @@ pub struct DataSource {
 /// Images as float [N, C, H, W] in [0, 1] on the CPU, labels as int64 [N].
 #[derive(Debug)]
 pub struct Dataset {
+    /// Images, float [N, C, H, W] in [0, 1], on the CPU.
     pub images: Tensor,
+    /// Class labels, int64 [N].
     pub labels: Tensor,
+    /// Where the images came from.
     pub source: DataSource,
 }
 
 impl Dataset {
+    /// Number of images.
     pub fn len(&self) -> i64 {
         self.labels.size()[0]
     }
 
+    /// Whether the set holds no image.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -100,6 +112,7 @@ impl Dataset {
         self.images.size()[1..].to_vec()
     }
 
+    /// The labels, copied into a vector.
     pub fn labels_vec(&self) -> Vec<i64> {
         Vec::<i64>::try_from(&self.labels).expect("labels are int64")
     }
@@ -240,6 +253,8 @@ impl Default for InputSpec {
 }
 
 impl InputSpec {
+    /// Fails unless `mean` and `std` have the same non-zero length and every std is positive and
+    /// finite.
     pub fn validate(&self) -> Result<()> {
         let lengths_ok = !self.mean.is_empty() && self.mean.len() == self.std.len();
         if !lengths_ok {

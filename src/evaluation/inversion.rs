@@ -90,6 +90,7 @@ impl InversionSettings {
 /// What the inversion found for one class.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct InvertedClass {
+    /// The class, 0-based.
     pub class: i64,
     /// Size of the smallest mask found, in pixels (the mask's sum; a 3x3 patch is about 9).
     pub mask_pixels: f64,
@@ -107,19 +108,24 @@ pub struct InvertedClass {
 /// The inversion's result, for the report.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct InversionSummary {
+    /// The settings the inversion ran with.
     pub settings: InversionSettings,
     /// Images the masks were optimised on, and held-out images their push was measured on.
     pub optimisation_images: i64,
+    /// Number of held-out images.
     pub held_out_images: i64,
+    /// One entry per class of the model, in class order.
     pub classes: Vec<InvertedClass>,
     /// Classes whose mask is small against the others and whose trigger generalises: suspected
     /// backdoor targets, most suspicious first.
     pub suspected_targets: Vec<i64>,
+    /// Wall-clock time the inversion took, in seconds.
     pub seconds: f64,
 }
 
 /// One inverted trigger, kept to follow it through purification.
 pub struct InvertedTrigger {
+    /// The class the trigger sends images into.
     pub class: i64,
     /// [1, 1, H, W] in [0, 1], on the CPU.
     pub mask: Tensor,

@@ -22,12 +22,23 @@ use crate::model::Classifier;
 /// What the attacker did, when the defender knows it.
 pub enum Attack {
     /// Apply this trigger to the clean test images.
-    Trigger { trigger: Trigger, target: i64 },
+    Trigger {
+        /// The attacker's trigger.
+        trigger: Trigger,
+        /// The class the backdoor sends triggered images to.
+        target: i64,
+    },
     /// Already-triggered test images with their TRUE labels.
-    PoisonedSet { data: Dataset, target: i64 },
+    PoisonedSet {
+        /// The triggered images, labelled with their true classes.
+        data: Dataset,
+        /// The class the backdoor sends triggered images to.
+        target: i64,
+    },
 }
 
 impl Attack {
+    /// The class the backdoor sends triggered images to.
     pub fn target(&self) -> i64 {
         match self {
             Attack::Trigger { target, .. } | Attack::PoisonedSet { target, .. } => *target,
@@ -46,10 +57,13 @@ impl Attack {
 
 /// What to measure, the same before and after purification.
 pub struct Plan {
+    /// How images are prepared for the model.
     pub input: InputSpec,
+    /// The known attack, if any: measured as ASR and RA.
     pub attack: Option<Attack>,
     /// Triggers tried when the attack is unknown (and reported alongside a known one).
     pub probes: Vec<Trigger>,
+    /// Images per forward pass.
     pub batch_size: i64,
 }
 
@@ -70,23 +84,31 @@ pub fn standard_probes() -> Vec<Trigger> {
     .collect()
 }
 
+/// A model's figures on the test set, measured once before and once after purification.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Metrics {
     /// C-Acc: accuracy on the clean test set.
     pub clean_accuracy: f64,
+    /// Number of clean test images.
     pub test_images: i64,
     /// Accuracy per true class (NaN-free: classes absent from the test set are null).
     pub per_class_accuracy: Vec<Option<f64>>,
+    /// ASR and RA for the known attack; absent when the attack is unknown.
     pub attack: Option<AttackMetrics>,
+    /// Each probe trigger's result, in probe order.
     pub probes: Vec<ProbeResult>,
     /// The probe with the highest rate.
     pub worst_probe: Option<ProbeResult>,
+    /// Wall-clock time the evaluation took, in seconds.
     pub seconds: f64,
 }
 
+/// How well the known attack works on the model.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AttackMetrics {
+    /// The trigger's spec, or `poisoned set PATH` for a user-supplied poisoned test set.
     pub trigger: String,
+    /// The class the backdoor sends triggered images to.
     pub target_class: i64,
     /// ASR: fraction of triggered non-target images predicted as the target class.
     pub attack_success_rate: f64,
@@ -96,8 +118,10 @@ pub struct AttackMetrics {
     pub images: i64,
 }
 
+/// One probe trigger's effect: the class it pushes triggered images to most, and how often.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ProbeResult {
+    /// The probe's trigger spec.
     pub trigger: String,
     /// The class that the triggered images are most often pushed to.
     pub class: i64,

@@ -12,50 +12,92 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 
+/// A backdoor trigger: applied to test images for a known attack, or tried as a probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Trigger {
     /// A square patch pasted at a corner or position (BadNets).
-    Badnets { size: i64, position: Position, pattern: PatchPattern },
+    Badnets {
+        /// Side of the patch, in pixels.
+        size: i64,
+        /// Where the patch goes.
+        position: Position,
+        /// What the patch looks like.
+        pattern: PatchPattern,
+    },
     /// x' = (1 - alpha) x + alpha pattern (Blended).
-    Blended { alpha: f64, pattern: BlendPattern },
+    Blended {
+        /// Weight of the pattern, in [0, 1].
+        alpha: f64,
+        /// The image blended in.
+        pattern: BlendPattern,
+    },
     /// A horizontal sinusoid x' = x + delta/255 sin(2 pi j f / W), clipped (SIG).
-    Sig { delta: f64, frequency: f64 },
+    Sig {
+        /// Amplitude, in 8-bit pixel levels (0 to 255).
+        delta: f64,
+        /// Periods across the image width.
+        frequency: f64,
+    },
     /// A smooth random warp of the sampling grid (WaNet): k x k control points, strength s.
-    Wanet { k: i64, strength: f64, seed: u64 },
+    Wanet {
+        /// Control points per side of the warp field.
+        k: i64,
+        /// Warp strength s; displacements scale with s / image height.
+        strength: f64,
+        /// Seed of the random warp field.
+        seed: u64,
+    },
 }
 
+/// Where a BadNets patch is pasted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Position {
+    /// The bottom-right corner (`pos=br`, the default).
     BottomRight,
+    /// The bottom-left corner (`pos=bl`).
     BottomLeft,
+    /// The top-right corner (`pos=tr`).
     TopRight,
+    /// The top-left corner (`pos=tl`).
     TopLeft,
     /// Top-left pixel of the patch.
     At {
+        /// Column, in pixels from the left.
         x: i64,
+        /// Row, in pixels from the top.
         y: i64,
     },
 }
 
+/// What a BadNets patch looks like.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum PatchPattern {
+    /// Every pixel of the patch set to one value.
     Solid {
+        /// Pixel value on the [0, 1] scale (default 1: white).
         value: f64,
     },
     /// Alternating 1 and 0 pixels, 1 at the patch's top-left.
     Checkerboard,
 }
 
+/// The image a Blended trigger mixes in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum BlendPattern {
     /// Uniform noise in [0, 1] from a seeded generator (identical on every machine).
-    Noise { seed: u64 },
+    Noise {
+        /// Seed of the noise generator.
+        seed: u64,
+    },
     /// An image file, converted to the input's channels and size.
-    Image { path: PathBuf },
+    Image {
+        /// The image file.
+        path: PathBuf,
+    },
 }
 
 impl Trigger {

@@ -10,7 +10,8 @@ use super::module_builder::ScriptModule;
 use crate::error::Result;
 use crate::rng::SeededRng;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+/// A model family the lab can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Architecture {
     /// Three conv-BN-ReLU stages (width, 2x, 4x channels), global average pool, head `fc`.

@@ -24,32 +24,47 @@ use crate::model::Classifier;
 use crate::rng::SeededRng;
 use crate::training::{self, EpochRecord, Progress};
 
+/// How the lab poisons the training set and trains the backdoored model.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PoisonSettings {
+    /// The model family trained from scratch.
     pub architecture: Architecture,
     /// Base channel width (small-cnn: 16; resnet18: 64).
     pub width: i64,
+    /// The backdoor's trigger, stamped on the poisoned training images.
     pub trigger: Trigger,
+    /// The class the backdoor sends triggered images to.
     pub target_class: i64,
     /// Poisoned images as a fraction of the training set.
     pub poisoning_rate: f64,
     /// Poison only target-class images and keep their labels (default for SIG).
     pub clean_label: bool,
+    /// Training epochs.
     pub epochs: usize,
+    /// Base SGD learning rate (momentum 0.9), annealed to 0 along a cosine over the epochs.
     pub learning_rate: f64,
+    /// L2 weight decay.
     pub weight_decay: f64,
+    /// Images per training step.
     pub batch_size: i64,
+    /// Random augmentation of the training batches.
     pub augmentation: Augmentation,
+    /// Seeds the initial weights, the choice of poisoned images, the batch order and augmentation.
     pub seed: u64,
 }
 
 /// What the lab made: written beside the model as lab.json.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LabReport {
+    /// The settings the model was made with.
     pub settings: PoisonSettings,
+    /// Where the backdoored model (TorchScript) was written.
     pub model: PathBuf,
+    /// Images in the training set, poisoned ones included.
     pub training_images: i64,
+    /// Training images that carry the trigger.
     pub poisoned_images: i64,
+    /// Each training epoch's figures.
     pub epochs: Vec<EpochRecord>,
     /// Clean accuracy and ASR of the backdoored model on the test set.
     pub test: Metrics,

@@ -15,8 +15,16 @@ use crate::store::{DownloadBudget, FileDigest, Location, StoreConfig};
 /// Characters escaped in one path segment of an artifact URL.
 const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'<').add(b'>').add(b'?');
 
+/// Where a version's or a run's artifacts live, and how they are read and written.
 pub enum ArtifactRoot {
-    Proxied { client: MlflowClient, path: String },
+    /// Through the tracking server's artifact proxy (`mlflow-artifacts:/`).
+    Proxied {
+        /// The client for the tracking server that proxies the artifacts.
+        client: MlflowClient,
+        /// The root's path under the proxy, without leading or trailing `/`.
+        path: String,
+    },
+    /// Directly in an object store (`s3://`, `gs://`, `az://`, `file://`).
     Store(Location),
 }
 

@@ -19,6 +19,7 @@ pub use artifacts::ArtifactRoot;
 /// Only registry versions in this state have their files in place.
 pub const READY: &str = "READY";
 
+/// A client for one tracking server, with its credentials. Cheap to clone.
 #[derive(Clone)]
 pub struct MlflowClient {
     /// The tracking server's URL, without credentials.
@@ -35,41 +36,58 @@ impl fmt::Debug for MlflowClient {
     }
 }
 
+/// A registered model version, as the registry returns it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelVersion {
+    /// The registered model's name.
     pub name: String,
+    /// The version number, as MLflow's string.
     pub version: String,
+    /// When the version was registered, in milliseconds since the Unix epoch.
     pub creation_timestamp: i64,
+    /// `READY` once its files are in place (see [`READY`]); empty if the server omits it.
     #[serde(default)]
     pub status: String,
+    /// The URI the version's files were registered from (`runs:/...`, `s3://...`).
     #[serde(default)]
     pub source: String,
+    /// The version's tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
 }
 
 impl ModelVersion {
+    /// The value of the tag `key`, if the version has it.
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
     }
 }
 
+/// A key-value tag on a model version.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Tag {
+    /// Tag name.
     pub key: String,
+    /// Tag value.
     pub value: String,
 }
 
+/// One page of a model-version search.
 #[derive(Debug, Deserialize)]
 pub struct VersionPage {
+    /// The versions on this page, newest first.
     #[serde(default)]
     pub model_versions: Vec<ModelVersion>,
+    /// The token for the next page; absent or empty on the last.
     pub next_page_token: Option<String>,
 }
 
+/// An MLflow run, as created for a publication.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RunInfo {
+    /// The run's id.
     pub run_id: String,
+    /// Where the run's artifacts go (`mlflow-artifacts:/...`, `s3://...`).
     pub artifact_uri: String,
 }
 
@@ -108,6 +126,7 @@ impl MlflowClient {
         Ok(MlflowClient { base, http, token, basic_auth })
     }
 
+    /// The tracking server's base URL, without credentials, ending in `/`.
     pub fn url(&self) -> &str {
         self.base.as_str()
     }
@@ -265,6 +284,7 @@ impl MlflowClient {
         }
     }
 
+    /// Starts a run named `run_name` in the experiment, tagged as made by fstgate.
     pub async fn create_run(&self, experiment_id: &str, run_name: &str) -> Result<RunInfo> {
         #[derive(Deserialize)]
         struct Run {
@@ -284,11 +304,13 @@ impl MlflowClient {
         Ok(answer.run.info)
     }
 
+    /// Marks the run `FINISHED`, now.
     pub async fn finish_run(&self, run_id: &str) -> Result<()> {
         let body = json!({ "run_id": run_id, "status": "FINISHED", "end_time": now_millis() });
         self.call_ok::<Value>(Method::POST, "runs/update", &[], Some(body)).await.map(drop)
     }
 
+    /// Registers a new version of model `name` from `source`, with the run, tags and description.
     pub async fn create_version(
         &self,
         name: &str,
@@ -308,11 +330,13 @@ impl MlflowClient {
         Ok(answer.model_version)
     }
 
+    /// Sets one tag on a model version.
     pub async fn set_version_tag(&self, name: &str, version: &str, key: &str, value: &str) -> Result<()> {
         let body = json!({ "name": name, "version": version, "key": key, "value": value });
         self.call_ok::<Value>(Method::POST, "model-versions/set-tag", &[], Some(body)).await.map(drop)
     }
 
+    /// Points the registered model's `alias` at `version`.
     pub async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {
         let body = json!({ "name": name, "alias": alias, "version": version });
         self.call_ok::<Value>(Method::POST, "registered-models/alias", &[], Some(body)).await.map(drop)

@@ -8,20 +8,28 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+/// Header carrying `v1,<base64 HMAC-SHA256>` (lowercase, as HTTP header names compare).
 pub const SIGNATURE_HEADER: &str = "x-mlflow-signature";
+/// Header carrying the delivery's unique id, signed and checked for replays.
 pub const DELIVERY_ID_HEADER: &str = "x-mlflow-delivery-id";
+/// Header carrying the delivery's time, in Unix seconds, signed.
 pub const TIMESTAMP_HEADER: &str = "x-mlflow-timestamp";
 /// How far a delivery's timestamp may be from the receiver's clock (either way).
 pub const TOLERANCE_SECONDS: i64 = 300;
 
+/// Why a delivery was refused.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum Rejection {
+    /// A required header is absent; its name.
     #[error("no {0} header")]
     MissingHeader(&'static str),
+    /// The signature is missing its `v1,` prefix, is not base64, or does not verify.
     #[error("the signature does not match the body (wrong secret, or the delivery was altered)")]
     BadSignature,
+    /// The timestamp is too far from the receiver's clock: now minus the timestamp, in seconds.
     #[error("the timestamp is {0} s from now, outside the {TOLERANCE_SECONDS} s window")]
     OutsideWindow(i64),
+    /// The timestamp or body cannot be read; what is wrong.
     #[error("malformed delivery: {0}")]
     Malformed(String),
 }
@@ -29,26 +37,38 @@ pub enum Rejection {
 /// What a delivery asks for.
 #[derive(Debug, PartialEq)]
 pub enum Event {
+    /// A model version was registered.
     VersionCreated {
+        /// The registered model's name.
         name: String,
+        /// The new version.
         version: String,
     },
+    /// A tag was set on a model version.
     VersionTagSet {
+        /// The registered model's name.
         name: String,
+        /// The tagged version.
         version: String,
+        /// The tag's name.
         key: String,
     },
     /// Events fstgate does not act on (aliases, prompts, ...).
     Other {
+        /// The delivery's `entity` (e.g. `model_version_alias`).
         entity: String,
+        /// The delivery's `action` (e.g. `created`).
         action: String,
     },
 }
 
 /// The headers a delivery is authenticated by.
 pub struct Delivery<'a> {
+    /// `X-MLflow-Delivery-Id`.
     pub id: &'a str,
+    /// `X-MLflow-Timestamp`, Unix seconds as text.
     pub timestamp: &'a str,
+    /// `X-MLflow-Signature`, `v1,<base64 HMAC-SHA256>`.
     pub signature: &'a str,
 }
 

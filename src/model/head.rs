@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 use super::Classifier;
 use crate::error::{Error, Result};
 
+/// The classification head: the linear map that produces the logits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Head {
     /// Module path of the head, e.g. `fc` or `classifier.6`.
@@ -18,7 +19,9 @@ pub struct Head {
     pub weight: String,
     /// Parameter name of the bias [out_features], if the head has one.
     pub bias: Option<String>,
+    /// Input features of the head: the width of the features it classifies.
     pub in_features: i64,
+    /// Outputs of the head: the number of classes.
     pub out_features: i64,
     /// `automatic` or `user` (named with --head).
     pub located_by: String,

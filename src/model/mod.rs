@@ -34,7 +34,9 @@ pub enum OutputKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelFormat {
+    /// A TorchScript archive (`torch.jit.save`).
     Torchscript,
+    /// An MLflow model directory whose data file is a TorchScript archive.
     MlflowTorchscript,
 }
 
@@ -45,6 +47,7 @@ pub struct ModelSource {
     pub path: PathBuf,
     /// The TorchScript archive actually loaded (inside an MLflow directory, its data file).
     pub archive: PathBuf,
+    /// The form the model was given in.
     pub format: ModelFormat,
     /// sha256 of the TorchScript archive.
     pub sha256: String,
@@ -96,9 +99,13 @@ pub struct Snapshot(Vec<u8>);
 /// A TorchScript image classifier with its classification head located.
 pub struct Classifier {
     module: CModule,
+    /// Where the model came from.
     pub source: ModelSource,
+    /// How the logits are taken from the model's output.
     pub output: OutputKind,
+    /// The located classification head.
     pub head: Head,
+    /// Number of logits the model produces.
     pub num_classes: i64,
     device: Device,
     precision: Precision,
@@ -154,10 +161,12 @@ impl Classifier {
         Ok(classifier)
     }
 
+    /// The device the model runs on.
     pub fn device(&self) -> Device {
         self.device
     }
 
+    /// The arithmetic the model runs in.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -202,6 +211,7 @@ impl Classifier {
         self.module.set_train();
     }
 
+    /// BatchNorm uses its running statistics; dropout is off.
     pub fn set_eval(&mut self) {
         self.module.set_eval();
     }

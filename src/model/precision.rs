@@ -10,7 +10,8 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+/// The arithmetic a model runs in on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
     /// float32 everywhere (cuDNN may use TF32 for convolutions on GPUs that have it).
@@ -21,6 +22,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Fails when `device` cannot run this precision (bf16 on the CPU).
     pub fn check_device(self, device: Device) -> Result<()> {
         match (self, device) {
             (Precision::Bf16, Device::Cpu) => {

@@ -12,6 +12,7 @@ use crate::purification::{AutoStrength, Settings};
 pub use crate::sources::config::{MlflowSourceConfig, SourceConfig, SourceKind};
 use crate::store::StoreConfig;
 
+/// The pipeline configuration file: sources, destination, data, purification, policies, key.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
@@ -29,6 +30,7 @@ pub struct PipelineConfig {
     pub destination: StoreConfig,
     /// Which clean and test data belong to which models; the first rule that matches wins.
     pub data: Vec<DataRule>,
+    /// How strongly to purify: the automatic strength (default) or fixed settings.
     #[serde(default)]
     pub purification: PurificationConfig,
     /// Release policies; none configured means the built-in thresholds policy.
@@ -42,6 +44,7 @@ pub struct PipelineConfig {
     /// Jobs purified at once (on a GPU, at most one per device regardless).
     #[serde(default = "one")]
     pub concurrency: usize,
+    /// Seconds between polls of the sources by `fstgate watch`; default 30.
     #[serde(default = "default_poll_interval")]
     pub poll_interval_seconds: f64,
     /// A running job's lease; a worker that dies loses its job to another after this long.
@@ -70,21 +73,27 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataRule {
+    /// Glob over `<name>/<version>`, e.g. `fashion-*/*`.
     pub models: String,
     /// Clean data: `PATH` or `DIR#train` (IDX, CIFAR-10, safetensors, ImageFolder).
     pub clean: String,
     /// Class-balanced number of clean images (default: all).
     pub clean_count: Option<i64>,
+    /// Test data, in the same form as `clean` (e.g. `DIR#test`).
     pub test: String,
+    /// Class-balanced number of test images (default: all).
     pub test_count: Option<i64>,
     /// The known trigger, if any (e.g. `badnets`), and its target class; without it the probes
     /// measure the backdoor.
     pub trigger: Option<String>,
+    /// The known trigger's target class; required with `trigger`.
     pub target_class: Option<i64>,
+    /// The models' input geometry and normalisation.
     #[serde(default)]
     pub input: InputSpec,
 }
 
+/// How models are purified: fixed settings, or the automatic strength.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurificationConfig {
@@ -94,6 +103,7 @@ pub struct PurificationConfig {
     pub auto: Option<AutoStrength>,
 }
 
+/// One release policy: a plugin and its configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {

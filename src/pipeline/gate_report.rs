@@ -7,12 +7,15 @@ use serde_json::json;
 use crate::jobs::{Job, JobState};
 use crate::report::Summary;
 
+/// Identifies the gate report document type and version.
 pub const GATE_REPORT_SCHEMA: &str = "fstgate.gate-report/v1";
 
+/// What one gate run (`fstgate gate`) did: poll errors and the jobs it processed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GateReport {
     /// Always `fstgate.gate-report/v1`.
     pub schema: String,
+    /// The fstgate version that ran the gate.
     pub fstgate_version: String,
     /// Sources that could not be polled.
     pub poll_errors: Vec<String>,
@@ -20,12 +23,19 @@ pub struct GateReport {
     pub jobs: Vec<GateJob>,
 }
 
+/// One job a gate run processed, and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GateJob {
+    /// The job store's id for the job.
     pub id: i64,
+    /// The configured source the upload came from.
     pub source: String,
+    /// `<name>/<version>` within the source.
     pub model: String,
+    /// The upload's identity: sha256 over its files' digests (one job per source, model and
+    /// artifact).
     pub artifact_sha256: String,
+    /// Attempts at the job so far, this one included.
     pub attempt: u32,
     /// `queued` means a transient error: the job will be retried.
     pub state: JobState,
@@ -35,12 +45,14 @@ pub struct GateJob {
     pub reasons: Vec<String>,
     /// Before/after figures (absent when an earlier attempt had published the outcome).
     pub summary: Option<Summary>,
+    /// What went wrong, for a failed job or one left for retry.
     pub error: Option<String>,
     /// `<registered model>/<version>` of the purified version registered in an MLflow source.
     pub registered_version: Option<String>,
 }
 
 impl GateJob {
+    /// The entry for `job` as this run left it, without a registered version.
     pub fn from_job(
         job: &Job,
         state: JobState,
@@ -66,6 +78,7 @@ impl GateJob {
 }
 
 impl GateReport {
+    /// A report of this fstgate version over the run's poll errors and jobs.
     pub fn new(poll_errors: Vec<String>, jobs: Vec<GateJob>) -> Self {
         GateReport {
             schema: GATE_REPORT_SCHEMA.into(),

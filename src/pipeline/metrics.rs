@@ -27,6 +27,7 @@ use crate::jobs::{JobState, now};
 pub struct JobDurations(Mutex<BTreeMap<&'static str, (u64, f64)>>);
 
 impl JobDurations {
+    /// Counts one job that ended in `state` after `elapsed`.
     pub fn record(&self, state: JobState, elapsed: Duration) {
         let mut totals = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = totals.entry(state.as_str()).or_default();
@@ -44,6 +45,7 @@ impl JobDurations {
 pub struct DeliveryCounts(Mutex<BTreeMap<(String, &'static str), u64>>);
 
 impl DeliveryCounts {
+    /// Counts one delivery to `source` with its `result` (`accepted`, `rejected`, `busy`).
     pub fn record(&self, source: &str, result: &'static str) {
         let mut counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *counts.entry((source.to_string(), result)).or_default() += 1;
@@ -146,8 +148,11 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// How long clients may take and how many are served at once.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionBounds {
+    /// Longest a client may take to send a request's headers.
     pub header_timeout: Duration,
+    /// Longest one connection stays open.
     pub connection_deadline: Duration,
+    /// Connections served at once; more are closed as they are accepted.
     pub max_connections: usize,
 }
 

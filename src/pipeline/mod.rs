@@ -30,6 +30,7 @@ use crate::training::Silent;
 pub use config::{KeyConfig, PipelineConfig};
 pub use gate_report::{GateJob, GateReport};
 
+/// The gate's pipeline: its sources, destination, job store, policies and signing key.
 pub struct Pipeline {
     config: PipelineConfig,
     sources: Vec<Source>,
@@ -139,14 +140,17 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The configuration it was opened with.
     pub fn config(&self) -> &PipelineConfig {
         &self.config
     }
 
+    /// The job store.
     pub fn jobs(&self) -> &dyn JobStore {
         &*self.jobs
     }
 
+    /// The destination's publisher.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
     }

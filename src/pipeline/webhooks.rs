@@ -23,6 +23,7 @@ use crate::sources::{Source, object_store};
 /// would start as many.
 pub const MAX_FOLLOWUPS: usize = 16;
 
+/// The webhook route, `POST /webhooks/{source}`, for the watcher's server.
 pub fn routes() -> Router<Arc<Pipeline>> {
     Router::new().route("/webhooks/{source}", post(receive))
 }

@@ -21,20 +21,26 @@ pub use sandbox::{Limits, PluginFailure, PluginHost};
 /// The default policy's component: deny when the attack success rate after purification (the
 /// known trigger's, else the worst probe's) exceeds 5% or clean accuracy drops more than 3 points.
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!("../../plugin-sdk/examples/prebuilt/thresholds.wasm");
+/// The default policy's name in decisions and on the command line.
 pub const DEFAULT_POLICY_NAME: &str = "builtin:thresholds";
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
 pub enum PluginSource {
+    /// A component compiled into fstgate (the default policy).
     Embedded(&'static [u8]),
+    /// A component file (`.wasm`) on disk.
     File(PathBuf),
 }
 
 /// One configured policy.
 #[derive(Debug, Clone)]
 pub struct PolicySpec {
+    /// The plugin's file stem, or `builtin:thresholds`; names its result in the decision.
     pub name: String,
+    /// Where its component comes from.
     pub source: PluginSource,
+    /// The configuration JSON it is given (`{}` when none).
     pub config: serde_json::Value,
 }
 
@@ -132,6 +138,7 @@ impl PolicySet {
         self.policies.iter().filter_map(|p| p.plugin.as_ref().err().map(|f| (p.spec.name.as_str(), f))).collect()
     }
 
+    /// Runs every policy on the report (without its `decision`) and decides, failing closed.
     pub fn evaluate(&self, report: &Report) -> Decision {
         let input = serde_json::to_value(report).expect("reports serialise");
         self.evaluate_json(input)

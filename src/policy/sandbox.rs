@@ -27,6 +27,8 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsB
 
 use crate::error::{Error, Result};
 
+// Generated from plugin-sdk/wit/policy.wit: the world is documented there, for plugin authors.
+#[allow(missing_docs)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "plugin-sdk/wit",
@@ -61,7 +63,9 @@ pub struct Limits {
     /// Core instances, tables and memories a plugin may create (a componentize-py plugin
     /// creates 38 instances).
     pub instances: usize,
+    /// Tables a plugin may create.
     pub tables: usize,
+    /// Linear memories a plugin may create (together within `memory_bytes`).
     pub memories: usize,
     /// Largest table, in elements.
     pub table_elements: usize,
@@ -93,28 +97,55 @@ impl Default for Limits {
 /// Why a plugin could not give a verdict. Every one of these makes the gate deny.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PluginFailure {
+    /// The plugin's file could not be read, or is over the size limit.
     #[error("cannot read the plugin: {0}")]
     Read(String),
+    /// The bytes are not a WebAssembly component (a core module, or invalid).
     #[error("is not a WebAssembly component: {0}")]
     NotAComponent(String),
+    /// The component imports something other than `log`.
     #[error("imports {0}, which the {WORLD} world does not offer (plugins may import only `log`)")]
     ForbiddenImports(String),
+    /// The component does not export the world's `evaluate`.
     #[error("does not implement the {WORLD} world: {0}")]
     WrongExports(String),
+    /// The report and configuration together are over `max_input_bytes`.
     #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
-    InputTooLarge { size: usize, limit: usize },
+    InputTooLarge {
+        /// Report plus configuration, in bytes.
+        size: usize,
+        /// The limit (`max_input_bytes`), in bytes.
+        limit: usize,
+    },
+    /// The plugin used up its fuel; the limit, in units.
     #[error("ran out of fuel (limit {0} units)")]
     OutOfFuel(u64),
+    /// The plugin ran past its wall-clock limit.
     #[error("exceeded the wall-clock limit of {limit_ms} ms (stopped after {elapsed_ms} ms)")]
-    Timeout { limit_ms: u64, elapsed_ms: u64 },
+    Timeout {
+        /// The limit (`wall_clock_ms`), in milliseconds.
+        limit_ms: u64,
+        /// Wall-clock time from instantiation until the plugin was stopped, in milliseconds.
+        elapsed_ms: u64,
+    },
+    /// The plugin's linear memories outgrew the memory limit; the limit, in bytes.
     #[error("exceeded the memory limit of {0} bytes")]
     OutOfMemory(usize),
+    /// The plugin trapped; the trap and its causes.
     #[error("trapped: {0}")]
     Trap(String),
+    /// The reasons, measurement names or error text are over `max_output_bytes`.
     #[error("returned {size} bytes of output, over the limit of {limit} bytes")]
-    OutputTooLarge { size: usize, limit: usize },
+    OutputTooLarge {
+        /// Output size as counted against the limit, in bytes.
+        size: usize,
+        /// The limit (`max_output_bytes`), in bytes.
+        limit: usize,
+    },
+    /// The verdict breaks the rules: a non-finite measurement, or a deny without a reason.
     #[error("returned a malformed verdict: {0}")]
     Malformed(String),
+    /// The plugin returned an error instead of a verdict (e.g. a bad configuration).
     #[error("could not judge the report: {0}")]
     Rejected(String),
 }
@@ -135,7 +166,9 @@ impl Plugin {
 
 /// One evaluation's result and what the plugin logged.
 pub struct Outcome {
+    /// The plugin's verdict, or why it gave none.
     pub verdict: Result<GuestVerdict, PluginFailure>,
+    /// The lines the plugin logged, in order, with their levels (control characters blanked).
     pub log: Vec<(Level, String)>,
 }
 
@@ -208,6 +241,7 @@ impl DiskCache {
 }
 
 impl PluginHost {
+    /// A host that runs plugins under `limits`, with its epoch ticker started; no disk cache.
     pub fn new(limits: Limits) -> Result<Self> {
         let mut config = Config::new();
         config.consume_fuel(true).epoch_interruption(true).max_wasm_stack(1 << 20);
@@ -237,6 +271,7 @@ impl PluginHost {
         Ok(())
     }
 
+    /// The limits every evaluation runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -16,7 +16,10 @@ use crate::sources::mlflow::{PURIFIED_FROM_TAG, split_model};
 
 use super::{Outcome, Verdict};
 
+/// Tag holding the verdict, `release` or `deny`, on the source version (and `release` on a
+/// purified version).
 pub const VERDICT_TAG: &str = "fstgate.verdict";
+/// Tag holding the upload's artifact sha256 on the purified version registered for it.
 pub const ARTIFACT_TAG: &str = "fstgate.artifact_sha256";
 /// The libtorch fstgate is built against (tch 0.24), which wrote the archive.
 const LIBTORCH_VERSION: &str = "2.11.0";

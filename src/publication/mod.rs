@@ -28,7 +28,9 @@ use crate::policy::Decision;
 use crate::report::layout::REPORT_HTML_FILE;
 use crate::store::{Location, StoreConfig};
 
+/// An upload's outcome document, in its release directory.
 pub const OUTCOME_FILE: &str = "outcome.json";
+/// Identifies the outcome document type and version.
 pub const OUTCOME_SCHEMA: &str = "fstgate.outcome/v1";
 /// The DSSE payload type an outcome's signature is made for (over the outcome without it).
 pub const OUTCOME_PAYLOAD_TYPE: &str = "application/vnd.fstgate.outcome+json";
@@ -38,18 +40,24 @@ const RELEASED_FILES: [&str; 6] =
     [MODEL_FILE, REPORT_FILE, REPORT_HTML_FILE, SIGNATURE_FILE, PROVENANCE_FILE, DECISION_FILE];
 const DENIED_FILES: [&str; 4] = [REPORT_FILE, REPORT_HTML_FILE, PROVENANCE_FILE, DECISION_FILE];
 
+/// Whether the upload was released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// Every policy allowed: the model and its evidence are published.
     Release,
+    /// A policy denied: the evidence is published, the model is not.
     Deny,
 }
 
 /// One published file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PublishedFile {
+    /// File name, e.g. `model.pt` or `report.json`.
     pub name: String,
+    /// sha256 of the file's bytes, lowercase hex.
     pub sha256: String,
+    /// Size in bytes.
     pub size: u64,
 }
 
@@ -58,15 +66,19 @@ pub struct PublishedFile {
 pub struct Outcome {
     /// Always `fstgate.outcome/v1`.
     pub schema: String,
+    /// The name of the configured source the upload came from.
     pub source: String,
     /// `<name>/<version>` in the source.
     pub model: String,
+    /// The upload's identity: sha256 over the sorted `sha256  path` lines of its files.
     pub artifact_sha256: String,
+    /// `release` or `deny`.
     pub verdict: Verdict,
     /// Every policy's reasons, prefixed by the policy's name (empty when released).
     pub reasons: Vec<String>,
     /// The directory (relative to the outcome) holding the files below.
     pub files_under: String,
+    /// The published files, with their digests and sizes.
     pub files: Vec<PublishedFile>,
     /// RFC 3339, UTC.
     pub published_at: String,
@@ -78,7 +90,9 @@ pub struct Outcome {
 /// An outcome's signature.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OutcomeSignature {
+    /// Fingerprint of the gate's public key.
     pub keyid: String,
+    /// ECDSA P-256 signature, base64.
     pub sig: String,
 }
 
@@ -145,17 +159,29 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Published {
     /// This attempt's outcome is the one on record.
-    Written { key: String, outcome: Outcome },
+    Written {
+        /// The outcome's key in the destination store.
+        key: String,
+        /// The outcome this attempt wrote.
+        outcome: Outcome,
+    },
     /// An outcome was already there (an earlier attempt, or another watcher, won the race).
-    AlreadyThere { key: String, outcome: Outcome },
+    AlreadyThere {
+        /// The outcome's key in the destination store.
+        key: String,
+        /// The outcome already recorded, checked and verified.
+        outcome: Outcome,
+    },
 }
 
 impl Published {
+    /// The outcome on record.
     pub fn outcome(&self) -> &Outcome {
         match self {
             Published::Written { outcome, .. } | Published::AlreadyThere { outcome, .. } => outcome,
         }
     }
+    /// The outcome's key in the destination store.
     pub fn key(&self) -> &str {
         match self {
             Published::Written { key, .. } | Published::AlreadyThere { key, .. } => key,
@@ -163,6 +189,7 @@ impl Published {
     }
 }
 
+/// Publishes job results to the destination store and reads back the outcomes there.
 pub struct Publisher {
     location: Location,
     /// Signs the outcomes this gate writes, and checks those it reads.
@@ -175,6 +202,7 @@ impl Publisher {
         Ok(Publisher { location: config.open()?, key })
     }
 
+    /// The destination's URL.
     pub fn url(&self) -> &str {
         &self.location.url
     }

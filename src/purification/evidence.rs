@@ -43,6 +43,7 @@ pub enum SignalSource {
 /// One suspected trigger and its push before and after purification, on the validation split.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Signal {
+    /// Where the trigger came from: the probe bank or trigger inversion.
     pub source: SignalSource,
     /// The probe's spec, or a description of the inverted trigger.
     pub trigger: String,
@@ -82,6 +83,7 @@ pub struct Evidence {
     /// there was no signal to judge).
     #[serde(default)]
     pub reference: Option<Reference>,
+    /// Every suspected trigger, with its push before and after purification.
     pub signals: Vec<Signal>,
     /// A signal that was not the model's nature: the model was likely backdoored.
     pub backdoor_suspected: bool,

@@ -16,7 +16,8 @@ use crate::training::{self, EpochRecord, HeadConstraint, Progress};
 
 pub use strength::{AutoStrength, Candidate, Purified, Strength, StrengthSearch, purify_with_strength};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+/// Which parameters are re-initialised and trained, and with which loss (FST.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Vanilla fine-tuning of every parameter.
@@ -37,16 +38,24 @@ impl Method {
     }
 }
 
+/// One purification run's training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Settings {
+    /// The purification method.
     pub method: Method,
+    /// Epochs of tuning over the clean set (after any head warm-up).
     pub epochs: usize,
+    /// Initial SGD learning rate, annealed per epoch by a cosine schedule.
     pub learning_rate: f64,
+    /// SGD momentum, in [0, 1).
     pub momentum: f64,
+    /// SGD weight decay (L2), non-negative.
     pub weight_decay: f64,
+    /// Images per optimiser step.
     pub batch_size: i64,
     /// Weight of the <W, W0> term (FST only).
     pub alpha: f64,
+    /// Augmentation of the clean images during tuning (random crop, horizontal flip).
     pub augmentation: Augmentation,
     /// Seeds the head re-initialisation, shuffling and augmentation.
     pub seed: u64,
@@ -89,6 +98,7 @@ impl Settings {
         Settings { epochs: 20, augmentation: Augmentation::NONE, ..Settings::default() }
     }
 
+    /// Checks every figure's range (e.g. a positive learning rate, momentum in [0, 1)).
     pub fn validate(&self) -> Result<()> {
         let positive = |name: &str, v: f64| {
             if v > 0.0 && v.is_finite() {

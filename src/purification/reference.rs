@@ -24,6 +24,7 @@ use super::Settings;
 pub struct Reference {
     /// Optimiser steps from a fresh initialisation on the tuning images.
     pub steps: usize,
+    /// Epochs over the tuning images those steps came to.
     pub epochs: usize,
     /// Its accuracy on the validation split.
     pub validation_accuracy: f64,
@@ -31,6 +32,7 @@ pub struct Reference {
     /// uploaded model's validation accuracy. Below that it has not learnt the data's features
     /// and says nothing about them.
     pub usable: bool,
+    /// Wall-clock training time, in seconds.
     pub seconds: f64,
 }
 

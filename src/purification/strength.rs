@@ -166,6 +166,7 @@ const FIRST_STEP_UP: f64 = 3.0;
 const MAX_CANDIDATE_EPOCHS: usize = 100;
 
 impl AutoStrength {
+    /// Checks the search's settings, and that `base` is FST's (the search tunes its alpha).
     pub fn validate(&self, base: &Settings) -> Result<()> {
         if base.method != Method::Fst {
             return Err(Error::Settings(format!(
@@ -328,8 +329,11 @@ impl AutoStrength {
 /// One alpha tried by the automatic mode.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Candidate {
+    /// Weight of FST's <W, W0> term tried.
     pub alpha: f64,
+    /// Tuning epochs, stretched on a small clean set to reach `min_steps`.
     pub epochs: usize,
+    /// Initial learning rate of the tuning.
     pub learning_rate: f64,
     /// Accuracy on the validation split (absent when training diverged).
     pub validation_accuracy: Option<f64>,
@@ -352,15 +356,18 @@ pub struct Candidate {
     /// Met the targets: the suspect probes' and inverted triggers' pushes (and, without
     /// inversion, the head's cosine).
     pub reached_shift_target: bool,
+    /// `validation_drop_points` is at most `max_validation_drop_points`.
     pub within_accuracy_budget: bool,
     /// Why the candidate has no figures (e.g. the loss diverged).
     pub failure: Option<String>,
+    /// Wall-clock time to train and judge the candidate, in seconds.
     pub seconds: f64,
 }
 
 /// What the automatic mode did, for the report.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct StrengthSearch {
+    /// The search space and rule the search ran with.
     pub settings: AutoStrength,
     /// The selection rule in words.
     pub rule: String,
@@ -381,7 +388,9 @@ pub struct StrengthSearch {
     pub candidates: Vec<Candidate>,
     /// Index of the chosen candidate in `candidates`; its weights are the output.
     pub chosen: usize,
+    /// Why the chosen candidate won, in words.
     pub reason: String,
+    /// Wall-clock time of the whole search, in seconds.
     pub seconds: f64,
 }
 
@@ -389,8 +398,11 @@ pub struct StrengthSearch {
 pub struct Purified {
     /// The settings of the model that was kept (for auto: the chosen alpha).
     pub settings: Settings,
+    /// The kept model's epoch records.
     pub epochs: Vec<EpochRecord>,
+    /// What the automatic mode did; absent with fixed settings.
     pub search: Option<StrengthSearch>,
+    /// Things the report should tell the reader (e.g. no candidate met the targets).
     pub warnings: Vec<String>,
 }
 

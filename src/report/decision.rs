@@ -9,14 +9,18 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// The policy allows the release.
     Allow,
+    /// The policy denies the release; its reasons say why.
     Deny,
 }
 
 /// A figure a policy computed and judged by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Measurement {
+    /// What the figure is, as the plugin named it (e.g. `attack_success_rate_after`).
     pub name: String,
+    /// The figure's value, always finite, in the unit the plugin chose.
     pub value: f64,
 }
 
@@ -29,8 +33,11 @@ pub struct PolicyResult {
     pub sha256: String,
     /// The configuration it was given.
     pub config: serde_json::Value,
+    /// `allow` or `deny`; always `deny` when `failure` is set.
     pub verdict: Verdict,
+    /// Why, one sentence each; at least one for `deny`.
     pub reasons: Vec<String>,
+    /// The figures the policy judged by, as it reported them.
     #[serde(default)]
     pub measurements: Vec<Measurement>,
     /// Set when the plugin gave no verdict of its own (it failed to load, trapped, hit a limit,
@@ -49,7 +56,9 @@ impl PolicyResult {
 /// The gate's decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Decision {
+    /// Whether the model may be released: at least one policy ran and every one allowed.
     pub releasable: bool,
+    /// Every policy's result, in configuration order.
     pub policies: Vec<PolicyResult>,
 }
 

@@ -15,9 +15,13 @@ use crate::evaluation::Examples;
 /// One triggered test image, with its true class and the predictions before and after.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TriggeredExample {
+    /// The triggered image, PNG-encoded.
     pub png: Vec<u8>,
+    /// Its true class.
     pub label: i64,
+    /// The class the uploaded model predicted.
     pub before: i64,
+    /// The class the purified model predicted.
     pub after: i64,
 }
 

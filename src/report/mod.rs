@@ -18,28 +18,40 @@ pub use decision::Decision;
 /// Identifies the document type and version.
 pub const REPORT_SCHEMA: &str = "fstgate.report/v1";
 
+/// report.json: one purification's inputs, figures before and after, and the gate's decision.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
     /// Always `fstgate.report/v1`.
     pub schema: String,
+    /// The fstgate version that wrote the report.
     pub fstgate_version: String,
     /// RFC 3339, UTC.
     pub started_at: String,
+    /// RFC 3339, UTC.
     pub finished_at: String,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// The uploaded model: where it came from, its classification head and output.
     pub model: ModelInfo,
+    /// The clean data set FST fine-tuned on, after sampling.
     pub clean_data: DataUsage,
+    /// The test set both evaluations ran on, after sampling.
     pub test_data: DataUsage,
+    /// The model's input geometry and normalisation, as applied to every data set.
     pub input: InputSpec,
     /// The settings of the purified model (with the automatic strength: the chosen alpha).
     pub settings: Settings,
     /// The automatic strength's candidates, signals, choice and reason; absent with fixed settings.
     pub strength_search: Option<StrengthSearch>,
+    /// Evaluation of the uploaded model, before purification.
     pub before: Metrics,
+    /// Evaluation of the purified model.
     pub after: Metrics,
+    /// The headline figures the release policies judge, before and after.
     pub summary: Summary,
+    /// One record per tuning epoch of the purified model (head warm-up epochs included).
     pub epochs: Vec<EpochRecord>,
+    /// Wall-clock time of each stage, in seconds.
     pub timings: Timings,
     /// The purified model written beside this report.
     pub output: OutputFile,
@@ -69,20 +81,29 @@ pub struct Confinement {
 /// One confinement layer: whether the kernel enforced it, and what it is (or why not).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConfinementLayer {
+    /// Whether the kernel enforced this layer.
     pub enforced: bool,
+    /// What the layer enforces; when it is not enforced, `not enforced: ` and why.
     pub detail: String,
 }
 
+/// The model as the gate loaded it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelInfo {
+    /// Provenance: path or registry URI, archive, format, sha256 and the TorchScript ops it calls.
     pub source: ModelSource,
+    /// The classification head: the final linear map that produces the logits.
     pub head: Head,
+    /// How the logits are taken from the model's output.
     pub output: OutputKind,
+    /// Number of classes the model predicts (the head's output features).
     pub num_classes: i64,
 }
 
+/// A data set as a job used it: its source, and how much of it after sampling.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DataUsage {
+    /// The data set as read: path, split, format, sha256 and size before sampling.
     pub source: DataSource,
     /// Images used after class-balanced sampling.
     pub images_used: i64,
@@ -93,19 +114,33 @@ pub struct DataUsage {
 /// The figures a gate decides on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
+    /// Clean accuracy (C-Acc) of the uploaded model, fraction in [0, 1].
     pub clean_accuracy_before: f64,
+    /// Clean accuracy (C-Acc) of the purified model, fraction in [0, 1].
     pub clean_accuracy_after: f64,
     /// before - after, in percentage points.
     pub clean_accuracy_drop_points: f64,
+    /// Attack success rate (ASR) of the known attack on the uploaded model, fraction in [0, 1];
+    /// absent without a known attack.
     pub attack_success_rate_before: Option<f64>,
+    /// Attack success rate (ASR) of the known attack on the purified model, fraction in [0, 1];
+    /// absent without a known attack.
     pub attack_success_rate_after: Option<f64>,
+    /// Robust accuracy (RA) of the uploaded model under the known attack, fraction in [0, 1];
+    /// absent without a known attack.
     pub robust_accuracy_before: Option<f64>,
+    /// Robust accuracy (RA) of the purified model under the known attack, fraction in [0, 1];
+    /// absent without a known attack.
     pub robust_accuracy_after: Option<f64>,
+    /// Rate of the worst trigger probe on the uploaded model (the fraction of triggered images of
+    /// other classes pushed into its class), in [0, 1]; absent without probes.
     pub worst_probe_rate_before: Option<f64>,
+    /// Rate of the worst trigger probe on the purified model, in [0, 1]; absent without probes.
     pub worst_probe_rate_after: Option<f64>,
 }
 
 impl Summary {
+    /// The summary of two evaluations of the same test plan.
     pub fn new(before: &Metrics, after: &Metrics) -> Self {
         let asr = |m: &Metrics| m.attack.as_ref().map(|a| a.attack_success_rate);
         let ra = |m: &Metrics| m.attack.as_ref().map(|a| a.robust_accuracy);
@@ -124,19 +159,27 @@ impl Summary {
     }
 }
 
+/// Wall-clock time of each stage of a job, in seconds.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
+    /// Loading the data and the model, and checking them.
     pub load_seconds: f64,
+    /// Evaluating the uploaded model.
     pub evaluation_before_seconds: f64,
+    /// Purifying (with the automatic strength: the whole search).
     pub purification_seconds: f64,
+    /// Evaluating the purified model.
     pub evaluation_after_seconds: f64,
+    /// The whole job up to the report, stages and overheads together.
     pub total_seconds: f64,
 }
 
+/// A file the job wrote, with its digest.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct OutputFile {
     /// Relative to the report's directory.
     pub file: String,
+    /// sha256 of the file, lowercase hex.
     pub sha256: String,
 }
 

@@ -14,8 +14,10 @@ use crate::store::StoreConfig;
 pub struct SourceConfig {
     /// Names the source in jobs, reports, outcomes and its webhook path (`/webhooks/<name>`).
     pub name: String,
+    /// `object-store` (default) or `mlflow`.
     #[serde(default)]
     pub kind: SourceKind,
+    /// `url` and `options`: the watched prefix, or the tracking server and its artifacts' store.
     #[serde(flatten)]
     pub store: StoreConfig,
     /// The environment variable holding the webhook secret: MLflow's HMAC signing secret, or
@@ -34,8 +36,10 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
+    /// A prefix of a local directory, S3, GCS or Azure, with `_SUCCESS` markers.
     #[default]
     ObjectStore,
+    /// An MLflow model registry.
     Mlflow,
 }
 

@@ -23,7 +23,9 @@ pub const RERUN_TAG: &str = "fstgate.rerun";
 /// before the registry's transaction commits, so they can land slightly out of order.
 const CURSOR_OVERLAP_MS: i64 = 60_000;
 
+/// An opened MLflow source: its client, model filter and settings.
 pub struct MlflowSource {
+    /// The source's configured name.
     pub name: String,
     client: MlflowClient,
     models: GlobMatcher,
@@ -32,6 +34,7 @@ pub struct MlflowSource {
 }
 
 impl MlflowSource {
+    /// Opens the source: reads its token from the environment and checks its models glob.
     pub fn open(config: &SourceConfig) -> Result<Self> {
         let settings = config.mlflow.clone().unwrap_or_default();
         let token = match &settings.token_env {
@@ -52,10 +55,12 @@ impl MlflowSource {
         })
     }
 
+    /// The client for the source's tracking server.
     pub fn client(&self) -> &MlflowClient {
         &self.client
     }
 
+    /// The source's `[sources.mlflow]` settings (defaults when absent).
     pub fn settings(&self) -> &MlflowSourceConfig {
         &self.settings
     }
@@ -76,6 +81,9 @@ impl MlflowSource {
         })
     }
 
+    /// The versions to gate created since `cursor` (less an overlap), and those asked to re-run;
+    /// the next cursor is the newest creation time seen, held back to the oldest still registering
+    /// (milliseconds since the Unix epoch).
     pub async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
         let since = cursor.and_then(|c| c.parse::<i64>().ok());
         let mut uploads = Vec::new();
@@ -118,6 +126,8 @@ impl MlflowSource {
         Ok(self.client.get_version(name, version).await?.and_then(|v| self.upload(&v)))
     }
 
+    /// Downloads a `<name>/<version>`'s files into `dir`, at most `max_bytes` in all, and
+    /// computes the upload's identity.
     pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
         let (name, version) = split_model(model)?;
         let found = self.client.get_version(name, version).await?;

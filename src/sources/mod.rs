@@ -24,6 +24,7 @@ pub struct Upload {
     /// What marks the upload complete (the marker object's key, `models:/<name>/<version>`) and
     /// its version, so that a re-upload or a re-run request is seen as new.
     pub marker: String,
+    /// The marker's version (its ETag, or the registry's creation time and re-run tag).
     pub marker_version: String,
 }
 
@@ -39,17 +40,22 @@ pub struct Artifact {
 /// What one poll found, and where the next one may start.
 #[derive(Debug, Default)]
 pub struct Polled {
+    /// The complete uploads found.
     pub uploads: Vec<Upload>,
     /// Persisted by the caller once every upload is queued; None keeps the previous one.
     pub cursor: Option<String>,
 }
 
+/// A configured source, opened.
 pub enum Source {
+    /// A watched object-store prefix.
     ObjectStore(ObjectStoreSource),
+    /// An MLflow model registry.
     Mlflow(Box<MlflowSource>),
 }
 
 impl Source {
+    /// Opens the source a configuration section describes.
     pub fn open(config: &SourceConfig) -> Result<Self> {
         Ok(match config.kind {
             SourceKind::ObjectStore => {
@@ -59,6 +65,7 @@ impl Source {
         })
     }
 
+    /// The source's configured name.
     pub fn name(&self) -> &str {
         match self {
             Source::ObjectStore(source) => &source.name,

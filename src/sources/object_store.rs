@@ -18,7 +18,9 @@ use crate::store::{DownloadBudget, Location, StoreConfig};
 /// Written last by the uploader: the model version beside it is complete.
 pub const READY_MARKER: &str = "_SUCCESS";
 
+/// An opened object-store source: a watched prefix.
 pub struct ObjectStoreSource {
+    /// The source's configured name.
     pub name: String,
     location: Location,
     /// The model names gated (`models`); None: all.
@@ -35,6 +37,7 @@ impl ObjectStoreSource {
         Ok(ObjectStoreSource { name: name.to_string(), location: config.open()?, models })
     }
 
+    /// The watched prefix's URL.
     pub fn url(&self) -> &str {
         &self.location.url
     }
