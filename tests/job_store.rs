@@ -116,8 +116,12 @@ async fn cursors_polls_and_deliveries(jobs: &dyn JobStore) {
     assert_eq!(jobs.cursor("s").await.unwrap().as_deref(), Some("b"));
     assert!(jobs.last_polls().await.unwrap().is_empty());
     jobs.record_poll("s").await.unwrap();
-    let at = jobs.last_polls().await.unwrap()["s"];
-    assert!((fstgate::jobs::now() - at).abs() < 60.0, "polled at {at}");
+    let poll = jobs.last_polls().await.unwrap()["s"];
+    assert!((fstgate::jobs::now() - poll.at).abs() < 60.0, "{poll:?}");
+    assert!((0.0..5.0).contains(&poll.age_seconds), "{poll:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = jobs.last_polls().await.unwrap()["s"];
+    assert!(later.at == poll.at && later.age_seconds >= poll.age_seconds + 0.25, "{poll:?} then {later:?}");
     assert!(jobs.first_delivery("s", "d1", MINUTE).await.unwrap());
     assert!(!jobs.first_delivery("s", "d1", MINUTE).await.unwrap(), "a replay");
     assert!(jobs.first_delivery("other", "d1", MINUTE).await.unwrap(), "ids are per source");

@@ -163,6 +163,17 @@ impl JobStoreConfig {
     }
 }
 
+/// A source's last successful listing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollTime {
+    /// When, in seconds since the Unix epoch (the store's clock: PostgreSQL's for a shared store).
+    pub at: f64,
+    /// How long ago, on the same clock: what a health check compares, so a watcher whose own
+    /// clock is off does not read a fresh poll by another watcher as stale, or a stale one as
+    /// fresh.
+    pub age_seconds: f64,
+}
+
 /// Seconds since the Unix epoch: this process's clock (the SQLite store's, and the pipeline's
 /// metrics). The PostgreSQL store keeps its leases on the server's clock instead, which every
 /// watcher shares.
@@ -222,8 +233,8 @@ pub trait JobStore: Send + Sync {
     /// Due jobs and how long the oldest has waited (the autoscaling signal).
     async fn queue(&self) -> Result<QueueStats>;
 
-    /// When each source was last listed successfully (seconds since the Unix epoch).
-    async fn last_polls(&self) -> Result<BTreeMap<String, f64>>;
+    /// When each source was last listed successfully, and how long ago by the store's clock.
+    async fn last_polls(&self) -> Result<BTreeMap<String, PollTime>>;
 
     /// Records a successful listing of `source` now.
     async fn record_poll(&self, source: &str) -> Result<()>;

@@ -15,7 +15,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Job, JobState, JobStore, JobStoreConfig, NewJob, QueueStats, counts_by_state};
+use super::{Job, JobState, JobStore, JobStoreConfig, NewJob, PollTime, QueueStats, counts_by_state};
 use crate::error::{Error, Result};
 
 /// The schema, one migration per version (recorded in `fstgate_schema`). Never edit one that
@@ -402,9 +402,12 @@ impl JobStore for PostgresJobs {
         })
     }
 
-    async fn last_polls(&self) -> Result<BTreeMap<String, f64>> {
-        let rows = self.query("SELECT source, last_success FROM polls", &[]).await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    async fn last_polls(&self) -> Result<BTreeMap<String, PollTime>> {
+        let rows = self.query("SELECT source, last_success, fstgate_now() - last_success FROM polls", &[]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), PollTime { at: row.get(1), age_seconds: row.get::<_, f64>(2).max(0.0) }))
+            .collect())
     }
 
     async fn record_poll(&self, source: &str) -> Result<()> {

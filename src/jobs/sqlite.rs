@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Job, JobState, JobStore, NewJob, QueueStats, counts_by_state, now};
+use super::{Job, JobState, JobStore, NewJob, PollTime, QueueStats, counts_by_state, now};
 use crate::error::{Error, Result};
 
 /// The schema, one migration per version (`PRAGMA user_version` = migrations applied). Never
@@ -301,10 +301,13 @@ impl JobStore for SqliteJobs {
         })
     }
 
-    async fn last_polls(&self) -> Result<BTreeMap<String, f64>> {
+    async fn last_polls(&self) -> Result<BTreeMap<String, PollTime>> {
         self.with(|db| {
             let mut statement = db.prepare("SELECT source, last_success FROM polls")?;
-            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let rows = statement.query_map([], |row| {
+                let at: f64 = row.get(1)?;
+                Ok((row.get(0)?, PollTime { at, age_seconds: (now() - at).max(0.0) }))
+            })?;
             rows.collect()
         })
     }

@@ -90,7 +90,8 @@ pub async fn render(pipeline: &Pipeline) -> crate::Result<String> {
         "# HELP fstgate_last_successful_poll_timestamp_seconds When each source was last listed.\n\
          # TYPE fstgate_last_successful_poll_timestamp_seconds gauge\n",
     );
-    for (source, at) in pipeline.jobs().last_polls().await? {
+    for (source, poll) in pipeline.jobs().last_polls().await? {
+        let at = poll.at;
         let _ = writeln!(out, "fstgate_last_successful_poll_timestamp_seconds{{source=\"{}\"}} {at}", escape(&source));
     }
     out.push_str(
@@ -128,7 +129,7 @@ async fn health(State(pipeline): State<Arc<Pipeline>>) -> impl IntoResponse {
         .sources
         .iter()
         .map(|s| s.name.as_str())
-        .filter(|name| polls.get(*name).is_none_or(|at| now() - at > stale_after))
+        .filter(|name| polls.get(*name).is_none_or(|poll| poll.age_seconds > stale_after))
         .collect();
     if stale.is_empty() || grace {
         (StatusCode::OK, "ok\n".to_string())
