@@ -113,7 +113,7 @@ impl CertificateChain {
             refused(format!("{e} (checked at the signing time, {})", humantime::format_rfc3339_seconds(signed_at)))
         })?;
         self.check_signing_usage().map_err(refused)?;
-        self.leaf_spki()
+        Ok(leaf.subject_public_key_info().as_ref().to_vec())
     }
 
     /// model_signing's rule: the leaf states a usage, and it includes signing.
