@@ -25,7 +25,8 @@ log() { printf '[build-plugins] %s\n' "$*" >&2; }
 # What the prebuilt components are built from, as a listing whose sha256 SOURCES.sha256 records.
 # The recipe, to recompute it by hand:
 #   1. `sha256sum` lines ("<hex>  <path>") for every file, sorted by path in the C locale, under
-#      plugin-sdk/Cargo.toml, plugin-sdk/src, plugin-sdk/wit, plugin-sdk/componentize/Cargo.toml,
+#      plugin-sdk/Cargo.toml, plugin-sdk/build.rs, plugin-sdk/build, plugin-sdk/src, plugin-sdk/wit,
+#      schemas/policy-input.schema.json (the SDK's report types), plugin-sdk/componentize/Cargo.toml,
 #      plugin-sdk/componentize/src, each plugin-sdk/examples/<plugin>/Cargo.toml and .../src, and
 #      this script (it sets the compiler flags);
 #   2. the [profile.plugin] section of the root Cargo.toml, from its header to the next header;
@@ -34,7 +35,8 @@ log() { printf '[build-plugins] %s\n' "$*" >&2; }
 # Only the plugins' share of Cargo.lock counts: the fstgate binary's dependencies do not go into
 # them, and a change there must not mark the components stale.
 sources_listing() {
-  local dirs=(plugin-sdk/Cargo.toml plugin-sdk/src plugin-sdk/wit plugin-sdk/componentize/Cargo.toml
+  local dirs=(plugin-sdk/Cargo.toml plugin-sdk/build.rs plugin-sdk/build plugin-sdk/src plugin-sdk/wit
+    schemas/policy-input.schema.json plugin-sdk/componentize/Cargo.toml
     plugin-sdk/componentize/src scripts/build-plugins.sh)
   local p tree=(cargo tree --locked --quiet -e normal,build --prefix none --format '{p}')
   for p in "${plugins[@]}"; do dirs+=("plugin-sdk/examples/$p/Cargo.toml" "plugin-sdk/examples/$p/src"); done

@@ -89,6 +89,7 @@
 //!
 //! The `plugin` profile (fstgate's Cargo.toml) optimises for size, aborts on panic and strips
 //! symbols; scripts/build-plugins.sh builds the examples this way, reproducibly.
+#![warn(missing_docs)]
 
 mod glob;
 pub mod log;
@@ -100,6 +101,7 @@ mod verdict;
 
 /// The world's generated bindings; [`export_policy!`] uses them.
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",

@@ -4,18 +4,22 @@
 //! there is no gate, to stderr.
 use crate::bindings::Level;
 
+/// A debug line: detail for whoever investigates a verdict.
 pub fn debug(message: &str) {
     write(Level::Debug, message);
 }
 
+/// An informational line.
 pub fn info(message: &str) {
     write(Level::Info, message);
 }
 
+/// A warning: something the operator should look at.
 pub fn warn(message: &str) {
     write(Level::Warn, message);
 }
 
+/// An error line: something failed (the verdict says what it means for the release).
 pub fn error(message: &str) {
     write(Level::Error, message);
 }

@@ -13,6 +13,7 @@ use crate::Report;
 /// policy; the SDK ignores it anyway.)
 pub const SAMPLE_REPORT_JSON: &str = include_str!("../tests/fixtures/report.json");
 
+/// [`SAMPLE_REPORT_JSON`] read into the SDK's [`Report`].
 pub fn sample_report() -> Report {
     serde_json::from_str(SAMPLE_REPORT_JSON).expect("the sample report matches the SDK's types")
 }

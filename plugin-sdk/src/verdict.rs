@@ -35,6 +35,7 @@ impl Verdict {
         self
     }
 
+    /// Whether the verdict allows the release.
     pub fn is_allow(&self) -> bool {
         self.decision == Decision::Allow
     }
