@@ -23,10 +23,9 @@ const LAYERS: &[&str] = &[
     "purification",
     "progress",
     "lab",
-    // The job store, the registry client and the sources that find uploads.
+    // The job store and the registry client.
     "jobs",
     "mlflow",
-    "sources",
     // Documents: report.json, the decision, a purified directory's file names.
     "report",
     // Judge and sign.
@@ -35,8 +34,10 @@ const LAYERS: &[&str] = &[
     // One purification, and the confined worker that runs it.
     "job",
     "worker",
-    // Publish, and the pipeline that runs it all.
+    // Publish; the sources that find uploads and record verdicts in their registry; and the
+    // pipeline that runs it all.
     "publication",
+    "sources",
     "pipeline",
     "demo",
     "schemas",

@@ -22,7 +22,7 @@ use crate::failpoint::Failpoint;
 use crate::job::{self, AttackInput, PurifyJob, Sample};
 use crate::jobs::{Job, JobState, JobStore, NewJob};
 use crate::policy::PolicySet;
-use crate::publication::{Outcome, Published, Publisher, Verdict};
+use crate::publication::{Published, Publisher, Verdict};
 use crate::purification::{Settings, Strength};
 use crate::report::Summary;
 use crate::sources::{Source, Upload};
@@ -33,7 +33,7 @@ pub use gate_report::{GateJob, GateReport};
 /// The gate's pipeline: its sources, destination, job store, policies and signing key.
 pub struct Pipeline {
     config: PipelineConfig,
-    sources: Vec<Source>,
+    sources: Vec<Box<dyn Source>>,
     /// Each source's webhook secret, read from the environment at start-up.
     webhook_secrets: Vec<Option<String>>,
     /// Wakes the watcher when a webhook queued a job.
@@ -95,7 +95,7 @@ impl Pipeline {
         signing_key: SigningKey,
         device: Device,
     ) -> Result<Self> {
-        let sources = config.sources.iter().map(Source::open).collect::<Result<Vec<_>>>()?;
+        let sources = config.sources.iter().map(crate::sources::open).collect::<Result<Vec<_>>>()?;
         let webhook_secrets = vec![None; config.sources.len()];
         let publisher = Publisher::open(&config.destination, signing_key.clone())?;
         let jobs = crate::jobs::open(&config.job_store, &config.state_dir).await?;
@@ -187,7 +187,7 @@ impl Pipeline {
                     }
                 }
             }
-            match self.poll_source(source).await {
+            match self.poll_source(source.as_ref()).await {
                 Ok(queued) if queued > 0 => tracing::info!(source = %source.name(), queued, "new uploads"),
                 Ok(_) => {}
                 Err(e) => {
@@ -202,7 +202,7 @@ impl Pipeline {
     /// One source: every upload is tried, so one that cannot be fetched now does not hold
     /// back the others; the first such error is returned after the rest were queued, and the
     /// cursor stays where it was so that the failed upload is listed again next time.
-    async fn poll_source(&self, source: &Source) -> Result<usize> {
+    async fn poll_source(&self, source: &dyn Source) -> Result<usize> {
         let cursor = self.jobs.cursor(source.name()).await?;
         let polled = source.poll(cursor.as_deref()).await?;
         let mut queued = 0;
@@ -227,7 +227,7 @@ impl Pipeline {
     }
 
     /// Queues an upload not seen before; true if a new job was queued.
-    async fn enqueue(&self, source: &Source, upload: &Upload) -> Result<bool> {
+    async fn enqueue(&self, source: &dyn Source, upload: &Upload) -> Result<bool> {
         if self.jobs.marker_seen(source.name(), &upload.marker, &upload.marker_version).await? {
             return Ok(false);
         }
@@ -409,7 +409,7 @@ impl Pipeline {
         let (key, outcome, summary) = match self.publisher.outcome(&job.model, &job.artifact_sha256).await? {
             Some((key, outcome)) => (key, outcome, None),
             None => {
-                let (published, summary) = self.purify_and_publish(source, job, &work).await?;
+                let (published, summary) = self.purify_and_publish(source.as_ref(), job, &work).await?;
                 if let Published::AlreadyThere { key, .. } = &published {
                     tracing::info!(
                         job = job.id,
@@ -419,10 +419,7 @@ impl Pipeline {
                 (published.key().to_string(), published.outcome().clone(), Some(summary))
             }
         };
-        let registered_version = match source {
-            Source::Mlflow(registry) => self.record_in_registry(registry, &key, &outcome, &work).await?,
-            Source::ObjectStore(_) => None,
-        };
+        let registered_version = source.record_outcome(&self.publisher, &key, &outcome, &work).await?;
         if work.exists() {
             std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         }
@@ -443,7 +440,7 @@ impl Pipeline {
     /// Downloads, purifies, evaluates, judges and publishes the job's upload.
     async fn purify_and_publish(
         &self,
-        source: &Source,
+        source: &dyn Source,
         job: &Job,
         work: &std::path::Path,
     ) -> Result<(Published, Summary)> {
@@ -479,22 +476,6 @@ impl Pipeline {
 
     /// Records the outcome in the MLflow registry the model came from, from the published files
     /// (fetched again, so a retry after a crash records exactly what was published).
-    async fn record_in_registry(
-        &self,
-        registry: &crate::sources::MlflowSource,
-        key: &str,
-        outcome: &Outcome,
-        work: &std::path::Path,
-    ) -> Result<Option<String>> {
-        let files = work.join("published");
-        self.publisher.download(key, &files).await?;
-        let recorded = crate::publication::mlflow::record(registry, key, outcome, &files).await?;
-        if let Some(version) = &recorded.purified_version {
-            tracing::info!(model = %outcome.model, purified = %version, "registered in {}", registry.client().url());
-        }
-        Ok(recorded.purified_version)
-    }
-
     fn purify_job(&self, rule: &config::DataRule, model: PathBuf, out: PathBuf) -> Result<PurifyJob> {
         let (settings, strength) = match &self.config.purification.settings {
             Some(settings) => (settings.clone(), Strength::Fixed),

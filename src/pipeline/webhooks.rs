@@ -14,9 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
 use super::Pipeline;
-use crate::mlflow::webhook::{self, Delivery, Event, Rejection};
-use crate::sources::mlflow::RERUN_TAG;
-use crate::sources::{Source, object_store};
+use crate::mlflow::webhook;
+use crate::sources::{WebhookAction, WebhookRejection};
 
 /// Accepted deliveries whose follow-up (a registry lookup, a listing, a download to hash) may
 /// run at once: each is a task holding a download, so without a bound a burst of deliveries
@@ -29,18 +28,6 @@ pub fn routes() -> Router<Arc<Pipeline>> {
 }
 
 type Answer = (StatusCode, String);
-
-/// What the delivery asks the pipeline to do, once accepted.
-enum Action {
-    /// Look at one registry version.
-    Version {
-        name: String,
-        version: String,
-    },
-    /// List the source again.
-    Poll,
-    Nothing,
-}
 
 async fn receive(
     State(pipeline): State<Arc<Pipeline>>,
@@ -64,10 +51,7 @@ async fn receive(
             StatusCode::FORBIDDEN,
             format!("webhooks are not enabled for source `{source_name}` (set webhook_secret_env)\n"),
         )),
-        Some(secret) => match &pipeline.sources[index] {
-            Source::Mlflow(_) => mlflow_delivery(&pipeline, &source_name, secret, &headers, &body).await,
-            Source::ObjectStore(source) => s3_notification(source, secret, &headers, &body),
-        },
+        Some(secret) => accept(&pipeline, index, secret, &headers, &body).await,
     };
     let action = match result {
         Ok(action) => action,
@@ -78,7 +62,7 @@ async fn receive(
         }
     };
     pipeline.deliveries.record(&source_name, "accepted");
-    if matches!(action, Action::Nothing) {
+    if action == WebhookAction::Nothing {
         return (StatusCode::OK, "nothing to do\n".into());
     }
     // Answer at once; downloading and hashing the upload may take longer than the sender waits.
@@ -86,16 +70,13 @@ async fn receive(
         let _permit = permit;
         let source = &pipeline.sources[index];
         let queued = match action {
-            Action::Version { name, version } => match source {
-                Source::Mlflow(registry) => match registry.lookup(&name, &version).await {
-                    Ok(Some(upload)) => pipeline.enqueue(source, &upload).await,
-                    Ok(None) => Ok(false),
-                    Err(e) => Err(e),
-                },
-                Source::ObjectStore(_) => Ok(false),
+            WebhookAction::Version { name, version } => match source.lookup(&name, &version).await {
+                Ok(Some(upload)) => pipeline.enqueue(source.as_ref(), &upload).await,
+                Ok(None) => Ok(false),
+                Err(e) => Err(e),
             },
-            Action::Poll => pipeline.poll_source(source).await.map(|n| n > 0),
-            Action::Nothing => Ok(false),
+            WebhookAction::Poll => pipeline.poll_source(source.as_ref()).await.map(|n| n > 0),
+            WebhookAction::Nothing => Ok(false),
         };
         match queued {
             Ok(true) => pipeline.wakeup.notify_one(),
@@ -107,62 +88,31 @@ async fn receive(
     (StatusCode::ACCEPTED, "accepted\n".into())
 }
 
-async fn mlflow_delivery(
+/// Authenticates the delivery with the source's secret, refuses a replayed one (a delivery id
+/// seen before, kept in the job store for twice the signature window), and reads its request.
+async fn accept(
     pipeline: &Pipeline,
-    source: &str,
+    index: usize,
     secret: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Action, Answer> {
-    let header = |name: &'static str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or((StatusCode::UNAUTHORIZED, format!("{}\n", Rejection::MissingHeader(name))))
-    };
-    let delivery = Delivery {
-        id: header(webhook::DELIVERY_ID_HEADER)?,
-        timestamp: header(webhook::TIMESTAMP_HEADER)?,
-        signature: header(webhook::SIGNATURE_HEADER)?,
-    };
-    let now = crate::jobs::now() as i64;
-    webhook::verify(secret.as_bytes(), &delivery, body, now).map_err(|rejection| {
+) -> Result<WebhookAction, Answer> {
+    let source = &pipeline.sources[index];
+    let refused = |rejection: WebhookRejection| {
         let status = match rejection {
-            Rejection::BadSignature | Rejection::MissingHeader(_) => StatusCode::UNAUTHORIZED,
-            Rejection::OutsideWindow(_) | Rejection::Malformed(_) => StatusCode::BAD_REQUEST,
+            WebhookRejection::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            WebhookRejection::Malformed(_) => StatusCode::BAD_REQUEST,
         };
         (status, format!("{rejection}\n"))
-    })?;
-    let keep = std::time::Duration::from_secs(2 * webhook::TOLERANCE_SECONDS as u64);
-    match pipeline.jobs.first_delivery(source, delivery.id, keep).await {
-        Ok(true) => {}
-        Ok(false) => return Err((StatusCode::CONFLICT, format!("delivery {} was already received\n", delivery.id))),
-        Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))),
+    };
+    let request = source.webhook(secret, headers, body, crate::jobs::now() as i64).map_err(refused)?;
+    if let Some(id) = &request.delivery_id {
+        let keep = std::time::Duration::from_secs(2 * webhook::TOLERANCE_SECONDS as u64);
+        match pipeline.jobs.first_delivery(source.name(), id, keep).await {
+            Ok(true) => {}
+            Ok(false) => return Err((StatusCode::CONFLICT, format!("delivery {id} was already received\n"))),
+            Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))),
+        }
     }
-    match webhook::parse_event(body) {
-        Ok(Event::VersionCreated { name, version }) => Ok(Action::Version { name, version }),
-        Ok(Event::VersionTagSet { name, version, key }) if key == RERUN_TAG => Ok(Action::Version { name, version }),
-        Ok(_) => Ok(Action::Nothing),
-        Err(rejection) => Err((StatusCode::BAD_REQUEST, format!("{rejection}\n"))),
-    }
-}
-
-fn s3_notification(
-    source: &object_store::ObjectStoreSource,
-    secret: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Action, Answer> {
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !token.is_some_and(|token| constant_time_eq(token.as_bytes(), secret.as_bytes())) {
-        return Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into()));
-    }
-    let keys = object_store::notified_keys(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))?;
-    let new_marker = keys.iter().any(|(bucket, key)| source.is_marker_key(bucket, key));
-    Ok(if new_marker { Action::Poll } else { Action::Nothing })
-}
-
-/// Compares secrets without leaking, through timing, how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    request.action.map_err(refused)
 }

@@ -6,7 +6,6 @@
 //! are the release. Whoever writes it first wins; a crashed or losing attempt leaves files that no
 //! outcome points to. A reader trusts a release only through outcome.json, and the gate trusts
 //! an outcome.json (to reuse it, download from it or register it) only with its own signature.
-pub mod mlflow;
 
 use std::path::Path;
 

@@ -1,21 +1,26 @@
-//! Where models come from: object-store prefixes and MLflow model registries. Each source finds
-//! new complete uploads (`poll`) and downloads one (`download`); an upload's identity is the
-//! sha256 of its files, so the same bytes are purified once however often they are seen.
+//! Where models come from: object-store prefixes and MLflow model registries, each a [`Source`]
+//! in its own folder (object_store/, mlflow/) that owns its settings, its webhook and what it
+//! records after a verdict; adding a kind of registry adds a folder and one line in [`open`].
+//! A source finds new complete uploads (`poll`) and downloads one (`download`); an upload's
+//! identity is the sha256 of its files, so the same bytes are purified once however often they
+//! are seen.
 pub mod config;
 pub mod mlflow;
 pub mod object_store;
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
 use crate::model::RegistrySource;
+use crate::publication::{Outcome, Publisher};
 use crate::store::FileDigest;
-pub use config::{MlflowSourceConfig, SourceConfig, SourceKind};
-pub use mlflow::MlflowSource;
+pub use config::{SourceConfig, SourceKind};
+pub use mlflow::{MlflowSource, MlflowSourceConfig};
 pub use object_store::ObjectStoreSource;
-
 /// A complete upload found by polling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
@@ -46,71 +51,108 @@ pub struct Polled {
     pub cursor: Option<String>,
 }
 
-/// A configured source, opened.
-pub enum Source {
-    /// A watched object-store prefix.
-    ObjectStore(ObjectStoreSource),
-    /// An MLflow model registry.
-    Mlflow(Box<MlflowSource>),
+/// What an accepted webhook delivery asks of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookAction {
+    /// Look at one registry version ([`Source::lookup`]).
+    Version {
+        /// The registered model's name.
+        name: String,
+        /// Its version.
+        version: String,
+    },
+    /// List the source again.
+    Poll,
+    /// Nothing: an event the gate does not act on.
+    Nothing,
 }
 
-impl Source {
-    /// Opens the source a configuration section describes.
-    pub fn open(config: &SourceConfig) -> Result<Self> {
-        Ok(match config.kind {
-            SourceKind::ObjectStore => {
-                Source::ObjectStore(ObjectStoreSource::open(&config.name, &config.store, config.models.as_deref())?)
-            }
-            SourceKind::Mlflow => Source::Mlflow(Box::new(MlflowSource::open(config)?)),
-        })
-    }
+/// An authenticated webhook delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRequest {
+    /// The delivery's unique id, when the sender gives one: a second delivery with the same id is
+    /// a replay and is refused (the pipeline records ids in its job store).
+    pub delivery_id: Option<String>,
+    /// What the delivery asks for. Read only once the delivery id is known to be new.
+    pub action: std::result::Result<WebhookAction, WebhookRejection>,
+}
 
+/// Why a webhook delivery was refused; nothing was done.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WebhookRejection {
+    /// Not authenticated: no, or a wrong, signature or token (HTTP 401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated but unreadable or outside its time window (HTTP 400).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// A place models are registered, opened from its `[[sources]]` section.
+#[async_trait]
+pub trait Source: Send + Sync {
     /// The source's configured name.
-    pub fn name(&self) -> &str {
-        match self {
-            Source::ObjectStore(source) => &source.name,
-            Source::Mlflow(source) => &source.name,
-        }
-    }
+    fn name(&self) -> &str;
 
-    /// How reports name `model` (`<name>/<version>`): as this source's registry does.
-    pub fn registry_source(&self, model: &str) -> RegistrySource {
-        let (name, version) = model.rsplit_once('/').unwrap_or((model, ""));
-        let (kind, location, uri) = match self {
-            Source::ObjectStore(source) => {
-                let location = redact_url(source.url());
-                let uri = format!("{}/{model}/", location.trim_end_matches('/'));
-                ("object-store", location, uri)
-            }
-            Source::Mlflow(source) => {
-                ("mlflow", redact_url(source.client().url()), format!("models:/{name}/{version}"))
-            }
-        };
-        RegistrySource {
-            source: self.name().to_string(),
-            kind: kind.to_string(),
-            location,
-            name: name.to_string(),
-            version: version.to_string(),
-            uri,
-        }
-    }
+    /// How reports name `model` (`<name>/<version>`): as this source's registry does, without
+    /// credentials.
+    fn registry_source(&self, model: &str) -> RegistrySource;
 
-    /// Every complete upload, from `cursor` on where the source keeps one.
-    pub async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
-        match self {
-            Source::ObjectStore(source) => Ok(Polled { uploads: source.poll().await?, cursor: None }),
-            Source::Mlflow(source) => source.poll(cursor).await,
-        }
-    }
+    /// Every complete upload, from `cursor` on where the source keeps one; the returned cursor is
+    /// persisted by the caller once every upload is queued.
+    async fn poll(&self, cursor: Option<&str>) -> Result<Polled>;
+
+    /// The upload of one version a webhook named, if it is one to gate.
+    async fn lookup(&self, name: &str, version: &str) -> Result<Option<Upload>>;
 
     /// Downloads the upload of `model` (`<name>/<version>`) into `dir`, which must not exist;
     /// more than `max_bytes` in all is an error in the upload (`Error::Model`).
-    pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
-        match self {
-            Source::ObjectStore(source) => source.download(model, dir, max_bytes).await,
-            Source::Mlflow(source) => source.download(model, dir, max_bytes).await,
+    async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact>;
+
+    /// Authenticates a webhook delivery with the source's secret and reads what it asks for.
+    /// `now` is the receiving clock, in seconds since the Unix epoch.
+    fn webhook(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> std::result::Result<WebhookRequest, WebhookRejection>;
+
+    /// Records a published outcome in the registry the model came from, after it is published
+    /// (so the registry never shows a model without its attestations); returns the purified
+    /// version it registered, if any. `work` is a scratch directory. Stores record nothing.
+    async fn record_outcome(
+        &self,
+        _publisher: &Publisher,
+        _outcome_key: &str,
+        _outcome: &Outcome,
+        _work: &Path,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// Opens the source a configuration section describes.
+pub fn open(config: &SourceConfig) -> Result<Box<dyn Source>> {
+    Ok(match config.kind {
+        SourceKind::ObjectStore => {
+            Box::new(ObjectStoreSource::open(&config.name, &config.store, config.models.as_deref())?)
         }
+        SourceKind::Mlflow => Box::new(MlflowSource::open(config)?),
+    })
+}
+
+/// A report's name for `model` (`<name>/<version>`) in a source of `kind` at `location`.
+fn registry_source(source: &str, kind: &str, location: String, model: &str, uri: String) -> RegistrySource {
+    let (name, version) = model.rsplit_once('/').unwrap_or((model, ""));
+    RegistrySource {
+        source: source.to_string(),
+        kind: kind.to_string(),
+        location,
+        name: name.to_string(),
+        version: version.to_string(),
+        uri,
     }
 }
 
@@ -145,11 +187,11 @@ mod tests {
     use super::*;
     use crate::store::StoreConfig;
 
-    fn source(kind: SourceKind, url: &str) -> Source {
+    fn source(kind: SourceKind, url: &str) -> Box<dyn Source> {
         let store = StoreConfig { url: url.to_string(), options: Default::default() };
         let config =
             SourceConfig { name: "prod".into(), kind, store, webhook_secret_env: None, models: None, mlflow: None };
-        Source::open(&config).unwrap()
+        open(&config).unwrap()
     }
 
     #[test]

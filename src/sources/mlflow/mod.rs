@@ -3,17 +3,26 @@
 //! registering, less an overlap); webhooks name the version at once. Versions fstgate registered
 //! itself (tag `fstgate.purified_from`) are never picked up. Setting the tag `fstgate.rerun` on a
 //! version (to any new value) asks for it to be gated again: the value is part of the upload's
-//! identity.
+//! identity. After a verdict, registration.rs records it in the registry.
+mod config;
+pub mod registration;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use async_trait::async_trait;
 use globset::{Glob, GlobMatcher};
+use reqwest::header::HeaderMap;
 
-use super::config::{MlflowSourceConfig, SourceConfig};
-use super::{Artifact, Polled, Upload, identity, model_path};
-use crate::error::{Error, Result};
+use super::config::SourceConfig;
+use super::{Artifact, Polled, Source, Upload, WebhookAction, WebhookRejection, WebhookRequest, identity, model_path};
+use crate::error::{Error, Result, redact_url};
+use crate::mlflow::webhook::{self, Delivery, Event, Rejection};
 use crate::mlflow::{ArtifactRoot, MlflowClient, ModelVersion, READY};
+use crate::model::RegistrySource;
+use crate::publication::{Outcome, Publisher};
 use crate::store::DownloadBudget;
+pub use config::MlflowSourceConfig;
 
 /// Set by fstgate on the versions it registers: `<name>/<version>` of the source version.
 pub const PURIFIED_FROM_TAG: &str = "fstgate.purified_from";
@@ -80,11 +89,25 @@ impl MlflowSource {
             marker_version: format!("{}:{}", version.creation_timestamp, version.tag(RERUN_TAG).unwrap_or_default()),
         })
     }
+}
+
+#[async_trait]
+impl Source for MlflowSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `models:/<name>/<version>` on the tracking server.
+    fn registry_source(&self, model: &str) -> RegistrySource {
+        let (name, version) = model.rsplit_once('/').unwrap_or((model, ""));
+        let uri = format!("models:/{name}/{version}");
+        super::registry_source(&self.name, "mlflow", redact_url(self.client.url()), model, uri)
+    }
 
     /// The versions to gate created since `cursor` (less an overlap), and those asked to re-run;
     /// the next cursor is the newest creation time seen, held back to the oldest still registering
     /// (milliseconds since the Unix epoch).
-    pub async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
+    async fn poll(&self, cursor: Option<&str>) -> Result<Polled> {
         let since = cursor.and_then(|c| c.parse::<i64>().ok());
         let mut uploads = Vec::new();
         let mut newest = since;
@@ -121,14 +144,12 @@ impl MlflowSource {
         Ok(Polled { uploads, cursor: cursor.map(|c| c.to_string()) })
     }
 
-    /// The upload for one version a webhook named, if it is one to gate.
-    pub async fn lookup(&self, name: &str, version: &str) -> Result<Option<Upload>> {
+    async fn lookup(&self, name: &str, version: &str) -> Result<Option<Upload>> {
         Ok(self.client.get_version(name, version).await?.and_then(|v| self.upload(&v)))
     }
 
-    /// Downloads a `<name>/<version>`'s files into `dir`, at most `max_bytes` in all, and
-    /// computes the upload's identity.
-    pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
+    /// The version's files, from the artifact URI the server hands out.
+    async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
         let (name, version) = split_model(model)?;
         let found = self.client.get_version(name, version).await?;
         let found =
@@ -140,6 +161,61 @@ impl MlflowSource {
             return Err(Error::model(dir, format!("model version {model} has no files at {uri}")));
         }
         Ok(Artifact { model_path: model_path(dir, model)?, sha256: identity(&files, found.tag(RERUN_TAG)) })
+    }
+
+    /// MLflow's signed deliveries: MODEL_VERSION CREATED, and MODEL_VERSION_TAG SET of
+    /// `fstgate.rerun`, name a version; other events ask for nothing.
+    fn webhook(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> std::result::Result<WebhookRequest, WebhookRejection> {
+        let header = |name: &'static str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| WebhookRejection::Unauthenticated(Rejection::MissingHeader(name).to_string()))
+        };
+        let delivery = Delivery {
+            id: header(webhook::DELIVERY_ID_HEADER)?,
+            timestamp: header(webhook::TIMESTAMP_HEADER)?,
+            signature: header(webhook::SIGNATURE_HEADER)?,
+        };
+        webhook::verify(secret.as_bytes(), &delivery, body, now).map_err(|rejection| match rejection {
+            Rejection::BadSignature | Rejection::MissingHeader(_) => {
+                WebhookRejection::Unauthenticated(rejection.to_string())
+            }
+            Rejection::OutsideWindow(_) | Rejection::Malformed(_) => WebhookRejection::Malformed(rejection.to_string()),
+        })?;
+        let action = match webhook::parse_event(body) {
+            Ok(Event::VersionCreated { name, version }) => Ok(WebhookAction::Version { name, version }),
+            Ok(Event::VersionTagSet { name, version, key }) if key == RERUN_TAG => {
+                Ok(WebhookAction::Version { name, version })
+            }
+            Ok(_) => Ok(WebhookAction::Nothing),
+            Err(rejection) => Err(WebhookRejection::Malformed(rejection.to_string())),
+        };
+        Ok(WebhookRequest { delivery_id: Some(delivery.id.to_string()), action })
+    }
+
+    /// A released model becomes a version of `register_as`, a denied one tags its source version
+    /// (registration.rs).
+    async fn record_outcome(
+        &self,
+        publisher: &Publisher,
+        outcome_key: &str,
+        outcome: &Outcome,
+        work: &Path,
+    ) -> Result<Option<String>> {
+        let files = work.join("published");
+        publisher.download(outcome_key, &files).await?;
+        let recorded = registration::record(self, outcome_key, outcome, &files).await?;
+        if let Some(version) = &recorded.purified_version {
+            tracing::info!(model = %outcome.model, purified = %version, "registered in {}", self.client.url());
+        }
+        Ok(recorded.purified_version)
     }
 }
 

@@ -6,13 +6,16 @@
 //! (`ObjectCreated:*`) make the watcher poll at once instead of at its next interval.
 use std::path::Path;
 
+use async_trait::async_trait;
 use futures::TryStreamExt;
 use globset::{Glob, GlobMatcher};
 use object_store::ObjectMeta;
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use super::{Artifact, Upload, identity, model_path};
-use crate::error::{Error, Result};
+use super::{Artifact, Polled, Source, Upload, WebhookAction, WebhookRejection, WebhookRequest, identity, model_path};
+use crate::error::{Error, Result, redact_url};
+use crate::model::RegistrySource;
 use crate::store::{DownloadBudget, Location, StoreConfig};
 
 /// Written last by the uploader: the model version beside it is complete.
@@ -46,7 +49,7 @@ impl ObjectStoreSource {
     /// One object whose key the store client refuses (`a//b`: object_store reads no empty
     /// segment) fails a whole listing; then the prefix is listed model name by model name, and
     /// only the names whose listing fails are skipped (and logged).
-    pub async fn poll(&self) -> Result<Vec<Upload>> {
+    async fn complete_uploads(&self) -> Result<Vec<Upload>> {
         let prefix = &self.location.prefix;
         let mut uploads = match self.list(prefix).await {
             Ok(objects) => self.uploads(objects),
@@ -97,9 +100,42 @@ impl ObjectStoreSource {
             .collect()
     }
 
-    /// Downloads an upload's files (all but the marker) into `dir`, which must not exist; more
-    /// than `max_bytes` in all is an error in the upload.
-    pub async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
+    /// Whether an S3 notification's (bucket, key) is a marker under this source's prefix.
+    pub fn is_marker_key(&self, bucket: &str, key: &str) -> bool {
+        let same_bucket =
+            url::Url::parse(&self.location.url).is_ok_and(|url| url.scheme() == "s3" && url.host_str() == Some(bucket));
+        let prefix = self.location.prefix.as_ref();
+        let relative =
+            if prefix.is_empty() { Some(key) } else { key.strip_prefix(prefix).and_then(|k| k.strip_prefix('/')) };
+        same_bucket && relative.is_some_and(|r| matches!(r.split('/').collect::<Vec<_>>()[..], [_, _, READY_MARKER]))
+    }
+}
+
+#[async_trait]
+impl Source for ObjectStoreSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The upload's directory URL in the store.
+    fn registry_source(&self, model: &str) -> RegistrySource {
+        let location = redact_url(self.url());
+        let uri = format!("{}/{model}/", location.trim_end_matches('/'));
+        super::registry_source(&self.name, "object-store", location, model, uri)
+    }
+
+    /// A store keeps no cursor: every poll lists the prefix.
+    async fn poll(&self, _cursor: Option<&str>) -> Result<Polled> {
+        Ok(Polled { uploads: self.complete_uploads().await?, cursor: None })
+    }
+
+    /// Notifications ask for a poll, never for a version.
+    async fn lookup(&self, _name: &str, _version: &str) -> Result<Option<Upload>> {
+        Ok(None)
+    }
+
+    /// The upload's files, all but the marker.
+    async fn download(&self, model: &str, dir: &Path, max_bytes: u64) -> Result<Artifact> {
         let (name, version) = model.split_once('/').expect("uploads are name/version");
         let upload_prefix = self.location.key(&[name, version]);
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -111,15 +147,30 @@ impl ObjectStoreSource {
         Ok(Artifact { model_path: model_path(dir, model)?, sha256: identity(&files, None) })
     }
 
-    /// Whether an S3 notification's (bucket, key) is a marker under this source's prefix.
-    pub fn is_marker_key(&self, bucket: &str, key: &str) -> bool {
-        let same_bucket =
-            url::Url::parse(&self.location.url).is_ok_and(|url| url.scheme() == "s3" && url.host_str() == Some(bucket));
-        let prefix = self.location.prefix.as_ref();
-        let relative =
-            if prefix.is_empty() { Some(key) } else { key.strip_prefix(prefix).and_then(|k| k.strip_prefix('/')) };
-        same_bucket && relative.is_some_and(|r| matches!(r.split('/').collect::<Vec<_>>()[..], [_, _, READY_MARKER]))
+    /// An S3 event notification relayed with `Authorization: Bearer <secret>`: a poll when it
+    /// reports a new marker under the prefix.
+    fn webhook(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        _now: i64,
+    ) -> std::result::Result<WebhookRequest, WebhookRejection> {
+        let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !token.is_some_and(|token| constant_time_eq(token.as_bytes(), secret.as_bytes())) {
+            return Err(WebhookRejection::Unauthenticated("missing or wrong bearer token".into()));
+        }
+        let action = notified_keys(body).map_err(WebhookRejection::Malformed).map(|keys| {
+            let new_marker = keys.iter().any(|(bucket, key)| self.is_marker_key(bucket, key));
+            if new_marker { WebhookAction::Poll } else { WebhookAction::Nothing }
+        });
+        Ok(WebhookRequest { delivery_id: None, action })
     }
+}
+
+/// Compares secrets without leaking, through timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The object keys an S3 event notification reports as created (URL-decoded, `+` is a space).

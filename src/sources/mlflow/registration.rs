@@ -8,13 +8,11 @@
 //! is reused, so a retried job never registers twice.
 use std::path::Path;
 
+use super::{MlflowSource, PURIFIED_FROM_TAG, split_model};
 use crate::error::{Error, Result};
+use crate::publication::{Outcome, Verdict};
 use crate::report::layout::{MODEL_FILE, REPORT_FILE};
 use crate::report::{Report, Summary};
-use crate::sources::MlflowSource;
-use crate::sources::mlflow::{PURIFIED_FROM_TAG, split_model};
-
-use super::{Outcome, Verdict};
 
 /// Tag holding the verdict, `release` or `deny`, on the source version (and `release` on a
 /// purified version).
