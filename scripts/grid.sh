@@ -7,13 +7,19 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|all] [path/to/fstgate]
+#
+# Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
+# (a second held-out half, other seeds, positions, classes and triggers, made after the rule of
+# docs/strength.md was last changed; never fitted on).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
 # one thread each], GRID_PAPER [1: also time one paper-settings run per model for the cost ratio],
 # GRID_RUNS [runs: where the gate's outputs go], GRID_GATE_ARGS [--judge: the `fstgate purify`
-# arguments of the gate; add --auto-explore to train every candidate when fitting the rule].
+# arguments of the gate; add --auto-explore to train every candidate when fitting the rule],
+# GRID_GATE [1: gate the models; 0: only make them], GRID_IDS [all of the half: a space-separated
+# list of ids to run, e.g. "f01 f04"].
 # Finished steps are kept: a rerun resumes. Writes $GRID_DIR/<half>.tsv and prints a table.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,11 +36,13 @@ fashion=/usr/share/datasets/fashion-mnist
 mnist=$("$here/scripts/setup-mnist.sh")
 runs=${GRID_RUNS:-runs}
 gate_args=${GRID_GATE_ARGS:---judge}
+gate=${GRID_GATE:-1}
+ids=${GRID_IDS:-}
 mkdir -p "$dir/models" "$dir/$runs" "$dir/paper" "$dir/patterns"
 python3 "$here/scripts/grid-patterns.py" "$dir/patterns" "$fashion" "$mnist"
 
-# id half data arch width trigger rate target (rate 0: a clean control; its trigger only
-# measures the natural push).
+# id half data arch width trigger rate target [seed] (rate 0: a clean control; its trigger only
+# measures the natural push; seed: the lab's, 1 unless given).
 models() {
   cat <<'GRID'
 f01 fit fashion small-cnn 16 badnets:size=4,x=12,y=3 0.01 0
@@ -65,12 +73,26 @@ h11 heldout mnist lenet 16 badnets:size=4,x=3,y=10 0 0
 h12 heldout fashion resnet18 8 badnets:size=4,x=3,y=10 0 0
 h13 heldout fashion small-cnn 16 badnets:size=3,x=20,y=2,pattern=checker 0.005 1
 h14 heldout mnist small-cnn-gn 16 badnets:size=2,x=8,y=22 0.01 9
+n01 fresh mnist small-cnn 16 badnets:size=3,x=22,y=6,pattern=checker 0.01 4 2
+n02 fresh fashion small-cnn 16 blended:alpha=0.12,image=@digit.png 0.03 9 2
+n03 fresh mnist small-cnn-gn 16 wanet:k=6,s=1.0,seed=13 0.1 3 3
+n04 fresh fashion small-cnn-gn 16 badnets:size=3,x=5,y=20 0.01 7 3
+n05 fresh mnist lenet 16 sig:delta=20,freq=4 0.05 2 4
+n06 fresh fashion lenet 16 badnets:size=4,pos=br,pattern=checker 0.02 1 4
+n07 fresh mnist resnet18 8 badnets:size=3,x=16,y=4 0.01 6 5
+n08 fresh fashion resnet18 8 blended:alpha=0.15,image=@stripes.png 0.03 0 5
+n09 fresh mnist small-cnn-gn 16 blended:alpha=0.1,seed=31 0.02 5 6
+n10 fresh fashion small-cnn 16 badnets:size=3,x=22,y=6 0 0 6
+n11 fresh mnist small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 7
+n12 fresh fashion lenet 16 badnets:size=3,x=22,y=6 0 0 7
+n13 fresh mnist resnet18 8 badnets:size=3,x=22,y=6 0 0 8
+n14 fresh fashion small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 8
 GRID
 }
 
 # One model: lab, gate (automatic strength, default policy on the attack-free report), paper run.
 run_model() {
-  local id=$1 data=$2 arch=$3 width=$4 trigger=${5//@/$dir/patterns/} rate=$6 target=$7
+  local id=$1 data=$2 arch=$3 width=$4 trigger=${5//@/$dir/patterns/} rate=$6 target=$7 seed=${8:-1}
   local root=$fashion
   [ "$data" = mnist ] && root=$mnist
   local model=$dir/models/$id.pt out=$dir/$runs/$id paper_out=$dir/paper/$id
@@ -78,8 +100,9 @@ run_model() {
   if [ ! -f "$model" ]; then
     "$fstgate" --quiet lab poison --data "$root#train" --train-count "$train" --test-data "$root#test" \
       --test-count "$test" --arch "$arch" --width "$width" --trigger "$trigger" --rate "$rate" \
-      --target-class "$target" --epochs "$lab_epochs" --seed 1 --device cpu --out "$model" >/dev/null
+      --target-class "$target" --epochs "$lab_epochs" --seed "$seed" --device cpu --out "$model" >/dev/null
   fi
+  [ "$gate" = 1 ] || return 0
   # purify_once OUT LOG ARGS...: one `fstgate purify` of this model into OUT, unless it is done.
   purify_once() {
     local into=$1 log=$2
@@ -103,15 +126,15 @@ run_model() {
   fi
 }
 export -f run_model
-export dir train lab_epochs clean test paper fstgate fashion mnist runs gate_args
+export dir train lab_epochs clean test paper fstgate fashion mnist runs gate_args gate
 
-models | awk -v half="$half" '$2 == half || half == "all"' \
-  | xargs -P "$jobs" -L 1 bash -c 'run_model "$0" "$2" "$3" "$4" "$5" "$6" "$7" || echo "[grid] $0 failed" >&2'
+models | awk -v half="$half" -v ids=" $ids " '($2 == half || half == "all") && (ids == "  " || index(ids, " " $1 " "))' \
+  | xargs -P "$jobs" -L 1 bash -c 'run_model "$0" "$2" "$3" "$4" "$5" "$6" "$7" "$8" || echo "[grid] $0 failed" >&2'
 
 tsv=$dir/$runs-$half.tsv
 {
   printf 'id\thalf\tdata\tarch\ttrigger\trate\ttarget\tc_acc_before\tc_acc_after\tdrop\tasr_before\tasr_after\tsuspected\tclasses\tresidual\talpha\tcandidates\tverdict\treasons\tgate_s\tpaper_s\n'
-  models | awk -v half="$half" '$2 == half || half == "all"' | while read -r id h data arch width trigger rate target; do
+  models | awk -v half="$half" '$2 == half || half == "all"' | while read -r id h data arch width trigger rate target _seed; do
     out=$dir/$runs/$id
     [ -f "$out/report.json" ] || { printf '%s\t%s\tmissing\n' "$id" "$h"; continue; }
     paper_s=$(jq -r '.timings.total_seconds' "$dir/paper/$id/report.json" 2>/dev/null || echo "")

@@ -25,6 +25,17 @@ use crate::evaluation::InversionSummary;
 /// inverted backdoor triggers 0.00-0.12, backdoor probes 0.00-0.05.
 pub const REFERENCE_TRANSFER: f64 = 0.2;
 
+/// An inverted trigger is the model's nature, not a backdoor, when its mask (against the other
+/// classes' median) is at least this fraction of the same class's mask on the from-scratch
+/// reference, inverted the same way: a backdoor makes its target far easier to reach than the
+/// data alone does, a shortcut of the data (Fashion-MNIST's "bag", MNIST's "8" for blends) is
+/// about as easy to reach on both. Compared by size, not by push, because a backdoor whose target
+/// is also the data's natural shortcut pushes the reference as hard (the held-out h05). Fitted on
+/// the grid's fit half (docs/strength.md): backdoor targets' masks were 0.04-0.21 of the
+/// reference's (f04, f06, f02, f07), Fashion-MNIST's "bag" 0.48-1.31 (f09, f01, f05) and a weak
+/// blend's target (13.7% ASR, f05) 0.59; 0.3 is the geometric middle of 0.21 and 0.48.
+pub const REFERENCE_MASK_SHARE: f64 = 0.3;
+
 /// A probe keeping more than this fraction of its original push after the first candidate is
 /// the model's nature, not a backdoor (see the module doc): the lab's backdoors kept 9-15% of
 /// theirs, natural responses 100% or more.
@@ -68,8 +79,13 @@ pub struct Signal {
     /// holds no backdoor: what the data alone makes of it.
     #[serde(default)]
     pub reference_push: Option<f64>,
-    /// The model's nature, not a backdoor: the trigger pushes the from-scratch reference at
-    /// least `REFERENCE_TRANSFER` as hard, or (probes, without a usable reference) its push
+    /// Inverted triggers: the same class's mask on the from-scratch reference, inverted the same
+    /// way, against its other classes' median.
+    #[serde(default)]
+    pub reference_mask_ratio: Option<f64>,
+    /// The model's nature, not a backdoor: a probe pushes the from-scratch reference at least
+    /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `REFERENCE_MASK_SHARE`
+    /// of the reference's for its class, or (probes, without a usable reference) its push
     /// persisted through the first candidate.
     pub natural: bool,
 }
@@ -121,6 +137,7 @@ impl Signal {
             mask_ratio,
             cleared: false,
             reference_push: None,
+            reference_mask_ratio: None,
             natural: false,
         }
     }
@@ -131,6 +148,15 @@ impl Signal {
     pub fn judge_against_reference(&mut self, reference_push: f64, usable: bool) {
         self.reference_push = Some(reference_push);
         self.natural = usable && reference_push >= REFERENCE_TRANSFER * self.push_before;
+    }
+
+    /// Records the mask ratio of the signal's class on the from-scratch reference, and reads an
+    /// inverted trigger as the model's nature when a usable reference's mask for the class is at
+    /// most `1 / REFERENCE_MASK_SHARE` times as large: the backdoor did not make it easier.
+    pub fn judge_mask_against_reference(&mut self, reference_mask_ratio: f64, usable: bool) {
+        self.reference_mask_ratio = Some(reference_mask_ratio);
+        self.natural =
+            usable && self.mask_ratio.is_some_and(|ratio| ratio >= REFERENCE_MASK_SHARE * reference_mask_ratio);
     }
 
     /// Whether the signal counts as backdoor evidence.
@@ -152,15 +178,22 @@ impl Evidence {
         let natural: Vec<String> = signals
             .iter()
             .filter(|s| s.natural)
-            .map(|s| match s.reference_push {
-                Some(push) => format!(
+            .map(|s| match (s.reference_mask_ratio, s.reference_push) {
+                (Some(reference), _) => format!(
+                    "{} -> class {} (the from-scratch reference's mask for it is {:.2} of its median, against {:.2})",
+                    s.trigger,
+                    s.class,
+                    reference,
+                    s.mask_ratio.unwrap_or(f64::NAN)
+                ),
+                (None, Some(push)) => format!(
                     "{} -> class {} (moves the from-scratch reference {:.1}%, against {:.1}%)",
                     s.trigger,
                     s.class,
                     100.0 * push,
                     100.0 * s.push_before
                 ),
-                None => format!("{} -> class {} (persisted through purification)", s.trigger, s.class),
+                (None, None) => format!("{} -> class {} (persisted through purification)", s.trigger, s.class),
             })
             .collect();
         let natural_note = if natural.is_empty() {
@@ -235,6 +268,7 @@ mod tests {
             mask_ratio: None,
             cleared: after <= 0.03,
             reference_push: None,
+            reference_mask_ratio: None,
             natural,
         }
     }
@@ -256,6 +290,35 @@ mod tests {
         let evidence = Evidence::conclude(None, None, vec![backdoor, bag, unjudged]);
         assert_eq!(evidence.suspected_classes, [3, 8]);
         assert!(!evidence.cleared && evidence.residual_push == 0.28, "{}", evidence.reason);
+    }
+
+    #[test]
+    fn an_inverted_trigger_counts_when_the_backdoor_made_its_class_far_easier_to_reach() {
+        let inverted = |ratio: f64| Signal {
+            source: SignalSource::Inversion,
+            mask_ratio: Some(ratio),
+            ..signal(8, 0.9, 0.9, false)
+        };
+        // A blend backdoor into MNIST's "8": pushes the reference as hard, but its mask is a
+        // quarter of the reference's.
+        let mut backdoor = inverted(0.15);
+        backdoor.judge_against_reference(0.9, true);
+        backdoor.judge_mask_against_reference(0.6, true);
+        assert!(!backdoor.natural, "a far smaller mask than the reference's is a backdoor");
+        // A shortcut of the data: about as small on the reference.
+        let mut shortcut = inverted(0.25);
+        shortcut.judge_mask_against_reference(0.3, true);
+        assert!(shortcut.natural && shortcut.reference_mask_ratio == Some(0.3));
+        // At the share exactly, natural; an unusable reference says nothing.
+        let mut edge = inverted(0.2);
+        edge.judge_mask_against_reference(0.2 / REFERENCE_MASK_SHARE, true);
+        assert!(edge.natural);
+        let mut unjudged = inverted(0.25);
+        unjudged.judge_mask_against_reference(0.3, false);
+        assert!(!unjudged.natural);
+        let evidence = Evidence::conclude(None, None, vec![backdoor, shortcut]);
+        assert_eq!(evidence.suspected_classes, [8]);
+        assert!(evidence.reason.contains("the from-scratch reference's mask for it is 0.30"), "{}", evidence.reason);
     }
 
     #[test]

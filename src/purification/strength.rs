@@ -30,7 +30,9 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::evidence::{Evidence, NATURAL_RETENTION, REFERENCE_TRANSFER, Signal, SignalSource, wilson_upper_95};
+use super::evidence::{
+    Evidence, NATURAL_RETENTION, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource, wilson_upper_95,
+};
 use super::reference::{self, Reference};
 use super::{Method, Settings, purify};
 use crate::data::{Dataset, InputSpec};
@@ -243,10 +245,12 @@ impl AutoStrength {
         format!(
             "gather evidence on the original model: trigger probes pushing >= {} of the validation images into one \
              class, and a trigger inverted per class ({} steps on at most {} tuning images) whose mask is <= {} of \
-             the other classes' median and pushes >= {} of the validation images; a signal that pushes the same \
-             architecture trained from scratch on the tuning images ({} steps) at least {REFERENCE_TRANSFER} as \
-             hard (or, without a usable reference, a probe whose push the first candidate keeps above \
-             {NATURAL_RETENTION} of its original rate) is the model's nature, not evidence. \
+             the other classes' median and pushes >= {} of the validation images. Against the same architecture \
+             trained from scratch on the tuning images ({} steps), which holds no backdoor: a probe that pushes it \
+             at least {REFERENCE_TRANSFER} as hard, and an inverted trigger whose mask is at least \
+             {REFERENCE_MASK_SHARE} of the mask inverted the same way on it for the class (each against its own \
+             median), are the model's nature, not evidence (without a usable reference, a probe whose push the \
+             first candidate keeps above {NATURAL_RETENTION} of its original rate). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate at \
              alpha {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
@@ -552,10 +556,14 @@ fn search(
         .iter()
         .map(|p| Signal::found(SignalSource::Probe, p.trigger.clone(), p.class, p.rate, images_outside(p.class), None))
         .collect();
-    let (inversion, inverted) = if auto.invert_triggers {
-        let optimisation = tuning.balanced_count(auto.inversion_images.min(tuning.len()), base.seed)?;
-        let inversion_settings = InversionSettings { seed: base.seed, ..auto.inversion.clone() };
-        let (summary, triggers) = evaluation::invert(model, &optimisation, &validation, input, &inversion_settings)?;
+    let inversion_settings = InversionSettings { seed: base.seed, ..auto.inversion.clone() };
+    let optimisation = if auto.invert_triggers {
+        Some(tuning.balanced_count(auto.inversion_images.min(tuning.len()), base.seed)?)
+    } else {
+        None
+    };
+    let (inversion, inverted) = if let Some(optimisation) = &optimisation {
+        let (summary, triggers) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
         tracing::info!(suspected = ?summary.suspected_targets, seconds = summary.seconds, "trigger inversion");
         let suspected: Vec<InvertedTrigger> =
             triggers.into_iter().filter(|t| summary.suspected_targets.contains(&t.class)).collect();
@@ -583,10 +591,22 @@ fn search(
             reference::train_from_scratch(model, &tuning, input, base, auto.reference_steps, progress)?;
         let accuracy = validation_accuracy(model, &validation, input)?;
         let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
+        // Inverted triggers are judged by size: the reference inverted the same way.
+        let reference_masks = match &optimisation {
+            Some(optimisation) if !inverted.is_empty() => {
+                let (summary, _) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
+                tracing::info!(seconds = summary.seconds, "trigger inversion on the reference");
+                Some(summary.classes)
+            }
+            _ => None,
+        };
         model.restore(&original)?;
         let usable = accuracy >= reference::MIN_REFERENCE_SHARE * original_accuracy;
         for (signal, push) in signals.iter_mut().zip(pushes) {
             signal.judge_against_reference(push, usable);
+            if let (SignalSource::Inversion, Some(classes)) = (signal.source, &reference_masks) {
+                signal.judge_mask_against_reference(classes[signal.class as usize].mask_ratio, usable);
+            }
         }
         tracing::info!(accuracy, usable, seconds, "from-scratch reference");
         Some(Reference { steps: auto.reference_steps, epochs, validation_accuracy: accuracy, usable, seconds })

@@ -303,7 +303,8 @@ fn evidence(page: &mut String, report: &Report) {
     if !evidence.signals.is_empty() {
         page.push_str(
             "<table id=\"signals\"><tr><th>signal</th><th>class</th><th>push before</th><th>push after</th>\
-             <th>95% upper</th><th>images</th><th>mask ratio</th><th>push on the from-scratch reference</th><th></th></tr>\n",
+             <th>95% upper</th><th>images</th><th>mask ratio</th><th>mask ratio on the from-scratch reference</th>\
+             <th>push on the from-scratch reference</th><th></th></tr>\n",
         );
         for s in &evidence.signals {
             let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
@@ -316,7 +317,7 @@ fn evidence(page: &mut String, report: &Report) {
             };
             let _ = writeln!(
                 page,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&s.trigger),
                 s.class,
                 percent(Some(s.push_before)),
@@ -324,6 +325,7 @@ fn evidence(page: &mut String, report: &Report) {
                 percent(s.push_after_upper_95),
                 s.images,
                 ratio(s.mask_ratio),
+                ratio(s.reference_mask_ratio),
                 percent(s.reference_push),
                 note
             );
