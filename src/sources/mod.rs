@@ -21,6 +21,7 @@ use crate::store::FileDigest;
 pub use config::{SourceConfig, SourceKind};
 pub use mlflow::{MlflowSource, MlflowSourceConfig};
 pub use object_store::ObjectStoreSource;
+
 /// A complete upload found by polling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
