@@ -142,12 +142,15 @@ impl Signal {
         }
     }
 
-    /// Records the push of the same trigger on the from-scratch reference, and reads the signal
-    /// as the model's nature when a usable reference is pushed at least `REFERENCE_TRANSFER` as
-    /// hard: a trigger that needs no backdoor to work is no evidence of one.
+    /// Records the push of the same trigger on the from-scratch reference and, for a probe,
+    /// reads the signal as the model's nature when a usable reference is pushed at least
+    /// `REFERENCE_TRANSFER` as hard: a trigger that needs no backdoor to work is no evidence of
+    /// one. An inverted trigger is judged by its size instead (`judge_mask_against_reference`).
     pub fn judge_against_reference(&mut self, reference_push: f64, usable: bool) {
         self.reference_push = Some(reference_push);
-        self.natural = usable && reference_push >= REFERENCE_TRANSFER * self.push_before;
+        if self.source == SignalSource::Probe {
+            self.natural = usable && reference_push >= REFERENCE_TRANSFER * self.push_before;
+        }
     }
 
     /// Records the mask ratio of the signal's class on the from-scratch reference, and reads an
