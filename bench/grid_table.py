@@ -4,7 +4,7 @@ the gate's evidence and verdict, C-Acc and ASR before and after, cost against th
 settings), the confusion matrix of verdicts, and with --candidates every candidate of an
 --auto-explore run (the data the rule was fitted on).
 
-    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh or all)
+    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends or all)
 
 Truth: `clean` (a clean control, rate 0), `weak` (poisoned, but the backdoor did not take: ASR
 before < 20%), `backdoored`. Outcome for a backdoored model: `removed` when ASR after <= 2%,
@@ -23,7 +23,7 @@ def load_models(script):
     with open(script) as f:
         for line in f:
             parts = line.split()
-            if len(parts) in (8, 9) and parts[1] in ("fit", "heldout", "fresh"):
+            if len(parts) in (8, 9) and parts[1] in ("fit", "heldout", "fresh", "blends"):
                 MODELS[parts[0]] = dict(
                     half=parts[1], data=parts[2], arch=parts[3], trigger=parts[5].replace("image=@", "image="),
                     rate=float(parts[6]), target=int(parts[7]))
@@ -67,15 +67,20 @@ def main():
         cost = report["timings"]["total_seconds"] / paper["timings"]["total_seconds"] if paper else None
         inversion = evidence.get("inversion") or {}
         target_ratio = next((c["mask_ratio"] for c in inversion.get("classes", []) if c["class"] == m["target"]), None)
+        blend_ratio = next((c["mask_ratio"] for c in inversion.get("blends", []) if c["class"] == m["target"]), None)
         chosen = search["candidates"][search["chosen"]]
-        # Inverted signals: class, mask against the reference's mask for it, natural or counted.
+        # Inverted signals: class (b: a blend), mask against the reference's mask for it, natural
+        # or counted.
         shares = ", ".join(
-            f"{x['class']}: {x['mask_ratio'] / x['reference_mask_ratio']:.2f}{' nat' if x['natural'] else ''}"
+            f"{'b' if x['source'] == 'blend-inversion' else ''}{x['class']}: "
+            f"{x['mask_ratio'] / x['reference_mask_ratio']:.2f}{' nat' if x['natural'] else ''}"
             for x in evidence.get("signals", [])
-            if x["source"] == "inversion" and x.get("reference_mask_ratio") and x.get("mask_ratio") is not None)
+            if x["source"] in ("inversion", "blend-inversion") and x.get("reference_mask_ratio")
+            and x.get("mask_ratio") is not None)
         rows.append(
             f"| {model_id} | {m['data']} | {m['arch']} | `{m['trigger']}` | {100 * m['rate']:g}% | {m['target']} | {truth} "
-            f"| {evidence.get('suspected_classes', [])} | {'' if target_ratio is None else f'{target_ratio:.2f}'} | {shares} "
+            f"| {evidence.get('suspected_classes', [])} | {'' if target_ratio is None else f'{target_ratio:.2f}'} "
+            f"| {'' if blend_ratio is None else f'{blend_ratio:.2f}'} | {shares} "
             f"| {len(search['candidates'])} | {chosen['alpha']:g} | {pct(s['clean_accuracy_before'])} "
             f"| {pct(s['clean_accuracy_after'])} | {drop:.2f} | {pct(asr_before)} | {pct(asr_after)} "
             f"| {'release' if released else 'deny'} | {'yes' if right else '**no**'} "
@@ -88,10 +93,10 @@ def main():
                     f"| probe push {pct(c.get('suspect_push'))} | inverted push {pct(c.get('inverted_push'))} "
                     f"| val ASR {pct(c.get('known_trigger_asr'))} |")
     print("| id | data | arch | trigger | rate | target | truth | suspected classes | target mask ratio "
-          "| inverted: class, mask / reference's "
+          "| target blend ratio | inverted: class, mask / reference's "
           "| candidates | alpha | C-Acc before | C-Acc after | drop | ASR before | ASR after | verdict | right "
           "| gate s | cost vs paper |")
-    print("|" + "---|" * 21)
+    print("|" + "---|" * 22)
     print("\n".join(rows))
     print()
     print("| truth / outcome | released | denied |")

@@ -7,11 +7,14 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
-# (a second held-out half, other seeds, positions, classes and triggers, made after the rule of
-# docs/strength.md was last changed; never fitted on).
+# (a second held-out half, other seeds, positions, classes and triggers, reported once for
+# version 3 of the judge, now spent), `blends` (a third held-out set for the blend search of
+# version 4: blends of other images, noise and sinusoids at other alphas, seeds and classes, a
+# patch control and four clean models; made before the blend thresholds were fitted, on the
+# spent halves' models, and never fitted on).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -87,6 +90,18 @@ n11 fresh mnist small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 7
 n12 fresh fashion lenet 16 badnets:size=3,x=22,y=6 0 0 7
 n13 fresh mnist resnet18 8 badnets:size=3,x=22,y=6 0 0 8
 n14 fresh fashion small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 8
+b01 blends mnist small-cnn 16 blended:alpha=0.12,image=@stripes.png 0.02 3 9
+b02 blends fashion lenet 16 blended:alpha=0.1,image=@digit.png 0.03 5 9
+b03 blends mnist lenet 16 sig:delta=25,freq=5 0.05 7 10
+b04 blends fashion small-cnn-gn 16 blended:alpha=0.15,seed=41 0.03 6 10
+b05 blends mnist small-cnn-gn 16 blended:alpha=0.1,image=@sneaker.png 0.03 1 11
+b06 blends fashion small-cnn 16 sig:delta=30,freq=3 0.08 3 11
+b07 blends fashion resnet18 8 blended:alpha=0.12,image=@digit.png 0.03 8 12
+b08 blends mnist small-cnn 16 badnets:size=4,x=18,y=18 0.01 2 12
+b09 blends fashion small-cnn 16 badnets:size=3,x=22,y=6 0 0 13
+b10 blends mnist lenet 16 badnets:size=3,x=22,y=6 0 0 13
+b11 blends fashion small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 14
+b12 blends mnist small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 14
 GRID
 }
 

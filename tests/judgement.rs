@@ -2,8 +2,9 @@
 //! where it held on the grid (docs/strength.md): trigger inversion finds a patch no probe covers
 //! and names its class, the search purifies until the inverted trigger no longer pushes, and a
 //! clean GroupNorm model with global pooling (which the paper's settings collapse) is purified
-//! gently with LP-FT and released. The default policy judges by the evidence, as in a registry
-//! where nobody knows the trigger; the known trigger is only measured.
+//! gently with LP-FT and released; a blend no patch covers is named by the blend search. The
+//! default policy judges by the evidence, as in a registry where nobody knows the trigger; the
+//! known trigger is only measured.
 //!
 //! MNIST comes from `scripts/setup-mnist.sh` (`./dev test` runs it and sets FSTGATE_MNIST); a
 //! missing data set fails these tests rather than skipping them.
@@ -12,9 +13,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use fstgate::data::{DataSpec, Dataset, InputSpec};
-use fstgate::evaluation;
+use fstgate::evaluation::{self, InversionSettings, TriggerShape};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture};
+use fstgate::model::Classifier;
 use fstgate::policy::{PolicyResult, Verdict};
 use fstgate::purification::evidence::{REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, SignalSource};
 use fstgate::purification::{AutoStrength, Settings, Strength};
@@ -180,9 +182,10 @@ fn a_clean_groupnorm_model_keeps_its_accuracy_and_the_judge_releases_it() {
         assert!(evidence.reference.as_ref().is_some_and(|r| r.usable), "{:?}", evidence.reference);
         let by_reference = match signal.source {
             SignalSource::Probe => signal.reference_push.is_some_and(|p| p >= REFERENCE_TRANSFER * signal.push_before),
-            SignalSource::Inversion => {
-                signal.reference_mask_ratio.zip(signal.mask_ratio).is_some_and(|(r, m)| m >= REFERENCE_MASK_SHARE * r)
-            }
+            SignalSource::Inversion | SignalSource::BlendInversion => signal
+                .reference_mask_ratio
+                .zip(signal.mask_ratio)
+                .is_some_and(|(r, m)| m >= signal.reference_share() * r),
         };
         assert!(signal.natural && by_reference, "{signal:?}");
     }
@@ -211,4 +214,32 @@ fn a_clean_model_without_evidence_is_purified_gently_and_released() {
     assert!(drop <= 1.0, "a clean model lost {drop:.2} points");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
+}
+
+/// A blend of vertical stripes (12% of each image) into class 6, a trigger no probe and no
+/// patch covers: held to one weight over the whole image, the blend search reaches class 6 with
+/// far less of the image than any other class needs, and names it.
+#[test]
+fn the_blend_search_names_a_blend_backdoors_class() {
+    let dir = common::scratch("judgement-blend");
+    let stripes = dir.join("stripes.png");
+    image::GrayImage::from_fn(28, 28, |x, _| image::Luma([if x % 4 < 2 { 255 } else { 0 }])).save(&stripes).unwrap();
+    let trigger = format!("blended:alpha=0.12,image={}", stripes.display());
+    let (model, lab) = lab_model("blend-stripes.pt", Architecture::SmallCnn, &trigger, 0.03, 6);
+    let asr = lab.test.attack.as_ref().unwrap().attack_success_rate;
+    assert!(asr > 0.6, "the lab's backdoor took: ASR {asr}");
+    let optimisation = mnist("train", 1_000);
+    let held_out = mnist("test", 600);
+    let mut classifier = Classifier::load(&model, Device::Cpu, &optimisation.images.narrow(0, 0, 2), None).unwrap();
+    let settings = InversionSettings::default();
+    let (summary, triggers) =
+        evaluation::invert(&mut classifier, &optimisation, &held_out, &InputSpec::default(), &settings).unwrap();
+    eprintln!("{:?}", summary.blends);
+    assert_eq!(summary.suspected_blend_targets.first(), Some(&6), "{summary:?}");
+    let blend = &summary.blends[6];
+    assert!(blend.mask_ratio <= settings.max_blend_ratio && blend.push >= settings.min_push, "{blend:?}");
+    // The inverted blend is one weight over the whole image.
+    let inverted = triggers.iter().find(|t| t.shape == TriggerShape::Blend && t.class == 6).unwrap();
+    let (low, high) = (inverted.mask.min().double_value(&[]), inverted.mask.max().double_value(&[]));
+    assert!(high - low < 1e-6 && high < 0.5, "blend weights {low}..{high}");
 }

@@ -15,6 +15,14 @@
 //! and noise) and a half-opaque one (shrinks towards what the class needs, as Neural Cleanse
 //! starts). A patch backdoor that answers only when most of its pixels are present gives a faint
 //! mask no gradient to follow; the half-opaque start already holds it.
+//!
+//! A third search per class, in the same batch, inverts a **blend**: one weight over the whole
+//! image, `(1 - w) x + w p` with a free pattern `p`, the shape of blend and SIG backdoors. A
+//! per-pixel mask spreads such a trigger thin and, being free, also finds adversarial shortcuts
+//! into every class, so a blend target does not stand out among the per-pixel masks (the
+//! grid's stripe and digit blends sat at 0.31-0.47 of the median, with the natural "bag"). Held
+//! to one weight, a natural class needs a large share of the image while a blend backdoor's
+//! target needs about its blend's alpha; blends are judged among themselves.
 use std::time::Instant;
 
 use schemars::JsonSchema;
@@ -48,6 +56,11 @@ pub struct InversionSettings {
     /// ... and its inverted trigger sends at least this fraction of held-out images of other
     /// classes into it (a small mask that does not generalise is an adversarial accident).
     pub min_push: f64,
+    /// Also invert a blend per class (one weight over the whole image).
+    pub invert_blends: bool,
+    /// A class is a suspected blend target when its blend weight is at most this fraction of
+    /// the median over the other classes' blend weights (and its blend pushes `min_push`).
+    pub max_blend_ratio: f64,
     /// Seeds the initial masks and the batches.
     pub seed: u64,
 }
@@ -62,6 +75,8 @@ impl Default for InversionSettings {
             initial_cost: 0.5,
             max_mask_ratio: 0.3,
             min_push: 0.5,
+            invert_blends: true,
+            max_blend_ratio: 0.5,
             seed: 0,
         }
     }
@@ -76,9 +91,12 @@ impl InversionSettings {
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite() && self.initial_cost > 0.0) {
             return Err(Error::Settings("trigger inversion's learning rate and cost must be positive".into()));
         }
-        for (name, value) in
-            [("success rate", self.success_rate), ("mask ratio", self.max_mask_ratio), ("minimum push", self.min_push)]
-        {
+        for (name, value) in [
+            ("success rate", self.success_rate),
+            ("mask ratio", self.max_mask_ratio),
+            ("minimum push", self.min_push),
+            ("blend ratio", self.max_blend_ratio),
+        ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(Error::Settings(format!("trigger inversion's {name} must be in [0, 1], got {value}")));
             }
@@ -114,23 +132,62 @@ pub struct InversionSummary {
     pub optimisation_images: i64,
     /// Number of held-out images.
     pub held_out_images: i64,
+    /// Pixels per image (height times width): a mask's size as a share of the image.
+    #[serde(default)]
+    pub image_pixels: i64,
     /// One entry per class of the model, in class order.
     pub classes: Vec<InvertedClass>,
     /// Classes whose mask is small against the others and whose trigger generalises: suspected
     /// backdoor targets, most suspicious first.
     pub suspected_targets: Vec<i64>,
+    /// The blend per class, in class order (empty when blends were not inverted): its
+    /// `mask_pixels` is the blend weight times the image's pixels, its ratios are against the
+    /// other classes' blends.
+    #[serde(default)]
+    pub blends: Vec<InvertedClass>,
+    /// Classes whose blend weight is small against the other classes' and whose blend
+    /// generalises, most suspicious first.
+    #[serde(default)]
+    pub suspected_blend_targets: Vec<i64>,
     /// Wall-clock time the inversion took, in seconds.
     pub seconds: f64,
+}
+
+/// The shape of an inverted trigger's mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerShape {
+    /// A mask per pixel: patches, warps and noise.
+    Patch,
+    /// One weight over the whole image: blends and sinusoids.
+    Blend,
 }
 
 /// One inverted trigger, kept to follow it through purification.
 pub struct InvertedTrigger {
     /// The class the trigger sends images into.
     pub class: i64,
+    /// How its mask was searched.
+    pub shape: TriggerShape,
     /// [1, 1, H, W] in [0, 1], on the CPU.
     pub mask: Tensor,
     /// [1, C, H, W] in [0, 1], on the CPU.
     pub pattern: Tensor,
+}
+
+impl InversionSummary {
+    /// Whether `trigger` is one of the suspected targets of its shape.
+    pub fn suspects(&self, trigger: &InvertedTrigger) -> bool {
+        self.family(trigger.shape).1.contains(&trigger.class)
+    }
+
+    /// The per-class results and the suspected targets of one shape.
+    pub fn family(&self, shape: TriggerShape) -> (&[InvertedClass], &[i64]) {
+        match shape {
+            TriggerShape::Patch => (&self.classes, &self.suspected_targets),
+            TriggerShape::Blend => (&self.blends, &self.suspected_blend_targets),
+        }
+    }
 }
 
 impl InvertedTrigger {
@@ -190,15 +247,55 @@ pub fn invert(
     let (channels, height, width) = (shape[0], shape[1], shape[2]);
     let mut rng = SeededRng::new(settings.seed);
     model.set_eval();
-    let starts: Vec<(i64, f64)> =
-        [FAINT_START, HALF_START].into_iter().flat_map(|logit| (0..classes).map(move |class| (class, logit))).collect();
-    let (found, reached) = with_frozen_parameters(model, |model| {
+    let mut starts: Vec<Start> = [FAINT_START, HALF_START]
+        .into_iter()
+        .flat_map(|logit| (0..classes).map(move |class| Start { class, logit, shape: TriggerShape::Patch }))
+        .collect();
+    if settings.invert_blends {
+        starts.extend((0..classes).map(|class| Start { class, logit: HALF_START, shape: TriggerShape::Blend }));
+    }
+    let (mut found, mut reached) = with_frozen_parameters(model, |model| {
         optimise(model, optimisation, input, settings, &mut rng, (channels, height, width), &starts)
     })?;
-    let (triggers, reached) = smaller_per_class(found, reached, classes as usize);
+    let blend_found = found.split_off(2 * classes as usize);
+    let blend_reached = reached.split_off(2 * classes as usize);
+    let (mut triggers, reached) = smaller_per_class(found, reached, classes as usize);
+    let (inverted, suspected_targets) =
+        judge_family(model, held_out, input, &triggers, &reached, settings.max_mask_ratio, settings.min_push)?;
+    let (blends, suspected_blend_targets) = if blend_found.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        judge_family(model, held_out, input, &blend_found, &blend_reached, settings.max_blend_ratio, settings.min_push)?
+    };
+    triggers.extend(blend_found);
+    let summary = InversionSummary {
+        settings: settings.clone(),
+        optimisation_images: optimisation.len(),
+        held_out_images: held_out.len(),
+        image_pixels: height * width,
+        classes: inverted,
+        suspected_targets,
+        blends,
+        suspected_blend_targets,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((summary, triggers))
+}
 
-    let mut inverted = Vec::with_capacity(classes as usize);
-    for (trigger, reached) in triggers.iter().zip(reached) {
+/// Measures one trigger per class (in class order) on the held-out images, sizes each against
+/// the other classes' median, and lists the suspected targets, most suspicious first: reached,
+/// at most `max_ratio` of the median, pushing at least `min_push`.
+fn judge_family(
+    model: &mut Classifier,
+    held_out: &Dataset,
+    input: &InputSpec,
+    triggers: &[InvertedTrigger],
+    reached: &[bool],
+    max_ratio: f64,
+    min_push: f64,
+) -> Result<(Vec<InvertedClass>, Vec<i64>)> {
+    let mut inverted = Vec::with_capacity(triggers.len());
+    for (trigger, &reached) in triggers.iter().zip(reached) {
         let mask_pixels = trigger.mask.sum(Kind::Float).double_value(&[]);
         let push = push_rate(model, held_out, input, trigger)?;
         inverted.push(InvertedClass {
@@ -220,20 +317,18 @@ pub fn invert(
         class.anomaly_index =
             if mad > 0.0 && class.mask_pixels < median_all { (median_all - class.mask_pixels) / mad } else { 0.0 };
     }
-    let mut suspected: Vec<&InvertedClass> = inverted
-        .iter()
-        .filter(|c| c.reached && c.mask_ratio <= settings.max_mask_ratio && c.push >= settings.min_push)
-        .collect();
+    let mut suspected: Vec<&InvertedClass> =
+        inverted.iter().filter(|c| c.reached && c.mask_ratio <= max_ratio && c.push >= min_push).collect();
     suspected.sort_by(|a, b| a.mask_ratio.total_cmp(&b.mask_ratio));
-    let summary = InversionSummary {
-        settings: settings.clone(),
-        optimisation_images: optimisation.len(),
-        held_out_images: held_out.len(),
-        suspected_targets: suspected.iter().map(|c| c.class).collect(),
-        classes: inverted,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok((summary, triggers))
+    let suspected = suspected.iter().map(|c| c.class).collect();
+    Ok((inverted, suspected))
+}
+
+/// One search: its class, its mask's initial logit, and its shape.
+struct Start {
+    class: i64,
+    logit: f64,
+    shape: TriggerShape,
 }
 
 /// Logit of the faint start: 5% of each pixel.
@@ -274,8 +369,9 @@ fn with_frozen_parameters<T>(model: &mut Classifier, f: impl FnOnce(&Classifier)
     result
 }
 
-/// The optimisation proper, for each (class, initial mask logit) in `starts`: per start the
-/// smallest mask found that reached the success rate (or the last one), and whether one did.
+/// The optimisation proper, for each start: the smallest mask found that reached the success
+/// rate (or the last one), and whether one did. A blend start's mask is the sigmoid of the mean
+/// of its logits, the same at every pixel.
 fn optimise(
     model: &Classifier,
     data: &Dataset,
@@ -283,17 +379,25 @@ fn optimise(
     settings: &InversionSettings,
     rng: &mut SeededRng,
     (channels, height, width): (i64, i64, i64),
-    starts: &[(i64, f64)],
+    starts: &[Start],
 ) -> Result<(Vec<InvertedTrigger>, Vec<bool>)> {
     const CHECK_EVERY: usize = 10;
     const COST_UP: f64 = 1.5;
     const COST_DOWN: f64 = 1.5 * 1.224_744_871; // 1.5^1.5, as Neural Cleanse
     let device = model.device();
     let classes = starts.len() as i64;
-    let targets: Vec<i64> = starts.iter().map(|(class, _)| *class).collect();
-    let initial_logits: Vec<f64> = starts.iter().map(|(_, logit)| *logit).collect();
-    let initial_logits =
-        Tensor::from_slice(&initial_logits).to_kind(Kind::Float).to_device(device).view([classes, 1, 1, 1]);
+    let targets: Vec<i64> = starts.iter().map(|start| start.class).collect();
+    let per_start = |value: &dyn Fn(&Start) -> f64| {
+        let values: Vec<f64> = starts.iter().map(value).collect();
+        Tensor::from_slice(&values).to_kind(Kind::Float).to_device(device).view([classes, 1, 1, 1])
+    };
+    let initial_logits = per_start(&|start| start.logit);
+    let blend = per_start(&|start| f64::from(u8::from(start.shape == TriggerShape::Blend)));
+    let per_pixel: Tensor = 1.0 - &blend;
+    let mask_of = |logits: &Tensor| -> Tensor {
+        let uniform: Tensor = &blend * logits.mean_dim(&[2i64, 3][..], true, Kind::Float);
+        (uniform + &per_pixel * logits).sigmoid()
+    };
     let n = data.len();
     let batch = settings.batch_size.min(n);
     let images = data.images.to_device(device);
@@ -313,7 +417,7 @@ fn optimise(
     for step in 1..=settings.steps {
         let index = rng.permutation(n, device).narrow(0, 0, batch);
         let x = images.index_select(0, &index).unsqueeze(0);
-        let mask = mask_logits.param.sigmoid();
+        let mask = mask_of(&mask_logits.param);
         let pattern = pattern_logits.param.sigmoid();
         let keep: Tensor = 1.0 - mask.unsqueeze(1);
         let paint: Tensor = (&mask * &pattern).unsqueeze(1);
@@ -353,7 +457,7 @@ fn optimise(
             }
         }
     }
-    let last_mask = tch::no_grad(|| mask_logits.param.sigmoid());
+    let last_mask = tch::no_grad(|| mask_of(&mask_logits.param));
     let last_pattern = tch::no_grad(|| pattern_logits.param.sigmoid());
     let mut triggers = Vec::with_capacity(classes as usize);
     let mut reached = Vec::with_capacity(classes as usize);
@@ -365,6 +469,7 @@ fn optimise(
         };
         triggers.push(InvertedTrigger {
             class: targets[k],
+            shape: starts[k].shape,
             mask: mask.detach().to_device(Device::Cpu).unsqueeze(0),
             pattern: pattern.detach().to_device(Device::Cpu).unsqueeze(0),
         });
@@ -413,7 +518,12 @@ mod tests {
 
     fn trigger_of(class: i64, pixels: f64) -> InvertedTrigger {
         let mask = Tensor::full([1, 1, 2, 2], pixels / 4.0, (Kind::Float, Device::Cpu));
-        InvertedTrigger { class, mask, pattern: Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu)) }
+        InvertedTrigger {
+            class,
+            shape: TriggerShape::Patch,
+            mask,
+            pattern: Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu)),
+        }
     }
 
     #[test]
@@ -437,8 +547,12 @@ mod tests {
     fn stamping_keeps_pixels_outside_the_mask() {
         let mask = Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu));
         let _ = mask.narrow(2, 0, 2).narrow(3, 0, 2).fill_(1.0);
-        let trigger =
-            InvertedTrigger { class: 0, mask, pattern: Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)) };
+        let trigger = InvertedTrigger {
+            class: 0,
+            shape: TriggerShape::Patch,
+            mask,
+            pattern: Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)),
+        };
         let images = Tensor::zeros([2, 1, 4, 4], (Kind::Float, Device::Cpu));
         let stamped = trigger.apply(&images);
         assert_eq!(stamped.sum(Kind::Float).double_value(&[]), 8.0);

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 pub use inversion::{
-    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, invert, push_rate as inverted_push_rate,
+    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, TriggerShape, invert,
+    push_rate as inverted_push_rate,
 };
 pub use trigger::{BlendPattern, PatchPattern, Position, Trigger};
 

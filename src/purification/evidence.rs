@@ -36,6 +36,15 @@ pub const REFERENCE_TRANSFER: f64 = 0.2;
 /// blend's target (13.7% ASR, f05) 0.59; 0.3 is the geometric middle of 0.21 and 0.48.
 pub const REFERENCE_MASK_SHARE: f64 = 0.3;
 
+/// The same for an inverted blend, against the reference's blend for the class. Blend weights
+/// spread less than masks (a natural class needs 15-70% of the image, a blend target about its
+/// alpha), so a backdoor's blend sits closer to the reference's. Fitted on spent grid models
+/// (docs/strength.md, version 4): blend backdoor targets 0.19-0.44 of the reference's (n02, f03,
+/// h05, h03; h05's stripes into MNIST's "8" at 0.38 passed as natural under the patch share),
+/// the blends clean Fashion-MNIST GroupNorm models reach by nature 0.71-0.75 (n14, h10). Not
+/// yet measured on a held-out set.
+pub const REFERENCE_BLEND_SHARE: f64 = 0.6;
+
 /// A probe keeping more than this fraction of its original push after the first candidate is
 /// the model's nature, not a backdoor (see the module doc): the lab's backdoors kept 9-15% of
 /// theirs, natural responses 100% or more.
@@ -47,8 +56,17 @@ pub const NATURAL_RETENTION: f64 = 0.5;
 pub enum SignalSource {
     /// A trigger of the standard probe bank.
     Probe,
-    /// A trigger inverted from the model for its class.
+    /// A trigger inverted from the model for its class, with a mask per pixel.
     Inversion,
+    /// A blend inverted from the model for its class: one weight over the whole image.
+    BlendInversion,
+}
+
+impl SignalSource {
+    /// Whether the trigger was inverted from the model (judged by its size), not a probe.
+    pub fn inverted(self) -> bool {
+        matches!(self, SignalSource::Inversion | SignalSource::BlendInversion)
+    }
 }
 
 /// One suspected trigger and its push before and after purification, on the validation split.
@@ -68,7 +86,8 @@ pub struct Signal {
     pub images: i64,
     /// 95% upper confidence bound (Wilson) of `push_after`.
     pub push_after_upper_95: Option<f64>,
-    /// Inverted triggers: the mask size against the other classes' median.
+    /// Inverted triggers: the mask size (a blend's weight) against the other classes' median of
+    /// the same shape.
     #[serde(default)]
     pub mask_ratio: Option<f64>,
     /// The purified model no longer answers the signal: its push is at most the target (the
@@ -84,7 +103,7 @@ pub struct Signal {
     #[serde(default)]
     pub reference_mask_ratio: Option<f64>,
     /// The model's nature, not a backdoor: a probe pushes the from-scratch reference at least
-    /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `REFERENCE_MASK_SHARE`
+    /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `reference_share()`
     /// of the reference's for its class, or (probes, without a usable reference) its push
     /// persisted through the first candidate.
     pub natural: bool,
@@ -155,11 +174,20 @@ impl Signal {
 
     /// Records the mask ratio of the signal's class on the from-scratch reference, and reads an
     /// inverted trigger as the model's nature when a usable reference's mask for the class is at
-    /// most `1 / REFERENCE_MASK_SHARE` times as large: the backdoor did not make it easier.
+    /// most `1 / share` times as large (`reference_share`): the backdoor did not make it easier.
     pub fn judge_mask_against_reference(&mut self, reference_mask_ratio: f64, usable: bool) {
         self.reference_mask_ratio = Some(reference_mask_ratio);
-        self.natural =
-            usable && self.mask_ratio.is_some_and(|ratio| ratio >= REFERENCE_MASK_SHARE * reference_mask_ratio);
+        let share = self.reference_share();
+        self.natural = usable && self.mask_ratio.is_some_and(|ratio| ratio >= share * reference_mask_ratio);
+    }
+
+    /// The share of the reference's mask ratio at or above which this inverted signal is the
+    /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `REFERENCE_MASK_SHARE` otherwise.
+    pub fn reference_share(&self) -> f64 {
+        match self.source {
+            SignalSource::BlendInversion => REFERENCE_BLEND_SHARE,
+            SignalSource::Probe | SignalSource::Inversion => REFERENCE_MASK_SHARE,
+        }
     }
 
     /// Whether the signal counts as backdoor evidence.
@@ -322,6 +350,24 @@ mod tests {
         let evidence = Evidence::conclude(None, None, vec![backdoor, shortcut]);
         assert_eq!(evidence.suspected_classes, [8]);
         assert!(evidence.reason.contains("the from-scratch reference's mask for it is 0.30"), "{}", evidence.reason);
+    }
+
+    #[test]
+    fn an_inverted_blend_is_judged_by_the_blend_share() {
+        let blend = |ratio: f64| Signal {
+            source: SignalSource::BlendInversion,
+            mask_ratio: Some(ratio),
+            ..signal(8, 0.9, 0.9, false)
+        };
+        // Stripes into MNIST's "8" (the held-out h05): 0.18 of the median, the reference's blend
+        // for 8 0.47 of its median; a patch's share would read it as natural.
+        let mut backdoor = blend(0.18);
+        backdoor.judge_mask_against_reference(0.47, true);
+        assert!(!backdoor.natural && 0.18 >= REFERENCE_MASK_SHARE * 0.47);
+        let mut shortcut = blend(0.45);
+        shortcut.judge_mask_against_reference(0.5, true);
+        assert!(shortcut.natural);
+        assert_eq!(backdoor.reference_share(), REFERENCE_BLEND_SHARE);
     }
 
     #[test]

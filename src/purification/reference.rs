@@ -13,6 +13,7 @@ use tch::Tensor;
 
 use crate::data::{Dataset, InputSpec};
 use crate::error::Result;
+use crate::evaluation::InversionSummary;
 use crate::model::Classifier;
 use crate::rng::SeededRng;
 use crate::training::{self, Progress};
@@ -34,6 +35,10 @@ pub struct Reference {
     pub usable: bool,
     /// Wall-clock training time, in seconds.
     pub seconds: f64,
+    /// Trigger inversion on the reference, run when an inverted trigger is to be judged: the
+    /// masks and blends the data alone allows per class.
+    #[serde(default)]
+    pub inversion: Option<InversionSummary>,
 }
 
 /// Mixed into the job's seed, so the reference's draws are not the candidates' ("referenc").

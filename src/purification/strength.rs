@@ -31,13 +31,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{
-    Evidence, NATURAL_RETENTION, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource, wilson_upper_95,
+    Evidence, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource,
+    wilson_upper_95,
 };
 use super::reference::{self, Reference};
 use super::{Method, Settings, purify};
 use crate::data::{Dataset, InputSpec};
 use crate::error::{Error, Result};
-use crate::evaluation::{self, Attack, InversionSettings, InvertedTrigger, Plan, ProbeResult, Trigger};
+use crate::evaluation::{self, Attack, InversionSettings, InvertedTrigger, Plan, ProbeResult, Trigger, TriggerShape};
 use crate::model::{Classifier, Snapshot};
 use crate::training::{EpochRecord, Progress};
 
@@ -245,11 +246,12 @@ impl AutoStrength {
         format!(
             "gather evidence on the original model: trigger probes pushing >= {} of the validation images into one \
              class, and a trigger inverted per class ({} steps on at most {} tuning images) whose mask is <= {} of \
-             the other classes' median and pushes >= {} of the validation images. Against the same architecture \
+             the other classes' median{} and pushes >= {} of the validation images. Against the same architecture \
              trained from scratch on the tuning images ({} steps), which holds no backdoor: a probe that pushes it \
              at least {REFERENCE_TRANSFER} as hard, and an inverted trigger whose mask is at least \
-             {REFERENCE_MASK_SHARE} of the mask inverted the same way on it for the class (each against its own \
-             median), are the model's nature, not evidence (without a usable reference, a probe whose push the \
+             {REFERENCE_MASK_SHARE} (a blend {REFERENCE_BLEND_SHARE}) of the one inverted the same way on it for \
+             the class (each against its own median), are the model's nature, not evidence (without a usable \
+             reference, a probe whose push the \
              first candidate keeps above {NATURAL_RETENTION} of its original rate). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate at \
@@ -261,6 +263,14 @@ impl AutoStrength {
             inversion.steps,
             self.inversion_images,
             inversion.max_mask_ratio,
+            if inversion.invert_blends {
+                format!(
+                    ", or a blend (one weight over the whole image) whose weight is <= {} of theirs",
+                    inversion.max_blend_ratio
+                )
+            } else {
+                String::new()
+            },
             inversion.min_push,
             self.reference_steps,
             self.head_warmup_epochs,
@@ -565,16 +575,29 @@ fn search(
     let (inversion, inverted) = if let Some(optimisation) = &optimisation {
         let (summary, triggers) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
         tracing::info!(suspected = ?summary.suspected_targets, seconds = summary.seconds, "trigger inversion");
-        let suspected: Vec<InvertedTrigger> =
-            triggers.into_iter().filter(|t| summary.suspected_targets.contains(&t.class)).collect();
+        let suspected: Vec<InvertedTrigger> = triggers.into_iter().filter(|t| summary.suspects(t)).collect();
         for trigger in &suspected {
-            let class = &summary.classes[trigger.class as usize];
-            signals.push(Signal::found(
-                SignalSource::Inversion,
-                format!(
-                    "inverted trigger ({:.1}-pixel mask, {:.2} of the median)",
-                    class.mask_pixels, class.mask_ratio
+            let class = &summary.family(trigger.shape).0[trigger.class as usize];
+            let (source, description) = match trigger.shape {
+                TriggerShape::Patch => (
+                    SignalSource::Inversion,
+                    format!(
+                        "inverted trigger ({:.1}-pixel mask, {:.2} of the median)",
+                        class.mask_pixels, class.mask_ratio
+                    ),
                 ),
+                TriggerShape::Blend => (
+                    SignalSource::BlendInversion,
+                    format!(
+                        "inverted blend ({:.1}% of the image, {:.2} of the median)",
+                        100.0 * class.mask_pixels / summary.image_pixels.max(1) as f64,
+                        class.mask_ratio
+                    ),
+                ),
+            };
+            signals.push(Signal::found(
+                source,
+                description,
                 trigger.class,
                 class.push,
                 images_outside(trigger.class),
@@ -596,7 +619,7 @@ fn search(
             Some(optimisation) if !inverted.is_empty() => {
                 let (summary, _) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
                 tracing::info!(seconds = summary.seconds, "trigger inversion on the reference");
-                Some(summary.classes)
+                Some(summary)
             }
             _ => None,
         };
@@ -604,12 +627,24 @@ fn search(
         let usable = accuracy >= reference::MIN_REFERENCE_SHARE * original_accuracy;
         for (signal, push) in signals.iter_mut().zip(pushes) {
             signal.judge_against_reference(push, usable);
-            if let (SignalSource::Inversion, Some(classes)) = (signal.source, &reference_masks) {
-                signal.judge_mask_against_reference(classes[signal.class as usize].mask_ratio, usable);
+            let shape = match signal.source {
+                SignalSource::Probe => None,
+                SignalSource::Inversion => Some(TriggerShape::Patch),
+                SignalSource::BlendInversion => Some(TriggerShape::Blend),
+            };
+            if let (Some(shape), Some(summary)) = (shape, &reference_masks) {
+                signal.judge_mask_against_reference(summary.family(shape).0[signal.class as usize].mask_ratio, usable);
             }
         }
         tracing::info!(accuracy, usable, seconds, "from-scratch reference");
-        Some(Reference { steps: auto.reference_steps, epochs, validation_accuracy: accuracy, usable, seconds })
+        Some(Reference {
+            steps: auto.reference_steps,
+            epochs,
+            validation_accuracy: accuracy,
+            usable,
+            seconds,
+            inversion: reference_masks,
+        })
     } else {
         None
     };
@@ -683,16 +718,16 @@ fn search(
                 signal.natural = signal.source == SignalSource::Probe && *push > NATURAL_RETENTION * signal.push_before;
             }
         }
-        let counted = |source: SignalSource| {
+        let counted = |inverted: bool| {
             signals
                 .iter()
                 .zip(&pushes)
-                .filter(|(s, _)| s.counts() && s.source == source)
+                .filter(|(s, _)| s.counts() && s.source.inverted() == inverted)
                 .map(|(_, p)| *p)
                 .reduce(f64::max)
         };
-        let suspect_push = counted(SignalSource::Probe);
-        let inverted_push = counted(SignalSource::Inversion);
+        let suspect_push = counted(false);
+        let inverted_push = counted(true);
         let residual = rule(&signals).residual(cosine, suspect_push, inverted_push);
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
@@ -735,7 +770,7 @@ fn search(
         signal.cleared = *push
             <= match signal.source {
                 SignalSource::Probe => auto.suspect_push_target,
-                SignalSource::Inversion => auto.inverted_push_target,
+                SignalSource::Inversion | SignalSource::BlendInversion => auto.inverted_push_target,
             };
     }
     let evidence = Evidence::conclude(inversion, reference, signals);

@@ -347,15 +347,33 @@ fn evidence(page: &mut String, report: &Report) {
         let _ = write!(
             page,
             "<p>Trigger inversion ({} steps on {} images, push measured on {} held-out images, {:.1} s): the smallest \
-             mask per class, in pixels, and its ratio to the other classes' median.</p>\n<table id=\"inversion\"><tr>\
-             <th>class</th><th>mask pixels</th><th>ratio</th><th>push</th><th>anomaly index</th></tr>\n",
+             mask per class, in pixels, and its ratio to the other classes' median; then the smallest blend per \
+             class (one weight over the whole image), its weight as a share of the image, its ratio to the other \
+             classes' blends and its push.</p>\n<table id=\"inversion\"><tr>\
+             <th>class</th><th>mask pixels</th><th>ratio</th><th>push</th><th>anomaly index</th>\
+             <th>blend</th><th>blend ratio</th><th>blend push</th></tr>\n",
             inversion.settings.steps, inversion.optimisation_images, inversion.held_out_images, inversion.seconds
         );
+        let pixels = (inversion.image_pixels > 0).then_some(inversion.image_pixels as f64);
         for c in &inversion.classes {
-            let mark = if inversion.suspected_targets.contains(&c.class) { " class=\"suspected\"" } else { "" };
+            let suspected =
+                inversion.suspected_targets.contains(&c.class) || inversion.suspected_blend_targets.contains(&c.class);
+            let mark = if suspected { " class=\"suspected\"" } else { "" };
+            let blend = inversion.blends.get(c.class as usize).map_or_else(
+                || "<td>n/a</td><td>n/a</td><td>n/a</td>".to_string(),
+                |b| {
+                    let weight = pixels.map(|p| b.mask_pixels / p);
+                    format!(
+                        "<td>{}</td><td>{:.2}</td><td>{}</td>",
+                        percent(weight),
+                        b.mask_ratio,
+                        percent(Some(b.push))
+                    )
+                },
+            );
             let _ = writeln!(
                 page,
-                "<tr{mark}><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td></tr>",
+                "<tr{mark}><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td>{blend}</tr>",
                 c.class,
                 c.mask_pixels,
                 c.mask_ratio,
