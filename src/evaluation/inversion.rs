@@ -181,6 +181,12 @@ impl InversionSummary {
         self.family(trigger.shape).1.contains(&trigger.class)
     }
 
+    /// A class's mask size as a share of the image (a blend's weight); none in a report written
+    /// before the image size was recorded.
+    pub fn share_of_image(&self, class: &InvertedClass) -> Option<f64> {
+        (self.image_pixels > 0).then(|| class.mask_pixels / self.image_pixels as f64)
+    }
+
     /// The per-class results and the suspected targets of one shape.
     pub fn family(&self, shape: TriggerShape) -> (&[InvertedClass], &[i64]) {
         match shape {

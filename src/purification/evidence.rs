@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::reference::Reference;
-use crate::evaluation::InversionSummary;
+use crate::evaluation::{InversionSummary, TriggerShape};
 
 /// A signal pushing the from-scratch reference at least this fraction as hard as the uploaded
 /// model is a feature of the data, not a backdoor (see purification::reference). Fitted on the
@@ -63,9 +63,26 @@ pub enum SignalSource {
 }
 
 impl SignalSource {
+    /// The source of a trigger inverted with this mask shape.
+    pub fn inverted_as(shape: TriggerShape) -> Self {
+        match shape {
+            TriggerShape::Patch => SignalSource::Inversion,
+            TriggerShape::Blend => SignalSource::BlendInversion,
+        }
+    }
+
+    /// The mask shape the trigger was inverted with; none for a probe.
+    pub fn shape(self) -> Option<TriggerShape> {
+        match self {
+            SignalSource::Probe => None,
+            SignalSource::Inversion => Some(TriggerShape::Patch),
+            SignalSource::BlendInversion => Some(TriggerShape::Blend),
+        }
+    }
+
     /// Whether the trigger was inverted from the model (judged by its size), not a probe.
     pub fn inverted(self) -> bool {
-        matches!(self, SignalSource::Inversion | SignalSource::BlendInversion)
+        self.shape().is_some()
     }
 }
 
@@ -184,9 +201,9 @@ impl Signal {
     /// The share of the reference's mask ratio at or above which this inverted signal is the
     /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `REFERENCE_MASK_SHARE` otherwise.
     pub fn reference_share(&self) -> f64 {
-        match self.source {
-            SignalSource::BlendInversion => REFERENCE_BLEND_SHARE,
-            SignalSource::Probe | SignalSource::Inversion => REFERENCE_MASK_SHARE,
+        match self.source.shape() {
+            Some(TriggerShape::Blend) => REFERENCE_BLEND_SHARE,
+            Some(TriggerShape::Patch) | None => REFERENCE_MASK_SHARE,
         }
     }
 
@@ -304,6 +321,11 @@ mod tests {
         }
     }
 
+    /// An inverted signal into class 8 pushing 90% before and after, of this mask ratio.
+    fn inverted_signal(source: SignalSource, ratio: f64) -> Signal {
+        Signal { source, mask_ratio: Some(ratio), ..signal(8, 0.9, 0.9, false) }
+    }
+
     #[test]
     fn a_signal_the_from_scratch_reference_answers_too_is_the_data_not_a_backdoor() {
         // Figures of the fit half: a backdoor's inverted trigger moved the reference 2% of its
@@ -325,11 +347,7 @@ mod tests {
 
     #[test]
     fn an_inverted_trigger_counts_when_the_backdoor_made_its_class_far_easier_to_reach() {
-        let inverted = |ratio: f64| Signal {
-            source: SignalSource::Inversion,
-            mask_ratio: Some(ratio),
-            ..signal(8, 0.9, 0.9, false)
-        };
+        let inverted = |ratio: f64| inverted_signal(SignalSource::Inversion, ratio);
         // A blend backdoor into MNIST's "8": pushes the reference as hard, but its mask is a
         // quarter of the reference's.
         let mut backdoor = inverted(0.15);
@@ -354,11 +372,7 @@ mod tests {
 
     #[test]
     fn an_inverted_blend_is_judged_by_the_blend_share() {
-        let blend = |ratio: f64| Signal {
-            source: SignalSource::BlendInversion,
-            mask_ratio: Some(ratio),
-            ..signal(8, 0.9, 0.9, false)
-        };
+        let blend = |ratio: f64| inverted_signal(SignalSource::BlendInversion, ratio);
         // Stripes into MNIST's "8" (the held-out h05): 0.18 of the median, the reference's blend
         // for 8 0.47 of its median; a patch's share would read it as natural.
         let mut backdoor = blend(0.18);

@@ -578,25 +578,19 @@ fn search(
         let suspected: Vec<InvertedTrigger> = triggers.into_iter().filter(|t| summary.suspects(t)).collect();
         for trigger in &suspected {
             let class = &summary.family(trigger.shape).0[trigger.class as usize];
-            let (source, description) = match trigger.shape {
-                TriggerShape::Patch => (
-                    SignalSource::Inversion,
-                    format!(
-                        "inverted trigger ({:.1}-pixel mask, {:.2} of the median)",
-                        class.mask_pixels, class.mask_ratio
-                    ),
+            let description = match trigger.shape {
+                TriggerShape::Patch => format!(
+                    "inverted trigger ({:.1}-pixel mask, {:.2} of the median)",
+                    class.mask_pixels, class.mask_ratio
                 ),
-                TriggerShape::Blend => (
-                    SignalSource::BlendInversion,
-                    format!(
-                        "inverted blend ({:.1}% of the image, {:.2} of the median)",
-                        100.0 * class.mask_pixels / summary.image_pixels.max(1) as f64,
-                        class.mask_ratio
-                    ),
+                TriggerShape::Blend => format!(
+                    "inverted blend ({:.1}% of the image, {:.2} of the median)",
+                    100.0 * summary.share_of_image(class).unwrap_or(f64::NAN),
+                    class.mask_ratio
                 ),
             };
             signals.push(Signal::found(
-                source,
+                SignalSource::inverted_as(trigger.shape),
                 description,
                 trigger.class,
                 class.push,
@@ -615,7 +609,7 @@ fn search(
         let accuracy = validation_accuracy(model, &validation, input)?;
         let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
         // Inverted triggers are judged by size: the reference inverted the same way.
-        let reference_masks = match &optimisation {
+        let reference_inversion = match &optimisation {
             Some(optimisation) if !inverted.is_empty() => {
                 let (summary, _) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
                 tracing::info!(seconds = summary.seconds, "trigger inversion on the reference");
@@ -627,12 +621,7 @@ fn search(
         let usable = accuracy >= reference::MIN_REFERENCE_SHARE * original_accuracy;
         for (signal, push) in signals.iter_mut().zip(pushes) {
             signal.judge_against_reference(push, usable);
-            let shape = match signal.source {
-                SignalSource::Probe => None,
-                SignalSource::Inversion => Some(TriggerShape::Patch),
-                SignalSource::BlendInversion => Some(TriggerShape::Blend),
-            };
-            if let (Some(shape), Some(summary)) = (shape, &reference_masks) {
+            if let (Some(shape), Some(summary)) = (signal.source.shape(), &reference_inversion) {
                 signal.judge_mask_against_reference(summary.family(shape).0[signal.class as usize].mask_ratio, usable);
             }
         }
@@ -643,7 +632,7 @@ fn search(
             validation_accuracy: accuracy,
             usable,
             seconds,
-            inversion: reference_masks,
+            inversion: reference_inversion,
         })
     } else {
         None
@@ -767,11 +756,8 @@ fn search(
     for (signal, push) in signals.iter_mut().zip(&best_pushes) {
         signal.push_after = Some(*push);
         signal.push_after_upper_95 = Some(wilson_upper_95(*push, signal.images));
-        signal.cleared = *push
-            <= match signal.source {
-                SignalSource::Probe => auto.suspect_push_target,
-                SignalSource::Inversion | SignalSource::BlendInversion => auto.inverted_push_target,
-            };
+        signal.cleared =
+            *push <= if signal.source.inverted() { auto.inverted_push_target } else { auto.suspect_push_target };
     }
     let evidence = Evidence::conclude(inversion, reference, signals);
     let Some((chosen, epochs, snapshot)) = best else {

@@ -354,7 +354,6 @@ fn evidence(page: &mut String, report: &Report) {
              <th>blend</th><th>blend ratio</th><th>blend push</th></tr>\n",
             inversion.settings.steps, inversion.optimisation_images, inversion.held_out_images, inversion.seconds
         );
-        let pixels = (inversion.image_pixels > 0).then_some(inversion.image_pixels as f64);
         for c in &inversion.classes {
             let suspected =
                 inversion.suspected_targets.contains(&c.class) || inversion.suspected_blend_targets.contains(&c.class);
@@ -362,10 +361,9 @@ fn evidence(page: &mut String, report: &Report) {
             let blend = inversion.blends.get(c.class as usize).map_or_else(
                 || "<td>n/a</td><td>n/a</td><td>n/a</td>".to_string(),
                 |b| {
-                    let weight = pixels.map(|p| b.mask_pixels / p);
                     format!(
                         "<td>{}</td><td>{:.2}</td><td>{}</td>",
-                        percent(weight),
+                        percent(inversion.share_of_image(b)),
                         b.mask_ratio,
                         percent(Some(b.push))
                     )
