@@ -14,7 +14,7 @@
 # version 3 of the judge, now spent), `blends` (a third held-out set for the blend search of
 # version 4: blends of other images, noise and sinusoids at other alphas, seeds and classes, a
 # patch control and four clean models; made before the blend thresholds were fitted, on the
-# spent halves' models, and never fitted on).
+# spent halves' models, reported once for version 4, now spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
