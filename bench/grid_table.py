@@ -4,7 +4,7 @@ the gate's evidence and verdict, C-Acc and ASR before and after, cost against th
 settings), the confusion matrix of verdicts, and with --candidates every candidate of an
 --auto-explore run (the data the rule was fitted on).
 
-    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends or all)
+    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends, clean or all)
 
 Truth: `clean` (a clean control, rate 0), `weak` (poisoned, but the backdoor did not take: ASR
 before < 20%), `backdoored`. Outcome for a backdoored model: `removed` when ASR after <= 2%,
@@ -23,7 +23,7 @@ def load_models(script):
     with open(script) as f:
         for line in f:
             parts = line.split()
-            if len(parts) in (8, 9) and parts[1] in ("fit", "heldout", "fresh", "blends"):
+            if len(parts) in (8, 9) and parts[1] in ("fit", "heldout", "fresh", "blends", "clean"):
                 MODELS[parts[0]] = dict(
                     half=parts[1], data=parts[2], arch=parts[3], trigger=parts[5].replace("image=@", "image="),
                     rate=float(parts[6]), target=int(parts[7]))

@@ -7,14 +7,16 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
 # version 3 of the judge, now spent), `blends` (a third held-out set for the blend search of
 # version 4: blends of other images, noise and sinusoids at other alphas, seeds and classes, a
 # patch control and four clean models; made before the blend thresholds were fitted, on the
-# spent halves' models, reported once for version 4, now spent).
+# spent halves' models, reported once for version 4, now spent), `clean` (six clean models of
+# new seeds, mostly Fashion-MNIST small and GroupNorm CNNs, the models the gentle candidate costs
+# the most: held out for the gentle candidate's alpha, fitted on spent clean models).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -102,6 +104,12 @@ b09 blends fashion small-cnn 16 badnets:size=3,x=22,y=6 0 0 13
 b10 blends mnist lenet 16 badnets:size=3,x=22,y=6 0 0 13
 b11 blends fashion small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 14
 b12 blends mnist small-cnn-gn 16 badnets:size=3,x=22,y=6 0 0 14
+c01 clean fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 15
+c02 clean fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 16
+c03 clean fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 15
+c04 clean fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 16
+c05 clean mnist small-cnn 16 badnets:size=3,x=5,y=5 0 0 15
+c06 clean fashion lenet 16 badnets:size=3,x=5,y=5 0 0 15
 GRID
 }
 
