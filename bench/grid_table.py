@@ -20,13 +20,15 @@ MODELS = {}
 
 
 def load_models(script):
+    """The models of scripts/grid.sh: its `models` here-document, one model per line."""
     with open(script) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) in (8, 9) and parts[1] in ("fit", "heldout", "fresh", "blends", "clean"):
-                MODELS[parts[0]] = dict(
-                    half=parts[1], data=parts[2], arch=parts[3], trigger=parts[5].replace("image=@", "image="),
-                    rate=float(parts[6]), target=int(parts[7]))
+        text = f.read()
+    listing = text[text.index("cat <<'GRID'\n") + len("cat <<'GRID'\n"):text.index("\nGRID\n")]
+    for line in listing.splitlines():
+        parts = line.split()
+        MODELS[parts[0]] = dict(
+            half=parts[1], data=parts[2], arch=parts[3], trigger=parts[5].replace("image=@", "image="),
+            rate=float(parts[6]), target=int(parts[7]))
 
 
 def pct(x):
