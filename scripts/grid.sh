@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -16,7 +16,10 @@
 # patch control and four clean models; made before the blend thresholds were fitted, on the
 # spent halves' models, reported once for version 4, now spent), `clean` (six clean models of
 # new seeds, mostly Fashion-MNIST small and GroupNorm CNNs, the models the gentle candidate costs
-# the most: held out for the gentle candidate's alpha, fitted on spent clean models).
+# the most: held out for the gentle candidate's alpha, fitted on spent clean models; spent),
+# `v5` (held out for version 5, the gentle alpha 0.001 and the blend share 0.5: six clean models
+# and six backdoors of new seeds, blends into the data's shortcut classes among them; made after
+# version 5's defaults were fixed, reported once).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -110,6 +113,18 @@ c03 clean fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 15
 c04 clean fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 16
 c05 clean mnist small-cnn 16 badnets:size=3,x=5,y=5 0 0 15
 c06 clean fashion lenet 16 badnets:size=3,x=5,y=5 0 0 15
+v01 v5 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 17
+v02 v5 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 18
+v03 v5 fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 17
+v04 v5 mnist small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 17
+v05 v5 fashion lenet 16 badnets:size=3,x=5,y=5 0 0 18
+v06 v5 mnist lenet 16 badnets:size=3,x=5,y=5 0 0 17
+v07 v5 fashion small-cnn-gn 16 blended:alpha=0.12,image=@digit.png 0.03 8 17
+v08 v5 mnist small-cnn 16 blended:alpha=0.1,seed=51 0.02 8 18
+v09 v5 fashion lenet 16 blended:alpha=0.15,image=@stripes.png 0.03 4 18
+v10 v5 fashion small-cnn 16 blended:alpha=0.12,seed=53 0.03 1 19
+v11 v5 fashion small-cnn-gn 16 badnets:size=3,x=20,y=20 0.01 6 19
+v12 v5 mnist small-cnn-gn 16 badnets:size=3,pos=tr,pattern=checker 0.01 3 19
 GRID
 }
 

@@ -242,4 +242,24 @@ fn the_blend_search_names_a_blend_backdoors_class() {
     let inverted = triggers.iter().find(|t| t.shape == TriggerShape::Blend && t.class == 6).unwrap();
     let (low, high) = (inverted.mask.min().double_value(&[]), inverted.mask.max().double_value(&[]));
     assert!(high - low < 1e-6 && high < 0.5, "blend weights {low}..{high}");
+    // A reference judging blend signals inverts blends only (a third of the batch) and finds
+    // what the whole inversion found for them.
+    let (blends_only, _) = evaluation::invert_shapes(
+        &mut classifier,
+        &optimisation,
+        &held_out,
+        &InputSpec::default(),
+        &settings,
+        &[TriggerShape::Blend],
+    )
+    .unwrap();
+    assert!(blends_only.classes.is_empty() && blends_only.suspected_targets.is_empty(), "{blends_only:?}");
+    assert_eq!(blends_only.suspected_blend_targets, summary.suspected_blend_targets);
+    assert_eq!(blends_only.blends.len(), summary.blends.len());
+    for (alone, together) in blends_only.blends.iter().zip(&summary.blends) {
+        assert!(
+            (alone.mask_pixels - together.mask_pixels).abs() < 0.01 * together.mask_pixels,
+            "{alone:?} {together:?}"
+        );
+    }
 }

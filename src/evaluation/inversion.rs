@@ -135,7 +135,8 @@ pub struct InversionSummary {
     /// Pixels per image (height times width): a mask's size as a share of the image.
     #[serde(default)]
     pub image_pixels: i64,
-    /// One entry per class of the model, in class order.
+    /// One entry per class of the model, in class order (empty when masks were not inverted:
+    /// a reference inverted for blend signals only).
     pub classes: Vec<InvertedClass>,
     /// Classes whose mask is small against the others and whose trigger generalises: suspected
     /// backdoor targets, most suspicious first.
@@ -246,6 +247,22 @@ pub fn invert(
     input: &InputSpec,
     settings: &InversionSettings,
 ) -> Result<(InversionSummary, Vec<InvertedTrigger>)> {
+    invert_shapes(model, optimisation, held_out, input, settings, &[TriggerShape::Patch, TriggerShape::Blend])
+}
+
+/// `invert`, searching only the trigger shapes in `shapes` (blends only if the settings invert
+/// them): what a from-scratch reference needs to judge the signals of those shapes, at a third
+/// (blends) or two thirds (masks) of the cost. The random starts and batches are drawn as for
+/// every shape, so each shape's search is the one `invert` runs; a shape left out has no
+/// classes in the summary.
+pub fn invert_shapes(
+    model: &mut Classifier,
+    optimisation: &Dataset,
+    held_out: &Dataset,
+    input: &InputSpec,
+    settings: &InversionSettings,
+    shapes: &[TriggerShape],
+) -> Result<(InversionSummary, Vec<InvertedTrigger>)> {
     settings.validate()?;
     let started = Instant::now();
     let classes = model.num_classes;
@@ -260,12 +277,23 @@ pub fn invert(
     if settings.invert_blends {
         starts.extend((0..classes).map(|class| Start { class, logit: HALF_START, shape: TriggerShape::Blend }));
     }
-    let (mut found, mut reached) = with_frozen_parameters(model, |model| {
-        optimise(model, optimisation, input, settings, &mut rng, (channels, height, width), &starts)
+    let searched: Vec<bool> = starts.iter().map(|start| shapes.contains(&start.shape)).collect();
+    let (found, reached) = with_frozen_parameters(model, |model| {
+        optimise(model, optimisation, input, settings, &mut rng, (channels, height, width), &starts, &searched)
     })?;
-    let blend_found = found.split_off(2 * classes as usize);
-    let blend_reached = reached.split_off(2 * classes as usize);
-    let (mut triggers, reached) = smaller_per_class(found, reached, classes as usize);
+    let (mut patch_found, mut patch_reached, mut blend_found, mut blend_reached) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (trigger, reached) in found.into_iter().zip(reached) {
+        match trigger.shape {
+            TriggerShape::Patch => (patch_found.push(trigger), patch_reached.push(reached)),
+            TriggerShape::Blend => (blend_found.push(trigger), blend_reached.push(reached)),
+        };
+    }
+    let (mut triggers, reached) = if patch_found.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        smaller_per_class(patch_found, patch_reached, classes as usize)
+    };
     let (inverted, suspected_targets) =
         judge_family(model, held_out, input, &triggers, &reached, settings.max_mask_ratio, settings.min_push)?;
     let (blends, suspected_blend_targets) = if blend_found.is_empty() {
@@ -375,9 +403,11 @@ fn with_frozen_parameters<T>(model: &mut Classifier, f: impl FnOnce(&Classifier)
     result
 }
 
-/// The optimisation proper, for each start: the smallest mask found that reached the success
-/// rate (or the last one), and whether one did. A blend start's mask is the sigmoid of the mean
-/// of its logits, the same at every pixel.
+/// The optimisation proper, for each start `searched`: the smallest mask found that reached the
+/// success rate (or the last one), and whether one did. A blend start's mask is the sigmoid of
+/// the mean of its logits, the same at every pixel. Every start's random initialisation is
+/// drawn, searched or not, so a start's search does not depend on which others run beside it.
+#[allow(clippy::too_many_arguments)]
 fn optimise(
     model: &Classifier,
     data: &Dataset,
@@ -385,16 +415,21 @@ fn optimise(
     settings: &InversionSettings,
     rng: &mut SeededRng,
     (channels, height, width): (i64, i64, i64),
-    starts: &[Start],
+    all_starts: &[Start],
+    searched: &[bool],
 ) -> Result<(Vec<InvertedTrigger>, Vec<bool>)> {
     const CHECK_EVERY: usize = 10;
     const COST_UP: f64 = 1.5;
     const COST_DOWN: f64 = 1.5 * 1.224_744_871; // 1.5^1.5, as Neural Cleanse
     let device = model.device();
+    let kept: Vec<i64> = (0..all_starts.len() as i64).filter(|&k| searched[k as usize]).collect();
+    let starts: Vec<&Start> = kept.iter().map(|&k| &all_starts[k as usize]).collect();
+    let kept = Tensor::from_slice(&kept).to_device(device);
+    let drawn = all_starts.len() as i64;
     let classes = starts.len() as i64;
     let targets: Vec<i64> = starts.iter().map(|start| start.class).collect();
     let per_start = |value: &dyn Fn(&Start) -> f64| {
-        let values: Vec<f64> = starts.iter().map(value).collect();
+        let values: Vec<f64> = starts.iter().map(|start| value(start)).collect();
         Tensor::from_slice(&values).to_kind(Kind::Float).to_device(device).view([classes, 1, 1, 1])
     };
     let initial_logits = per_start(&|start| start.logit);
@@ -408,14 +443,10 @@ fn optimise(
     let batch = settings.batch_size.min(n);
     let images = data.images.to_device(device);
     let pixels = (height * width) as f64;
-    let mut mask_logits = Adam::new(
-        (rng.uniform(&[classes, 1, height, width], -0.1, 0.1, device) + initial_logits).set_requires_grad(true),
-        settings.learning_rate,
-    );
-    let mut pattern_logits = Adam::new(
-        rng.uniform(&[classes, channels, height, width], -1.0, 1.0, device).set_requires_grad(true),
-        settings.learning_rate,
-    );
+    let mask_noise = rng.uniform(&[drawn, 1, height, width], -0.1, 0.1, device).index_select(0, &kept);
+    let mut mask_logits = Adam::new((mask_noise + initial_logits).set_requires_grad(true), settings.learning_rate);
+    let pattern_noise = rng.uniform(&[drawn, channels, height, width], -1.0, 1.0, device).index_select(0, &kept);
+    let mut pattern_logits = Adam::new(pattern_noise.set_requires_grad(true), settings.learning_rate);
     let target_labels = Tensor::from_slice(&targets).to_device(device).repeat_interleave_self_int(batch, 0, None);
     let mut cost = vec![settings.initial_cost; classes as usize];
     let mut best: Vec<Option<(f64, Tensor, Tensor)>> = (0..classes).map(|_| None).collect();

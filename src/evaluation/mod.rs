@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 pub use inversion::{
-    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, TriggerShape, invert,
+    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, TriggerShape, invert, invert_shapes,
     push_rate as inverted_push_rate,
 };
 pub use trigger::{BlendPattern, PatchPattern, Position, Trigger};

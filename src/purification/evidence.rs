@@ -41,9 +41,11 @@ pub const REFERENCE_MASK_SHARE: f64 = 0.3;
 /// alpha), so a backdoor's blend sits closer to the reference's. Fitted on spent grid models
 /// (docs/strength.md, version 4): blend backdoor targets 0.19-0.44 of the reference's (n02, f03,
 /// h05, h03; h05's stripes into MNIST's "8" at 0.38 passed as natural under the patch share),
-/// the blends clean Fashion-MNIST GroupNorm models reach by nature 0.71-0.75 (n14, h10). Not
-/// yet measured on a held-out set.
-pub const REFERENCE_BLEND_SHARE: f64 = 0.6;
+/// the blends clean Fashion-MNIST GroupNorm models reach by nature 0.71-0.75 (n14, h10). At
+/// 0.6 the held-out blends set's backdoors sat at 0.42 (b07) and below, and the held-out clean
+/// set raised one false alarm at 0.56 (c03, a GroupNorm model's "bag"), so refitted to 0.5,
+/// between 0.44 and 0.56; c03 is spent with the fit.
+pub const REFERENCE_BLEND_SHARE: f64 = 0.5;
 
 /// A probe keeping more than this fraction of its original push after the first candidate is
 /// the model's nature, not a backdoor (see the module doc): the lab's backdoors kept 9-15% of
@@ -381,6 +383,11 @@ mod tests {
         let mut shortcut = blend(0.45);
         shortcut.judge_mask_against_reference(0.5, true);
         assert!(shortcut.natural);
+        // A clean GroupNorm model's "bag" (the held-out c03): 0.36 of the median against the
+        // reference's 0.64, a share of 0.56, was a false alarm at the first share (0.6).
+        let mut bag = blend(0.36);
+        bag.judge_mask_against_reference(0.64, true);
+        assert!(bag.natural, "a clean model's natural blend at 0.56 of the reference's");
         assert_eq!(backdoor.reference_share(), REFERENCE_BLEND_SHARE);
     }
 

@@ -138,10 +138,12 @@ impl AutoStrength {
     /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
     /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
     /// no target, LP-FT with 5 warm-up epochs keeps the features, 300 steps per candidate, at most
-    /// 2 candidates. Not yet the default: on the held-out grid it missed backdoors and denied clean
-    /// Fashion-MNIST models (docs/strength.md).
+    /// 2 candidates, and without evidence one candidate at alpha `JUDGE_GENTLE_ALPHA`. Not yet the
+    /// default: on the held-out grid it missed backdoors and denied clean Fashion-MNIST models
+    /// (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
+            start_alpha: JUDGE_GENTLE_ALPHA,
             invert_triggers: true,
             reference_steps: 600,
             min_steps: 300,
@@ -151,6 +153,13 @@ impl AutoStrength {
         }
     }
 }
+
+/// The judge's one candidate when nothing suggests a backdoor: purified because a team may
+/// require it, as gently as FST goes. Fitted on spent clean models (f09 h10 n10 n14 n11 of the
+/// grid, docs/strength.md): at 0.001 they lost 0.70-1.50 points against 1.10-2.25 at 0.01;
+/// checked once on the held-out clean set (c01-c06): 4 of 5 released within a point at 0.001,
+/// 1 of 5 at 0.01. Evidence starts the search at `evidence_start_alpha` instead.
+pub const JUDGE_GENTLE_ALPHA: f64 = 0.001;
 
 /// Below this many validation images, accuracy differences of a point or two are noise.
 const SMALL_VALIDATION: i64 = 500;
@@ -296,6 +305,16 @@ impl AutoStrength {
         let push = suspect_push.map_or(f64::NEG_INFINITY, |p| p - self.suspect_push_target);
         let inverted = inverted_push.map_or(f64::NEG_INFINITY, |p| p - self.inverted_push_target);
         shift.max(push).max(inverted)
+    }
+
+    /// The judge's rule once the evidence is in: with a signal that counts, the search from
+    /// `evidence_start_alpha`; without, one gentle candidate at `start_alpha`.
+    fn given_evidence(&self, evidence: bool) -> AutoStrength {
+        if evidence {
+            AutoStrength { start_alpha: self.evidence_start_alpha, ..self.clone() }
+        } else {
+            AutoStrength { max_candidates: 1, ..self.clone() }
+        }
     }
 
     /// The next alpha to try after `tried` (alpha, residual), or None when the search is done.
@@ -608,10 +627,16 @@ fn search(
             reference::train_from_scratch(model, &tuning, input, base, auto.reference_steps, progress)?;
         let accuracy = validation_accuracy(model, &validation, input)?;
         let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
-        // Inverted triggers are judged by size: the reference inverted the same way.
+        // Inverted triggers are judged by size: the reference inverted the same way, for the
+        // shapes of the signals only.
+        let shapes: Vec<TriggerShape> = [TriggerShape::Patch, TriggerShape::Blend]
+            .into_iter()
+            .filter(|shape| inverted.iter().any(|trigger| trigger.shape == *shape))
+            .collect();
         let reference_inversion = match &optimisation {
             Some(optimisation) if !inverted.is_empty() => {
-                let (summary, _) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
+                let (summary, _) =
+                    evaluation::invert_shapes(model, optimisation, &validation, input, &inversion_settings, &shapes)?;
                 tracing::info!(seconds = summary.seconds, "trigger inversion on the reference");
                 Some(summary)
             }
@@ -639,8 +664,8 @@ fn search(
     };
     // Without evidence of a backdoor the gate still purifies, gently: one candidate at the first
     // alpha. With evidence, the search goes on until the signals are silenced.
-    let gentle = AutoStrength { max_candidates: 1, ..auto.clone() };
-    let evidence_rule = AutoStrength { start_alpha: auto.evidence_start_alpha, ..auto.clone() };
+    let gentle = auto.given_evidence(false);
+    let evidence_rule = auto.given_evidence(true);
     let mut candidates: Vec<Candidate> = Vec::new();
     // The best candidate so far and its weights, unless it is the model as it stands.
     let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
@@ -876,12 +901,14 @@ mod tests {
         assert!(auto.residual(-0.9, None, Some(0.1)) > 0.0);
         assert!(auto.residual(-0.9, Some(0.05), None) > 0.0);
         // A shortfall falling with alpha: step up until cleared, then stop however far past.
-        let alphas = simulate_with(&auto, |_| 0.0, |_| None);
-        assert_eq!(alphas, [0.01], "no signal, no target left: the first candidate stands");
+        let gentle = auto.given_evidence(false);
+        assert_eq!(simulate_with(&gentle, |_| 0.0, |_| None), [JUDGE_GENTLE_ALPHA], "no signal: one gentle candidate");
+        let evidence = auto.given_evidence(true);
         let mut tried = Vec::new();
-        while let Some(alpha) = auto.next_alpha(&tried) {
-            tried.push((alpha, auto.residual(0.0, None, Some(0.5 - 40.0 * alpha))));
+        while let Some(alpha) = evidence.next_alpha(&tried) {
+            tried.push((alpha, evidence.residual(0.0, None, Some(0.5 - 10.0 * alpha))));
         }
+        assert_eq!(tried[0].0, auto.evidence_start_alpha, "{tried:?}");
         assert_eq!(tried.len(), 2, "{tried:?}");
         assert!(tried[1].1 < -OVERSHOOT, "cleared far past the target and stopped: {tried:?}");
     }

@@ -65,9 +65,13 @@ pub(crate) struct PurifyArgs {
     /// Automatic strength: fraction of the clean set held out for validation, class-balanced.
     #[arg(long, default_value_t = AutoStrength::default().validation_fraction)]
     pub(crate) validation_fraction: f64,
-    /// Automatic strength: the first alpha tried.
-    #[arg(long, default_value_t = AutoStrength::default().start_alpha)]
-    pub(crate) auto_start_alpha: f64,
+    /// Automatic strength: the first alpha tried (default 0.01; with --judge 0.001, the one
+    /// candidate when there is no evidence of a backdoor).
+    #[arg(long)]
+    pub(crate) auto_start_alpha: Option<f64>,
+    /// With --judge: the first alpha when there is evidence of a backdoor (default 0.03).
+    #[arg(long)]
+    pub(crate) auto_evidence_start_alpha: Option<f64>,
     /// Automatic strength: at most this many candidates, each one tuning run (default 3; with
     /// --judge 2).
     #[arg(long)]
@@ -104,6 +108,9 @@ pub(crate) struct PurifyArgs {
     /// With --judge: optimiser steps of the trigger inversion (all classes together).
     #[arg(long, default_value_t = AutoStrength::default().inversion.steps)]
     pub(crate) inversion_steps: usize,
+    /// With --judge: clean images per class and step of the trigger inversion.
+    #[arg(long, default_value_t = AutoStrength::default().inversion.batch_size)]
+    pub(crate) inversion_batch: i64,
     /// Epochs of linear probing of the re-initialised head before the full tuning (LP-FT;
     /// default 0, the paper; with --judge 5 per candidate).
     #[arg(long)]
@@ -184,7 +191,8 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
     Ok(if auto {
         Strength::Auto(AutoStrength {
             validation_fraction: args.validation_fraction,
-            start_alpha: args.auto_start_alpha,
+            start_alpha: args.auto_start_alpha.unwrap_or(preset.start_alpha),
+            evidence_start_alpha: args.auto_evidence_start_alpha.unwrap_or(preset.evidence_start_alpha),
             max_candidates: args.auto_candidates.unwrap_or(preset.max_candidates),
             min_steps: args.auto_min_steps.unwrap_or(preset.min_steps),
             cosine_target: args.shift_target,
@@ -192,7 +200,11 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             suspect_push_target: args.suspect_push_target,
             max_validation_drop_points: args.max_validation_drop,
             explore: args.auto_explore,
-            inversion: InversionSettings { steps: args.inversion_steps, ..preset.inversion.clone() },
+            inversion: InversionSettings {
+                steps: args.inversion_steps,
+                batch_size: args.inversion_batch,
+                ..preset.inversion.clone()
+            },
             head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
             ..preset
         })
