@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -19,7 +19,11 @@
 # the most: held out for the gentle candidate's alpha, fitted on spent clean models; spent),
 # `v5` (held out for version 5, the gentle alpha 0.001 and the blend share 0.5: six clean models
 # and six backdoors of new seeds, blends into the data's shortcut classes among them; made after
-# version 5's defaults were fixed, reported once).
+# version 5's defaults were fixed, reported once), `w6` (held out for version 6, trigger
+# unlearning at Neural Cleanse's 20% of each batch: five clean models and seven backdoors of new
+# seeds, positions, classes and triggers; made after the unlearning share was chosen and before
+# anything was fitted on it; gated once with unlearning and once, its backdoors, with version 5
+# for comparison; spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -125,6 +129,18 @@ v09 v5 fashion lenet 16 blended:alpha=0.15,image=@stripes.png 0.03 4 18
 v10 v5 fashion small-cnn 16 blended:alpha=0.12,seed=53 0.03 1 19
 v11 v5 fashion small-cnn-gn 16 badnets:size=3,x=20,y=20 0.01 6 19
 v12 v5 mnist small-cnn-gn 16 badnets:size=3,pos=tr,pattern=checker 0.01 3 19
+w01 w6 fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 20
+w02 w6 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 20
+w03 w6 mnist lenet 16 badnets:size=3,x=5,y=5 0 0 20
+w04 w6 fashion lenet 16 badnets:size=3,x=5,y=5 0 0 21
+w05 w6 mnist small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 21
+w06 w6 fashion small-cnn 16 badnets:size=3,x=9,y=18,pattern=checker 0.02 2 20
+w07 w6 mnist small-cnn 16 blended:alpha=0.15,image=@digit.png 0.03 6 21
+w08 w6 fashion small-cnn-gn 16 blended:alpha=0.1,seed=61 0.03 5 22
+w09 w6 mnist lenet 16 badnets:size=4,x=20,y=4,value=0.9 0.01 9 22
+w10 w6 fashion lenet 16 sig:delta=30,freq=4 0.05 7 23
+w11 w6 mnist small-cnn-gn 16 wanet:k=6,s=1.0,seed=17 0.1 2 23
+w12 w6 fashion resnet18 8 badnets:size=3,x=12,y=22 0.02 0 23
 GRID
 }
 

@@ -1,6 +1,7 @@
 //! The SGD training loop shared by purification and the attack lab: SGD with momentum (as
 //! torch.optim.SGD: no dampening, no Nesterov), cosine annealing stepped per epoch, on-device
-//! batches and augmentation, an optional head regulariser and per-step norm projection. Host
+//! batches and augmentation, an optional head regulariser and per-step norm projection, and
+//! optional trigger unlearning (suspected triggers stamped on part of each batch). Host
 //! synchronisation happens once per epoch, not per step.
 use std::time::Instant;
 
@@ -82,6 +83,35 @@ pub struct Config<'a> {
     /// Train mode while tuning (BatchNorm on batch statistics, updating its running statistics;
     /// dropout on). Off for a linear probe of the head: the frozen features must stay as they are.
     pub train_mode: bool,
+    /// Triggers to unlearn, if any.
+    pub unlearning: Option<Unlearning<'a>>,
+}
+
+/// Stamps a trigger on [0, 1] images (on the batch's device).
+pub type Stamp<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+
+/// Trigger unlearning (Neural Cleanse's mitigation): a share of every batch carries a suspected
+/// trigger while keeping its own labels, so the model learns that the trigger means nothing.
+#[derive(Clone)]
+pub struct Unlearning<'a> {
+    /// Fraction of each batch stamped, in (0, 1].
+    pub share: f64,
+    /// The triggers, taken in turn from one step to the next.
+    pub stamps: Vec<Stamp<'a>>,
+}
+
+impl Unlearning<'_> {
+    /// Stamps the first `share` of `batch` (already in random order) with the step's trigger.
+    fn apply(&self, batch: Tensor, step: usize) -> Result<Tensor> {
+        let len = batch.size()[0];
+        let stamped = ((self.share * len as f64).round() as i64).clamp(0, len);
+        if self.stamps.is_empty() || stamped == 0 {
+            return Ok(batch);
+        }
+        let stamp = self.stamps[step % self.stamps.len()];
+        let head = stamp(&batch.narrow(0, 0, stamped))?;
+        Ok(Tensor::cat(&[head, batch.narrow(0, stamped, len - stamped)], 0))
+    }
 }
 
 struct Sgd {
@@ -180,7 +210,10 @@ pub fn train(
                 continue;
             }
             let index = order.narrow(0, start, len);
-            let batch = config.augmentation.apply(&images.index_select(0, &index), &draws, start);
+            let mut batch = config.augmentation.apply(&images.index_select(0, &index), &draws, start);
+            if let Some(unlearning) = &config.unlearning {
+                batch = unlearning.apply(batch, epoch * steps_per_epoch as usize + step as usize)?;
+            }
             let targets = labels.index_select(0, &index);
             let logits = model.logits(&config.input.normalize(&batch))?;
             let cross_entropy = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
@@ -257,5 +290,19 @@ mod tests {
             sgd.step(0.1);
         }
         assert!((p.double_value(&[0]) - 0.72).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unlearning_stamps_the_share_of_the_batch_with_the_steps_trigger() {
+        let ones = |images: &Tensor| Ok(images.ones_like());
+        let twos = |images: &Tensor| Ok(images.ones_like() * 2.0);
+        let unlearning = Unlearning { share: 0.3, stamps: vec![&ones, &twos] };
+        let batch = || Tensor::zeros([5, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let per_image = |t: Tensor| Vec::<f64>::try_from(t.mean_dim(&[1i64, 2, 3][..], false, Kind::Double)).unwrap();
+        // 0.3 of 5 images rounds to 2, stamped first; odd steps take the second trigger.
+        assert_eq!(per_image(unlearning.apply(batch(), 0).unwrap()), [1.0, 1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(per_image(unlearning.apply(batch(), 3).unwrap()), [2.0, 2.0, 0.0, 0.0, 0.0]);
+        let none = Unlearning { share: 0.05, stamps: vec![&ones] };
+        assert_eq!(per_image(none.apply(batch(), 0).unwrap()), [0.0; 5], "a share rounding to no image stamps none");
     }
 }

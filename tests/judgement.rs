@@ -149,6 +149,29 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     assert!(drop <= 3.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
+
+    // The same model with trigger unlearning (opt-in, not the judge's default): the inverted
+    // trigger is stamped on a fifth of every batch, and what is left is judged by a fresh
+    // inversion of each candidate. It clears the evidence at the first alpha, where plain FST
+    // needed a second; but its residual reads low: measured once, the unlearned trigger pushed
+    // 1.1% and the fresh inversion no longer singled out class 3 while the real trigger still
+    // had 4.3% on validation (docs/strength.md, version 6), so the ASR is not asserted here.
+    let unlearning = AutoStrength { unlearn_share: 0.2, ..AutoStrength::judge() };
+    let report =
+        gate(&model, trigger, 3, Strength::Auto(unlearning), Settings::automatic_base(), &dir.join("unlearning"));
+    let search = report.strength_search.as_ref().unwrap();
+    let evidence = search.evidence.as_ref().unwrap();
+    eprintln!("unlearning: {}\ncandidates {:?}", evidence.reason, search.candidates);
+    let counted_inverted = evidence.signals.iter().filter(|s| s.counts() && s.source.inverted()).count();
+    for candidate in &search.candidates {
+        assert_eq!(candidate.unlearned_triggers, counted_inverted, "{candidate:?}");
+        assert!(candidate.reinversion_seconds.is_some_and(|s| s > 0.0), "{candidate:?}");
+    }
+    let signal = evidence.signals.iter().find(|s| s.source == SignalSource::Inversion && s.class == 3).unwrap();
+    assert!(signal.counts() && signal.purified_mask_ratio.is_some(), "{signal:?}");
+    let first = &search.candidates[0];
+    assert!(first.alpha == AutoStrength::judge().evidence_start_alpha && first.reached_shift_target, "{first:?}");
+    assert!(evidence.cleared && search.chosen == 0, "{}", evidence.reason);
 }
 
 /// A clean GroupNorm CNN with global average pooling and a 64-wide head: the paper's settings

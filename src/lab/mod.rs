@@ -153,6 +153,7 @@ pub fn train_backdoored(
         input,
         head: None,
         train_mode: true,
+        unlearning: None,
     };
     let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {

@@ -121,6 +121,12 @@ pub struct Signal {
     /// way, against its other classes' median.
     #[serde(default)]
     pub reference_mask_ratio: Option<f64>,
+    /// Unlearned inverted triggers (`AutoStrength::unlearn_share`): the class's mask inverted
+    /// afresh on the purified model, against its other classes' median. While the class is still
+    /// a suspect there and not the data's nature, `push_after` is the fresh trigger's push when
+    /// that is higher: the unlearned trigger's own push falls by construction.
+    #[serde(default)]
+    pub purified_mask_ratio: Option<f64>,
     /// The model's nature, not a backdoor: a probe pushes the from-scratch reference at least
     /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `reference_share()`
     /// of the reference's for its class, or (probes, without a usable reference) its push
@@ -176,6 +182,7 @@ impl Signal {
             cleared: false,
             reference_push: None,
             reference_mask_ratio: None,
+            purified_mask_ratio: None,
             natural: false,
         }
     }
@@ -196,8 +203,14 @@ impl Signal {
     /// most `1 / share` times as large (`reference_share`): the backdoor did not make it easier.
     pub fn judge_mask_against_reference(&mut self, reference_mask_ratio: f64, usable: bool) {
         self.reference_mask_ratio = Some(reference_mask_ratio);
-        let share = self.reference_share();
-        self.natural = usable && self.mask_ratio.is_some_and(|ratio| ratio >= share * reference_mask_ratio);
+        self.natural = self.mask_ratio.is_some_and(|ratio| self.natural_at(ratio, usable));
+    }
+
+    /// Whether a mask of this ratio for the signal's class is the data's nature: at least
+    /// `reference_share()` of the reference's mask ratio for the class, when the reference is
+    /// usable and was measured.
+    pub fn natural_at(&self, mask_ratio: f64, usable: bool) -> bool {
+        usable && self.reference_mask_ratio.is_some_and(|reference| mask_ratio >= self.reference_share() * reference)
     }
 
     /// The share of the reference's mask ratio at or above which this inverted signal is the
@@ -319,6 +332,7 @@ mod tests {
             cleared: after <= 0.03,
             reference_push: None,
             reference_mask_ratio: None,
+            purified_mask_ratio: None,
             natural,
         }
     }
@@ -370,6 +384,18 @@ mod tests {
         let evidence = Evidence::conclude(None, None, vec![backdoor, shortcut]);
         assert_eq!(evidence.suspected_classes, [8]);
         assert!(evidence.reason.contains("the from-scratch reference's mask for it is 0.30"), "{}", evidence.reason);
+    }
+
+    #[test]
+    fn a_fresh_mask_on_the_purified_model_is_judged_with_the_same_share() {
+        let mut blend = inverted_signal(SignalSource::BlendInversion, 0.18);
+        assert!(!blend.natural_at(1.0, true), "no reference measured: nothing is natural");
+        blend.judge_mask_against_reference(0.47, true);
+        assert!(!blend.natural);
+        // Purified: the class needs half the reference's blend or more, as the data alone does.
+        assert!(blend.natural_at(0.5 * 0.47, true) && blend.natural_at(0.4, true));
+        assert!(!blend.natural_at(0.2, true), "still far easier to reach than on the reference");
+        assert!(!blend.natural_at(0.4, false), "an unusable reference says nothing");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Precision};
 use crate::rng::SeededRng;
-use crate::training::{self, EpochRecord, HeadConstraint, Progress};
+use crate::training::{self, EpochRecord, HeadConstraint, Progress, Unlearning};
 
 pub use strength::{AutoStrength, Candidate, Purified, Strength, StrengthSearch, purify_with_strength};
 
@@ -132,6 +132,19 @@ pub fn purify(
     settings: &Settings,
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>> {
+    purify_unlearning(model, clean, input, settings, None, progress)
+}
+
+/// `purify`, with suspected triggers stamped on a share of every batch under the images' own
+/// labels (`training::Unlearning`), in the head's warm-up as in the full tuning.
+pub fn purify_unlearning(
+    model: &mut Classifier,
+    clean: &Dataset,
+    input: &InputSpec,
+    settings: &Settings,
+    unlearning: Option<Unlearning>,
+    progress: &dyn Progress,
+) -> Result<Vec<EpochRecord>> {
     settings.validate()?;
     clean.check_labels(model.num_classes)?;
     let mut rng = SeededRng::new(settings.seed);
@@ -167,6 +180,7 @@ pub fn purify(
             alpha: if settings.method == Method::Fst { settings.alpha } else { 0.0 },
         }),
         train_mode,
+        unlearning: unlearning.clone(),
     };
     let mut records = Vec::new();
     if settings.method.reinitialises_head() && settings.head_warmup_epochs > 0 {

@@ -90,6 +90,7 @@ pub fn train_from_scratch(
         input,
         head: None,
         train_mode: true,
+        unlearning: None,
     };
     let trainable: Vec<Tensor> = parameters.iter().map(|(_, p)| p.shallow_clone()).collect();
     training::train(model, trainable, tuning, &config, &mut rng, progress)?;

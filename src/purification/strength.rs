@@ -35,12 +35,12 @@ use super::evidence::{
     wilson_upper_95,
 };
 use super::reference::{self, Reference};
-use super::{Method, Settings, purify};
+use super::{Method, Settings, purify, purify_unlearning};
 use crate::data::{Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, InversionSettings, InvertedTrigger, Plan, ProbeResult, Trigger, TriggerShape};
 use crate::model::{Classifier, Snapshot};
-use crate::training::{EpochRecord, Progress};
+use crate::training::{EpochRecord, Progress, Stamp, Unlearning};
 
 /// How strongly FST pushes: fixed settings, or a search per model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +109,13 @@ pub struct AutoStrength {
     /// Train every candidate of the ladder (start alpha, then threefold) whatever the residuals,
     /// and choose among them by the rule: for fitting the rule on a benchmark, not for gating.
     pub explore: bool,
+    /// With inverted triggers that count as evidence: the fraction of every tuning batch stamped
+    /// with them under the images' own labels (trigger unlearning, `training::Unlearning`);
+    /// 0: none. A trigger the candidate was taught to ignore no longer says what is left of the
+    /// backdoor, so each such candidate is inverted afresh (another seed, the signals' shapes)
+    /// and a signal's class that is still a suspect there, and not the data's nature against the
+    /// reference, counts with the fresh trigger's push.
+    pub unlearn_share: f64,
 }
 
 impl Default for AutoStrength {
@@ -130,6 +137,7 @@ impl Default for AutoStrength {
             inverted_push_target: 0.05,
             head_warmup_epochs: 0,
             explore: false,
+            unlearn_share: 0.0,
         }
     }
 }
@@ -222,6 +230,9 @@ impl AutoStrength {
                     "the {name} must be positive (a fraction for the target), got {rate}"
                 )));
             }
+        }
+        if !(0.0..1.0).contains(&self.unlearn_share) {
+            return Err(Error::Settings(format!("the unlearning share must be in [0, 1), got {}", self.unlearn_share)));
         }
         if self.inversion_images < 1 {
             return Err(Error::Settings("trigger inversion needs at least one image".into()));
@@ -393,6 +404,12 @@ pub struct Candidate {
     pub within_accuracy_budget: bool,
     /// Why the candidate has no figures (e.g. the loss diverged).
     pub failure: Option<String>,
+    /// Inverted triggers stamped on its tuning batches (trigger unlearning; 0: none).
+    #[serde(default)]
+    pub unlearned_triggers: usize,
+    /// The fresh inversion of this candidate that judges unlearned triggers, in seconds.
+    #[serde(default)]
+    pub reinversion_seconds: Option<f64>,
     /// Wall-clock time to train and judge the candidate, in seconds.
     pub seconds: f64,
 }
@@ -517,6 +534,14 @@ fn signal_pushes(
     Ok(pushes)
 }
 
+/// The trigger shapes among `triggers`, masks first.
+fn shapes_of<'t>(triggers: impl Iterator<Item = &'t InvertedTrigger> + Clone) -> Vec<TriggerShape> {
+    [TriggerShape::Patch, TriggerShape::Blend]
+        .into_iter()
+        .filter(|shape| triggers.clone().any(|trigger| trigger.shape == *shape))
+        .collect()
+}
+
 /// Candidates compare by: met the targets (then the more accurate on validation, then the
 /// stronger: with nothing to choose on accuracy, the larger shift is the safer), else the lower
 /// residual.
@@ -629,10 +654,7 @@ fn search(
         let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
         // Inverted triggers are judged by size: the reference inverted the same way, for the
         // shapes of the signals only.
-        let shapes: Vec<TriggerShape> = [TriggerShape::Patch, TriggerShape::Blend]
-            .into_iter()
-            .filter(|shape| inverted.iter().any(|trigger| trigger.shape == *shape))
-            .collect();
+        let shapes = shapes_of(inverted.iter());
         let reference_inversion = match &optimisation {
             Some(optimisation) if !inverted.is_empty() => {
                 let (summary, _) =
@@ -662,6 +684,26 @@ fn search(
     } else {
         None
     };
+    // Trigger unlearning: the inverted triggers that count are stamped on the candidates' batches
+    // (probes never are: their pushes stay an independent measure).
+    let probe_signals = suspect_pairs.len();
+    let unlearned: Vec<usize> = if auto.unlearn_share > 0.0 {
+        (0..inverted.len()).filter(|&i| signals[probe_signals + i].counts()).collect()
+    } else {
+        Vec::new()
+    };
+    let stampers: Vec<_> = unlearned
+        .iter()
+        .map(|&i| {
+            let trigger = &inverted[i];
+            move |images: &tch::Tensor| Ok(trigger.apply(images))
+        })
+        .collect();
+    let unlearning = (!stampers.is_empty())
+        .then(|| Unlearning { share: auto.unlearn_share, stamps: stampers.iter().map(|f| f as Stamp).collect() });
+    let unlearned_shapes = shapes_of(unlearned.iter().map(|&i| &inverted[i]));
+    let fresh_inversion = InversionSettings { seed: base.seed.wrapping_add(1), ..inversion_settings.clone() };
+    let reference_usable = reference.as_ref().is_some_and(|r| r.usable);
     // Without evidence of a backdoor the gate still purifies, gently: one candidate at the first
     // alpha. With evidence, the search goes on until the signals are silenced.
     let gentle = auto.given_evidence(false);
@@ -670,6 +712,7 @@ fn search(
     // The best candidate so far and its weights, unless it is the model as it stands.
     let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
     let mut best_pushes: Vec<f64> = Vec::new();
+    let mut best_fresh_ratios: Vec<Option<f64>> = Vec::new();
     let mut tried = Vec::new();
     let rule = |signals: &[Signal]| {
         if auto.explore || !auto.invert_triggers {
@@ -700,9 +743,11 @@ fn search(
             reached_shift_target: false,
             within_accuracy_budget: false,
             failure: None,
+            unlearned_triggers: unlearned.len(),
+            reinversion_seconds: None,
             seconds: 0.0,
         };
-        let records = match purify(model, &tuning, input, &settings, progress) {
+        let records = match purify_unlearning(model, &tuning, input, &settings, unlearning.clone(), progress) {
             Ok(records) => records,
             // A stronger push will not tame a learning rate that diverges: stop here.
             Err(Error::NonFinite(reason)) => {
@@ -719,8 +764,31 @@ fn search(
         let cosine = records.last().and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
-        let pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
-        if candidates.is_empty() && !reference.as_ref().is_some_and(|r| r.usable) {
+        let mut pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
+        let mut fresh_ratios = vec![None; signals.len()];
+        if let (false, Some(optimisation)) = (unlearned.is_empty(), &optimisation) {
+            // The unlearned triggers' own pushes fall by construction: what is left is judged by
+            // a fresh inversion, with the detection's rule and the reference's mask for the class.
+            let (summary, _) = evaluation::invert_shapes(
+                model,
+                optimisation,
+                &validation,
+                input,
+                &fresh_inversion,
+                &unlearned_shapes,
+            )?;
+            candidate.reinversion_seconds = Some(summary.seconds);
+            for &i in &unlearned {
+                let signal = &signals[probe_signals + i];
+                let (classes, suspected) = summary.family(inverted[i].shape);
+                let fresh = &classes[signal.class as usize];
+                fresh_ratios[probe_signals + i] = Some(fresh.mask_ratio);
+                if suspected.contains(&signal.class) && !signal.natural_at(fresh.mask_ratio, reference_usable) {
+                    pushes[probe_signals + i] = pushes[probe_signals + i].max(fresh.push);
+                }
+            }
+        }
+        if candidates.is_empty() && !reference_usable {
             // Without a usable reference, the model's own baseline: a probe's push the first
             // candidate did not move is its nature. Not so for inverted triggers: ResNet-18
             // backdoors on the fit half kept 72-86% of their inverted push under the first
@@ -776,10 +844,12 @@ fn search(
             let more = rule(&signals).next_alpha(&tried).is_some();
             best = Some((candidates.len() - 1, records, if more { Some(model.snapshot()?) } else { None }));
             best_pushes = pushes;
+            best_fresh_ratios = fresh_ratios;
         }
     }
-    for (signal, push) in signals.iter_mut().zip(&best_pushes) {
+    for ((signal, push), fresh_ratio) in signals.iter_mut().zip(&best_pushes).zip(best_fresh_ratios) {
         signal.push_after = Some(*push);
+        signal.purified_mask_ratio = fresh_ratio;
         signal.push_after_upper_95 = Some(wilson_upper_95(*push, signal.images));
         signal.cleared =
             *push <= if signal.source.inverted() { auto.inverted_push_target } else { auto.suspect_push_target };
@@ -927,6 +997,8 @@ mod tests {
             reached_shift_target: reached,
             within_accuracy_budget: true,
             failure: None,
+            unlearned_triggers: 0,
+            reinversion_seconds: None,
             seconds: 0.0,
         }
     }

@@ -105,6 +105,11 @@ pub(crate) struct PurifyArgs {
     /// docs/strength.md). Experimental: not yet the default.
     #[arg(long)]
     pub(crate) judge: bool,
+    /// With --judge: the share of every tuning batch stamped with the inverted triggers that
+    /// count as evidence, under the images' own labels (trigger unlearning; default 0, none).
+    /// Each candidate is then inverted afresh to judge what is left.
+    #[arg(long)]
+    pub(crate) auto_unlearn_share: Option<f64>,
     /// With --judge: optimiser steps of the trigger inversion (all classes together).
     #[arg(long, default_value_t = AutoStrength::default().inversion.steps)]
     pub(crate) inversion_steps: usize,
@@ -206,6 +211,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
                 ..preset.inversion.clone()
             },
             head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
+            unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             ..preset
         })
     } else {
