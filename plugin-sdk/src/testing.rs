@@ -7,7 +7,9 @@
 //! were spliced in from a real `fstgate purify --judge` report (the held-out grid's h03, an MNIST
 //! LeNet with a blended backdoor into class 0) when those fields were added, so that every field
 //! of the schema is present; the signal's `reference_mask_ratio` comes from the grid's f02 (an
-//! MNIST GroupNorm CNN with a checkerboard backdoor into class 3). Change the figures a test is about.
+//! MNIST GroupNorm CNN with a checkerboard backdoor into class 3), and the trigger-unlearning
+//! fields (`unlearn_share`, `unlearned_triggers`, `reinversion_seconds`, `purified_mask_ratio`)
+//! from the w6 grid's w08 gated with `--auto-unlearn-share 0.2`. Change the figures a test is about.
 use crate::Report;
 
 /// The fixture's JSON text: a whole report.json. (The gate leaves `decision` out when it asks a
