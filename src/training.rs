@@ -94,7 +94,7 @@ pub type Stamp<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
 /// trigger while keeping its own labels, so the model learns that the trigger means nothing.
 #[derive(Clone)]
 pub struct Unlearning<'a> {
-    /// Fraction of each batch stamped, in (0, 1].
+    /// Fraction of each batch stamped, in [0, 1] (rounded to whole images; none stamps nothing).
     pub share: f64,
     /// The triggers, taken in turn from one step to the next.
     pub stamps: Vec<Stamp<'a>>,
