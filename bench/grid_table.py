@@ -54,7 +54,9 @@ def main():
         verdict = json.load(open(verdict_path)) if os.path.exists(verdict_path) else {}
         released = verdict.get("verdict") == "allow"
         asr_before, asr_after = s["attack_success_rate_before"], s["attack_success_rate_after"]
-        drop = s["clean_accuracy_drop_points"]
+        # Rounded to the 1e-9 the default policy allows: 100 * (a - b) of rates over n images
+        # carries float noise (20 of 2,000 images read as 1.0000000000000009 points).
+        drop = round(s["clean_accuracy_drop_points"], 9)
         truth = "clean" if m["rate"] == 0 else ("weak" if asr_before < 0.2 else "backdoored")
         outcome = truth if truth != "backdoored" else ("removed" if asr_after <= 0.02 else "left")
         if outcome == "left":

@@ -163,8 +163,9 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     let evidence = search.evidence.as_ref().unwrap();
     eprintln!("unlearning: {}\ncandidates {:?}", evidence.reason, search.candidates);
     let counted_inverted = evidence.signals.iter().filter(|s| s.counts() && s.source.inverted()).count();
+    assert_eq!(search.unlearned_triggers, counted_inverted);
+    assert!(search.rule.contains("With trigger unlearning"), "{}", search.rule);
     for candidate in &search.candidates {
-        assert_eq!(candidate.unlearned_triggers, counted_inverted, "{candidate:?}");
         assert!(candidate.reinversion_seconds.is_some_and(|s| s > 0.0), "{candidate:?}");
     }
     let signal = evidence.signals.iter().find(|s| s.source == SignalSource::Inversion && s.class == 3).unwrap();

@@ -169,6 +169,10 @@ impl AutoStrength {
 /// 1 of 5 at 0.01. Evidence starts the search at `evidence_start_alpha` instead.
 pub const JUDGE_GENTLE_ALPHA: f64 = 0.001;
 
+/// Slack for floating-point noise in a drop: 100 * (0.9 - 0.88) is 2.0000000000000018, which
+/// must stay within a 2-point budget (12 of 600 images). Real differences move in steps of
+/// 100 / n points.
+const DROP_TOLERANCE: f64 = 1e-9;
 /// Below this many validation images, accuracy differences of a point or two are noise.
 const SMALL_VALIDATION: i64 = 500;
 /// Steps aim this far past the target, since the cosine is only about linear in alpha.
@@ -234,6 +238,13 @@ impl AutoStrength {
         if !(0.0..1.0).contains(&self.unlearn_share) {
             return Err(Error::Settings(format!("the unlearning share must be in [0, 1), got {}", self.unlearn_share)));
         }
+        if self.unlearn_share > 0.0 && !self.invert_triggers {
+            return Err(Error::Settings(
+                "trigger unlearning stamps inverted triggers: it needs trigger inversion (--judge, or \
+                 invert_triggers = true)"
+                    .into(),
+            ));
+        }
         if self.inversion_images < 1 {
             return Err(Error::Settings("trigger inversion needs at least one image".into()));
         }
@@ -263,6 +274,18 @@ impl AutoStrength {
             );
         }
         let inversion = &self.inversion;
+        let unlearning = if self.unlearn_share > 0.0 {
+            format!(
+                " With trigger unlearning: {} of every tuning batch (warm-up included) carries the inverted \
+                 triggers that count as evidence, under the images' own labels; each such candidate is inverted \
+                 afresh (the next seed, the signals' shapes), and a signal's class that is still a suspected \
+                 target there, and not the data's nature against the reference, counts with the fresh trigger's \
+                 push.",
+                self.unlearn_share
+            )
+        } else {
+            String::new()
+        };
         format!(
             "gather evidence on the original model: trigger probes pushing >= {} of the validation images into one \
              class, and a trigger inverted per class ({} steps on at most {} tuning images) whose mask is <= {} of \
@@ -278,7 +301,7 @@ impl AutoStrength {
              alpha {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
-             closest; warn if the choice did not clear it or loses more than {} validation points",
+             closest; warn if the choice did not clear it or loses more than {} validation points.{unlearning}",
             self.suspect_push_rate,
             inversion.steps,
             self.inversion_images,
@@ -316,6 +339,12 @@ impl AutoStrength {
         let push = suspect_push.map_or(f64::NEG_INFINITY, |p| p - self.suspect_push_target);
         let inverted = inverted_push.map_or(f64::NEG_INFINITY, |p| p - self.inverted_push_target);
         shift.max(push).max(inverted)
+    }
+
+    /// A validation drop, in points, is within `max_validation_drop_points` (floating-point noise
+    /// aside).
+    fn within_accuracy_budget(&self, drop: f64) -> bool {
+        drop <= self.max_validation_drop_points + DROP_TOLERANCE
     }
 
     /// The judge's rule once the evidence is in: with a signal that counts, the search from
@@ -404,9 +433,6 @@ pub struct Candidate {
     pub within_accuracy_budget: bool,
     /// Why the candidate has no figures (e.g. the loss diverged).
     pub failure: Option<String>,
-    /// Inverted triggers stamped on its tuning batches (trigger unlearning; 0: none).
-    #[serde(default)]
-    pub unlearned_triggers: usize,
     /// The fresh inversion of this candidate that judges unlearned triggers, in seconds.
     #[serde(default)]
     pub reinversion_seconds: Option<f64>,
@@ -434,6 +460,10 @@ pub struct StrengthSearch {
     /// The backdoor evidence the search worked from, followed to the chosen candidate.
     #[serde(default)]
     pub evidence: Option<Evidence>,
+    /// Inverted triggers stamped on every candidate's tuning batches (trigger unlearning, the
+    /// signals of the evidence that count; 0: none).
+    #[serde(default)]
+    pub unlearned_triggers: usize,
     /// In the order tried.
     pub candidates: Vec<Candidate>,
     /// Index of the chosen candidate in `candidates`; its weights are the output.
@@ -743,7 +773,6 @@ fn search(
             reached_shift_target: false,
             within_accuracy_budget: false,
             failure: None,
-            unlearned_triggers: unlearned.len(),
             reinversion_seconds: None,
             seconds: 0.0,
         };
@@ -825,7 +854,7 @@ fn search(
                 evaluation::evaluate(model, &validation, &plan)?.attack.map(|a| a.attack_success_rate);
         }
         candidate.reached_shift_target = residual <= 0.0;
-        candidate.within_accuracy_budget = drop <= auto.max_validation_drop_points;
+        candidate.within_accuracy_budget = auto.within_accuracy_budget(drop);
         candidate.seconds = candidate_started.elapsed().as_secs_f64();
         tracing::info!(
             alpha,
@@ -940,6 +969,7 @@ fn search(
         original_validation_accuracy: original_accuracy,
         suspect_probes,
         evidence: Some(evidence),
+        unlearned_triggers: unlearned.len(),
         reason,
         chosen,
         seconds: started.elapsed().as_secs_f64(),
@@ -997,7 +1027,6 @@ mod tests {
             reached_shift_target: reached,
             within_accuracy_budget: true,
             failure: None,
-            unlearned_triggers: 0,
             reinversion_seconds: None,
             seconds: 0.0,
         }
@@ -1025,6 +1054,22 @@ mod tests {
         assert!((auto.residual(-0.3, Some(0.12), None) - 0.10).abs() < 1e-12);
         assert!((auto.residual(-0.3, Some(0.0), None) - -0.02).abs() < 1e-12);
         assert!(auto.residual(-0.9, Some(0.01), None) <= 0.0 && auto.residual(-0.9, Some(0.03), None) > 0.0);
+    }
+
+    #[test]
+    fn a_drop_of_exactly_the_budget_is_within_it() {
+        let auto = AutoStrength::judge();
+        let drop = 100.0 * (0.9 - 0.88);
+        assert!(drop > 2.0 && auto.within_accuracy_budget(drop), "{drop}");
+        assert!(!auto.within_accuracy_budget(100.0 * (0.9 - 0.88) + 100.0 / 600.0));
+        assert!(!auto.within_accuracy_budget(f64::NAN));
+    }
+
+    #[test]
+    fn the_rule_says_when_candidates_unlearn_the_inverted_triggers() {
+        assert!(!AutoStrength::judge().rule().contains("unlearning"));
+        let rule = AutoStrength { unlearn_share: 0.2, ..AutoStrength::judge() }.rule();
+        assert!(rule.contains("With trigger unlearning: 0.2 of every tuning batch"), "{rule}");
     }
 
     #[test]
@@ -1093,6 +1138,7 @@ mod tests {
     fn settings_and_methods_are_checked() {
         let fst = Settings::default();
         AutoStrength::default().validate(&fst).unwrap();
+        AutoStrength { unlearn_share: 0.2, ..AutoStrength::judge() }.validate(&fst).unwrap();
         let err = AutoStrength::default().validate(&Settings { method: Method::Ft, ..fst.clone() }).unwrap_err();
         assert!(err.to_string().contains("--strength fixed"), "{err}");
         for bad in [
@@ -1103,6 +1149,8 @@ mod tests {
             AutoStrength { max_validation_drop_points: f64::NAN, ..AutoStrength::default() },
             AutoStrength { suspect_push_rate: 1.5, ..AutoStrength::default() },
             AutoStrength { suspect_push_target: 0.9, ..AutoStrength::default() },
+            AutoStrength { unlearn_share: 0.2, ..AutoStrength::default() },
+            AutoStrength { unlearn_share: 1.0, ..AutoStrength::judge() },
         ] {
             assert!(bad.validate(&fst).is_err(), "{bad:?}");
         }
