@@ -145,6 +145,12 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     assert!(evidence.cleared, "{}", evidence.reason);
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
+    // The refit residual, reported beside the verdict's: every candidate refitted the counting
+    // inverted trigger at its own size, and so did the reference.
+    eprintln!("refit residual {:?}, real ASR after {after}", evidence.refit_residual_push);
+    assert!(signal.refit_push_after.is_some() && signal.reference_refit_push.is_some(), "{signal:?}");
+    assert!(search.candidates.iter().all(|c| c.refit_push.is_some()), "{:?}", search.candidates);
+    assert_eq!(evidence.refit_residual_push, search.candidates[search.chosen].refit_push);
     let drop = report.summary.clean_accuracy_drop_points;
     assert!(drop <= 3.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
@@ -169,7 +175,11 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
         assert!(candidate.reinversion_seconds.is_some_and(|s| s > 0.0), "{candidate:?}");
     }
     let signal = evidence.signals.iter().find(|s| s.source == SignalSource::Inversion && s.class == 3).unwrap();
-    assert!(signal.counts() && signal.purified_mask_ratio.is_some(), "{signal:?}");
+    assert!(signal.counts() && signal.purified_mask_ratio.is_some() && signal.refit_push_after.is_some(), "{signal:?}");
+    eprintln!(
+        "unlearning: refit residual {:?}, unlearned trigger's push {}, real ASR after {:?}",
+        evidence.refit_residual_push, evidence.residual_push, report.summary.attack_success_rate_after
+    );
     let first = &search.candidates[0];
     assert!(first.alpha == AutoStrength::judge().evidence_start_alpha && first.reached_shift_target, "{first:?}");
     assert!(evidence.cleared && search.chosen == 0, "{}", evidence.reason);
@@ -266,6 +276,12 @@ fn the_blend_search_names_a_blend_backdoors_class() {
     let inverted = triggers.iter().find(|t| t.shape == TriggerShape::Blend && t.class == 6).unwrap();
     let (low, high) = (inverted.mask.min().double_value(&[]), inverted.mask.max().double_value(&[]));
     assert!(high - low < 1e-6 && high < 0.5, "blend weights {low}..{high}");
+    // Refitted to the same model, the blend stays one weight, no larger, and still reaches class 6.
+    let refit = evaluation::refit(&mut classifier, &optimisation, &InputSpec::default(), inverted, &settings).unwrap();
+    let (refit_low, refit_high) = (refit.mask.min().double_value(&[]), refit.mask.max().double_value(&[]));
+    assert!(refit_high - refit_low < 1e-6 && refit_high <= high + 1e-6, "refit weights {refit_low}..{refit_high}");
+    let push = evaluation::inverted_push_rate(&mut classifier, &held_out, &InputSpec::default(), &refit).unwrap();
+    assert!(push >= settings.min_push, "the refit blend pushes {push}, the inverted one {}", blend.push);
     // A reference judging blend signals inverts blends only (a third of the batch) and finds
     // what the whole inversion found for them.
     let (blends_only, _) = evaluation::invert_shapes(

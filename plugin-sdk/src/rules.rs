@@ -112,6 +112,8 @@ mod tests {
             suspected_classes: vec![3],
             residual_push,
             residual_push_upper_95: residual_push + 0.01,
+            refit_residual_push: None,
+            refit_residual_push_upper_95: None,
             cleared,
             reason: "1 signal(s) into class(es) [3]".into(),
         }

@@ -514,6 +514,87 @@ fn optimise(
     Ok((triggers, reached))
 }
 
+/// Optimiser steps of a refit (`refit`).
+pub const REFIT_STEPS: usize = 100;
+/// Images of other classes per refit step.
+const REFIT_BATCH: i64 = 64;
+/// Mixed into the inversion's seed for a refit's batches ("refit").
+const REFIT_SALT: u64 = 0x0072_6566_6974;
+
+/// Re-fits `trigger` to `model` without letting it grow: Adam on its mask and pattern, from where
+/// they are, towards its class, with the mask held to at most its own size (a blend to its own
+/// weight), on the `optimisation` images of other classes. A trigger inverted before
+/// purification can be stepped around by the purified model while a trigger of the same size
+/// still works (trigger unlearning teaches the model that exact trigger); the refit is a strong
+/// trigger of that size near it, so its push on held-out images is an adaptive estimate of what
+/// is left of the backdoor. The same refit on a model without a backdoor says what a trigger of
+/// that size does by nature.
+pub fn refit(
+    model: &mut Classifier,
+    optimisation: &Dataset,
+    input: &InputSpec,
+    trigger: &InvertedTrigger,
+    settings: &InversionSettings,
+) -> Result<InvertedTrigger> {
+    settings.validate()?;
+    let device = model.device();
+    let others: Vec<i64> = optimisation
+        .labels_vec()
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| **l != trigger.class)
+        .map(|(i, _)| i as i64)
+        .collect();
+    if others.is_empty() {
+        return Err(Error::Settings(format!(
+            "refitting the trigger of class {} needs clean images of other classes",
+            trigger.class
+        )));
+    }
+    let images = optimisation.images.index_select(0, &Tensor::from_slice(&others)).to_device(device);
+    let n = images.size()[0];
+    let batch = REFIT_BATCH.min(n);
+    let logit = |t: &Tensor| t.to_device(device).clamp(1e-4, 1.0 - 1e-4).logit(None::<f64>);
+    let budget = trigger.mask.sum(Kind::Float).double_value(&[]);
+    let mut mask_logits = Adam::new(logit(&trigger.mask).set_requires_grad(true), settings.learning_rate);
+    let mut pattern_logits = Adam::new(logit(&trigger.pattern).set_requires_grad(true), settings.learning_rate);
+    let blend = trigger.shape == TriggerShape::Blend;
+    // A blend's mask is one weight: the sigmoid of its logits' mean, at every pixel.
+    let mask_of = |logits: &Tensor| -> Tensor {
+        let raw = if blend {
+            logits.mean_dim(&[2i64, 3][..], true, Kind::Float).sigmoid().expand_as(logits)
+        } else {
+            logits.sigmoid()
+        };
+        let scale = (budget / (raw.sum(Kind::Float) + 1e-12)).clamp_max(1.0);
+        raw * scale
+    };
+    let mut rng = SeededRng::new(settings.seed ^ REFIT_SALT);
+    model.set_eval();
+    let targets = Tensor::full([batch], trigger.class, (Kind::Int64, device));
+    with_frozen_parameters(model, |model| {
+        for _ in 0..REFIT_STEPS {
+            let index = rng.permutation(n, device).narrow(0, 0, batch);
+            let x = images.index_select(0, &index);
+            let mask = mask_of(&mask_logits.param);
+            let stamped = &x * (1.0 - &mask) + &mask * pattern_logits.param.sigmoid();
+            let logits = model.logits(&input.normalize(&stamped))?;
+            let loss = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
+            loss.f_backward()?;
+            mask_logits.step();
+            pattern_logits.step();
+        }
+        Ok(())
+    })?;
+    let (mask, pattern) = tch::no_grad(|| (mask_of(&mask_logits.param), pattern_logits.param.sigmoid()));
+    Ok(InvertedTrigger {
+        class: trigger.class,
+        shape: trigger.shape,
+        mask: mask.detach().to_device(Device::Cpu),
+        pattern: pattern.detach().to_device(Device::Cpu),
+    })
+}
+
 /// Fraction of `data`'s images not of the trigger's class that it sends into that class.
 pub fn push_rate(model: &mut Classifier, data: &Dataset, input: &InputSpec, trigger: &InvertedTrigger) -> Result<f64> {
     model.set_eval();

@@ -127,6 +127,16 @@ pub struct Signal {
     /// that is higher: the unlearned trigger's own push falls by construction.
     #[serde(default)]
     pub purified_mask_ratio: Option<f64>,
+    /// Inverted triggers that count: the trigger refitted to the purified model at no more than
+    /// its own mask size (`evaluation::refit`), pushing this fraction of the validation images of
+    /// other classes into `class`. An adaptive estimate of what is left, reported beside
+    /// `push_after`; it does not decide (not yet measured on a held-out set).
+    #[serde(default)]
+    pub refit_push_after: Option<f64>,
+    /// The same refit on the from-scratch reference: what a trigger of that size does to a model
+    /// without a backdoor.
+    #[serde(default)]
+    pub reference_refit_push: Option<f64>,
     /// The model's nature, not a backdoor: a probe pushes the from-scratch reference at least
     /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `reference_share()`
     /// of the reference's for its class, or (probes, without a usable reference) its push
@@ -154,6 +164,14 @@ pub struct Evidence {
     pub residual_push: f64,
     /// 95% upper confidence bound of `residual_push`.
     pub residual_push_upper_95: f64,
+    /// The highest push of the counting inverted triggers refitted to the purified model at their
+    /// own size (`Signal::refit_push_after`): a second, adaptive estimate of what is left, for
+    /// the reader; the verdict uses `residual_push`. Absent without such a signal.
+    #[serde(default)]
+    pub refit_residual_push: Option<f64>,
+    /// 95% upper confidence bound of `refit_residual_push`.
+    #[serde(default)]
+    pub refit_residual_push_upper_95: Option<f64>,
     /// Every signal that counts was cleared by purification (true with none).
     pub cleared: bool,
     /// The finding in words.
@@ -183,6 +201,8 @@ impl Signal {
             reference_push: None,
             reference_mask_ratio: None,
             purified_mask_ratio: None,
+            refit_push_after: None,
+            reference_refit_push: None,
             natural: false,
         }
     }
@@ -238,6 +258,22 @@ impl Evidence {
         let worst = counting.iter().max_by(|a, b| a.push_after.unwrap_or(0.0).total_cmp(&b.push_after.unwrap_or(0.0)));
         let residual_push = worst.and_then(|s| s.push_after).unwrap_or(0.0);
         let residual_push_upper_95 = worst.and_then(|s| s.push_after_upper_95).unwrap_or(0.0);
+        let refit =
+            counting.iter().filter_map(|s| s.refit_push_after.map(|push| (push, s))).max_by(|a, b| a.0.total_cmp(&b.0));
+        let refit_residual_push = refit.map(|(push, _)| push);
+        let refit_residual_push_upper_95 = refit.map(|(push, s)| wilson_upper_95(push, s.images));
+        let refit_note = match refit {
+            Some((push, s)) => format!(
+                "; refitted at its own size to the purified model, the inverted trigger -> class {} pushes {:.1}% \
+                 (95% upper bound {:.1}%){}",
+                s.class,
+                100.0 * push,
+                100.0 * wilson_upper_95(push, s.images),
+                s.reference_refit_push
+                    .map_or(String::new(), |r| format!(", the same refit on the reference {:.1}%", 100.0 * r))
+            ),
+            None => String::new(),
+        };
         let natural: Vec<String> = signals
             .iter()
             .filter(|s| s.natural)
@@ -274,7 +310,7 @@ impl Evidence {
             None => format!("no probe and no inverted trigger singled out a class{natural_note}"),
             Some(s) => format!(
                 "{} signal(s) into class(es) {:?}, {}; the strongest push after purification, {} -> class {}, is \
-                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{natural_note}",
+                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{refit_note}{natural_note}",
                 counting.len(),
                 suspected_classes,
                 if cleared {
@@ -297,6 +333,8 @@ impl Evidence {
             suspected_classes,
             residual_push,
             residual_push_upper_95,
+            refit_residual_push,
+            refit_residual_push_upper_95,
             cleared,
             reason,
             signals,
@@ -333,6 +371,8 @@ mod tests {
             reference_push: None,
             reference_mask_ratio: None,
             purified_mask_ratio: None,
+            refit_push_after: None,
+            reference_refit_push: None,
             natural,
         }
     }
@@ -415,6 +455,30 @@ mod tests {
         bag.judge_mask_against_reference(0.64, true);
         assert!(bag.natural, "a clean model's natural blend at 0.56 of the reference's");
         assert_eq!(backdoor.reference_share(), REFERENCE_BLEND_SHARE);
+    }
+
+    #[test]
+    fn the_refit_residual_is_the_highest_refit_push_of_the_signals_that_count() {
+        let refit = |push: f64, natural: bool| Signal {
+            refit_push_after: Some(push),
+            reference_refit_push: Some(0.01),
+            natural,
+            ..inverted_signal(SignalSource::Inversion, 0.1)
+        };
+        let evidence =
+            Evidence::conclude(None, None, vec![refit(0.04, false), refit(0.5, true), signal(2, 0.9, 0.0, false)]);
+        assert_eq!(evidence.refit_residual_push, Some(0.04));
+        assert_eq!(evidence.refit_residual_push_upper_95, Some(wilson_upper_95(0.04, 500)));
+        assert!(
+            evidence.reason.contains(
+                "refitted at its own size to the purified model, the inverted trigger -> class 8 pushes 4.0%"
+            ) && evidence.reason.contains("the same refit on the reference 1.0%"),
+            "{}",
+            evidence.reason
+        );
+        let none = Evidence::conclude(None, None, vec![signal(2, 0.9, 0.0, false)]);
+        assert_eq!(none.refit_residual_push, None);
+        assert!(!none.reason.contains("refitted"), "{}", none.reason);
     }
 
     #[test]

@@ -433,6 +433,10 @@ pub struct Candidate {
     pub within_accuracy_budget: bool,
     /// Why the candidate has no figures (e.g. the loss diverged).
     pub failure: Option<String>,
+    /// The highest push of the counting inverted triggers refitted to this candidate at their own
+    /// size (`Signal::refit_push_after`); absent without such a trigger.
+    #[serde(default)]
+    pub refit_push: Option<f64>,
     /// The fresh inversion of this candidate that judges unlearned triggers, in seconds.
     #[serde(default)]
     pub reinversion_seconds: Option<f64>,
@@ -560,6 +564,29 @@ fn signal_pushes(
     }
     for trigger in inverted {
         pushes.push(evaluation::inverted_push_rate(model, validation, input, trigger)?);
+    }
+    Ok(pushes)
+}
+
+/// Per inverted trigger, in order: where `refitted(i)`, its push on `validation` once refitted to
+/// `model` at its own size (`evaluation::refit`), else none.
+fn refit_pushes(
+    model: &mut Classifier,
+    optimisation: &Dataset,
+    validation: &Dataset,
+    input: &InputSpec,
+    settings: &InversionSettings,
+    inverted: &[InvertedTrigger],
+    refitted: impl Fn(usize) -> bool,
+) -> Result<Vec<Option<f64>>> {
+    let mut pushes = Vec::with_capacity(inverted.len());
+    for (i, trigger) in inverted.iter().enumerate() {
+        pushes.push(if refitted(i) {
+            let refit = evaluation::refit(model, optimisation, input, trigger, settings)?;
+            Some(evaluation::inverted_push_rate(model, validation, input, &refit)?)
+        } else {
+            None
+        });
     }
     Ok(pushes)
 }
@@ -694,6 +721,13 @@ fn search(
             }
             _ => None,
         };
+        // What a trigger of each inverted signal's size does to a model without a backdoor.
+        let refit_pushes = match &optimisation {
+            Some(optimisation) => {
+                refit_pushes(model, optimisation, &validation, input, &inversion_settings, &inverted, |_| true)?
+            }
+            None => Vec::new(),
+        };
         model.restore(&original)?;
         let usable = accuracy >= reference::MIN_REFERENCE_SHARE * original_accuracy;
         for (signal, push) in signals.iter_mut().zip(pushes) {
@@ -701,6 +735,9 @@ fn search(
             if let (Some(shape), Some(summary)) = (signal.source.shape(), &reference_inversion) {
                 signal.judge_mask_against_reference(summary.family(shape).0[signal.class as usize].mask_ratio, usable);
             }
+        }
+        for (signal, refit) in signals[suspect_pairs.len()..].iter_mut().zip(refit_pushes) {
+            signal.reference_refit_push = refit;
         }
         tracing::info!(accuracy, usable, seconds, "from-scratch reference");
         Some(Reference {
@@ -743,6 +780,7 @@ fn search(
     let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
     let mut best_pushes: Vec<f64> = Vec::new();
     let mut best_fresh_ratios: Vec<Option<f64>> = Vec::new();
+    let mut best_refit_pushes: Vec<Option<f64>> = Vec::new();
     let mut tried = Vec::new();
     let rule = |signals: &[Signal]| {
         if auto.explore || !auto.invert_triggers {
@@ -773,6 +811,7 @@ fn search(
             reached_shift_target: false,
             within_accuracy_budget: false,
             failure: None,
+            refit_push: None,
             reinversion_seconds: None,
             seconds: 0.0,
         };
@@ -794,6 +833,15 @@ fn search(
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
         let mut pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
+        let refits = match &optimisation {
+            Some(optimisation) => {
+                refit_pushes(model, optimisation, &validation, input, &inversion_settings, &inverted, |i| {
+                    signals[probe_signals + i].counts()
+                })?
+            }
+            None => Vec::new(),
+        };
+        candidate.refit_push = refits.iter().flatten().copied().reduce(f64::max);
         let mut fresh_ratios = vec![None; signals.len()];
         if let (false, Some(optimisation)) = (unlearned.is_empty(), &optimisation) {
             // The unlearned triggers' own pushes fall by construction: what is left is judged by
@@ -874,7 +922,11 @@ fn search(
             best = Some((candidates.len() - 1, records, if more { Some(model.snapshot()?) } else { None }));
             best_pushes = pushes;
             best_fresh_ratios = fresh_ratios;
+            best_refit_pushes = refits;
         }
+    }
+    for (signal, refit) in signals[probe_signals..].iter_mut().zip(best_refit_pushes) {
+        signal.refit_push_after = refit;
     }
     for ((signal, push), fresh_ratio) in signals.iter_mut().zip(&best_pushes).zip(best_fresh_ratios) {
         signal.push_after = Some(*push);
@@ -1027,6 +1079,7 @@ mod tests {
             reached_shift_target: reached,
             within_accuracy_budget: true,
             failure: None,
+            refit_push: None,
             reinversion_seconds: None,
             seconds: 0.0,
         }

@@ -305,7 +305,7 @@ fn evidence(page: &mut String, report: &Report) {
             "<table id=\"signals\"><tr><th>signal</th><th>class</th><th>push before</th><th>push after</th>\
              <th>95% upper</th><th>images</th><th>mask ratio</th><th>mask ratio on the from-scratch reference</th>\
              <th>push on the from-scratch reference</th><th>mask ratio inverted afresh after unlearning</th>\
-             <th></th></tr>\n",
+             <th>push refitted at its size after</th><th>the same refit on the reference</th><th></th></tr>\n",
         );
         for s in &evidence.signals {
             let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
@@ -318,7 +318,7 @@ fn evidence(page: &mut String, report: &Report) {
             };
             let _ = writeln!(
                 page,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&s.trigger),
                 s.class,
                 percent(Some(s.push_before)),
@@ -329,6 +329,8 @@ fn evidence(page: &mut String, report: &Report) {
                 ratio(s.reference_mask_ratio),
                 percent(s.reference_push),
                 ratio(s.purified_mask_ratio),
+                percent(s.refit_push_after),
+                percent(s.reference_refit_push),
                 note
             );
         }
