@@ -4,7 +4,7 @@ the gate's evidence and verdict, C-Acc and ASR before and after, cost against th
 settings), the confusion matrix of verdicts, and with --candidates every candidate of an
 --auto-explore run (the data the rule was fitted on).
 
-    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends, clean or all)
+    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends, clean, v5, w6, r7 or all)
 
 Truth: `clean` (a clean control, rate 0), `weak` (poisoned, but the backdoor did not take: ASR
 before < 20%), `backdoored`. Outcome for a backdoored model: `removed` when ASR after <= 2%,
@@ -81,12 +81,19 @@ def main():
             for x in evidence.get("signals", [])
             if x["source"] in ("inversion", "blend-inversion") and x.get("reference_mask_ratio")
             and x.get("mask_ratio") is not None)
+        # The refit residual (reported, not deciding) and the same refit on the reference, for
+        # the counting signal with the highest refit push.
+        refitted = [x for x in evidence.get("signals", []) if x.get("refit_push_after") is not None]
+        worst_refit = max(refitted, key=lambda x: x["refit_push_after"], default=None)
+        refit = "" if worst_refit is None else (
+            f"{pct(worst_refit['refit_push_after'])} / {pct(worst_refit.get('reference_refit_push'))}")
         rows.append(
             f"| {model_id} | {m['data']} | {m['arch']} | `{m['trigger']}` | {100 * m['rate']:g}% | {m['target']} | {truth} "
             f"| {evidence.get('suspected_classes', [])} | {'' if target_ratio is None else f'{target_ratio:.2f}'} "
             f"| {'' if blend_ratio is None else f'{blend_ratio:.2f}'} | {shares} "
             f"| {len(search['candidates'])} | {chosen['alpha']:g} | {pct(s['clean_accuracy_before'])} "
             f"| {pct(s['clean_accuracy_after'])} | {drop:.2f} | {pct(asr_before)} | {pct(asr_after)} "
+            f"| {pct(evidence.get('residual_push'))} | {refit} "
             f"| {'release' if released else 'deny'} | {'yes' if right else '**no**'} "
             f"| {report['timings']['total_seconds']:.0f} | {'' if cost is None else f'{cost:.1f}x'} |")
         if candidates:
@@ -98,9 +105,9 @@ def main():
                     f"| val ASR {pct(c.get('known_trigger_asr'))} |")
     print("| id | data | arch | trigger | rate | target | truth | suspected classes | target mask ratio "
           "| target blend ratio | inverted: class, mask / reference's "
-          "| candidates | alpha | C-Acc before | C-Acc after | drop | ASR before | ASR after | verdict | right "
-          "| gate s | cost vs paper |")
-    print("|" + "---|" * 22)
+          "| candidates | alpha | C-Acc before | C-Acc after | drop | ASR before | ASR after "
+          "| residual push | refit residual / on the reference | verdict | right | gate s | cost vs paper |")
+    print("|" + "---|" * 24)
     print("\n".join(rows))
     print()
     print("| truth / outcome | released | denied |")

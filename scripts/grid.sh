@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -23,7 +23,10 @@
 # unlearning at Neural Cleanse's 20% of each batch: five clean models and seven backdoors of new
 # seeds, positions, classes and triggers; made after the unlearning share was chosen and before
 # anything was fitted on it; gated once with unlearning and once, its backdoors, with version 5
-# for comparison; spent).
+# for comparison; spent), `r7` (held out for the refit residual, which is reported and decides
+# nothing: six backdoors of new seeds, positions, classes and triggers, the w06 and w12 kinds
+# among them, and two clean models; made after the refit's settings were fixed; gated with
+# version 5, the judge's default).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -141,6 +144,14 @@ w09 w6 mnist lenet 16 badnets:size=4,x=20,y=4,value=0.9 0.01 9 22
 w10 w6 fashion lenet 16 sig:delta=30,freq=4 0.05 7 23
 w11 w6 mnist small-cnn-gn 16 wanet:k=6,s=1.0,seed=17 0.1 2 23
 w12 w6 fashion resnet18 8 badnets:size=3,x=12,y=22 0.02 0 23
+r01 r7 fashion small-cnn 16 badnets:size=3,x=16,y=6,pattern=checker 0.02 4 24
+r02 r7 mnist small-cnn-gn 16 badnets:size=4,x=22,y=2 0.01 8 24
+r03 r7 fashion lenet 16 blended:alpha=0.12,image=@sneaker.png 0.03 2 25
+r04 r7 mnist lenet 16 sig:delta=25,freq=5 0.05 1 25
+r05 r7 fashion resnet18 8 badnets:size=3,x=4,y=20 0.02 9 26
+r06 r7 mnist small-cnn 16 badnets:size=3,pos=bl,pattern=checker 0.01 5 26
+r07 r7 mnist small-cnn 16 badnets:size=3,x=5,y=5 0 0 24
+r08 r7 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 25
 GRID
 }
 
