@@ -145,12 +145,9 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     assert!(evidence.cleared, "{}", evidence.reason);
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
-    // The refit residual, reported beside the verdict's: every candidate refitted the counting
-    // inverted trigger at its own size, and so did the reference.
-    eprintln!("refit residual {:?}, real ASR after {after}", evidence.refit_residual_push);
-    assert!(signal.refit_push_after.is_some() && signal.reference_refit_push.is_some(), "{signal:?}");
-    assert!(search.candidates.iter().all(|c| c.refit_push.is_some()), "{:?}", search.candidates);
-    assert_eq!(evidence.refit_residual_push, search.candidates[search.chosen].refit_push);
+    // The refit residual is opt-in: the judge's default does not pay for it.
+    assert!(signal.refit_push_after.is_none() && evidence.refit_residual_push.is_none(), "{signal:?}");
+    assert!(search.candidates.iter().all(|c| c.refit_push.is_none()), "{:?}", search.candidates);
     let drop = report.summary.clean_accuracy_drop_points;
     assert!(drop <= 3.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
@@ -162,7 +159,9 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     // needed a second; but its residual reads low: measured once, the unlearned trigger pushed
     // 1.1% and the fresh inversion no longer singled out class 3 while the real trigger still
     // had 4.3% on validation (docs/strength.md, version 6), so the ASR is not asserted here.
-    let unlearning = AutoStrength { unlearn_share: 0.2, ..AutoStrength::judge() };
+    // With the refit residual reported too (opt-in): every candidate refits the counting inverted
+    // trigger at its own size, and the reference refits it as well.
+    let unlearning = AutoStrength { unlearn_share: 0.2, refit_residual: true, ..AutoStrength::judge() };
     let report =
         gate(&model, trigger, 3, Strength::Auto(unlearning), Settings::automatic_base(), &dir.join("unlearning"));
     let search = report.strength_search.as_ref().unwrap();
@@ -175,7 +174,10 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
         assert!(candidate.reinversion_seconds.is_some_and(|s| s > 0.0), "{candidate:?}");
     }
     let signal = evidence.signals.iter().find(|s| s.source == SignalSource::Inversion && s.class == 3).unwrap();
-    assert!(signal.counts() && signal.purified_mask_ratio.is_some() && signal.refit_push_after.is_some(), "{signal:?}");
+    assert!(signal.counts() && signal.purified_mask_ratio.is_some(), "{signal:?}");
+    assert!(signal.refit_push_after.is_some() && signal.reference_refit_push.is_some(), "{signal:?}");
+    assert!(search.candidates.iter().all(|c| c.refit_push.is_some()), "{:?}", search.candidates);
+    assert_eq!(evidence.refit_residual_push, search.candidates[search.chosen].refit_push);
     eprintln!(
         "unlearning: refit residual {:?}, unlearned trigger's push {}, real ASR after {:?}",
         evidence.refit_residual_push, evidence.residual_push, report.summary.attack_success_rate_after

@@ -9,10 +9,11 @@
 //! of the schema is present; the signal's `reference_mask_ratio` comes from the grid's f02 (an
 //! MNIST GroupNorm CNN with a checkerboard backdoor into class 3), and the trigger-unlearning
 //! fields (`unlearn_share`, `unlearned_triggers`, `reinversion_seconds`, `purified_mask_ratio`)
-//! from the w6 grid's w08 gated with `--auto-unlearn-share 0.2`; the refit fields (`refit_push_after`,
-//! `reference_refit_push`, `refit_residual_push`, `refit_push`) from tests/judgement.rs's lab model
-//! (the first candidate's from its plain-FST run, the rest from its unlearning run). Change the
-//! figures a test is about.
+//! from the w6 grid's w08 gated with `--auto-unlearn-share 0.2`; the refit fields
+//! (`refit_residual`, `refit_push_after`, `reference_refit_push`, `refit_residual_push`,
+//! `refit_push`) from tests/judgement.rs's lab model gated with `--auto-refit-residual` (the first
+//! candidate's from its plain-FST run, the rest from its unlearning run). Change the figures a
+//! test is about.
 use crate::Report;
 
 /// The fixture's JSON text: a whole report.json. (The gate leaves `decision` out when it asks a

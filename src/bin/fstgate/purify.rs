@@ -110,6 +110,11 @@ pub(crate) struct PurifyArgs {
     /// Each candidate is then inverted afresh to judge what is left.
     #[arg(long)]
     pub(crate) auto_unlearn_share: Option<f64>,
+    /// With --judge: refit each inverted trigger that counts as evidence to every candidate at
+    /// no more than its own size and report its push beside the verdict's (the refit residual;
+    /// it decides nothing, and costs a short refit per trigger and candidate).
+    #[arg(long)]
+    pub(crate) auto_refit_residual: bool,
     /// With --judge: optimiser steps of the trigger inversion (all classes together).
     #[arg(long, default_value_t = AutoStrength::default().inversion.steps)]
     pub(crate) inversion_steps: usize,
@@ -212,6 +217,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             },
             head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
+            refit_residual: args.auto_refit_residual || preset.refit_residual,
             ..preset
         })
     } else {
