@@ -515,7 +515,7 @@ fn optimise(
 }
 
 /// Optimiser steps of a refit (`refit`).
-pub const REFIT_STEPS: usize = 100;
+const REFIT_STEPS: usize = 100;
 /// Images of other classes per refit step.
 const REFIT_BATCH: i64 = 64;
 /// Mixed into the inversion's seed for a refit's batches ("refit").

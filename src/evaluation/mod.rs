@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 pub use inversion::{
-    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, REFIT_STEPS, TriggerShape, invert,
-    invert_shapes, push_rate as inverted_push_rate, refit,
+    InversionSettings, InversionSummary, InvertedClass, InvertedTrigger, TriggerShape, invert, invert_shapes,
+    push_rate as inverted_push_rate, refit,
 };
 pub use trigger::{BlendPattern, PatchPattern, Position, Trigger};
 

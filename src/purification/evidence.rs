@@ -129,8 +129,9 @@ pub struct Signal {
     pub purified_mask_ratio: Option<f64>,
     /// Inverted triggers that count: the trigger refitted to the purified model at no more than
     /// its own mask size (`evaluation::refit`), pushing this fraction of the validation images of
-    /// other classes into `class`. An adaptive estimate of what is left, reported beside
-    /// `push_after`; it does not decide (not yet measured on a held-out set).
+    /// other classes into `class` (opt-in, `AutoStrength::refit_residual`). Reported beside
+    /// `push_after`; it does not decide: on the held-out set r7 it did not tell a removed
+    /// backdoor from a left one (docs/strength.md).
     #[serde(default)]
     pub refit_push_after: Option<f64>,
     /// The same refit on the from-scratch reference: what a trigger of that size does to a model
@@ -165,8 +166,8 @@ pub struct Evidence {
     /// 95% upper confidence bound of `residual_push`.
     pub residual_push_upper_95: f64,
     /// The highest push of the counting inverted triggers refitted to the purified model at their
-    /// own size (`Signal::refit_push_after`): a second, adaptive estimate of what is left, for
-    /// the reader; the verdict uses `residual_push`. Absent without such a signal.
+    /// own size (`Signal::refit_push_after`): a second estimate of what is left, for the reader;
+    /// the verdict uses `residual_push`. Absent without such a signal or without the refit.
     #[serde(default)]
     pub refit_residual_push: Option<f64>,
     /// 95% upper confidence bound of `refit_residual_push`.

@@ -584,16 +584,20 @@ fn signal_pushes(
 }
 
 /// Per inverted trigger, in order: where `refitted(i)`, its push on `validation` once refitted to
-/// `model` at its own size (`evaluation::refit`), else none.
+/// `model` at its own size on `optimisation` (`evaluation::refit`), else none; none at all
+/// without images to refit on (the refit residual off, or no inversion).
 fn refit_pushes(
     model: &mut Classifier,
-    optimisation: &Dataset,
+    optimisation: Option<&Dataset>,
     validation: &Dataset,
     input: &InputSpec,
     settings: &InversionSettings,
     inverted: &[InvertedTrigger],
     refitted: impl Fn(usize) -> bool,
 ) -> Result<Vec<Option<f64>>> {
+    let Some(optimisation) = optimisation else {
+        return Ok(Vec::new());
+    };
     let mut pushes = Vec::with_capacity(inverted.len());
     for (i, trigger) in inverted.iter().enumerate() {
         pushes.push(if refitted(i) {
@@ -688,6 +692,8 @@ fn search(
     } else {
         None
     };
+    // The images the refit residual refits inverted triggers on, when it is asked for.
+    let refit_images = optimisation.as_ref().filter(|_| auto.refit_residual);
     let (inversion, inverted) = if let Some(optimisation) = &optimisation {
         let (summary, triggers) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
         tracing::info!(suspected = ?summary.suspected_targets, seconds = summary.seconds, "trigger inversion");
@@ -737,12 +743,8 @@ fn search(
             _ => None,
         };
         // What a trigger of each inverted signal's size does to a model without a backdoor.
-        let refit_pushes = match (&optimisation, auto.refit_residual) {
-            (Some(optimisation), true) => {
-                refit_pushes(model, optimisation, &validation, input, &inversion_settings, &inverted, |_| true)?
-            }
-            _ => Vec::new(),
-        };
+        let refit_pushes =
+            refit_pushes(model, refit_images, &validation, input, &inversion_settings, &inverted, |_| true)?;
         model.restore(&original)?;
         let usable = accuracy >= reference::MIN_REFERENCE_SHARE * original_accuracy;
         for (signal, push) in signals.iter_mut().zip(pushes) {
@@ -848,14 +850,9 @@ fn search(
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
         let mut pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
-        let refits = match (&optimisation, auto.refit_residual) {
-            (Some(optimisation), true) => {
-                refit_pushes(model, optimisation, &validation, input, &inversion_settings, &inverted, |i| {
-                    signals[probe_signals + i].counts()
-                })?
-            }
-            _ => Vec::new(),
-        };
+        let refits = refit_pushes(model, refit_images, &validation, input, &inversion_settings, &inverted, |i| {
+            signals[probe_signals + i].counts()
+        })?;
         candidate.refit_push = refits.iter().flatten().copied().reduce(f64::max);
         let mut fresh_ratios = vec![None; signals.len()];
         if let (false, Some(optimisation)) = (unlearned.is_empty(), &optimisation) {
