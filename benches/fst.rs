@@ -18,7 +18,7 @@ use fstgate::device::{self, DeviceChoice};
 use fstgate::evaluation::{self, Attack, Metrics, Plan, Trigger};
 use fstgate::lab::{self, Architecture, PoisonSettings};
 use fstgate::model::{Classifier, Precision};
-use fstgate::purification::{self, AutoStrength, Method, Settings, Strength};
+use fstgate::purification::{self, Method, Settings, Strength};
 use fstgate::schemas::parse_name;
 use fstgate::training::Silent;
 use serde::Serialize;
@@ -431,7 +431,7 @@ fn purify_cell(
                 clean,
                 &splits.input,
                 &base,
-                &Strength::Auto(AutoStrength::default()),
+                &Strength::Auto(Box::default()),
                 None,
                 &Silent,
             )?;

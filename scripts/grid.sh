@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -26,7 +26,9 @@
 # for comparison; spent), `r7` (held out for the refit residual, which is reported and decides
 # nothing: six backdoors of new seeds, positions, classes and triggers, the w06 and w12 kinds
 # among them, and two clean models; made after the refit's settings were fixed; gated with
-# version 5, the judge's default).
+# version 5, the judge's default; spent), `s8` (held out for the judge's longer candidates: four
+# clean models and eight backdoors of new seeds, positions, classes and triggers, two of them
+# ResNet-18s; written down before the candidates' length was fitted on r7, reported once).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -152,6 +154,18 @@ r05 r7 fashion resnet18 8 badnets:size=3,x=4,y=20 0.02 9 26
 r06 r7 mnist small-cnn 16 badnets:size=3,pos=bl,pattern=checker 0.01 5 26
 r07 r7 mnist small-cnn 16 badnets:size=3,x=5,y=5 0 0 24
 r08 r7 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 25
+s01 s8 fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 27
+s02 s8 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 27
+s03 s8 mnist lenet 16 badnets:size=3,x=5,y=5 0 0 28
+s04 s8 fashion lenet 16 badnets:size=3,x=5,y=5 0 0 28
+s05 s8 fashion small-cnn 16 badnets:size=4,x=8,y=14,pattern=checker 0.02 6 27
+s06 s8 mnist small-cnn-gn 16 blended:alpha=0.12,image=@sneaker.png 0.03 4 28
+s07 s8 fashion lenet 16 badnets:size=3,x=18,y=10 0.01 3 29
+s08 s8 mnist resnet18 8 badnets:size=3,x=6,y=22,pattern=checker 0.02 1 29
+s09 s8 fashion small-cnn-gn 16 sig:delta=25,freq=4 0.05 9 30
+s10 s8 mnist small-cnn 16 blended:alpha=0.12,seed=71 0.03 0 30
+s11 s8 fashion resnet18 8 blended:alpha=0.12,image=@digit.png 0.03 7 31
+s12 s8 mnist lenet 16 badnets:size=3,pos=tr,pattern=checker 0.01 2 31
 GRID
 }
 

@@ -19,7 +19,7 @@ use fstgate::lab::{self, Architecture};
 use fstgate::model::Classifier;
 use fstgate::policy::{PolicyResult, Verdict};
 use fstgate::purification::evidence::{REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, SignalSource};
-use fstgate::purification::{AutoStrength, Settings, Strength};
+use fstgate::purification::{AutoStrength, Candidate, Settings, Strength};
 use fstgate::report::Report;
 use fstgate::training::Silent;
 use tch::Device;
@@ -98,7 +98,13 @@ fn gate(model: &Path, trigger: &str, target: i64, strength: Strength, settings: 
 }
 
 fn judge(model: &Path, trigger: &str, target: i64, out: &Path) -> Report {
-    gate(model, trigger, target, Strength::Auto(AutoStrength::judge()), Settings::automatic_base(), out)
+    gate(model, trigger, target, Strength::Auto(Box::new(AutoStrength::judge())), Settings::automatic_base(), out)
+}
+
+/// Optimiser steps a candidate of the search trained for (after the head's warm-up).
+fn candidate_steps(report: &Report, candidate: &Candidate) -> usize {
+    let search = report.strength_search.as_ref().unwrap();
+    candidate.epochs * (search.tuning_images as usize).div_ceil(report.settings.batch_size as usize)
 }
 
 /// The default policy's verdict on the report with the known attack taken out: what a registry
@@ -119,9 +125,10 @@ fn blind_verdict(report: &Report) -> PolicyResult {
 /// A 5x5 checkerboard in the top-left corner, into class 3: the probe bank pastes 3x3 patches,
 /// and its checkerboard sits bottom-right, so only inversion can name the class. Class 3 gets
 /// the smallest inverted mask by far, the judge purifies until its inverted trigger no longer
-/// pushes, the real trigger's ASR falls under 2%, and the blind verdict releases the model. The
-/// cost is within the default policy's 3 points but not the 2: alpha 0.03 left the
-/// inverted trigger pushing 14% and the judge went on to 0.09 (2.35 points when measured).
+/// pushes, the real trigger's ASR falls under 2%, and the blind verdict releases the model
+/// within the 2 points: alpha 0.03 left the inverted trigger pushing 10.6% and the judge
+/// went on to 0.09, which with 900 steps per candidate gained 0.9 points when measured (with 300
+/// steps it had cost 2.35).
 #[test]
 fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     let trigger = "badnets:size=5,pos=tl,pattern=checker";
@@ -148,22 +155,34 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     // The refit residual is opt-in: the judge's default does not pay for it.
     assert!(signal.refit_push_after.is_none() && evidence.refit_residual_push.is_none(), "{signal:?}");
     assert!(search.candidates.iter().all(|c| c.refit_push.is_none()), "{:?}", search.candidates);
+    // Every candidate trains at least the judge's steps, stretched over the small tuning split.
+    for candidate in &search.candidates {
+        let steps = candidate_steps(&report, candidate);
+        assert!(steps >= AutoStrength::judge().min_steps, "{steps} steps: {candidate:?}");
+    }
     let drop = report.summary.clean_accuracy_drop_points;
-    assert!(drop <= 3.0, "cost {drop:.2} points");
+    assert!(drop <= 2.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
 
     // The same model with trigger unlearning (opt-in, not the judge's default): the inverted
     // trigger is stamped on a fifth of every batch, and what is left is judged by a fresh
     // inversion of each candidate. It clears the evidence at the first alpha, where plain FST
-    // needed a second; but its residual reads low: measured once, the unlearned trigger pushed
-    // 1.1% and the fresh inversion no longer singled out class 3 while the real trigger still
-    // had 4.3% on validation (docs/strength.md, version 6), so the ASR is not asserted here.
+    // needed a second; but its residual reads low: measured with 300 steps per candidate, the
+    // unlearned trigger pushed 1.1% and the fresh inversion no longer singled out class 3 while
+    // the real trigger still had 4.3% on validation (docs/strength.md, version 6), so the ASR is
+    // not asserted here (with 900 steps: 0.6% read, 0.7% real on test).
     // With the refit residual reported too (opt-in): every candidate refits the counting inverted
     // trigger at its own size, and the reference refits it as well.
     let unlearning = AutoStrength { unlearn_share: 0.2, refit_residual: true, ..AutoStrength::judge() };
-    let report =
-        gate(&model, trigger, 3, Strength::Auto(unlearning), Settings::automatic_base(), &dir.join("unlearning"));
+    let report = gate(
+        &model,
+        trigger,
+        3,
+        Strength::Auto(Box::new(unlearning)),
+        Settings::automatic_base(),
+        &dir.join("unlearning"),
+    );
     let search = report.strength_search.as_ref().unwrap();
     let evidence = search.evidence.as_ref().unwrap();
     eprintln!("unlearning: {}\ncandidates {:?}", evidence.reason, search.candidates);

@@ -132,7 +132,7 @@ fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
 fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
     let dir = common::scratch("auto-strength");
     let job = PurifyJob {
-        strength: Strength::Auto(AutoStrength::default()),
+        strength: Strength::Auto(Box::default()),
         ..purify_job(Settings::automatic_base(), Sample::Fraction(0.05), &dir.join("auto"))
     };
     let report = job::run(&job, &Silent).unwrap();
@@ -182,7 +182,7 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
     let job = PurifyJob {
         model: lab.model.clone(),
         attack: Some((AttackInput::Trigger(trigger.parse().unwrap()), 0)),
-        strength: Strength::Auto(AutoStrength::default()),
+        strength: Strength::Auto(Box::default()),
         ..purify_job(Settings::automatic_base(), Sample::Count(3_000), &dir.join("auto"))
     };
     let report = job::run(&job, &Silent).unwrap();
@@ -214,7 +214,7 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
 fn automatic_strength_with_500_clean_images() {
     let dir = common::scratch("auto-strength-500");
     let job = PurifyJob {
-        strength: Strength::Auto(AutoStrength::default()),
+        strength: Strength::Auto(Box::default()),
         ..purify_job(Settings::automatic_base(), Sample::Count(500), &dir.join("auto"))
     };
     let report = job::run(&job, &Silent).unwrap();
@@ -244,7 +244,11 @@ fn automatic_strength_on_groupnorm_and_tuple_output_models() {
             model,
             name: None,
             // Short candidates: this is about training these architectures at all, not quality.
-            strength: Strength::Auto(AutoStrength { max_candidates: 2, min_steps: 300, ..AutoStrength::default() }),
+            strength: Strength::Auto(Box::new(AutoStrength {
+                max_candidates: 2,
+                min_steps: 300,
+                ..AutoStrength::default()
+            })),
             settings: Settings { epochs: 2, batch_size: 16, ..Settings::automatic_base() },
             ..common::toy_job(&dir, fixture, 0)
         };

@@ -479,9 +479,10 @@ impl Pipeline {
     fn purify_job(&self, rule: &config::DataRule, model: PathBuf, out: PathBuf) -> Result<PurifyJob> {
         let (settings, strength) = match &self.config.purification.settings {
             Some(settings) => (settings.clone(), Strength::Fixed),
-            None => {
-                (Settings::automatic_base(), Strength::Auto(self.config.purification.auto.clone().unwrap_or_default()))
-            }
+            None => (
+                Settings::automatic_base(),
+                Strength::Auto(Box::new(self.config.purification.auto.clone().unwrap_or_default())),
+            ),
         };
         let attack = match (&rule.trigger, rule.target_class) {
             (Some(trigger), Some(target)) => Some((AttackInput::Trigger(trigger.parse::<Trigger>()?), target)),

@@ -47,8 +47,9 @@ use crate::training::{EpochRecord, Progress, Stamp, Unlearning};
 pub enum Strength {
     /// The settings as given.
     Fixed,
-    /// Search alpha on a held-out validation split (FST only).
-    Auto(AutoStrength),
+    /// Search alpha on a held-out validation split (FST only). Boxed: the search's settings are
+    /// far larger than the fixed variant.
+    Auto(Box<AutoStrength>),
 }
 
 /// The automatic mode's search space and rule.
@@ -153,7 +154,7 @@ impl Default for AutoStrength {
 impl AutoStrength {
     /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
     /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
-    /// no target, LP-FT with 5 warm-up epochs keeps the features, 300 steps per candidate, at most
+    /// no target, LP-FT with 5 warm-up epochs keeps the features, `JUDGE_MIN_STEPS` steps per candidate, at most
     /// 2 candidates, and without evidence one candidate at alpha `JUDGE_GENTLE_ALPHA`. Not yet the
     /// default: on the held-out grid it missed backdoors and denied clean Fashion-MNIST models
     /// (docs/strength.md).
@@ -162,13 +163,22 @@ impl AutoStrength {
             start_alpha: JUDGE_GENTLE_ALPHA,
             invert_triggers: true,
             reference_steps: 600,
-            min_steps: 300,
+            min_steps: JUDGE_MIN_STEPS,
             max_candidates: 2,
             head_warmup_epochs: 5,
             ..AutoStrength::default()
         }
     }
 }
+
+/// The judge's optimiser steps per candidate (`AutoStrength::min_steps`), with evidence and
+/// without. Fitted on spent models (docs/strength.md, version 7): at 300 steps the shifted head had
+/// too little time to win clean accuracy back: on r7's four backdoors found, alpha 0.03 cleared
+/// the evidence on none and 0.09 cost 1.35-6.35 points; at 900, 0.03 cleared three (the fourth, a
+/// ResNet-18, took 0.09) for 1.25-2.95 points. The gentle candidate on eight spent clean models
+/// lost a mean 0.59 points at 900 against 1.27 at 300 (five within a point against three; the
+/// GroupNorm CNNs gained most, two of the others lost a quarter to a third of a point more).
+pub const JUDGE_MIN_STEPS: usize = 900;
 
 /// The judge's one candidate when nothing suggests a backdoor: purified because a team may
 /// require it, as gently as FST goes. Fitted on spent clean models (f09 h10 n10 n14 n11 of the

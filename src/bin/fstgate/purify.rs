@@ -77,7 +77,7 @@ pub(crate) struct PurifyArgs {
     #[arg(long)]
     pub(crate) auto_candidates: Option<usize>,
     /// Automatic strength: optimiser steps per candidate at least, more epochs on small sets
-    /// (default 1,500; with --judge 300).
+    /// (default 1,500; with --judge 900).
     #[arg(long)]
     pub(crate) auto_min_steps: Option<usize>,
     /// Automatic strength: the head-shift target, cos(W, W0) at or below which a candidate counts
@@ -199,7 +199,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
     };
     let preset = if args.judge { AutoStrength::judge() } else { AutoStrength::default() };
     Ok(if auto {
-        Strength::Auto(AutoStrength {
+        Strength::Auto(Box::new(AutoStrength {
             validation_fraction: args.validation_fraction,
             start_alpha: args.auto_start_alpha.unwrap_or(preset.start_alpha),
             evidence_start_alpha: args.auto_evidence_start_alpha.unwrap_or(preset.evidence_start_alpha),
@@ -219,7 +219,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             refit_residual: args.auto_refit_residual || preset.refit_residual,
             ..preset
-        })
+        }))
     } else {
         Strength::Fixed
     })
