@@ -154,10 +154,10 @@ impl Default for AutoStrength {
 impl AutoStrength {
     /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
     /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
-    /// no target, LP-FT with 5 warm-up epochs keeps the features, `JUDGE_MIN_STEPS` steps per candidate, at most
-    /// 2 candidates, and without evidence one candidate at alpha `JUDGE_GENTLE_ALPHA`. Not yet the
-    /// default: on the held-out grid it missed backdoors and denied clean Fashion-MNIST models
-    /// (docs/strength.md).
+    /// no target, LP-FT with 5 warm-up epochs keeps the features, `JUDGE_MIN_STEPS` steps per
+    /// candidate, at most 2 candidates, and without evidence one candidate at alpha
+    /// `JUDGE_GENTLE_ALPHA`. Not yet the default: on the held-out grids it still releases
+    /// backdoors it does not detect (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
             start_alpha: JUDGE_GENTLE_ALPHA,
@@ -172,8 +172,8 @@ impl AutoStrength {
 }
 
 /// The judge's optimiser steps per candidate (`AutoStrength::min_steps`), with evidence and
-/// without. Fitted on spent models (docs/strength.md, version 7): at 300 steps the shifted head had
-/// too little time to win clean accuracy back: on r7's four backdoors found, alpha 0.03 cleared
+/// without. Fitted on spent models (docs/strength.md, version 7): at 300 steps the shifted head
+/// had too little time to win clean accuracy back: on r7's four backdoors found, alpha 0.03 cleared
 /// the evidence on none and 0.09 cost 1.35-6.35 points; at 900, 0.03 cleared three (the fourth, a
 /// ResNet-18, took 0.09) for 1.25-2.95 points. The gentle candidate on eight spent clean models
 /// lost a mean 0.59 points at 900 against 1.27 at 300 (five within a point against three; the
