@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -28,7 +28,11 @@
 # among them, and two clean models; made after the refit's settings were fixed; gated with
 # version 5, the judge's default; spent), `s8` (held out for the judge's longer candidates: four
 # clean models and eight backdoors of new seeds, positions, classes and triggers, two of them
-# ResNet-18s; written down before the candidates' length was fitted on r7, reported once).
+# ResNet-18s; written down before the candidates' length was fitted on r7, reported once; spent),
+# `t9` (held out for version 8, the gentle candidate refitted on spent models: four clean models,
+# a ResNet-18 among them, and eight backdoors of new seeds, positions, classes and triggers, weak
+# poisoning rates and blends into ResNet-18s among them, the kinds s8's wrong verdicts were of;
+# written down before anything was fitted for version 8).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -166,6 +170,18 @@ s09 s8 fashion small-cnn-gn 16 sig:delta=25,freq=4 0.05 9 30
 s10 s8 mnist small-cnn 16 blended:alpha=0.12,seed=71 0.03 0 30
 s11 s8 fashion resnet18 8 blended:alpha=0.12,image=@digit.png 0.03 7 31
 s12 s8 mnist lenet 16 badnets:size=3,pos=tr,pattern=checker 0.01 2 31
+t01 t9 fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 32
+t02 t9 mnist small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 32
+t03 t9 fashion lenet 16 badnets:size=3,x=5,y=5 0 0 33
+t04 t9 fashion resnet18 8 badnets:size=3,x=5,y=5 0 0 33
+t05 t9 fashion small-cnn-gn 16 blended:alpha=0.1,image=@digit.png 0.02 3 32
+t06 t9 mnist lenet 16 badnets:size=3,x=12,y=20 0.01 8 33
+t07 t9 fashion small-cnn 16 sig:delta=20,freq=5 0.05 5 34
+t08 t9 mnist resnet18 8 blended:alpha=0.12,image=@stripes.png 0.03 4 34
+t09 t9 fashion lenet 16 badnets:size=3,x=20,y=16,pattern=checker 0.01 0 35
+t10 t9 mnist small-cnn 16 wanet:k=6,s=1.0,seed=19 0.1 6 35
+t11 t9 fashion resnet18 8 blended:alpha=0.1,seed=81 0.03 2 36
+t12 t9 mnist small-cnn-gn 16 badnets:size=3,x=14,y=2 0.005 7 36
 GRID
 }
 
