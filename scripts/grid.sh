@@ -29,10 +29,10 @@
 # version 5, the judge's default; spent), `s8` (held out for the judge's longer candidates: four
 # clean models and eight backdoors of new seeds, positions, classes and triggers, two of them
 # ResNet-18s; written down before the candidates' length was fitted on r7, reported once; spent),
-# `t9` (held out for version 8, the gentle candidate refitted on spent models: four clean models,
-# a ResNet-18 among them, and eight backdoors of new seeds, positions, classes and triggers, weak
-# poisoning rates and blends into ResNet-18s among them, the kinds s8's wrong verdicts were of;
-# written down before anything was fitted for version 8).
+# `t9` (written down to hold out a version 8 before anything was fitted for it: four clean
+# models, a ResNet-18 among them, and eight backdoors of new seeds, positions, classes and
+# triggers, weak poisoning rates and blends into ResNet-18s among them, the kinds s8's wrong
+# verdicts were of; no version 8 was adopted, so it was gated once with version 7; spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
