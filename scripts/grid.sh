@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -32,7 +32,10 @@
 # `t9` (written down to hold out a version 8 before anything was fitted for it: four clean
 # models, a ResNet-18 among them, and eight backdoors of new seeds, positions, classes and
 # triggers, weak poisoning rates and blends into ResNet-18s among them, the kinds s8's wrong
-# verdicts were of; no version 8 was adopted, so it was gated once with version 7; spent).
+# verdicts were of; no version 8 was adopted, so it was gated once with version 7; spent),
+# `u10` (held out for a version 8 of the gentle candidate: four clean models, a ResNet-18 among
+# them, and eight backdoors of new seeds, positions, classes and triggers, a ResNet-18 among
+# them; written down before that candidate was fitted on spent models).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -182,6 +185,18 @@ t09 t9 fashion lenet 16 badnets:size=3,x=20,y=16,pattern=checker 0.01 0 35
 t10 t9 mnist small-cnn 16 wanet:k=6,s=1.0,seed=19 0.1 6 35
 t11 t9 fashion resnet18 8 blended:alpha=0.1,seed=81 0.03 2 36
 t12 t9 mnist small-cnn-gn 16 badnets:size=3,x=14,y=2 0.005 7 36
+u01 u10 fashion small-cnn 16 badnets:size=3,x=5,y=5 0 0 37
+u02 u10 fashion resnet18 8 badnets:size=3,x=5,y=5 0 0 37
+u03 u10 fashion small-cnn-gn 16 badnets:size=3,x=5,y=5 0 0 38
+u04 u10 mnist lenet 16 badnets:size=3,x=5,y=5 0 0 38
+u05 u10 fashion small-cnn 16 badnets:size=3,x=10,y=22 0.02 1 38
+u06 u10 mnist small-cnn-gn 16 blended:alpha=0.12,image=@sneaker.png 0.03 5 39
+u07 u10 fashion lenet 16 sig:delta=30,freq=3 0.05 4 39
+u08 u10 mnist resnet18 8 badnets:size=3,x=20,y=8,pattern=checker 0.02 9 40
+u09 u10 fashion small-cnn-gn 16 badnets:size=4,x=2,y=2 0.01 7 40
+u10 u10 mnist small-cnn 16 blended:alpha=0.1,seed=91 0.03 3 41
+u11 u10 fashion small-cnn 16 wanet:k=6,s=1.0,seed=23 0.1 8 41
+u12 u10 mnist lenet 16 badnets:size=3,x=16,y=16 0.01 2 42
 GRID
 }
 
