@@ -1,10 +1,7 @@
 //! Seeded randomness owned by one job. torch's generator is process-global (concurrent jobs
 //! would share it, and CPU and CUDA draw differently), so shuffling, augmentation and
 //! initialisation draw here, on the host, and upload small tensors. Same seed, same draws, on
-//! any device and whatever else the process runs. The one draw that cannot happen here is the
-//! model's own (an uploaded model's dropout calls torch inside its forward): each training run
-//! seeds torch's generator from the job's (`derived_seed`, training::train), which makes a run
-//! reproducible in a process that runs one job at a time, as the worker, the CLI and the lab do.
+//! any device and whatever else the process runs.
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -40,12 +37,6 @@ impl SeededRng {
         Tensor::from_slice(&values).view(shape).to_device(device)
     }
 
-    /// A seed for another generator, drawn from a copy of this one mixed with `salt`: the same
-    /// for the same state, and this generator's own draws go on as if it had not been asked.
-    pub fn derived_seed(&self, salt: u64) -> i64 {
-        (self.0.clone().random::<u64>() ^ salt) as i64
-    }
-
     /// Fair coin flips as bool.
     pub fn coins(&mut self, shape: &[i64], device: Device) -> Tensor {
         let count = shape.iter().product::<i64>() as usize;
@@ -70,15 +61,5 @@ mod tests {
         let sorted = a.permutation(10, Device::Cpu).sort(0, false).0;
         assert!(sorted.equal(&Tensor::arange(10, (tch::Kind::Int64, Device::Cpu))));
         assert_ne!(SeededRng::new(5).permutation(50, Device::Cpu), b.permutation(50, Device::Cpu));
-    }
-
-    #[test]
-    fn a_derived_seed_follows_the_state_without_advancing_it() {
-        let (a, mut b) = (SeededRng::new(4), SeededRng::new(4));
-        assert_eq!(a.derived_seed(1), b.derived_seed(1));
-        assert_ne!(a.derived_seed(1), a.derived_seed(2));
-        let before = b.derived_seed(1);
-        assert!(b.permutation(50, Device::Cpu).equal(&SeededRng::new(4).permutation(50, Device::Cpu)));
-        assert_ne!(b.derived_seed(1), before, "a new state, a new seed");
     }
 }

@@ -14,11 +14,6 @@ use crate::error::{Error, Result};
 use crate::model::Classifier;
 use crate::rng::SeededRng;
 
-/// Mixed into the seed of torch's generator at the start of a run ("torch"): the model's own
-/// random ops (dropout) draw from it, and it is process-global, so each run seeds it from the
-/// job's generator (crate::rng).
-const TORCH_GENERATOR_SALT: u64 = 0x0074_6f72_6368;
-
 /// Receives training progress (a terminal bar, log lines, or nothing).
 pub trait Progress {
     /// Training starts: the number of epochs, and of steps in each.
@@ -186,7 +181,6 @@ pub fn train(
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>> {
     let device = model.device();
-    tch::manual_seed(rng.derived_seed(TORCH_GENERATOR_SALT));
     let n = data.len();
     let images = data.images.to_device(device);
     let labels = data.labels.to_device(device);

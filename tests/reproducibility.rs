@@ -1,8 +1,9 @@
 //! Same seed, same run, for a model whose forward draws its own randomness: the lab's LeNet calls
 //! dropout inside its TorchScript forward, which draws from torch's process-global generator, not
-//! the job's. Alone in its test binary on purpose: the generator is shared by every thread of the
-//! process, so a training test running beside this one would draw from it between the two runs
-//! (one job per process is also how the worker and the CLI run).
+//! the job's, so the lab seeds that generator too, as purification does. Alone in its test binary
+//! on purpose: the generator is shared by every thread of the process, so a training test running
+//! beside this one would draw from it between the two runs (one job per process is also how the
+//! worker and the CLI run).
 mod common;
 
 use fstgate::data::{Augmentation, InputSpec};

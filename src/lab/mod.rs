@@ -119,6 +119,8 @@ pub fn train_backdoored(
     progress: &dyn Progress,
 ) -> Result<LabReport> {
     let mut rng = SeededRng::new(settings.seed);
+    // Only dropout (LeNet's) still draws from torch's global generator, as in purification.
+    tch::manual_seed(settings.seed as i64);
     let num_classes = train.labels.max().int64_value(&[]) + 1;
     if !(0..num_classes).contains(&settings.target_class) {
         return Err(Error::Settings(format!("target class {} is not in 0..{num_classes}", settings.target_class)));
