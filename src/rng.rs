@@ -7,6 +7,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
+/// Seeds torch's process-global generator, the one draw that cannot happen on a `SeededRng`: a
+/// model's own random ops (dropout inside a TorchScript forward, such as the lab's LeNet) call
+/// torch directly. Called once at the start of every training job (purification, the reference,
+/// the lab), so a job is reproducible in a process that runs one job at a time, as the worker,
+/// the CLI and the lab do.
+pub fn seed_torch(seed: u64) {
+    tch::manual_seed(seed as i64);
+}
+
 /// A job's own random generator (ChaCha8), seeded once.
 pub struct SeededRng(ChaCha8Rng);
 

@@ -6,16 +6,14 @@
 //! worker and the CLI run).
 mod common;
 
-use fstgate::data::{Augmentation, InputSpec};
+use std::path::Path;
+
+use fstgate::data::{Augmentation, Dataset, InputSpec};
 use fstgate::lab::{self, Architecture, LabReport, PoisonSettings};
 use fstgate::model::Classifier;
 use tch::Device;
 
-fn train_lenet(name: &str, seed: u64) -> (LabReport, tch::Tensor) {
-    let dir = common::scratch("reproducible");
-    let out = dir.join(format!("{name}.pt"));
-    let train = common::fashion("train", 600, 1);
-    let test = common::fashion("test", 200, 1);
+fn train_lenet(train: &Dataset, test: &Dataset, out: &Path, seed: u64) -> (LabReport, tch::Tensor) {
     let settings = PoisonSettings {
         architecture: Architecture::Lenet,
         width: 4,
@@ -32,21 +30,24 @@ fn train_lenet(name: &str, seed: u64) -> (LabReport, tch::Tensor) {
     };
     let input = InputSpec::default();
     let report =
-        lab::train_backdoored(&train, &test, &settings, &input, Device::Cpu, &out, &fstgate::training::Silent).unwrap();
+        lab::train_backdoored(train, test, &settings, &input, Device::Cpu, out, &fstgate::training::Silent).unwrap();
     let sample = input.normalize(&test.images.narrow(0, 0, 16));
-    let model = Classifier::load(&out, Device::Cpu, &sample, None).unwrap();
+    let model = Classifier::load(out, Device::Cpu, &sample, None).unwrap();
     let logits = tch::no_grad(|| model.logits(&sample)).unwrap();
     (report, logits)
 }
 
 #[test]
 fn a_model_with_dropout_trains_the_same_twice_from_the_same_seed() {
-    let (first, first_logits) = train_lenet("first", 7);
-    let (second, second_logits) = train_lenet("second", 7);
+    let dir = common::scratch("reproducible");
+    let train = common::fashion("train", 600, 1);
+    let test = common::fashion("test", 200, 1);
+    let (first, first_logits) = train_lenet(&train, &test, &dir.join("first.pt"), 7);
+    let (second, second_logits) = train_lenet(&train, &test, &dir.join("second.pt"), 7);
     let losses = |r: &LabReport| r.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
     assert_eq!(losses(&first), losses(&second));
     assert!(first_logits.equal(&second_logits), "same seed, different weights");
     // The seed still matters: another one trains another model.
-    let (other, _) = train_lenet("other", 8);
+    let (other, _) = train_lenet(&train, &test, &dir.join("other.pt"), 8);
     assert_ne!(losses(&first), losses(&other));
 }

@@ -21,7 +21,7 @@ use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, Attack, Metrics, Plan, Trigger};
 use crate::model::Classifier;
-use crate::rng::SeededRng;
+use crate::rng::{self, SeededRng};
 use crate::training::{self, EpochRecord, Progress};
 
 /// How the lab poisons the training set and trains the backdoored model.
@@ -119,8 +119,7 @@ pub fn train_backdoored(
     progress: &dyn Progress,
 ) -> Result<LabReport> {
     let mut rng = SeededRng::new(settings.seed);
-    // Only dropout (LeNet's) still draws from torch's global generator, as in purification.
-    tch::manual_seed(settings.seed as i64);
+    rng::seed_torch(settings.seed);
     let num_classes = train.labels.max().int64_value(&[]) + 1;
     if !(0..num_classes).contains(&settings.target_class) {
         return Err(Error::Settings(format!("target class {} is not in 0..{num_classes}", settings.target_class)));

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Precision};
-use crate::rng::SeededRng;
+use crate::rng::{self, SeededRng};
 use crate::training::{self, EpochRecord, HeadConstraint, Progress, Unlearning};
 
 pub use strength::{AutoStrength, Candidate, Purified, Strength, StrengthSearch, purify_with_strength};
@@ -148,8 +148,7 @@ pub fn purify_unlearning(
     settings.validate()?;
     clean.check_labels(model.num_classes)?;
     let mut rng = SeededRng::new(settings.seed);
-    // Only dropout still draws from torch's global generator.
-    tch::manual_seed(settings.seed as i64);
+    rng::seed_torch(settings.seed);
     let (weight, bias) = model.head_tensors()?;
     let original = tch::no_grad(|| weight.detach().copy());
 

@@ -15,7 +15,7 @@ use crate::data::{Dataset, InputSpec};
 use crate::error::Result;
 use crate::evaluation::InversionSummary;
 use crate::model::Classifier;
-use crate::rng::SeededRng;
+use crate::rng::{self, SeededRng};
 use crate::training::{self, Progress};
 
 use super::Settings;
@@ -62,7 +62,7 @@ pub fn train_from_scratch(
 ) -> Result<(usize, f64)> {
     let started = Instant::now();
     let mut rng = SeededRng::new(base.seed ^ SEED_SALT);
-    tch::manual_seed(base.seed as i64);
+    rng::seed_torch(base.seed);
     let parameters = model.named_parameters()?;
     tch::no_grad(|| {
         for (name, p) in &parameters {
