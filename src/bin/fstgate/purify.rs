@@ -125,6 +125,10 @@ pub(crate) struct PurifyArgs {
     /// default 0, the paper; with --judge 5 per candidate).
     #[arg(long)]
     pub(crate) head_warmup_epochs: Option<usize>,
+    /// With --judge and no evidence of a backdoor: the number of classes, easiest to reach by an
+    /// inverted patch, whose inverted triggers the gentle candidate unlearns (0: none).
+    #[arg(long)]
+    pub(crate) auto_gentle_unlearn_classes: Option<usize>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -216,6 +220,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
                 ..preset.inversion.clone()
             },
             head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
+            gentle_unlearn_classes: args.auto_gentle_unlearn_classes.unwrap_or(preset.gentle_unlearn_classes),
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             refit_residual: args.auto_refit_residual || preset.refit_residual,
             ..preset
