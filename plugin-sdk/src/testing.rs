@@ -12,8 +12,10 @@
 //! from the w6 grid's w08 gated with `--auto-unlearn-share 0.2`; the refit fields
 //! (`refit_residual`, `refit_push_after`, `reference_refit_push`, `refit_residual_push`,
 //! `refit_push`) from tests/judgement.rs's lab model gated with `--auto-refit-residual` (the first
-//! candidate's from its plain-FST run, the rest from its unlearning run). Change the figures a
-//! test is about.
+//! candidate's from its plain-FST run, the rest from its unlearning run); the gentle candidate's
+//! unlearning (`gentle_unlearn_classes`, `gentle_unlearn_share`: the judge's 3 and 0.2;
+//! `gentle_unlearned_classes`: none, since this run had evidence) when version 8 added them.
+//! Change the figures a test is about.
 use crate::Report;
 
 /// The fixture's JSON text: a whole report.json. (The gate leaves `decision` out when it asks a
