@@ -171,7 +171,8 @@ impl AutoStrength {
     /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
     /// no target, LP-FT with 5 warm-up epochs keeps the features, `JUDGE_MIN_STEPS` steps per
     /// candidate, at most 2 candidates, and without evidence one candidate at alpha
-    /// `JUDGE_GENTLE_ALPHA`. Not yet the default: on the held-out grids it still releases
+    /// `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
+    /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes. Not yet the default: on the held-out grids it still releases
     /// backdoors it does not detect (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
