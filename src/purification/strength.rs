@@ -172,8 +172,8 @@ impl AutoStrength {
     /// no target, LP-FT with 5 warm-up epochs keeps the features, `JUDGE_MIN_STEPS` steps per
     /// candidate, at most 2 candidates, and without evidence one candidate at alpha
     /// `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
-    /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes. Not yet the default: on the held-out grids it still releases
-    /// backdoors it does not detect (docs/strength.md).
+    /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes. Not yet the default: on the held-out grids
+    /// it still releases backdoors it does not detect (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
             start_alpha: JUDGE_GENTLE_ALPHA,
@@ -323,16 +323,6 @@ impl AutoStrength {
     }
 
     fn rule(&self) -> String {
-        let gentle = if self.invert_triggers && self.gentle_unlearn_classes > 0 && self.gentle_unlearn_share > 0.0 {
-            format!(
-                " Without evidence the candidate also unlearns the inverted patch triggers of the {} classes with the \
-                 smallest masks (of those not suspected): {} of every tuning batch (warm-up included) carries them \
-                 under the images' own labels.",
-                self.gentle_unlearn_classes, self.gentle_unlearn_share
-            )
-        } else {
-            String::new()
-        };
         if !self.invert_triggers {
             return format!(
                 "train at most {} candidates on the tuning split, each from the original weights for at least \
@@ -354,6 +344,16 @@ impl AutoStrength {
                 self.max_validation_drop_points
             );
         }
+        let gentle = if self.gentle_unlearn_classes > 0 && self.gentle_unlearn_share > 0.0 {
+            format!(
+                " Without evidence the candidate also unlearns the inverted patch triggers of the {} classes with the \
+                 smallest masks (of those not suspected): {} of every tuning batch (warm-up included) carries them \
+                 under the images' own labels.",
+                self.gentle_unlearn_classes, self.gentle_unlearn_share
+            )
+        } else {
+            String::new()
+        };
         let inversion = &self.inversion;
         let unlearning = if self.unlearn_share > 0.0 {
             format!(
