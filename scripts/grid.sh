@@ -35,7 +35,8 @@
 # verdicts were of; no version 8 was adopted, so it was gated once with version 7; spent),
 # `u10` (held out for a version 8 of the gentle candidate: four clean models, a ResNet-18 among
 # them, and eight backdoors of new seeds, positions, classes and triggers, a ResNet-18 among
-# them; written down before that candidate was fitted on spent models).
+# them; written down before that candidate was fitted on spent models; gated once with version 8,
+# the gentle candidate's patch unlearning; spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
