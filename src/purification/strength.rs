@@ -864,31 +864,23 @@ fn search(
     } else {
         Vec::new()
     };
-    let stampers: Vec<_> = unlearned
-        .iter()
-        .map(|&i| {
-            let trigger = &inverted[i];
-            move |images: &tch::Tensor| Ok(trigger.apply(images))
-        })
-        .collect();
-    // Without evidence, the gentle candidate unlearns the easiest classes' inverted patches.
+    // Without evidence, the gentle candidate unlearns the easiest classes' inverted patches
+    // instead (the two never both apply: `unlearned` holds only signals that count).
     let gentle_unlearned: Vec<&InvertedTrigger> =
         if signals.iter().any(Signal::counts) || auto.gentle_unlearn_share == 0.0 {
             Vec::new()
         } else {
             easiest.iter().collect()
         };
-    let gentle_stampers: Vec<_> =
-        gentle_unlearned.iter().map(|trigger| move |images: &tch::Tensor| Ok(trigger.apply(images))).collect();
-    let unlearning = if !gentle_stampers.is_empty() {
-        Some(Unlearning {
-            share: auto.gentle_unlearn_share,
-            stamps: gentle_stampers.iter().map(|f| f as Stamp).collect(),
-        })
+    let (stamped, share): (Vec<&InvertedTrigger>, f64) = if gentle_unlearned.is_empty() {
+        (unlearned.iter().map(|&i| &inverted[i]).collect(), auto.unlearn_share)
     } else {
-        (!stampers.is_empty())
-            .then(|| Unlearning { share: auto.unlearn_share, stamps: stampers.iter().map(|f| f as Stamp).collect() })
+        (gentle_unlearned.clone(), auto.gentle_unlearn_share)
     };
+    let stampers: Vec<_> =
+        stamped.iter().map(|trigger| move |images: &tch::Tensor| Ok(trigger.apply(images))).collect();
+    let unlearning =
+        (!stampers.is_empty()).then(|| Unlearning { share, stamps: stampers.iter().map(|f| f as Stamp).collect() });
     let unlearned_shapes = shapes_of(unlearned.iter().map(|&i| &inverted[i]));
     let fresh_inversion = InversionSettings { seed: base.seed.wrapping_add(1), ..inversion_settings.clone() };
     let reference_usable = reference.as_ref().is_some_and(|r| r.usable);
