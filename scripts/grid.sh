@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -39,7 +39,11 @@
 # the gentle candidate's patch unlearning; spent), `gpu` (issue 15's ResNet-18 rerun of the GPU
 # quality table's failing rows, docs/benchmarks.md: full-width ResNet-18s on Fashion-MNIST, the
 # table's BadNets, Blended and SIG triggers into class 0 at its rates, and two clean models; run on
-# a lent GPU with GRID_DEVICE=cuda GRID_LAB_EPOCHS=4, the table's lab; gated once with version 8).
+# a lent GPU with GRID_DEVICE=cuda GRID_LAB_EPOCHS=4, the table's lab; gated once with version 8,
+# then used for fitting: spent), `x11` (written down to hold out a version 9 before anything was
+# fitted for it: four clean models, two ResNet-18s among them, and eight backdoors of new seeds,
+# positions, classes and triggers, blends and sinusoids into ResNet-18s, the kinds the gpu set
+# left, among them; not yet gated).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -213,6 +217,18 @@ g05 gpu fashion resnet18 64 sig 0.01 0 53
 g06 gpu fashion resnet18 64 sig 0.05 0 53
 g07 gpu fashion resnet18 64 badnets 0 0 54
 g08 gpu fashion resnet18 64 badnets 0 0 55
+x01 x11 fashion resnet18 8 blended:alpha=0.15,seed=101 0 6 61
+x02 x11 mnist resnet18 8 blended:alpha=0.15,seed=101 0 6 61
+x03 x11 fashion small-cnn 16 blended:alpha=0.15,seed=101 0 6 62
+x04 x11 mnist small-cnn-gn 16 blended:alpha=0.15,seed=101 0 6 62
+x05 x11 fashion resnet18 8 blended:alpha=0.15,seed=101 0.03 6 63
+x06 x11 mnist resnet18 8 blended:alpha=0.1,image=@sneaker.png 0.05 2 63
+x07 x11 fashion resnet18 8 sig:delta=35,freq=4 0.05 3 64
+x08 x11 fashion small-cnn-gn 16 blended:alpha=0.12,image=@stripes.png 0.02 9 64
+x09 x11 mnist small-cnn 16 sig:delta=30,freq=5 0.05 7 65
+x10 x11 mnist lenet 16 badnets:size=4,x=8,y=20 0.01 5 65
+x11 x11 fashion small-cnn 16 wanet:k=4,s=0.75,seed=29 0.1 1 66
+x12 x11 mnist small-cnn-gn 16 blended:alpha=0.15,seed=111 0.01 8 66
 GRID
 }
 
