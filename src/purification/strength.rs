@@ -113,7 +113,7 @@ pub struct AutoStrength {
     /// triggers of this many classes, those with the smallest masks against the median among the
     /// classes not suspected; 0: none. A backdoor too weak to count as evidence still makes its
     /// target about the easiest class to reach (0.55-0.72 of the median on the spent weak
-    /// backdoors, docs/strength.md), and the gentle tuning alone left 2.4-6.6% of them.
+    /// backdoors, docs/strength.md), and the gentle tuning alone left 2.3-6.6% of them.
     #[serde(default)]
     pub gentle_unlearn_classes: usize,
     /// The fraction of every tuning batch (warm-up included) the gentle candidate stamps with
