@@ -265,6 +265,8 @@ fn a_clean_model_without_evidence_is_purified_gently_and_released() {
     assert!(!evidence.backdoor_suspected, "{}", evidence.reason);
     assert_eq!(search.candidates.len(), 1, "{:?}", search.candidates);
     assert_eq!(report.settings.head_warmup_epochs, AutoStrength::judge().head_warmup_epochs);
+    let drop = report.summary.clean_accuracy_drop_points;
+    assert!(drop <= 1.0, "a clean model lost {drop:.2} points");
     // The gentle candidate unlearned the inverted patches of the easiest classes inversion did
     // not suspect, and the cost above includes them.
     let inversion = evidence.inversion.as_ref().unwrap();
