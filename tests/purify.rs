@@ -34,6 +34,7 @@ fn fstgate_test_settings() -> Settings {
         seed: 0,
         precision: Precision::Fp32,
         head_warmup_epochs: 0,
+        keep_head: false,
     }
 }
 
@@ -369,6 +370,26 @@ fn baselines_train_the_parameters_they_should() {
             }
         }
     }
+}
+
+/// FST from the original head (`Settings::keep_head`): no re-initialisation and no warm-up, so
+/// the head starts at W0 and FST's push turns it from there; other methods refuse the option.
+#[test]
+fn fst_keeping_the_head_starts_from_the_original_head() {
+    let clean = common::fashion("train", 300, 7);
+    let lab = common::badnets_model();
+    let mut model = Classifier::load(&lab.model, Device::Cpu, &clean.images.narrow(0, 0, 4), None).unwrap();
+    let (w0, _) = model.head_tensors().unwrap();
+    let w0 = w0.copy();
+    let kept = Settings { epochs: 1, head_warmup_epochs: 5, keep_head: true, ..Settings::default() };
+    let records = purification::purify(&mut model, &clean, &InputSpec::default(), &kept, &Silent).unwrap();
+    assert_eq!(records.len(), 1, "the warm-up is for a re-initialised head only");
+    let (w, _) = model.head_tensors().unwrap();
+    let cosine = fstgate::training::cosine(&w, &w0);
+    assert!(cosine > 0.9 && cosine < 1.0, "cosine {cosine}");
+    let ft = Settings { method: Method::Ft, keep_head: true, ..Settings::default() };
+    let error = purification::purify(&mut model, &clean, &InputSpec::default(), &ft, &Silent).unwrap_err();
+    assert!(error.to_string().contains("keeping the original head is FST's variant"), "{error}");
 }
 
 /// A user-supplied poisoned test set gives the same ASR as applying the trigger.

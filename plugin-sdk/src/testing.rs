@@ -14,7 +14,9 @@
 //! `refit_push`) from tests/judgement.rs's lab model gated with `--auto-refit-residual` (the first
 //! candidate's from its plain-FST run, the rest from its unlearning run); the gentle candidate's
 //! unlearning (`gentle_unlearn_classes`, `gentle_unlearn_share`: the judge's 3 and 0.2;
-//! `gentle_unlearned_classes`: none, since this run had evidence) when version 8 added them.
+//! `gentle_unlearned_classes`: none, since this run had evidence) when version 8 added them;
+//! the head-keeping switches (`keep_head`, `gentle_keeps_head`, `head_kept`: all false, as in
+//! that run) when they were added.
 //! Change the figures a test is about.
 use crate::Report;
 

@@ -69,6 +69,11 @@ pub struct Settings {
     /// models with global pooling that cost 16-27 points of clean accuracy. 0: none (the paper).
     #[serde(default)]
     pub head_warmup_epochs: usize,
+    /// FST from the original head instead of a re-initialised one (no warm-up then): the push
+    /// turns the head away from where it was while the features follow. The judge's gentle
+    /// candidate without evidence (`AutoStrength::gentle_keeps_head`); false: the paper.
+    #[serde(default)]
+    pub keep_head: bool,
 }
 
 impl Default for Settings {
@@ -86,6 +91,7 @@ impl Default for Settings {
             seed: 0,
             precision: Precision::Fp32,
             head_warmup_epochs: 0,
+            keep_head: false,
         }
     }
 }
@@ -115,6 +121,12 @@ impl Settings {
         }
         if !(self.weight_decay >= 0.0 && self.alpha >= 0.0 && self.alpha.is_finite()) {
             return Err(Error::Settings("weight decay and alpha must be non-negative".into()));
+        }
+        if self.keep_head && self.method != Method::Fst {
+            return Err(Error::Settings(format!(
+                "keeping the original head is FST's variant; method {:?} already decides its head",
+                self.method
+            )));
         }
         if self.augmentation.crop_padding < 0 {
             return Err(Error::Settings("crop padding must be non-negative".into()));
@@ -152,7 +164,8 @@ pub fn purify_unlearning(
     let (weight, bias) = model.head_tensors()?;
     let original = tch::no_grad(|| weight.detach().copy());
 
-    if settings.method.reinitialises_head() {
+    let reinitialise = settings.method.reinitialises_head() && !settings.keep_head;
+    if reinitialise {
         let bound = default_init_bound(&weight.size());
         tch::no_grad(|| {
             weight.shallow_clone().copy_(&rng.uniform(&weight.size(), -bound, bound, weight.device()));
@@ -182,7 +195,7 @@ pub fn purify_unlearning(
         unlearning: unlearning.clone(),
     };
     let mut records = Vec::new();
-    if settings.method.reinitialises_head() && settings.head_warmup_epochs > 0 {
+    if reinitialise && settings.head_warmup_epochs > 0 {
         // LP-FT: the new head learns the frozen features before anything else moves.
         let head_only = set_trainable(&parameters, |name| is_head(name));
         records =

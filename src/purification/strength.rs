@@ -120,6 +120,13 @@ pub struct AutoStrength {
     /// those triggers, under the images' own labels.
     #[serde(default)]
     pub gentle_unlearn_share: f64,
+    /// Without evidence (trigger inversion on): the gentle candidate is FST from the original
+    /// head (`Settings::keep_head`) at `start_alpha`, not from a re-initialised one. Off in the
+    /// judge: on spent models it cost the small clean CNNs less (t01 1.15 points against 2.70)
+    /// but a clean ResNet-18 more (u02 2.10 against 1.85) and left weak patches the re-initialised
+    /// head removes (u05 7.1% against 0.3%; docs/strength.md, "Tried for a version 9").
+    #[serde(default)]
+    pub gentle_keeps_head: bool,
     /// Train every candidate of the ladder (start alpha, then threefold) whatever the residuals,
     /// and choose among them by the rule: for fitting the rule on a benchmark, not for gating.
     pub explore: bool,
@@ -159,6 +166,7 @@ impl Default for AutoStrength {
             head_warmup_epochs: 0,
             gentle_unlearn_classes: 0,
             gentle_unlearn_share: 0.0,
+            gentle_keeps_head: false,
             explore: false,
             unlearn_share: 0.0,
             refit_residual: false,
@@ -317,9 +325,16 @@ impl AutoStrength {
         Ok(())
     }
 
-    /// A candidate's training settings: `base` at `alpha` for `epochs`, with the search's warm-up.
-    fn candidate_settings(&self, base: &Settings, alpha: f64, epochs: usize) -> Settings {
-        Settings { alpha, epochs, head_warmup_epochs: self.head_warmup_epochs, ..base.clone() }
+    /// A candidate's training settings: `base` at `alpha` for `epochs`, with the search's warm-up,
+    /// from the original head when `keep_head`.
+    fn candidate_settings(&self, base: &Settings, alpha: f64, epochs: usize, keep_head: bool) -> Settings {
+        Settings { alpha, epochs, head_warmup_epochs: self.head_warmup_epochs, keep_head, ..base.clone() }
+    }
+
+    /// Whether the candidates keep the original head, given the evidence: only the judge's
+    /// gentle candidate, when `gentle_keeps_head`.
+    fn keeps_head(&self, evidence: bool) -> bool {
+        self.gentle_keeps_head && self.invert_triggers && !self.explore && !evidence
     }
 
     fn rule(&self) -> String {
@@ -378,8 +393,8 @@ impl AutoStrength {
              reference, a probe whose push the \
              first candidate keeps above {NATURAL_RETENTION} of its original rate). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
-             least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate at \
-             alpha {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
+             least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate, \
+             {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
              closest; warn if the choice did not clear it or loses more than {} validation points.{gentle}\
@@ -400,7 +415,11 @@ impl AutoStrength {
             self.reference_steps,
             self.head_warmup_epochs,
             self.min_steps,
-            self.start_alpha,
+            if self.keeps_head(false) {
+                format!("alpha {} from the original head (no warm-up)", self.start_alpha)
+            } else {
+                format!("alpha {}", self.start_alpha)
+            },
             self.evidence_start_alpha,
             self.max_candidates,
             self.suspect_push_target,
@@ -484,6 +503,9 @@ impl AutoStrength {
 /// One alpha tried by the automatic mode.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Candidate {
+    /// Tuned from the original head rather than a re-initialised one (`Settings::keep_head`).
+    #[serde(default)]
+    pub head_kept: bool,
     /// Weight of FST's <W, W0> term tried.
     pub alpha: f64,
     /// Tuning epochs, stretched on a small clean set to reach `min_steps`.
@@ -908,9 +930,11 @@ fn search(
         if !candidates.is_empty() {
             model.restore(&original)?;
         }
-        let settings = auto.candidate_settings(base, alpha, candidate_epochs);
+        let keep_head = auto.keeps_head(signals.iter().any(Signal::counts));
+        let settings = auto.candidate_settings(base, alpha, candidate_epochs, keep_head);
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
+            head_kept: keep_head,
             alpha,
             epochs: settings.epochs,
             learning_rate: settings.learning_rate,
@@ -1061,9 +1085,11 @@ fn search(
     };
     let reason = if !evidence.backdoor_suspected {
         format!(
-            "no evidence of a backdoor ({}): one gentle candidate, alpha {:.4} (cos {cosine:.3}), {drop:.2} points \
-             below the original model on validation",
-            evidence.reason, c.alpha
+            "no evidence of a backdoor ({}): one gentle candidate, alpha {:.4}{} (cos {cosine:.3}), {drop:.2} \
+             points below the original model on validation",
+            evidence.reason,
+            c.alpha,
+            if c.head_kept { " from the original head" } else { "" }
         )
     } else if c.reached_shift_target && auto.invert_triggers {
         format!(
@@ -1135,7 +1161,8 @@ fn search(
         seconds: started.elapsed().as_secs_f64(),
         candidates,
     };
-    let settings = auto.candidate_settings(base, search.candidates[chosen].alpha, candidate_epochs);
+    let chosen_candidate = &search.candidates[chosen];
+    let settings = auto.candidate_settings(base, chosen_candidate.alpha, candidate_epochs, chosen_candidate.head_kept);
     Ok(Purified { settings, epochs, search: Some(search), warnings })
 }
 
@@ -1171,6 +1198,7 @@ mod tests {
 
     fn candidate(alpha: f64, reached: bool, cosine: f64, accuracy: f64) -> Candidate {
         Candidate {
+            head_kept: false,
             alpha,
             epochs: 1,
             learning_rate: 0.01,
@@ -1270,6 +1298,21 @@ mod tests {
         let gentle = "Without evidence the candidate also unlearns the inverted patch triggers of the 3 classes";
         assert!(AutoStrength::judge().rule().contains(gentle), "{}", AutoStrength::judge().rule());
         assert!(!AutoStrength { gentle_unlearn_classes: 0, ..AutoStrength::judge() }.rule().contains(gentle));
+    }
+
+    #[test]
+    fn only_the_gentle_candidate_keeps_the_head() {
+        let base = Settings::automatic_base();
+        let keeps = AutoStrength { gentle_keeps_head: true, ..AutoStrength::judge() };
+        let gentle = keeps.candidate_settings(&base, 0.001, 30, keeps.keeps_head(false));
+        assert_eq!((gentle.method, gentle.alpha, gentle.epochs, gentle.keep_head), (Method::Fst, 0.001, 30, true));
+        assert!(!keeps.keeps_head(true));
+        // Exploring a ladder, or without inversion, every candidate starts from a new head.
+        assert!(!AutoStrength { explore: true, ..keeps.clone() }.keeps_head(false));
+        assert!(!AutoStrength { invert_triggers: false, ..keeps.clone() }.keeps_head(false));
+        assert!(!AutoStrength::judge().keeps_head(false));
+        assert!(keeps.rule().contains("Without evidence: one candidate, alpha 0.001 from the original head"));
+        assert!(!AutoStrength::judge().rule().contains("from the original head"));
     }
 
     #[test]

@@ -125,10 +125,22 @@ pub(crate) struct PurifyArgs {
     /// default 0, the paper; with --judge 5 per candidate).
     #[arg(long)]
     pub(crate) head_warmup_epochs: Option<usize>,
+    /// FST from the original head instead of a re-initialised one (fixed strength; the automatic
+    /// strength decides its candidates' heads).
+    #[arg(long)]
+    pub(crate) keep_head: bool,
     /// With --judge and no evidence of a backdoor: the number of classes, easiest to reach by an
     /// inverted patch, whose inverted triggers the gentle candidate unlearns (0: none).
     #[arg(long)]
     pub(crate) auto_gentle_unlearn_classes: Option<usize>,
+    /// With --judge and no evidence of a backdoor: whether the gentle candidate is FST from the
+    /// original head rather than from a re-initialised one (false gives version 8 back).
+    #[arg(long)]
+    pub(crate) auto_gentle_keep_head: Option<bool>,
+    /// With --judge and no evidence of a backdoor: the share of every tuning batch the gentle
+    /// candidate stamps with the easiest classes' inverted triggers.
+    #[arg(long)]
+    pub(crate) auto_gentle_unlearn_share: Option<f64>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -221,6 +233,8 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             },
             head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
             gentle_unlearn_classes: args.auto_gentle_unlearn_classes.unwrap_or(preset.gentle_unlearn_classes),
+            gentle_unlearn_share: args.auto_gentle_unlearn_share.unwrap_or(preset.gentle_unlearn_share),
+            gentle_keeps_head: args.auto_gentle_keep_head.unwrap_or(preset.gentle_keeps_head),
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             refit_residual: args.auto_refit_residual || preset.refit_residual,
             ..preset
@@ -253,6 +267,7 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         seed: args.seed,
         precision: args.precision,
         head_warmup_epochs: args.head_warmup_epochs.unwrap_or(defaults.head_warmup_epochs),
+        keep_head: args.keep_head,
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
         (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),
