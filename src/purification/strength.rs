@@ -251,6 +251,13 @@ impl AutoStrength {
                 base.method
             )));
         }
+        if base.keep_head {
+            return Err(Error::Settings(
+                "the automatic strength decides each candidate's head; keeping the original head applies to fixed \
+                 settings (--strength fixed)"
+                    .into(),
+            ));
+        }
         if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
             return Err(Error::Settings(format!(
                 "validation fraction must be in (0, 0.5], got {}",
@@ -313,6 +320,13 @@ impl AutoStrength {
             return Err(Error::Settings(
                 "the gentle candidate unlearns inverted triggers: it needs trigger inversion (--judge, or \
                  invert_triggers = true)"
+                    .into(),
+            ));
+        }
+        if self.gentle_keeps_head && !self.invert_triggers {
+            return Err(Error::Settings(
+                "the gentle candidate is the judge's, chosen when inversion finds no evidence: keeping its head \
+                 needs trigger inversion (--judge, or invert_triggers = true)"
                     .into(),
             ));
         }
@@ -394,7 +408,7 @@ impl AutoStrength {
              first candidate keeps above {NATURAL_RETENTION} of its original rate). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate, \
-             {}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
+             alpha {}{}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
              closest; warn if the choice did not clear it or loses more than {} validation points.{gentle}\
@@ -415,11 +429,8 @@ impl AutoStrength {
             self.reference_steps,
             self.head_warmup_epochs,
             self.min_steps,
-            if self.keeps_head(false) {
-                format!("alpha {} from the original head (no warm-up)", self.start_alpha)
-            } else {
-                format!("alpha {}", self.start_alpha)
-            },
+            self.start_alpha,
+            if self.keeps_head(false) { " from the original head (no warm-up)" } else { "" },
             self.evidence_start_alpha,
             self.max_candidates,
             self.suspect_push_target,
@@ -1385,6 +1396,9 @@ mod tests {
         AutoStrength { refit_residual: true, ..AutoStrength::judge() }.validate(&fst).unwrap();
         let err = AutoStrength::default().validate(&Settings { method: Method::Ft, ..fst.clone() }).unwrap_err();
         assert!(err.to_string().contains("--strength fixed"), "{err}");
+        let err = AutoStrength::judge().validate(&Settings { keep_head: true, ..fst.clone() }).unwrap_err();
+        assert!(err.to_string().contains("decides each candidate's head"), "{err}");
+        AutoStrength { gentle_keeps_head: true, ..AutoStrength::judge() }.validate(&fst).unwrap();
         for bad in [
             AutoStrength { validation_fraction: 0.9, ..AutoStrength::default() },
             AutoStrength { start_alpha: 0.0, ..AutoStrength::default() },
@@ -1398,6 +1412,7 @@ mod tests {
             AutoStrength { refit_residual: true, ..AutoStrength::default() },
             AutoStrength { gentle_unlearn_classes: 3, ..AutoStrength::default() },
             AutoStrength { gentle_unlearn_share: 1.0, ..AutoStrength::judge() },
+            AutoStrength { gentle_keeps_head: true, ..AutoStrength::default() },
         ] {
             assert!(bad.validate(&fst).is_err(), "{bad:?}");
         }

@@ -125,8 +125,8 @@ pub(crate) struct PurifyArgs {
     /// default 0, the paper; with --judge 5 per candidate).
     #[arg(long)]
     pub(crate) head_warmup_epochs: Option<usize>,
-    /// FST from the original head instead of a re-initialised one (fixed strength; the automatic
-    /// strength decides its candidates' heads).
+    /// FST from the original head instead of a re-initialised one (fixed strength only: the
+    /// automatic strength decides its candidates' heads and refuses it).
     #[arg(long)]
     pub(crate) keep_head: bool,
     /// With --judge and no evidence of a backdoor: the number of classes, easiest to reach by an
