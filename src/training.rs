@@ -46,6 +46,10 @@ pub struct EpochRecord {
     /// Cosine between the head weight and the original head weight at the end of the epoch
     /// (FST drives it negative); absent when there is no reference head.
     pub head_cosine_to_original: Option<f64>,
+    /// Accuracy on the held-out validation images at the end of the epoch (eval mode); absent
+    /// when training had no validation set (fixed settings, the attack lab).
+    #[serde(default)]
+    pub validation_accuracy: Option<f64>,
     /// Wall-clock time the epoch took, in seconds.
     pub seconds: f64,
 }
@@ -85,6 +89,9 @@ pub struct Config<'a> {
     pub train_mode: bool,
     /// Triggers to unlearn, if any.
     pub unlearning: Option<Unlearning<'a>>,
+    /// Held-out images (conformed, [0, 1], on the CPU) measured at the end of every epoch: the
+    /// tuning curve in the records (`EpochRecord::validation_accuracy`).
+    pub validation: Option<&'a Dataset>,
 }
 
 /// Stamps a trigger on [0, 1] images (on the batch's device).
@@ -250,6 +257,10 @@ pub fn train(
             )));
         }
         let head_cosine_to_original = config.head.as_ref().map(|h| cosine(&h.weight, &h.original));
+        let validation_accuracy = match config.validation {
+            Some(validation) => Some(accuracy(model, validation, config.input)?),
+            None => None,
+        };
         let record = EpochRecord {
             epoch: epoch + 1,
             learning_rate: lr,
@@ -257,6 +268,7 @@ pub fn train(
             cross_entropy: ce_sum.double_value(&[]) / seen as f64,
             train_accuracy: correct.double_value(&[]) / seen as f64,
             head_cosine_to_original,
+            validation_accuracy,
             seconds: started.elapsed().as_secs_f64(),
         };
         progress.epoch(&record);
@@ -266,6 +278,30 @@ pub fn train(
     model.set_eval();
     Ok(records)
 }
+
+/// Top-1 accuracy of `model` (eval mode) on `data`, in batches.
+fn accuracy(model: &mut Classifier, data: &Dataset, input: &InputSpec) -> Result<f64> {
+    model.set_eval();
+    let device = model.device();
+    let n = data.len();
+    let mut correct = 0i64;
+    tch::no_grad(|| -> Result<()> {
+        let mut start = 0;
+        while start < n {
+            let len = VALIDATION_BATCH.min(n - start);
+            let images = data.images.narrow(0, start, len).to_device(device);
+            let labels = data.labels.narrow(0, start, len).to_device(device);
+            let predicted = model.predict(&input.normalize(&images))?;
+            correct += predicted.eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
+            start += len;
+        }
+        Ok(())
+    })?;
+    Ok(correct as f64 / n.max(1) as f64)
+}
+
+/// Images per forward pass when measuring validation accuracy.
+const VALIDATION_BATCH: i64 = 512;
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,9 @@
 //! unlearning (`gentle_unlearn_classes`, `gentle_unlearn_share`: the judge's 3 and 0.2;
 //! `gentle_unlearned_classes`: none, since this run had evidence) when version 8 added them;
 //! the head-keeping switches (`keep_head`, `gentle_keeps_head`, `head_kept`: all false, as in
-//! that run) when they were added.
+//! that run) when they were added; the warm-up's own learning rate (`head_warmup_learning_rate`:
+//! null, the tuning's) and the epochs' tuning curve (`validation_accuracy`: null, since this run
+//! predates it) when those were.
 //! Change the figures a test is about.
 use crate::Report;
 

@@ -155,6 +155,7 @@ pub fn train_backdoored(
         head: None,
         train_mode: true,
         unlearning: None,
+        validation: None,
     };
     let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {

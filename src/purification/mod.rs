@@ -69,6 +69,9 @@ pub struct Settings {
     /// models with global pooling that cost 16-27 points of clean accuracy. 0: none (the paper).
     #[serde(default)]
     pub head_warmup_epochs: usize,
+    /// The warm-up's initial learning rate (cosine-annealed over the warm-up); None: the tuning's.
+    #[serde(default)]
+    pub head_warmup_learning_rate: Option<f64>,
     /// FST from the original head instead of a re-initialised one (no warm-up then): the push
     /// turns the head away from where it was while the features follow. The judge's gentle
     /// candidate without evidence (`AutoStrength::gentle_keeps_head`); false: the paper.
@@ -91,6 +94,7 @@ impl Default for Settings {
             seed: 0,
             precision: Precision::Fp32,
             head_warmup_epochs: 0,
+            head_warmup_learning_rate: None,
             keep_head: false,
         }
     }
@@ -114,6 +118,7 @@ impl Settings {
             }
         };
         positive("learning rate", self.learning_rate)?;
+        positive("warm-up learning rate", self.head_warmup_learning_rate.unwrap_or(self.learning_rate))?;
         positive("batch size", self.batch_size as f64)?;
         positive("epochs", self.epochs as f64)?;
         if !(0.0..1.0).contains(&self.momentum) {
@@ -144,17 +149,19 @@ pub fn purify(
     settings: &Settings,
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>> {
-    purify_unlearning(model, clean, input, settings, None, progress)
+    purify_unlearning(model, clean, input, settings, None, None, progress)
 }
 
 /// `purify`, with suspected triggers stamped on a share of every batch under the images' own
-/// labels (`training::Unlearning`), in the head's warm-up as in the full tuning.
+/// labels (`training::Unlearning`), in the head's warm-up as in the full tuning, and held-out
+/// images measured at the end of every epoch (the tuning curve, `training::Config::validation`).
 pub fn purify_unlearning(
     model: &mut Classifier,
     clean: &Dataset,
     input: &InputSpec,
     settings: &Settings,
     unlearning: Option<Unlearning>,
+    validation: Option<&Dataset>,
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>> {
     settings.validate()?;
@@ -178,9 +185,9 @@ pub fn purify_unlearning(
     let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
     let is_head = |name: &str| head_names.iter().flatten().any(|h| h == name);
     let parameters = model.named_parameters()?;
-    let config = |epochs: usize, train_mode: bool| training::Config {
+    let config = |epochs: usize, lr: f64, train_mode: bool| training::Config {
         epochs,
-        lr: settings.learning_rate,
+        lr,
         momentum: settings.momentum,
         weight_decay: settings.weight_decay,
         batch_size: settings.batch_size,
@@ -193,20 +200,35 @@ pub fn purify_unlearning(
         }),
         train_mode,
         unlearning: unlearning.clone(),
+        validation,
     };
     let mut records = Vec::new();
     if reinitialise && settings.head_warmup_epochs > 0 {
         // LP-FT: the new head learns the frozen features before anything else moves.
+        let warmup_lr = settings.head_warmup_learning_rate.unwrap_or(settings.learning_rate);
         let head_only = set_trainable(&parameters, |name| is_head(name));
-        records =
-            training::train(model, head_only, clean, &config(settings.head_warmup_epochs, false), &mut rng, progress)?;
+        records = training::train(
+            model,
+            head_only,
+            clean,
+            &config(settings.head_warmup_epochs, warmup_lr, false),
+            &mut rng,
+            progress,
+        )?;
     }
     let trainable = set_trainable(&parameters, |name| match settings.method {
         Method::Lp => is_head(name),
         Method::FeTuning => !is_head(name),
         Method::Ft | Method::FtInit | Method::Fst => true,
     });
-    let tuned = training::train(model, trainable, clean, &config(settings.epochs, true), &mut rng, progress);
+    let tuned = training::train(
+        model,
+        trainable,
+        clean,
+        &config(settings.epochs, settings.learning_rate, true),
+        &mut rng,
+        progress,
+    );
     // The saved model keeps the usual contract: every parameter trainable.
     for (_, tensor) in &parameters {
         let _ = tensor.shallow_clone().set_requires_grad(true);

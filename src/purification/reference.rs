@@ -91,6 +91,7 @@ pub fn train_from_scratch(
         head: None,
         train_mode: true,
         unlearning: None,
+        validation: None,
     };
     let trainable: Vec<Tensor> = parameters.iter().map(|(_, p)| p.shallow_clone()).collect();
     training::train(model, trainable, tuning, &config, &mut rng, progress)?;

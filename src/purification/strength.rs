@@ -962,7 +962,16 @@ fn search(
             reinversion_seconds: None,
             seconds: 0.0,
         };
-        let records = match purify_unlearning(model, &tuning, input, &settings, unlearning.clone(), progress) {
+        // Every epoch is measured on validation too: the tuning curve in the report.
+        let records = match purify_unlearning(
+            model,
+            &tuning,
+            input,
+            &settings,
+            unlearning.clone(),
+            Some(&validation),
+            progress,
+        ) {
             Ok(records) => records,
             // A stronger push will not tame a learning rate that diverges: stop here.
             Err(Error::NonFinite(reason)) => {

@@ -7,6 +7,7 @@ use crate::training::EpochRecord;
 
 const BEFORE: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
 const AFTER: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const VALIDATION: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 300;
 
@@ -106,7 +107,7 @@ pub fn epochs(records: &[EpochRecord]) -> String {
             .map_err(err)?;
         chart
             .configure_secondary_axes()
-            .y_desc("train accuracy")
+            .y_desc("accuracy")
             .y_label_formatter(&|y| format!("{y:.0}%"))
             .draw()
             .map_err(err)?;
@@ -126,6 +127,19 @@ pub fn epochs(records: &[EpochRecord]) -> String {
             .label("train accuracy")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], AFTER.stroke_width(2)));
         chart.draw_secondary_series(accuracy.into_iter().map(|p| Circle::new(p, 3, AFTER.filled()))).map_err(err)?;
+        // The tuning curve on held-out images, where the automatic strength measured one.
+        let validation: Vec<(f64, f64)> =
+            records.iter().filter_map(|r| Some((r.epoch as f64, 100.0 * r.validation_accuracy?))).collect();
+        if !validation.is_empty() {
+            chart
+                .draw_secondary_series(LineSeries::new(validation.clone(), VALIDATION.stroke_width(2)))
+                .map_err(err)?
+                .label("validation accuracy")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], VALIDATION.stroke_width(2)));
+            chart
+                .draw_secondary_series(validation.into_iter().map(|p| Circle::new(p, 3, VALIDATION.filled())))
+                .map_err(err)?;
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::MiddleRight)

@@ -125,6 +125,9 @@ pub(crate) struct PurifyArgs {
     /// default 0, the paper; with --judge 5 per candidate).
     #[arg(long)]
     pub(crate) head_warmup_epochs: Option<usize>,
+    /// The head warm-up's initial learning rate (default: the tuning's, --lr).
+    #[arg(long)]
+    pub(crate) head_warmup_lr: Option<f64>,
     /// FST from the original head instead of a re-initialised one (fixed strength only: the
     /// automatic strength decides its candidates' heads and refuses it).
     #[arg(long)]
@@ -267,6 +270,7 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         seed: args.seed,
         precision: args.precision,
         head_warmup_epochs: args.head_warmup_epochs.unwrap_or(defaults.head_warmup_epochs),
+        head_warmup_learning_rate: args.head_warmup_lr,
         keep_head: args.keep_head,
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
