@@ -279,25 +279,13 @@ pub fn train(
     Ok(records)
 }
 
-/// Top-1 accuracy of `model` (eval mode) on `data`, in batches.
+/// Top-1 accuracy of `model` (eval mode) on `data`.
 fn accuracy(model: &mut Classifier, data: &Dataset, input: &InputSpec) -> Result<f64> {
     model.set_eval();
-    let device = model.device();
-    let n = data.len();
-    let mut correct = 0i64;
-    tch::no_grad(|| -> Result<()> {
-        let mut start = 0;
-        while start < n {
-            let len = VALIDATION_BATCH.min(n - start);
-            let images = data.images.narrow(0, start, len).to_device(device);
-            let labels = data.labels.narrow(0, start, len).to_device(device);
-            let predicted = model.predict(&input.normalize(&images))?;
-            correct += predicted.eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
-            start += len;
-        }
-        Ok(())
-    })?;
-    Ok(correct as f64 / n.max(1) as f64)
+    let predicted =
+        model.stamped_predictions(&data.images, input, VALIDATION_BATCH, |batch| Ok(batch.shallow_clone()))?;
+    let correct = predicted.iter().zip(data.labels_vec()).filter(|(p, l)| **p == *l).count();
+    Ok(correct as f64 / data.len().max(1) as f64)
 }
 
 /// Images per forward pass when measuring validation accuracy.

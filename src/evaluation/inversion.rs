@@ -598,7 +598,7 @@ pub fn refit(
 /// Fraction of `data`'s images not of the trigger's class that it sends into that class.
 pub fn push_rate(model: &mut Classifier, data: &Dataset, input: &InputSpec, trigger: &InvertedTrigger) -> Result<f64> {
     model.set_eval();
-    let predicted = super::stamped_predictions(model, &data.images, input, 512, |batch| Ok(trigger.apply(batch)))?;
+    let predicted = model.stamped_predictions(&data.images, input, 512, |batch| Ok(trigger.apply(batch)))?;
     Ok(super::push_rates(&predicted, &data.labels_vec(), model.num_classes)[trigger.class as usize])
 }
 

@@ -279,39 +279,10 @@ pub fn probe_push_rates(model: &mut Classifier, data: &Dataset, plan: &Plan) -> 
 /// Predicted classes for [0, 1] images (CPU), in batches on the model's device, optionally
 /// triggered first.
 fn predictions(model: &Classifier, images: &Tensor, plan: &Plan, trigger: Option<&Trigger>) -> Result<Vec<i64>> {
-    stamped_predictions(model, images, &plan.input, plan.batch_size, |batch| match trigger {
+    model.stamped_predictions(images, &plan.input, plan.batch_size, |batch| match trigger {
         Some(trigger) => trigger.apply(batch),
         None => Ok(batch.shallow_clone()),
     })
-}
-
-/// Predicted classes for [0, 1] images (CPU) after `stamp` (a trigger, or nothing), in batches of
-/// `batch_size` on the model's device. The images go to the device once and the predictions come
-/// back once, so the host does not wait on the device between batches.
-fn stamped_predictions(
-    model: &Classifier,
-    images: &Tensor,
-    input: &InputSpec,
-    batch_size: i64,
-    stamp: impl Fn(&Tensor) -> Result<Tensor>,
-) -> Result<Vec<i64>> {
-    let n = images.size()[0];
-    let images = images.to_device(model.device());
-    let predicted = tch::no_grad(|| -> Result<Vec<Tensor>> {
-        let mut batches = Vec::with_capacity((n / batch_size.max(1) + 1) as usize);
-        let mut start = 0;
-        while start < n {
-            let len = batch_size.min(n - start);
-            let batch = stamp(&images.narrow(0, start, len))?;
-            batches.push(model.predict(&input.normalize(&batch))?);
-            start += len;
-        }
-        Ok(batches)
-    })?;
-    if predicted.is_empty() {
-        return Ok(Vec::new());
-    }
-    Vec::<i64>::try_from(Tensor::cat(&predicted, 0).to_device(tch::Device::Cpu)).map_err(Error::Torch)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub use head::Head;
 use precision::Bf16Autocast;
 pub use precision::Precision;
 
+use crate::data::InputSpec;
 use crate::error::{Error, Result};
 
 /// How the logits are taken from the model's output.
@@ -233,6 +234,36 @@ impl Classifier {
     /// Predicted classes for a normalised batch (eval mode is the caller's business).
     pub fn predict(&self, inputs: &Tensor) -> Result<Tensor> {
         Ok(self.logits(inputs)?.argmax(1, false))
+    }
+
+    /// Predicted classes for [0, 1] images (CPU) after `stamp` (a trigger, or nothing),
+    /// normalised by `input`, in batches of `batch_size` on the model's device (eval mode is the
+    /// caller's business). The images go to the device once and the predictions come back once,
+    /// so the host does not wait on the device between batches.
+    pub fn stamped_predictions(
+        &self,
+        images: &Tensor,
+        input: &InputSpec,
+        batch_size: i64,
+        stamp: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<i64>> {
+        let n = images.size()[0];
+        let images = images.to_device(self.device);
+        let predicted = tch::no_grad(|| -> Result<Vec<Tensor>> {
+            let mut batches = Vec::with_capacity((n / batch_size.max(1) + 1) as usize);
+            let mut start = 0;
+            while start < n {
+                let len = batch_size.min(n - start);
+                let batch = stamp(&images.narrow(0, start, len))?;
+                batches.push(self.predict(&input.normalize(&batch))?);
+                start += len;
+            }
+            Ok(batches)
+        })?;
+        if predicted.is_empty() {
+            return Ok(Vec::new());
+        }
+        Vec::<i64>::try_from(Tensor::cat(&predicted, 0).to_device(Device::Cpu)).map_err(Error::Torch)
     }
 
     /// Does the output change between train and eval mode? BatchNorm and dropout make it

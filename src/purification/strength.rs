@@ -982,10 +982,15 @@ fn search(
             }
             Err(e) => return Err(e),
         };
-        let accuracy = validation_accuracy(model, &validation, input)?;
+        // The tuning curve's last point is the candidate's validation accuracy: no second pass.
+        let last = records.last();
+        let accuracy = match last.and_then(|r| r.validation_accuracy) {
+            Some(accuracy) => accuracy,
+            None => validation_accuracy(model, &validation, input)?,
+        };
         let drop = 100.0 * (original_accuracy - accuracy);
         // FST always has a reference head, so every epoch records the cosine.
-        let cosine = records.last().and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
+        let cosine = last.and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
         candidate.validation_accuracy = Some(accuracy);
         candidate.validation_drop_points = Some(drop);
         let mut pushes = signal_pushes(model, &validation, input, &probes, &suspect_pairs, &inverted)?;
