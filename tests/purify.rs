@@ -36,6 +36,7 @@ fn fstgate_test_settings() -> Settings {
         head_warmup_epochs: 0,
         head_warmup_learning_rate: None,
         keep_head: false,
+        feature_interpolation: None,
     }
 }
 
@@ -442,6 +443,54 @@ fn the_tuning_curve_is_measured_on_held_out_images_every_epoch() {
 }
 
 /// A user-supplied poisoned test set gives the same ASR as applying the trigger.
+/// WiSE-FT after the tuning (`Settings::feature_interpolation`): every parameter but the head's
+/// lands the given share of the way from the original to where the same tuning took it, the head
+/// is the tuned one, and the BatchNorm statistics are re-estimated on the clean images (at t = 1
+/// the weights are the plain tuning's, yet the model predicts differently).
+#[test]
+fn feature_interpolation_scales_back_the_features_and_keeps_the_tuned_head() {
+    let tuning = common::fashion("train", 300, 11);
+    let lab = common::badnets_model();
+    let input = InputSpec::default();
+    let load = || Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let settings = Settings {
+        epochs: 2,
+        head_warmup_epochs: 1,
+        alpha: 0.001,
+        augmentation: Augmentation::NONE,
+        ..Settings::default()
+    };
+    let tuned_with = |feature_interpolation: Option<f64>| {
+        let mut model = load();
+        let settings = Settings { feature_interpolation, ..settings.clone() };
+        purification::purify(&mut model, &tuning, &input, &settings, &Silent).unwrap();
+        model
+    };
+    let original = load();
+    let (plain, half, whole) = (tuned_with(None), tuned_with(Some(0.5)), tuned_with(Some(1.0)));
+    let head = [Some(original.head.weight.clone()), original.head.bias.clone()];
+    let parameters = |model: &Classifier| model.named_parameters().unwrap();
+    let mut moved = 0;
+    for (((name, before), (_, after)), ((_, halfway), (_, kept))) in
+        parameters(&original).iter().zip(parameters(&plain)).zip(parameters(&half).into_iter().zip(parameters(&whole)))
+    {
+        assert!(kept.allclose(&after, 1e-6, 1e-7, false), "{name}: at t = 1 the weights are the tuning's");
+        if head.iter().flatten().any(|h| h == name) {
+            assert!(halfway.equal(&after), "{name}: the head is the tuned one");
+            continue;
+        }
+        let expected = (before + &after) / 2.0;
+        assert!(halfway.allclose(&expected, 1e-5, 1e-6, false), "{name}: not halfway");
+        moved += i32::from(!after.allclose(before, 1e-6, 1e-7, false));
+    }
+    assert!(moved > 4, "the tuning moved only {moved} feature parameters");
+    let batch = input.normalize(&tuning.images.narrow(0, 0, 64));
+    let logits = |model: &Classifier| model.logits(&batch).unwrap();
+    assert!(!logits(&whole).allclose(&logits(&plain), 1e-4, 1e-5, false), "statistics not re-estimated");
+    let refused = Settings { feature_interpolation: Some(0.0), ..settings.clone() }.validate().unwrap_err();
+    assert!(refused.to_string().contains("feature interpolation must be in (0, 1]"), "{refused}");
+}
+
 #[test]
 fn poisoned_test_set_matches_the_trigger() {
     let test = common::fashion("test", 500, 9);

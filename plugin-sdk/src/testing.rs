@@ -18,7 +18,10 @@
 //! the head-keeping switches (`keep_head`, `gentle_keeps_head`, `head_kept`: all false, as in
 //! that run) when they were added; the warm-up's own learning rate (`head_warmup_learning_rate`:
 //! null, the tuning's) and the epochs' tuning curve (`validation_accuracy`: null, since this run
-//! predates it) when those were.
+//! predates it) when those were; the feature interpolation (`feature_interpolation`: null, the
+//! run kept its tuned features; `gentle_feature_interpolation`: the judge's 0.5) and the judge's
+//! own warm-up rate (`head_warmup_learning_rate` in the search's settings: null, as that run
+//! warmed up at the tuning's) when version 10 added them.
 //! Change the figures a test is about.
 use crate::Report;
 

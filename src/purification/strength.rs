@@ -127,6 +127,16 @@ pub struct AutoStrength {
     /// head removes (u05 7.1% against 0.3%; docs/strength.md, "Tried for a version 9").
     #[serde(default)]
     pub gentle_keeps_head: bool,
+    /// Without evidence (trigger inversion on): the gentle candidate's features end this share of
+    /// the way from the original weights to the tuned ones (`Settings::feature_interpolation`,
+    /// WiSE-FT); None: all the way. The judge's `JUDGE_GENTLE_FEATURE_INTERPOLATION`.
+    #[serde(default)]
+    pub gentle_feature_interpolation: Option<f64>,
+    /// The head warm-up's learning rate of every candidate when the base settings give none
+    /// (`Settings::head_warmup_learning_rate`); None: the tuning's. The judge's
+    /// `JUDGE_HEAD_WARMUP_LEARNING_RATE`.
+    #[serde(default)]
+    pub head_warmup_learning_rate: Option<f64>,
     /// Train every candidate of the ladder (start alpha, then threefold) whatever the residuals,
     /// and choose among them by the rule: for fitting the rule on a benchmark, not for gating.
     pub explore: bool,
@@ -167,6 +177,8 @@ impl Default for AutoStrength {
             gentle_unlearn_classes: 0,
             gentle_unlearn_share: 0.0,
             gentle_keeps_head: false,
+            gentle_feature_interpolation: None,
+            head_warmup_learning_rate: None,
             explore: false,
             unlearn_share: 0.0,
             refit_residual: false,
@@ -177,10 +189,11 @@ impl Default for AutoStrength {
 impl AutoStrength {
     /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
     /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
-    /// no target, LP-FT with 5 warm-up epochs keeps the features, `JUDGE_MIN_STEPS` steps per
-    /// candidate, at most 2 candidates, and without evidence one candidate at alpha
-    /// `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
-    /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes. Not yet the default: on the held-out grids
+    /// no target, LP-FT with 5 warm-up epochs at `JUDGE_HEAD_WARMUP_LEARNING_RATE` keeps the
+    /// features, `JUDGE_MIN_STEPS` steps per candidate, at most 2 candidates, and without evidence
+    /// one candidate at alpha `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
+    /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes and keeps
+    /// `JUDGE_GENTLE_FEATURE_INTERPOLATION` of its tuning's change to the features. Not yet the default: on the held-out grids
     /// it still releases backdoors it does not detect (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
@@ -192,6 +205,8 @@ impl AutoStrength {
             head_warmup_epochs: 5,
             gentle_unlearn_classes: JUDGE_GENTLE_UNLEARN_CLASSES,
             gentle_unlearn_share: JUDGE_GENTLE_UNLEARN_SHARE,
+            gentle_feature_interpolation: Some(JUDGE_GENTLE_FEATURE_INTERPOLATION),
+            head_warmup_learning_rate: Some(JUDGE_HEAD_WARMUP_LEARNING_RATE),
             ..AutoStrength::default()
         }
     }
@@ -205,6 +220,20 @@ pub const JUDGE_GENTLE_UNLEARN_CLASSES: usize = 3;
 /// The share of every batch the gentle candidate stamps (`AutoStrength::gentle_unlearn_share`):
 /// Neural Cleanse's 20%, not fitted (0.1 removed as much and cost as much on the spent t9).
 pub const JUDGE_GENTLE_UNLEARN_SHARE: f64 = 0.2;
+
+/// The judge's head warm-up learning rate (`AutoStrength::head_warmup_learning_rate`, version 9).
+/// Fitted on fourteen spent models (docs/strength.md, "The tuning curve"): at the tuning's 0.01
+/// the 5 warm-up epochs left the new head 13 points below the original on the small CNNs; at
+/// 0.1 it reaches it, and version 8's drops fell (u05 2.50 -> 1.05, u10 2.60 -> 1.90 points).
+pub const JUDGE_HEAD_WARMUP_LEARNING_RATE: f64 = 0.1;
+
+/// How far the judge's gentle candidate keeps its tuning's change to the features
+/// (`AutoStrength::gentle_feature_interpolation`, version 10): halfway, WiSE-FT's middle, not
+/// fitted. On eight spent clean models the full tuning at 0.001 lost 1.5-2.5 validation points
+/// even after a warm-up that had matched the original (the weights drift on 2,400 images); halfway
+/// back, six spent clean models lost a mean 0.70 points on the test set against 1.57
+/// (docs/strength.md, "Halfway back").
+pub const JUDGE_GENTLE_FEATURE_INTERPOLATION: f64 = 0.5;
 
 /// The judge's optimiser steps per candidate (`AutoStrength::min_steps`), with evidence and
 /// without. Fitted on spent models (docs/strength.md, version 7): at 300 steps the shifted head
@@ -255,6 +284,13 @@ impl AutoStrength {
             return Err(Error::Settings(
                 "the automatic strength decides each candidate's head; keeping the original head applies to fixed \
                  settings (--strength fixed)"
+                    .into(),
+            ));
+        }
+        if base.feature_interpolation.is_some() {
+            return Err(Error::Settings(
+                "the automatic strength decides each candidate's feature interpolation; interpolating applies to \
+                 fixed settings (--strength fixed)"
                     .into(),
             ));
         }
@@ -330,6 +366,21 @@ impl AutoStrength {
                     .into(),
             ));
         }
+        if let Some(t) = self.gentle_feature_interpolation {
+            if !self.invert_triggers {
+                return Err(Error::Settings(
+                    "the gentle candidate is the judge's, chosen when inversion finds no evidence: interpolating its \
+                     features needs trigger inversion (--judge, or invert_triggers = true)"
+                        .into(),
+                ));
+            }
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(Error::Settings(format!("the gentle feature interpolation must be in (0, 1], got {t}")));
+            }
+        }
+        if let Some(lr) = self.head_warmup_learning_rate.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
+            return Err(Error::Settings(format!("the warm-up learning rate must be positive, got {lr}")));
+        }
         if !(0.0..1.0).contains(&self.gentle_unlearn_share) {
             return Err(Error::Settings(format!(
                 "the gentle unlearning share must be in [0, 1), got {}",
@@ -341,14 +392,26 @@ impl AutoStrength {
 
     /// A candidate's training settings: `base` at `alpha` for `epochs`, with the search's warm-up,
     /// from the original head when `keep_head`.
-    fn candidate_settings(&self, base: &Settings, alpha: f64, epochs: usize, keep_head: bool) -> Settings {
-        Settings { alpha, epochs, head_warmup_epochs: self.head_warmup_epochs, keep_head, ..base.clone() }
+    fn candidate_settings(&self, base: &Settings, alpha: f64, epochs: usize, gentle: Gentleness) -> Settings {
+        Settings {
+            alpha,
+            epochs,
+            head_warmup_epochs: self.head_warmup_epochs,
+            head_warmup_learning_rate: base.head_warmup_learning_rate.or(self.head_warmup_learning_rate),
+            keep_head: gentle.keep_head,
+            feature_interpolation: gentle.feature_interpolation,
+            ..base.clone()
+        }
     }
 
-    /// Whether the candidates keep the original head, given the evidence: only the judge's
-    /// gentle candidate, when `gentle_keeps_head`.
-    fn keeps_head(&self, evidence: bool) -> bool {
-        self.gentle_keeps_head && self.invert_triggers && !self.explore && !evidence
+    /// What sets the judge's gentle candidate apart, given the evidence: with evidence (or
+    /// outside the judge, or exploring) nothing does.
+    fn gentleness(&self, evidence: bool) -> Gentleness {
+        if self.invert_triggers && !self.explore && !evidence {
+            Gentleness { keep_head: self.gentle_keeps_head, feature_interpolation: self.gentle_feature_interpolation }
+        } else {
+            Gentleness::default()
+        }
     }
 
     fn rule(&self) -> String {
@@ -406,7 +469,7 @@ impl AutoStrength {
              the class (each against its own median), are the model's nature, not evidence (without a usable \
              reference, a probe whose push the \
              first candidate keeps above {NATURAL_RETENTION} of its original rate). \
-             Each candidate is trained from the original weights ({} linear-probe epochs of the new head, then at \
+             Each candidate is trained from the original weights ({} linear-probe epochs of the new head{}, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate, \
              alpha {}{}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
@@ -428,9 +491,10 @@ impl AutoStrength {
             inversion.min_push,
             self.reference_steps,
             self.head_warmup_epochs,
+            self.head_warmup_learning_rate.map(|lr| format!(" at learning rate {lr}")).unwrap_or_default(),
             self.min_steps,
             self.start_alpha,
-            if self.keeps_head(false) { " from the original head (no warm-up)" } else { "" },
+            gentle_description(self.gentleness(false)),
             self.evidence_start_alpha,
             self.max_candidates,
             self.suspect_push_target,
@@ -511,12 +575,40 @@ impl AutoStrength {
     }
 }
 
+/// How the rule names what sets the gentle candidate apart (empty: nothing does).
+fn gentle_description(gentleness: Gentleness) -> String {
+    let mut description = String::new();
+    if gentleness.keep_head {
+        description += " from the original head (no warm-up)";
+    }
+    if let Some(t) = gentleness.feature_interpolation {
+        description += &format!(
+            ", its features then set {t} of the way from the original weights to the tuned ones and its \
+             normalisation statistics re-estimated on the tuning images"
+        );
+    }
+    description
+}
+
+/// What sets the judge's gentle candidate apart from the others (`AutoStrength::gentleness`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Gentleness {
+    /// From the original head (`Settings::keep_head`).
+    keep_head: bool,
+    /// The features scaled back towards the original (`Settings::feature_interpolation`).
+    feature_interpolation: Option<f64>,
+}
+
 /// One alpha tried by the automatic mode.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Candidate {
     /// Tuned from the original head rather than a re-initialised one (`Settings::keep_head`).
     #[serde(default)]
     pub head_kept: bool,
+    /// The share of its tuning's change the candidate's features kept
+    /// (`Settings::feature_interpolation`); null: all of it.
+    #[serde(default)]
+    pub feature_interpolation: Option<f64>,
     /// Weight of FST's <W, W0> term tried.
     pub alpha: f64,
     /// Tuning epochs, stretched on a small clean set to reach `min_steps`.
@@ -941,11 +1033,12 @@ fn search(
         if !candidates.is_empty() {
             model.restore(&original)?;
         }
-        let keep_head = auto.keeps_head(signals.iter().any(Signal::counts));
-        let settings = auto.candidate_settings(base, alpha, candidate_epochs, keep_head);
+        let gentleness = auto.gentleness(signals.iter().any(Signal::counts));
+        let settings = auto.candidate_settings(base, alpha, candidate_epochs, gentleness);
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
-            head_kept: keep_head,
+            head_kept: gentleness.keep_head,
+            feature_interpolation: gentleness.feature_interpolation,
             alpha,
             epochs: settings.epochs,
             learning_rate: settings.learning_rate,
@@ -982,11 +1075,12 @@ fn search(
             }
             Err(e) => return Err(e),
         };
-        // The tuning curve's last point is the candidate's validation accuracy: no second pass.
+        // The tuning curve's last point is the candidate's validation accuracy (no second pass),
+        // unless the features were interpolated after it.
         let last = records.last();
         let accuracy = match last.and_then(|r| r.validation_accuracy) {
-            Some(accuracy) => accuracy,
-            None => validation_accuracy(model, &validation, input)?,
+            Some(accuracy) if settings.feature_interpolation.is_none() => accuracy,
+            _ => validation_accuracy(model, &validation, input)?,
         };
         let drop = 100.0 * (original_accuracy - accuracy);
         // FST always has a reference head, so every epoch records the cosine.
@@ -1187,7 +1281,11 @@ fn search(
         candidates,
     };
     let chosen_candidate = &search.candidates[chosen];
-    let settings = auto.candidate_settings(base, chosen_candidate.alpha, candidate_epochs, chosen_candidate.head_kept);
+    let gentleness = Gentleness {
+        keep_head: chosen_candidate.head_kept,
+        feature_interpolation: chosen_candidate.feature_interpolation,
+    };
+    let settings = auto.candidate_settings(base, chosen_candidate.alpha, candidate_epochs, gentleness);
     Ok(Purified { settings, epochs, search: Some(search), warnings })
 }
 
@@ -1224,6 +1322,7 @@ mod tests {
     fn candidate(alpha: f64, reached: bool, cosine: f64, accuracy: f64) -> Candidate {
         Candidate {
             head_kept: false,
+            feature_interpolation: None,
             alpha,
             epochs: 1,
             learning_rate: 0.01,
@@ -1326,18 +1425,44 @@ mod tests {
     }
 
     #[test]
-    fn only_the_gentle_candidate_keeps_the_head() {
+    fn only_the_gentle_candidate_keeps_the_head_or_interpolates_its_features() {
         let base = Settings::automatic_base();
         let keeps = AutoStrength { gentle_keeps_head: true, ..AutoStrength::judge() };
-        let gentle = keeps.candidate_settings(&base, 0.001, 30, keeps.keeps_head(false));
+        let gentle = keeps.candidate_settings(&base, 0.001, 30, keeps.gentleness(false));
         assert_eq!((gentle.method, gentle.alpha, gentle.epochs, gentle.keep_head), (Method::Fst, 0.001, 30, true));
-        assert!(!keeps.keeps_head(true));
-        // Exploring a ladder, or without inversion, every candidate starts from a new head.
-        assert!(!AutoStrength { explore: true, ..keeps.clone() }.keeps_head(false));
-        assert!(!AutoStrength { invert_triggers: false, ..keeps.clone() }.keeps_head(false));
-        assert!(!AutoStrength::judge().keeps_head(false));
+        assert_eq!(gentle.feature_interpolation, Some(JUDGE_GENTLE_FEATURE_INTERPOLATION));
+        assert_eq!(keeps.gentleness(true), Gentleness::default());
+        // Exploring a ladder, or without inversion, every candidate starts from a new head and
+        // keeps its tuned features.
+        assert_eq!(AutoStrength { explore: true, ..keeps.clone() }.gentleness(false), Gentleness::default());
+        let uninverted = AutoStrength { invert_triggers: false, ..keeps.clone() };
+        assert_eq!(uninverted.gentleness(false), Gentleness::default());
+        let judge = AutoStrength::judge().gentleness(false);
+        assert_eq!(judge, Gentleness { keep_head: false, feature_interpolation: Some(0.5) });
         assert!(keeps.rule().contains("Without evidence: one candidate, alpha 0.001 from the original head"));
         assert!(!AutoStrength::judge().rule().contains("from the original head"));
+        let rule = AutoStrength::judge().rule();
+        assert!(rule.contains("alpha 0.001, its features then set 0.5 of the way from the original weights"), "{rule}");
+        assert!(rule.contains("5 linear-probe epochs of the new head at learning rate 0.1,"), "{rule}");
+        let v8 = AutoStrength { gentle_feature_interpolation: None, ..AutoStrength::judge() };
+        assert!(!v8.rule().contains("of the way from"), "{}", v8.rule());
+    }
+
+    #[test]
+    fn the_judge_warms_every_head_up_at_its_own_rate_unless_the_base_gives_one() {
+        let judge = AutoStrength::judge();
+        let base = Settings::automatic_base();
+        let evidence = judge.candidate_settings(&base, 0.03, 30, judge.gentleness(true));
+        assert_eq!(evidence.head_warmup_learning_rate, Some(JUDGE_HEAD_WARMUP_LEARNING_RATE));
+        assert_eq!(evidence.feature_interpolation, None);
+        let given = Settings { head_warmup_learning_rate: Some(0.02), ..base };
+        assert_eq!(
+            judge.candidate_settings(&given, 0.03, 30, judge.gentleness(true)).head_warmup_learning_rate,
+            Some(0.02)
+        );
+        let default = AutoStrength::default();
+        let plain = default.candidate_settings(&Settings::automatic_base(), 0.01, 20, default.gentleness(false));
+        assert_eq!((plain.head_warmup_learning_rate, plain.feature_interpolation), (None, None));
     }
 
     #[test]
@@ -1413,6 +1538,8 @@ mod tests {
         let err = AutoStrength::judge().validate(&Settings { keep_head: true, ..fst.clone() }).unwrap_err();
         assert!(err.to_string().contains("decides each candidate's head"), "{err}");
         AutoStrength { gentle_keeps_head: true, ..AutoStrength::judge() }.validate(&fst).unwrap();
+        let err = AutoStrength::judge().validate(&Settings { feature_interpolation: Some(0.5), ..fst.clone() });
+        assert!(err.unwrap_err().to_string().contains("decides each candidate's feature interpolation"));
         for bad in [
             AutoStrength { validation_fraction: 0.9, ..AutoStrength::default() },
             AutoStrength { start_alpha: 0.0, ..AutoStrength::default() },
@@ -1427,6 +1554,10 @@ mod tests {
             AutoStrength { gentle_unlearn_classes: 3, ..AutoStrength::default() },
             AutoStrength { gentle_unlearn_share: 1.0, ..AutoStrength::judge() },
             AutoStrength { gentle_keeps_head: true, ..AutoStrength::default() },
+            AutoStrength { gentle_feature_interpolation: Some(0.5), ..AutoStrength::default() },
+            AutoStrength { gentle_feature_interpolation: Some(0.0), ..AutoStrength::judge() },
+            AutoStrength { gentle_feature_interpolation: Some(1.5), ..AutoStrength::judge() },
+            AutoStrength { head_warmup_learning_rate: Some(f64::INFINITY), ..AutoStrength::judge() },
         ] {
             assert!(bad.validate(&fst).is_err(), "{bad:?}");
         }

@@ -144,6 +144,15 @@ pub(crate) struct PurifyArgs {
     /// candidate stamps with the easiest classes' inverted triggers.
     #[arg(long)]
     pub(crate) auto_gentle_unlearn_share: Option<f64>,
+    /// With --judge and no evidence of a backdoor: how far the gentle candidate's features keep
+    /// their tuning's change, in (0, 1] (WiSE-FT; default 0.5; 1 gives version 9 back).
+    #[arg(long)]
+    pub(crate) auto_gentle_feature_interpolation: Option<f64>,
+    /// After the tuning, set every parameter but the head's this share of the way from the
+    /// original weights to the tuned ones and re-estimate normalisation statistics (WiSE-FT;
+    /// fixed strength only: the automatic strength decides it per candidate).
+    #[arg(long)]
+    pub(crate) feature_interpolation: Option<f64>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -238,6 +247,12 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             gentle_unlearn_classes: args.auto_gentle_unlearn_classes.unwrap_or(preset.gentle_unlearn_classes),
             gentle_unlearn_share: args.auto_gentle_unlearn_share.unwrap_or(preset.gentle_unlearn_share),
             gentle_keeps_head: args.auto_gentle_keep_head.unwrap_or(preset.gentle_keeps_head),
+            gentle_feature_interpolation: match args.auto_gentle_feature_interpolation {
+                // 1 keeps the whole change: no interpolation at all.
+                Some(1.0) => None,
+                Some(t) => Some(t),
+                None => preset.gentle_feature_interpolation,
+            },
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             refit_residual: args.auto_refit_residual || preset.refit_residual,
             ..preset
@@ -272,6 +287,7 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         head_warmup_epochs: args.head_warmup_epochs.unwrap_or(defaults.head_warmup_epochs),
         head_warmup_learning_rate: args.head_warmup_lr,
         keep_head: args.keep_head,
+        feature_interpolation: args.feature_interpolation,
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
         (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),
