@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -43,7 +43,11 @@
 # then used for fitting: spent), `x11` (written down to hold out a version 9 before anything was
 # fitted for it: four clean models, two ResNet-18s among them, and eight backdoors of new seeds,
 # positions, classes and triggers, blends and sinusoids into ResNet-18s, the kinds the gpu set
-# left, among them; not yet gated).
+# left, among them; gated once with version 10 (the warm-up at 0.1 and the gentle candidate's
+# features halfway back), which was fitted on spent models only: spent), `y12` (written down to hold
+# out a version 11 before anything was fitted for it: four clean models, a ResNet-18 and a LeNet
+# among them, and eight backdoors of new seeds, positions, classes and triggers, an MNIST GroupNorm
+# blend and sinusoids among them, the kinds x11 left undetected; not yet gated).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -229,6 +233,18 @@ x09 x11 mnist small-cnn 16 sig:delta=30,freq=5 0.05 7 65
 x10 x11 mnist lenet 16 badnets:size=4,x=8,y=20 0.01 5 65
 x11 x11 fashion small-cnn 16 wanet:k=4,s=0.75,seed=29 0.1 1 66
 x12 x11 mnist small-cnn-gn 16 blended:alpha=0.15,seed=111 0.01 8 66
+y01 y12 fashion resnet18 8 sig:delta=30,freq=6 0 0 71
+y02 y12 mnist small-cnn 16 sig:delta=30,freq=6 0 0 71
+y03 y12 fashion lenet 16 blended:alpha=0.15,seed=121 0 0 72
+y04 y12 fashion small-cnn-gn 16 blended:alpha=0.15,seed=121 0 0 72
+y05 y12 mnist small-cnn-gn 16 blended:alpha=0.2,seed=131 0.02 4 73
+y06 y12 mnist resnet18 8 sig:delta=25,freq=6 0.05 6 73
+y07 y12 fashion small-cnn 16 sig:delta=25,freq=3 0.03 2 74
+y08 y12 fashion small-cnn 16 badnets:size=3,x=22,y=4,pattern=checker 0.01 8 74
+y09 y12 mnist lenet 16 blended:alpha=0.12,image=@stripes.png 0.03 3 75
+y10 y12 fashion resnet18 8 badnets:size=4,x=3,y=21 0.02 4 75
+y11 y12 mnist small-cnn 16 wanet:k=4,s=1.0,seed=41 0.1 9 76
+y12 y12 fashion small-cnn-gn 16 blended:alpha=0.1,image=@digit.png 0.03 5 76
 GRID
 }
 
