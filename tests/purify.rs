@@ -442,7 +442,6 @@ fn the_tuning_curve_is_measured_on_held_out_images_every_epoch() {
     assert!(fixed[0].validation_accuracy.is_none(), "without held-out images there is no curve");
 }
 
-/// A user-supplied poisoned test set gives the same ASR as applying the trigger.
 /// WiSE-FT after the tuning (`Settings::feature_interpolation`): every parameter but the head's
 /// lands the given share of the way from the original to where the same tuning took it, the head
 /// is the tuned one, and the BatchNorm statistics are re-estimated on the clean images (at t = 1
@@ -491,6 +490,7 @@ fn feature_interpolation_scales_back_the_features_and_keeps_the_tuned_head() {
     assert!(refused.to_string().contains("feature interpolation must be in (0, 1]"), "{refused}");
 }
 
+/// A user-supplied poisoned test set gives the same ASR as applying the trigger.
 #[test]
 fn poisoned_test_set_matches_the_trigger() {
     let test = common::fashion("test", 500, 9);

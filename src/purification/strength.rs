@@ -193,8 +193,9 @@ impl AutoStrength {
     /// features, `JUDGE_MIN_STEPS` steps per candidate, at most 2 candidates, and without evidence
     /// one candidate at alpha `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
     /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes and keeps
-    /// `JUDGE_GENTLE_FEATURE_INTERPOLATION` of its tuning's change to the features. Not yet the default: on the held-out grids
-    /// it still releases backdoors it does not detect (docs/strength.md).
+    /// `JUDGE_GENTLE_FEATURE_INTERPOLATION` of its tuning's change to the features. Not yet the
+    /// default: on the held-out grids it still releases backdoors it does not detect
+    /// (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
             start_alpha: JUDGE_GENTLE_ALPHA,
@@ -229,10 +230,10 @@ pub const JUDGE_HEAD_WARMUP_LEARNING_RATE: f64 = 0.1;
 
 /// How far the judge's gentle candidate keeps its tuning's change to the features
 /// (`AutoStrength::gentle_feature_interpolation`, version 10): halfway, WiSE-FT's middle, not
-/// fitted. On eight spent clean models the full tuning at 0.001 lost 1.5-2.5 validation points
-/// even after a warm-up that had matched the original (the weights drift on 2,400 images); halfway
-/// back, six spent clean models lost a mean 0.70 points on the test set against 1.57
-/// (docs/strength.md, "Halfway back").
+/// fitted. On the spent s01 and t01 the full tuning lost 2.0-3.3 validation points against where
+/// a 40-epoch warm-up had left the new head (the weights drift on 2,400 images); halfway back,
+/// six spent clean models lost a mean 0.70 points on the test set against 1.57
+/// (docs/strength.md, "Version 10").
 pub const JUDGE_GENTLE_FEATURE_INTERPOLATION: f64 = 0.5;
 
 /// The judge's optimiser steps per candidate (`AutoStrength::min_steps`), with evidence and
@@ -366,21 +367,18 @@ impl AutoStrength {
                     .into(),
             ));
         }
-        if let Some(t) = self.gentle_feature_interpolation {
-            if !self.invert_triggers {
-                return Err(Error::Settings(
-                    "the gentle candidate is the judge's, chosen when inversion finds no evidence: interpolating its \
-                     features needs trigger inversion (--judge, or invert_triggers = true)"
-                        .into(),
-                ));
-            }
-            if !(t > 0.0 && t <= 1.0) {
-                return Err(Error::Settings(format!("the gentle feature interpolation must be in (0, 1], got {t}")));
-            }
+        if self.gentle_feature_interpolation.is_some() && !self.invert_triggers {
+            return Err(Error::Settings(
+                "the gentle candidate is the judge's, chosen when inversion finds no evidence: interpolating its \
+                 features needs trigger inversion (--judge, or invert_triggers = true)"
+                    .into(),
+            ));
         }
-        if let Some(lr) = self.head_warmup_learning_rate.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
-            return Err(Error::Settings(format!("the warm-up learning rate must be positive, got {lr}")));
-        }
+        // The ranges of what the search adds to the base (the warm-up rate, the gentle
+        // candidate's interpolation) are the training settings' own checks.
+        let gentle =
+            Gentleness { keep_head: self.gentle_keeps_head, feature_interpolation: self.gentle_feature_interpolation };
+        self.candidate_settings(base, self.start_alpha, 1, gentle).validate()?;
         if !(0.0..1.0).contains(&self.gentle_unlearn_share) {
             return Err(Error::Settings(format!(
                 "the gentle unlearning share must be in [0, 1), got {}",
@@ -390,8 +388,8 @@ impl AutoStrength {
         Ok(())
     }
 
-    /// A candidate's training settings: `base` at `alpha` for `epochs`, with the search's warm-up,
-    /// from the original head when `keep_head`.
+    /// A candidate's training settings: `base` at `alpha` for `epochs`, with the search's warm-up
+    /// (its rate unless the base gives one) and what sets the gentle candidate apart (`gentle`).
     fn candidate_settings(&self, base: &Settings, alpha: f64, epochs: usize, gentle: Gentleness) -> Settings {
         Settings {
             alpha,
