@@ -50,7 +50,7 @@ pub struct EpochRecord {
     /// when training had no validation set (fixed settings, the attack lab).
     #[serde(default)]
     pub validation_accuracy: Option<f64>,
-    /// Wall-clock time the epoch took, in seconds.
+    /// Wall-clock time the epoch took, in seconds, its validation pass included.
     pub seconds: f64,
 }
 

@@ -127,8 +127,8 @@ fn blind_verdict(report: &Report) -> PolicyResult {
 /// the smallest inverted mask by far, the judge purifies until its inverted trigger no longer
 /// pushes, the real trigger's ASR falls under 2%, and the blind verdict releases the model
 /// within the 2 points: alpha 0.03 left the inverted trigger pushing 10.6% and the judge
-/// went on to 0.09, which with 900 steps per candidate gained 0.9 points when measured (with 300
-/// steps it had cost 2.35).
+/// went on to 0.09 (from 0.01 since version 11), which with 900 steps per candidate gained 0.9
+/// points when measured (with 300 steps it had cost 2.35).
 #[test]
 fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     let trigger = "badnets:size=5,pos=tl,pattern=checker";
@@ -164,11 +164,12 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     assert!(drop <= 2.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
+    let plain_alpha = search.candidates[search.chosen].alpha;
 
     // The same model with trigger unlearning (opt-in, not the judge's default): the inverted
     // trigger is stamped on a fifth of every batch, and what is left is judged by a fresh
-    // inversion of each candidate. It clears the evidence at the first alpha, where plain FST
-    // needed a second; but its residual reads low: measured with 300 steps per candidate, the
+    // inversion of each candidate. It clears the evidence at a weaker alpha than plain FST
+    // (0.03 against 0.09 with version 10's ladder); but its residual reads low: measured with 300 steps per candidate, the
     // unlearned trigger pushed 1.1% and the fresh inversion no longer singled out class 3 while
     // the real trigger still had 4.3% on validation (docs/strength.md, version 6), so the ASR is
     // not asserted here (with 900 steps: 0.6% read, 0.7% real on test).
@@ -201,9 +202,10 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
         "unlearning: refit residual {:?}, unlearned trigger's push {}, real ASR after {:?}",
         evidence.refit_residual_push, evidence.residual_push, report.summary.attack_success_rate_after
     );
-    let first = &search.candidates[0];
-    assert!(first.alpha == AutoStrength::judge().evidence_start_alpha && first.reached_shift_target, "{first:?}");
-    assert!(evidence.cleared && search.chosen == 0, "{}", evidence.reason);
+    let chosen = &search.candidates[search.chosen];
+    assert!(evidence.cleared && chosen.reached_shift_target, "{}", evidence.reason);
+    assert!(search.candidates[..search.chosen].iter().all(|c| !c.reached_shift_target), "{:?}", search.candidates);
+    assert!(chosen.alpha < plain_alpha, "unlearning cleared at {} and plain FST at {plain_alpha}", chosen.alpha);
 }
 
 /// A clean GroupNorm CNN with global average pooling and a 64-wide head: the paper's settings

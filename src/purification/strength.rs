@@ -190,7 +190,8 @@ impl AutoStrength {
     /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
     /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
     /// no target, LP-FT with 5 warm-up epochs at `JUDGE_HEAD_WARMUP_LEARNING_RATE` keeps the
-    /// features, `JUDGE_MIN_STEPS` steps per candidate, at most 2 candidates, and without evidence
+    /// features, `JUDGE_MIN_STEPS` steps per candidate; with evidence a threefold ladder from
+    /// `JUDGE_EVIDENCE_START_ALPHA`, at most `JUDGE_MAX_CANDIDATES` candidates; without evidence
     /// one candidate at alpha `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
     /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes and keeps
     /// `JUDGE_GENTLE_FEATURE_INTERPOLATION` of its tuning's change to the features. Not yet the
@@ -202,7 +203,8 @@ impl AutoStrength {
             invert_triggers: true,
             reference_steps: 600,
             min_steps: JUDGE_MIN_STEPS,
-            max_candidates: 2,
+            max_candidates: JUDGE_MAX_CANDIDATES,
+            evidence_start_alpha: JUDGE_EVIDENCE_START_ALPHA,
             head_warmup_epochs: 5,
             gentle_unlearn_classes: JUDGE_GENTLE_UNLEARN_CLASSES,
             gentle_unlearn_share: JUDGE_GENTLE_UNLEARN_SHARE,
@@ -212,6 +214,17 @@ impl AutoStrength {
         }
     }
 }
+
+/// The judge's first alpha with evidence (`AutoStrength::evidence_start_alpha`, version 11; 0.03
+/// before). Fitted on the four spent models whose evidence counted and was cleared (x08, x11,
+/// u06, u10; docs/strength.md, "Version 11"): 0.01 cleared x11's WaNet for 1.80 points of the
+/// test set against 2.85 at 0.03, and left the others' evidence for the next alpha.
+pub const JUDGE_EVIDENCE_START_ALPHA: f64 = 0.01;
+
+/// The judge's candidates with evidence (`AutoStrength::max_candidates`; without, one): the
+/// threefold ladder 0.01, 0.03, 0.09 (version 11; 0.03 and 0.09 before), so that starting lower
+/// loses no strength.
+pub const JUDGE_MAX_CANDIDATES: usize = 3;
 
 /// The judge's gentle candidate unlearns the inverted patches of this many classes
 /// (`AutoStrength::gentle_unlearn_classes`). Fitted on spent models (docs/strength.md, version 8):
@@ -469,7 +482,7 @@ impl AutoStrength {
              first candidate keeps above {NATURAL_RETENTION} of its original rate). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head{}, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate, \
-             alpha {}{}. With evidence: alpha {} first, then up threefold (or by the secant) until a candidate \
+             alpha {}{}. With evidence: alpha {} first, then up threefold until a candidate \
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
              closest; warn if the choice did not clear it or loses more than {} validation points.{gentle}\
@@ -559,6 +572,10 @@ impl AutoStrength {
                 let r0 = -self.cosine_target;
                 Some((a * (aim - r0) / (r - r0)).clamp(a / MAX_STEP_UP, a / MIN_STEP_UP))
             }
+            // With evidence, a threefold ladder: a signal's push is far from linear in alpha (on
+            // the spent u10 the secant through 0.01 and 0.03 aimed at 0.045, which read as
+            // cleared and left 2.5% real ASR where 0.09 left none).
+            (Some(&(a1, _)), None) if self.invert_triggers => Some(a1 * FIRST_STEP_UP),
             (Some(&(a1, c1)), None) => {
                 let below = tried.iter().filter(|t| t.0 < a1).max_by(|a, b| a.0.total_cmp(&b.0));
                 let next = match below {
@@ -1312,9 +1329,17 @@ mod tests {
         while let Some(alpha) = evidence.next_alpha(&tried) {
             tried.push((alpha, evidence.residual(0.0, None, Some(0.5 - 10.0 * alpha))));
         }
-        assert_eq!(tried[0].0, auto.evidence_start_alpha, "{tried:?}");
-        assert_eq!(tried.len(), 2, "{tried:?}");
-        assert!(tried[1].1 < -OVERSHOOT, "cleared far past the target and stopped: {tried:?}");
+        // A threefold ladder, whatever the secant through the pushes would say (u10's pushes fell
+        // 0.41 -> 0.06: the secant aimed at 0.045, which left 2.5% real ASR).
+        let alphas: Vec<f64> = tried.iter().map(|t| t.0).collect();
+        let ladder = [JUDGE_EVIDENCE_START_ALPHA, 3.0 * JUDGE_EVIDENCE_START_ALPHA, 9.0 * JUDGE_EVIDENCE_START_ALPHA];
+        assert!(alphas.len() == 3 && alphas.iter().zip(ladder).all(|(a, b)| (a - b).abs() < 1e-12), "{tried:?}");
+        assert!(tried[2].1 < -OVERSHOOT, "cleared far past the target and stopped: {tried:?}");
+        let mut tried = Vec::new();
+        while let Some(alpha) = evidence.next_alpha(&tried) {
+            tried.push((alpha, evidence.residual(0.0, None, Some(if alpha < 0.02 { 0.41 } else { 0.0 }))));
+        }
+        assert_eq!(tried.len(), 2, "cleared by the second rung: {tried:?}");
     }
 
     fn candidate(alpha: f64, reached: bool, cosine: f64, accuracy: f64) -> Candidate {

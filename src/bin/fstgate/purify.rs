@@ -69,11 +69,12 @@ pub(crate) struct PurifyArgs {
     /// candidate when there is no evidence of a backdoor).
     #[arg(long)]
     pub(crate) auto_start_alpha: Option<f64>,
-    /// With --judge: the first alpha when there is evidence of a backdoor (default 0.03).
+    /// With --judge: the first alpha when there is evidence of a backdoor (default 0.01; 0.03
+    /// before version 11).
     #[arg(long)]
     pub(crate) auto_evidence_start_alpha: Option<f64>,
     /// Automatic strength: at most this many candidates, each one tuning run (default 3; with
-    /// --judge 2).
+    /// --judge and no evidence 1).
     #[arg(long)]
     pub(crate) auto_candidates: Option<usize>,
     /// Automatic strength: optimiser steps per candidate at least, more epochs on small sets
