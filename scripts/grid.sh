@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -47,7 +47,12 @@
 # features halfway back), which was fitted on spent models only: spent), `y12` (written down to hold
 # out a version 11 before anything was fitted for it: four clean models, a ResNet-18 and a LeNet
 # among them, and eight backdoors of new seeds, positions, classes and triggers, an MNIST GroupNorm
-# blend and sinusoids among them, the kinds x11 left undetected; not yet gated).
+# blend and sinusoids among them, the kinds x11 left undetected; gated once with version 11, the
+# threefold ladder from alpha 0.01 with evidence: spent), `z13` (written down to hold out a version
+# 12 before anything was fitted for it: four clean models, an MNIST ResNet-18 and a LeNet among
+# them, and eight backdoors of new seeds, positions, classes and triggers, small patches at 1-3%
+# (one into a ResNet-18), an MNIST GroupNorm noise blend, a sinusoid into a LeNet and image blends
+# among them, the kinds y12 left; not yet gated).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -245,6 +250,18 @@ y09 y12 mnist lenet 16 blended:alpha=0.12,image=@stripes.png 0.03 3 75
 y10 y12 fashion resnet18 8 badnets:size=4,x=3,y=21 0.02 4 75
 y11 y12 mnist small-cnn 16 wanet:k=4,s=1.0,seed=41 0.1 9 76
 y12 y12 fashion small-cnn-gn 16 blended:alpha=0.1,image=@digit.png 0.03 5 76
+z01 z13 fashion small-cnn 16 badnets:size=3,x=20,y=20 0 0 81
+z02 z13 mnist resnet18 8 sig:delta=30,freq=4 0 0 81
+z03 z13 mnist lenet 16 blended:alpha=0.15,seed=141 0 0 82
+z04 z13 fashion small-cnn-gn 16 badnets:size=3,x=20,y=20 0 0 82
+z05 z13 fashion small-cnn 16 badnets:size=3,x=5,y=12,pattern=checker 0.02 7 83
+z06 z13 mnist small-cnn 16 badnets:size=3,x=18,y=2 0.01 1 83
+z07 z13 fashion resnet18 8 badnets:size=5,x=20,y=3 0.03 0 84
+z08 z13 mnist small-cnn-gn 16 blended:alpha=0.15,seed=141 0.03 2 84
+z09 z13 fashion lenet 16 sig:delta=30,freq=4 0.05 8 85
+z10 z13 mnist small-cnn 16 blended:alpha=0.1,image=@sneaker.png 0.02 6 85
+z11 z13 fashion small-cnn-gn 16 wanet:k=4,s=0.75,seed=53 0.1 3 86
+z12 z13 mnist resnet18 8 blended:alpha=0.15,image=@digit.png 0.05 5 86
 GRID
 }
 
