@@ -218,7 +218,8 @@ impl AutoStrength {
 /// The judge's first alpha with evidence (`AutoStrength::evidence_start_alpha`, version 11; 0.03
 /// before). Fitted on the four spent models whose evidence counted and was cleared (x08, x11,
 /// u06, u10; docs/strength.md, "Version 11"): 0.01 cleared x11's WaNet for 1.80 points of the
-/// test set against 2.85 at 0.03, and left the others' evidence for the next alpha.
+/// test set against 2.85 at 0.03, and left the others' evidence for the next alpha. Held out once
+/// on y01-y12: it cleared one backdoor's evidence (y09, 0.55 points against 1.15 at 0.03).
 pub const JUDGE_EVIDENCE_START_ALPHA: f64 = 0.01;
 
 /// The judge's candidates with evidence (`AutoStrength::max_candidates`; without, one): the
