@@ -160,6 +160,15 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
         let steps = candidate_steps(&report, candidate);
         assert!(steps >= AutoStrength::judge().min_steps, "{steps} steps: {candidate:?}");
     }
+    // The judge's relearning check ran on the chosen candidate and decided nothing: every signal
+    // has its push under the fresh head, the evidence its highest among those that count.
+    let check = search.relearning.as_ref().expect("the judge runs the relearning check");
+    eprintln!("relearning check: {check:?}; {signal:?}");
+    assert_eq!(check.epochs, AutoStrength::judge().relearn_epochs);
+    assert!(check.known_trigger_asr.is_some() && check.validation_accuracy > 0.8, "{check:?}");
+    assert!(evidence.signals.iter().all(|s| s.relearned_push.is_some()), "{:?}", evidence.signals);
+    let highest = evidence.signals.iter().filter(|s| s.counts()).filter_map(|s| s.relearned_push).reduce(f64::max);
+    assert_eq!(evidence.relearned_residual_push, highest);
     let drop = report.summary.clean_accuracy_drop_points;
     assert!(drop <= 2.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);

@@ -491,6 +491,109 @@ fn feature_interpolation_scales_back_the_features_and_keeps_the_tuned_head() {
 }
 
 /// A user-supplied poisoned test set gives the same ASR as applying the trigger.
+/// The relearning check's model (`purification::relearn_head`): a fresh head learnt alone from
+/// clean images on frozen features. Every feature parameter stays exactly as it was, the head is
+/// new, the model classifies again, and on the lab's backdoored CNN, whose features carry the
+/// trigger, the backdoor comes back under a head that never saw a triggered image: the premise
+/// of the check (linear probing keeps a backdoor, FST.md's LP baseline).
+#[test]
+fn relearning_a_head_on_backdoored_features_brings_the_backdoor_back() {
+    let tuning = common::fashion("train", 1_000, 11);
+    let test = common::fashion("test", 1_000, 12);
+    let lab = common::badnets_model();
+    let input = InputSpec::default();
+    let original = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let mut relearned = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let relearning = purification::Relearning { epochs: 10, learning_rate: 0.1, batch_size: 128, seed: 3 };
+    let records = purification::relearn_head(&mut relearned, &tuning, &input, &relearning, &Silent).unwrap();
+    assert_eq!(records.len(), 10);
+    let head = [Some(original.head.weight.clone()), original.head.bias.clone()];
+    let parameters = |model: &Classifier| model.named_parameters().unwrap();
+    for ((name, before), (_, after)) in parameters(&original).iter().zip(parameters(&relearned)) {
+        if head.iter().flatten().any(|h| h == name) {
+            assert!(!after.allclose(before, 1e-3, 1e-3, false), "{name}: the head was not drawn afresh");
+        } else {
+            assert!(after.equal(before), "{name}: a feature parameter moved");
+        }
+        assert!(after.requires_grad(), "{name}: left frozen");
+    }
+    let plan = Plan {
+        input: input.clone(),
+        attack: Some(Attack::Trigger { trigger: "badnets".parse().unwrap(), target: 0 }),
+        probes: vec![],
+        batch_size: 256,
+    };
+    let evaluate = |model: &mut Classifier| evaluation::evaluate(model, &test, &plan).unwrap();
+    let before =
+        evaluate(&mut Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap());
+    let after = evaluate(&mut relearned);
+    let (asr_before, asr_after) =
+        (before.attack.unwrap().attack_success_rate, after.attack.unwrap().attack_success_rate);
+    eprintln!(
+        "relearned head: clean {:.1}% -> {:.1}%, ASR {:.1}% -> {:.1}%",
+        100.0 * before.clean_accuracy,
+        100.0 * after.clean_accuracy,
+        100.0 * asr_before,
+        100.0 * asr_after
+    );
+    assert!(after.clean_accuracy > 0.75, "the fresh head did not learn: {:.1}%", 100.0 * after.clean_accuracy);
+    // Measured: 90.9% with the lab's head, 49.0% under the fresh one; a clean model sends 1-2% of
+    // images with this patch to class 0.
+    assert!(asr_after > 0.2, "the backdoor in the features did not come back: ASR {:.1}%", 100.0 * asr_after);
+    let refused = purification::relearn_head(
+        &mut relearned,
+        &tuning,
+        &input,
+        &purification::Relearning { epochs: 0, ..relearning },
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("relearning check needs epochs"), "{refused}");
+}
+
+/// The relearning check (`AutoStrength::relearn_epochs`) decides nothing and leaves the chosen
+/// candidate as it was: the same search with and without it ends in identical weights. With it,
+/// the search records the fresh head's figures, every signal's push under it and the named
+/// trigger's success rate.
+#[test]
+fn the_relearning_check_measures_a_fresh_head_and_leaves_the_chosen_model_as_it_was() {
+    let clean = common::fashion("train", 1_000, 21);
+    let lab = common::badnets_model();
+    let input = InputSpec::default();
+    let trigger: evaluation::Trigger = "badnets".parse().unwrap();
+    let search_with = |relearn_epochs: usize| {
+        let mut model = Classifier::load(&lab.model, Device::Cpu, &clean.images.narrow(0, 0, 4), None).unwrap();
+        let auto = AutoStrength { max_candidates: 1, min_steps: 60, relearn_epochs, ..AutoStrength::default() };
+        let strength = Strength::Auto(Box::new(auto));
+        let purified = purification::purify_with_strength(
+            &mut model,
+            &clean,
+            &input,
+            &Settings::automatic_base(),
+            &strength,
+            Some((&trigger, 0)),
+            &Silent,
+        )
+        .unwrap();
+        (model, purified.search.unwrap())
+    };
+    let (plain, without) = search_with(0);
+    let (checked, with) = search_with(5);
+    assert!(without.relearning.is_none());
+    for ((name, a), (_, b)) in plain.named_parameters().unwrap().iter().zip(checked.named_parameters().unwrap()) {
+        assert!(a.equal(&b), "{name}: the check changed the chosen model");
+    }
+    let check = with.relearning.as_ref().expect("the check ran");
+    eprintln!("{check:?}; chosen candidate: {:?}", with.candidates[with.chosen]);
+    assert_eq!((check.epochs, check.learning_rate), (5, purification::RELEARN_LEARNING_RATE));
+    assert!(check.validation_accuracy > 0.6, "the fresh head did not learn: {check:?}");
+    assert!(check.known_trigger_asr.is_some_and(|asr| (0.0..=1.0).contains(&asr)), "{check:?}");
+    let evidence = with.evidence.as_ref().unwrap();
+    assert!(!evidence.signals.is_empty(), "the BadNets probe is a suspect on this model");
+    assert!(evidence.signals.iter().all(|s| s.relearned_push.is_some()), "{:?}", evidence.signals);
+    assert!(without.evidence.as_ref().unwrap().signals.iter().all(|s| s.relearned_push.is_none()));
+}
+
 #[test]
 fn poisoned_test_set_matches_the_trigger() {
     let test = common::fashion("test", 500, 9);

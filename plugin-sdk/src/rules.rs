@@ -114,6 +114,8 @@ mod tests {
             residual_push_upper_95: residual_push + 0.01,
             refit_residual_push: None,
             refit_residual_push_upper_95: None,
+            relearned_residual_push: None,
+            relearned_residual_push_upper_95: None,
             cleared,
             reason: "1 signal(s) into class(es) [3]".into(),
         }

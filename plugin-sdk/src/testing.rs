@@ -21,7 +21,11 @@
 //! predates it) when those were; the feature interpolation (`feature_interpolation`: null, the
 //! run kept its tuned features; `gentle_feature_interpolation`: the judge's 0.5) and the judge's
 //! own warm-up rate (`head_warmup_learning_rate` in the search's settings: null, as that run
-//! warmed up at the tuning's) when version 10 added them.
+//! warmed up at the tuning's) when version 10 added them; the relearning check (`relearn_epochs`:
+//! the judge's 20; `relearning`, the signal's `relearned_push` and the evidence's
+//! `relearned_residual_push`) from the y12 grid's y05 (an MNIST GroupNorm CNN with a noise blend
+//! into class 4) gated with `--judge` when the check was added, its inverted patch's push put on
+//! this report's signal (the reason's sentence on it with it).
 //! Change the figures a test is about.
 use crate::Report;
 

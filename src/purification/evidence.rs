@@ -138,6 +138,11 @@ pub struct Signal {
     /// without a backdoor.
     #[serde(default)]
     pub reference_refit_push: Option<f64>,
+    /// The relearning check (`AutoStrength::relearn_epochs`): the push on the purified model's
+    /// features under a fresh head learnt alone from clean images. A backdoor whose features
+    /// purification left in place and only disconnected from the head comes back here.
+    #[serde(default)]
+    pub relearned_push: Option<f64>,
     /// The model's nature, not a backdoor: a probe pushes the from-scratch reference at least
     /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `reference_share()`
     /// of the reference's for its class, or (probes, without a usable reference) its push
@@ -173,6 +178,15 @@ pub struct Evidence {
     /// 95% upper confidence bound of `refit_residual_push`.
     #[serde(default)]
     pub refit_residual_push_upper_95: Option<f64>,
+    /// The highest push of the signals that count under the relearning check's fresh head
+    /// (`Signal::relearned_push`): what a team that retrains the released model's head on clean
+    /// data gets back of the backdoor, for the reader; the verdict uses `residual_push`. Absent
+    /// without such a signal or without the check.
+    #[serde(default)]
+    pub relearned_residual_push: Option<f64>,
+    /// 95% upper confidence bound of `relearned_residual_push`.
+    #[serde(default)]
+    pub relearned_residual_push_upper_95: Option<f64>,
     /// Every signal that counts was cleared by purification (true with none).
     pub cleared: bool,
     /// The finding in words.
@@ -204,6 +218,7 @@ impl Signal {
             purified_mask_ratio: None,
             refit_push_after: None,
             reference_refit_push: None,
+            relearned_push: None,
             natural: false,
         }
     }
@@ -259,10 +274,12 @@ impl Evidence {
         let worst = counting.iter().max_by(|a, b| a.push_after.unwrap_or(0.0).total_cmp(&b.push_after.unwrap_or(0.0)));
         let residual_push = worst.and_then(|s| s.push_after).unwrap_or(0.0);
         let residual_push_upper_95 = worst.and_then(|s| s.push_after_upper_95).unwrap_or(0.0);
-        let refit =
-            counting.iter().filter_map(|s| s.refit_push_after.map(|push| (push, s))).max_by(|a, b| a.0.total_cmp(&b.0));
-        let refit_residual_push = refit.map(|(push, _)| push);
-        let refit_residual_push_upper_95 = refit.map(|(push, s)| wilson_upper_95(push, s.images));
+        // The highest of a second push of the counting signals, its bound, and its signal.
+        let highest = |push: fn(&Signal) -> Option<f64>| {
+            let found = counting.iter().filter_map(|s| push(s).map(|p| (p, *s))).max_by(|a, b| a.0.total_cmp(&b.0));
+            (found.map(|(p, _)| p), found.map(|(p, s)| wilson_upper_95(p, s.images)), found)
+        };
+        let (refit_residual_push, refit_residual_push_upper_95, refit) = highest(|s| s.refit_push_after);
         let refit_note = match refit {
             Some((push, s)) => format!(
                 "; refitted at its own size to the purified model, the inverted trigger -> class {} pushes {:.1}% \
@@ -272,6 +289,18 @@ impl Evidence {
                 100.0 * wilson_upper_95(push, s.images),
                 s.reference_refit_push
                     .map_or(String::new(), |r| format!(", the same refit on the reference {:.1}%", 100.0 * r))
+            ),
+            None => String::new(),
+        };
+        let (relearned_residual_push, relearned_residual_push_upper_95, relearned) = highest(|s| s.relearned_push);
+        let relearned_note = match relearned {
+            Some((push, s)) => format!(
+                "; with a fresh head learnt on the purified features from clean images, {} -> class {} \
+                 pushes {:.1}% (95% upper bound {:.1}%)",
+                s.trigger,
+                s.class,
+                100.0 * push,
+                100.0 * wilson_upper_95(push, s.images)
             ),
             None => String::new(),
         };
@@ -311,7 +340,8 @@ impl Evidence {
             None => format!("no probe and no inverted trigger singled out a class{natural_note}"),
             Some(s) => format!(
                 "{} signal(s) into class(es) {:?}, {}; the strongest push after purification, {} -> class {}, is \
-                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{refit_note}{natural_note}",
+                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{refit_note}{relearned_note}\
+                 {natural_note}",
                 counting.len(),
                 suspected_classes,
                 if cleared {
@@ -336,6 +366,8 @@ impl Evidence {
             residual_push_upper_95,
             refit_residual_push,
             refit_residual_push_upper_95,
+            relearned_residual_push,
+            relearned_residual_push_upper_95,
             cleared,
             reason,
             signals,
@@ -374,6 +406,7 @@ mod tests {
             purified_mask_ratio: None,
             refit_push_after: None,
             reference_refit_push: None,
+            relearned_push: None,
             natural,
         }
     }
@@ -480,6 +513,32 @@ mod tests {
         let none = Evidence::conclude(None, None, vec![signal(2, 0.9, 0.0, false)]);
         assert_eq!(none.refit_residual_push, None);
         assert!(!none.reason.contains("refitted"), "{}", none.reason);
+    }
+
+    #[test]
+    fn the_relearned_residual_is_the_highest_relearned_push_of_the_signals_that_count() {
+        let relearned = |class: i64, push: f64, natural: bool| Signal {
+            relearned_push: Some(push),
+            ..signal(class, 0.9, 0.01, natural)
+        };
+        let evidence = Evidence::conclude(
+            None,
+            None,
+            vec![relearned(4, 0.3, false), relearned(8, 0.9, true), relearned(2, 0.1, false)],
+        );
+        assert_eq!(evidence.relearned_residual_push, Some(0.3), "the natural signal's 90% is not the backdoor's");
+        assert_eq!(evidence.relearned_residual_push_upper_95, Some(wilson_upper_95(0.3, 500)));
+        assert_eq!(evidence.residual_push, 0.01, "the verdict's residual is the purified model's push");
+        assert!(
+            evidence.reason.contains(
+                "with a fresh head learnt on the purified features from clean images, badnets -> class 4 pushes 30.0%"
+            ),
+            "{}",
+            evidence.reason
+        );
+        let none = Evidence::conclude(None, None, vec![signal(2, 0.9, 0.0, false)]);
+        assert_eq!(none.relearned_residual_push, None);
+        assert!(!none.reason.contains("fresh head"), "{}", none.reason);
     }
 
     #[test]

@@ -15,7 +15,10 @@ use crate::model::{Classifier, Precision};
 use crate::rng::{self, SeededRng};
 use crate::training::{self, EpochRecord, HeadConstraint, Progress, Unlearning};
 
-pub use strength::{AutoStrength, Candidate, Purified, Strength, StrengthSearch, purify_with_strength};
+pub use strength::{
+    AutoStrength, Candidate, Purified, RELEARN_LEARNING_RATE, RelearningCheck, Strength, StrengthSearch,
+    purify_with_strength,
+};
 
 /// Which parameters are re-initialised and trained, and with which loss (FST.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -185,13 +188,7 @@ pub fn purify_unlearning(
 
     let reinitialise = settings.method.reinitialises_head() && !settings.keep_head;
     if reinitialise {
-        let bound = default_init_bound(&weight.size());
-        tch::no_grad(|| {
-            weight.shallow_clone().copy_(&rng.uniform(&weight.size(), -bound, bound, weight.device()));
-            if let Some(bias) = &bias {
-                bias.shallow_clone().copy_(&rng.uniform(&bias.size(), -bound, bound, bias.device()));
-            }
-        });
+        reinitialise_head(&weight, bias.as_ref(), &mut rng);
     }
 
     let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
@@ -262,6 +259,78 @@ pub fn purify_unlearning(
         interpolate_features(model, &original_features, t, clean, input, settings.batch_size)?;
     }
     Ok(records)
+}
+
+/// Draws the head's weight and bias afresh from PyTorch's default initialisation.
+fn reinitialise_head(weight: &Tensor, bias: Option<&Tensor>, rng: &mut SeededRng) {
+    let bound = default_init_bound(&weight.size());
+    tch::no_grad(|| {
+        weight.shallow_clone().copy_(&rng.uniform(&weight.size(), -bound, bound, weight.device()));
+        if let Some(bias) = bias {
+            bias.shallow_clone().copy_(&rng.uniform(&bias.size(), -bound, bound, bias.device()));
+        }
+    });
+}
+
+/// How the relearning check trains its fresh head (`relearn_head`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relearning {
+    /// Passes over the clean images.
+    pub epochs: usize,
+    /// Initial SGD learning rate (momentum 0.9, cosine-annealed), as the head warm-up's.
+    pub learning_rate: f64,
+    /// Images per step.
+    pub batch_size: i64,
+    /// Seeds the new head and the shuffling.
+    pub seed: u64,
+}
+
+/// The relearning check's model: `model`'s head drawn afresh and trained alone on its frozen
+/// features (eval mode, plain cross-entropy, no augmentation) from the clean images, as a team
+/// that takes the released model and trains a new head on its own data would. A purification
+/// can disconnect a backdoor's features from the head without removing them from the features
+/// (the "superficial safety" of Min et al., NeurIPS 2024): such a head, learnt from clean images
+/// only, connects them again, and the trigger works once more. On error the model is left
+/// half-trained: callers restore it.
+pub fn relearn_head(
+    model: &mut Classifier,
+    clean: &Dataset,
+    input: &InputSpec,
+    relearning: &Relearning,
+    progress: &dyn Progress,
+) -> Result<Vec<EpochRecord>> {
+    if relearning.epochs == 0 || !(relearning.learning_rate > 0.0 && relearning.learning_rate.is_finite()) {
+        return Err(Error::Settings(format!(
+            "the relearning check needs epochs and a positive learning rate, got {} epochs at {}",
+            relearning.epochs, relearning.learning_rate
+        )));
+    }
+    clean.check_labels(model.num_classes)?;
+    let mut rng = SeededRng::new(relearning.seed);
+    rng::seed_torch(relearning.seed);
+    let (weight, bias) = model.head_tensors()?;
+    reinitialise_head(&weight, bias.as_ref(), &mut rng);
+    let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
+    let parameters = model.named_parameters()?;
+    let head_only = set_trainable(&parameters, |name| head_names.iter().flatten().any(|h| h == name));
+    let config = training::Config {
+        epochs: relearning.epochs,
+        lr: relearning.learning_rate,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        batch_size: relearning.batch_size,
+        augmentation: Augmentation::NONE,
+        input,
+        head: None,
+        train_mode: false,
+        unlearning: None,
+        validation: None,
+    };
+    let records = training::train(model, head_only, clean, &config, &mut rng, progress);
+    for (_, tensor) in &parameters {
+        let _ = tensor.shallow_clone().set_requires_grad(true);
+    }
+    records
 }
 
 /// Passes over the clean images that re-estimate normalisation statistics after an

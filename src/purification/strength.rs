@@ -35,7 +35,7 @@ use super::evidence::{
     wilson_upper_95,
 };
 use super::reference::{self, Reference};
-use super::{Method, Settings, purify, purify_unlearning};
+use super::{Method, Relearning, Settings, purify, purify_unlearning, relearn_head};
 use crate::data::{Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{
@@ -154,6 +154,14 @@ pub struct AutoStrength {
     /// backdoor from a left one (docs/strength.md), so it decides nothing.
     #[serde(default)]
     pub refit_residual: bool,
+    /// Epochs of the relearning check of the chosen candidate (`purification::relearn_head`):
+    /// a fresh head learnt alone on its frozen features from the tuning images, at
+    /// `RELEARN_LEARNING_RATE`, and every signal measured again under it
+    /// (`Signal::relearned_push`, `StrengthSearch::relearning`); 0: none. It decides nothing:
+    /// it tells the reader whether a backdoor the purified model no longer answers is gone from
+    /// its features or only disconnected from its head.
+    #[serde(default)]
+    pub relearn_epochs: usize,
 }
 
 impl Default for AutoStrength {
@@ -182,6 +190,7 @@ impl Default for AutoStrength {
             explore: false,
             unlearn_share: 0.0,
             refit_residual: false,
+            relearn_epochs: 0,
         }
     }
 }
@@ -210,10 +219,21 @@ impl AutoStrength {
             gentle_unlearn_share: JUDGE_GENTLE_UNLEARN_SHARE,
             gentle_feature_interpolation: Some(JUDGE_GENTLE_FEATURE_INTERPOLATION),
             head_warmup_learning_rate: Some(JUDGE_HEAD_WARMUP_LEARNING_RATE),
+            relearn_epochs: JUDGE_RELEARN_EPOCHS,
             ..AutoStrength::default()
         }
     }
 }
+
+/// The judge's relearning check (`AutoStrength::relearn_epochs`): 20 epochs, four times the
+/// candidates' head warm-up, so the fresh head is near what a team retraining it would reach (a
+/// 40-epoch warm-up at 0.1 brought the spent s01's head to its original accuracy,
+/// docs/strength.md). Not fitted: the check decides nothing.
+pub const JUDGE_RELEARN_EPOCHS: usize = 20;
+
+/// The relearning check's learning rate: the judge's head warm-up rate, the rate at which a new
+/// head on these models' frozen features learns fastest without diverging.
+pub const RELEARN_LEARNING_RATE: f64 = JUDGE_HEAD_WARMUP_LEARNING_RATE;
 
 /// The judge's first alpha with evidence (`AutoStrength::evidence_start_alpha`, version 11; 0.03
 /// before). Fitted on the four spent models whose evidence counted and was cleared (x08, x11,
@@ -697,11 +717,34 @@ pub struct StrengthSearch {
     pub gentle_unlearned_classes: Vec<i64>,
     /// In the order tried.
     pub candidates: Vec<Candidate>,
+    /// The relearning check of the chosen candidate (`AutoStrength::relearn_epochs`); absent when
+    /// off.
+    #[serde(default)]
+    pub relearning: Option<RelearningCheck>,
     /// Index of the chosen candidate in `candidates`; its weights are the output.
     pub chosen: usize,
     /// Why the chosen candidate won, in words.
     pub reason: String,
     /// Wall-clock time of the whole search, in seconds.
+    pub seconds: f64,
+}
+
+/// What the relearning check of the chosen candidate found: its frozen features under a fresh
+/// head learnt from the tuning images (`purification::relearn_head`); each signal's push under
+/// that head is in `Signal::relearned_push`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RelearningCheck {
+    /// Epochs the fresh head was trained.
+    pub epochs: usize,
+    /// Its initial learning rate.
+    pub learning_rate: f64,
+    /// Validation accuracy under the fresh head: how far it got towards a working classifier.
+    pub validation_accuracy: f64,
+    /// The attack success rate of the trigger the user named, on the validation images, under
+    /// the fresh head: a diagnostic for benchmarks, never used by the search (compare the chosen
+    /// candidate's `Candidate::known_trigger_asr`).
+    pub known_trigger_asr: Option<f64>,
+    /// Wall-clock time of the check, in seconds.
     pub seconds: f64,
 }
 
@@ -772,6 +815,67 @@ fn candidate_evidence(c: &Candidate) -> String {
         parts.push(format!("inverted triggers push {:.1}%", 100.0 * push));
     }
     parts.join("; ")
+}
+
+/// The attack success rate of the trigger the user named on `validation`, for the report; none
+/// without one.
+fn known_trigger_asr(
+    model: &mut Classifier,
+    validation: &Dataset,
+    input: &InputSpec,
+    known_trigger: Option<(&Trigger, i64)>,
+) -> Result<Option<f64>> {
+    let Some((trigger, target)) = known_trigger else { return Ok(None) };
+    let plan = Plan {
+        input: input.clone(),
+        attack: Some(Attack::Trigger { trigger: trigger.clone(), target }),
+        probes: Vec::new(),
+        batch_size: 512,
+    };
+    Ok(evaluation::evaluate(model, validation, &plan)?.attack.map(|a| a.attack_success_rate))
+}
+
+/// What the relearning check measures: the signals' triggers, in the signals' order (the suspect
+/// probes, then the inverted triggers), and the trigger the user named.
+struct CheckedTriggers<'a> {
+    probes: &'a Plan,
+    suspect_pairs: &'a [(usize, usize)],
+    inverted: &'a [InvertedTrigger],
+    known: Option<(&'a Trigger, i64)>,
+}
+
+/// The relearning check of the model as it stands (the chosen candidate): a fresh head learnt
+/// on its frozen features from `tuning` (`relearn_head`), then the validation accuracy, every
+/// signal's push and the named trigger's success rate under it. The model is restored after,
+/// whatever happens.
+fn relearning_check(
+    model: &mut Classifier,
+    tuning: &Dataset,
+    validation: &Dataset,
+    input: &InputSpec,
+    relearning: &Relearning,
+    triggers: &CheckedTriggers,
+    progress: &dyn Progress,
+) -> Result<(RelearningCheck, Vec<f64>)> {
+    let started = Instant::now();
+    let chosen = model.snapshot()?;
+    let measured = (|| {
+        relearn_head(model, tuning, input, relearning, progress)?;
+        let accuracy = validation_accuracy(model, validation, input)?;
+        let pushes =
+            signal_pushes(model, validation, input, triggers.probes, triggers.suspect_pairs, triggers.inverted)?;
+        Ok::<_, Error>((accuracy, pushes, known_trigger_asr(model, validation, input, triggers.known)?))
+    })();
+    model.restore(&chosen)?;
+    let (validation_accuracy, pushes, known_trigger_asr) = measured?;
+    let check = RelearningCheck {
+        epochs: relearning.epochs,
+        learning_rate: relearning.learning_rate,
+        validation_accuracy,
+        known_trigger_asr,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((check, pushes))
 }
 
 /// The push of every signal on the model as it stands, in the order the signals were built:
@@ -1157,16 +1261,7 @@ fn search(
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
         candidate.inverted_push = inverted_push;
-        if let Some((trigger, target)) = known_trigger {
-            let plan = Plan {
-                input: input.clone(),
-                attack: Some(Attack::Trigger { trigger: trigger.clone(), target }),
-                probes: Vec::new(),
-                batch_size: 512,
-            };
-            candidate.known_trigger_asr =
-                evaluation::evaluate(model, &validation, &plan)?.attack.map(|a| a.attack_success_rate);
-        }
+        candidate.known_trigger_asr = known_trigger_asr(model, &validation, input, known_trigger)?;
         candidate.reached_shift_target = residual <= 0.0;
         candidate.within_accuracy_budget = auto.within_accuracy_budget(drop);
         candidate.seconds = candidate_started.elapsed().as_secs_f64();
@@ -1201,7 +1296,6 @@ fn search(
         signal.cleared =
             *push <= if signal.source.inverted() { auto.inverted_push_target } else { auto.suspect_push_target };
     }
-    let evidence = Evidence::conclude(inversion, reference, signals);
     let Some((chosen, epochs, snapshot)) = best else {
         let failure = candidates.first().and_then(|c| c.failure.clone()).unwrap_or_default();
         return Err(Error::NonFinite(format!("every strength candidate failed: {failure}")));
@@ -1209,6 +1303,34 @@ fn search(
     if chosen + 1 != candidates.len() {
         model.restore(snapshot.as_ref().expect("an earlier best candidate was snapshotted"))?;
     }
+    let relearning = if auto.relearn_epochs > 0 {
+        let relearning = Relearning {
+            epochs: auto.relearn_epochs,
+            learning_rate: RELEARN_LEARNING_RATE,
+            batch_size: base.batch_size,
+            seed: base.seed,
+        };
+        let triggers = CheckedTriggers {
+            probes: &probes,
+            suspect_pairs: &suspect_pairs,
+            inverted: &inverted,
+            known: known_trigger,
+        };
+        let (check, pushes) = relearning_check(model, &tuning, &validation, input, &relearning, &triggers, progress)?;
+        for (signal, push) in signals.iter_mut().zip(pushes) {
+            signal.relearned_push = Some(push);
+        }
+        tracing::info!(
+            validation_accuracy = check.validation_accuracy,
+            known_trigger_asr = check.known_trigger_asr,
+            seconds = check.seconds,
+            "relearning check"
+        );
+        Some(check)
+    } else {
+        None
+    };
+    let evidence = Evidence::conclude(inversion, reference, signals);
     let c = &candidates[chosen];
     let cosine = c.head_cosine_to_original.unwrap_or(f64::NAN);
     let drop = c.validation_drop_points.unwrap_or(f64::NAN);
@@ -1295,6 +1417,7 @@ fn search(
         chosen,
         seconds: started.elapsed().as_secs_f64(),
         candidates,
+        relearning,
     };
     let chosen_candidate = &search.candidates[chosen];
     let gentleness = Gentleness {

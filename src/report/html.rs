@@ -305,7 +305,8 @@ fn evidence(page: &mut String, report: &Report) {
             "<table id=\"signals\"><tr><th>signal</th><th>class</th><th>push before</th><th>push after</th>\
              <th>95% upper</th><th>images</th><th>mask ratio</th><th>mask ratio on the from-scratch reference</th>\
              <th>push on the from-scratch reference</th><th>mask ratio inverted afresh after unlearning</th>\
-             <th>push refitted at its size after</th><th>the same refit on the reference</th><th></th></tr>\n",
+             <th>push refitted at its size after</th><th>the same refit on the reference</th>\
+             <th>push after under a fresh head</th><th></th></tr>\n",
         );
         for s in &evidence.signals {
             let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
@@ -318,7 +319,7 @@ fn evidence(page: &mut String, report: &Report) {
             };
             let _ = writeln!(
                 page,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&s.trigger),
                 s.class,
                 percent(Some(s.push_before)),
@@ -331,10 +332,27 @@ fn evidence(page: &mut String, report: &Report) {
                 ratio(s.purified_mask_ratio),
                 percent(s.refit_push_after),
                 percent(s.reference_refit_push),
+                percent(s.relearned_push),
                 note
             );
         }
         page.push_str("</table>\n");
+    }
+    if let Some(check) = report.strength_search.as_ref().and_then(|s| s.relearning.as_ref()) {
+        let known = check
+            .known_trigger_asr
+            .map_or(String::new(), |asr| format!("; the named trigger's success rate under it {}", percent(Some(asr))));
+        let _ = writeln!(
+            page,
+            "<p id=\"relearning\">Relearning check (a fresh head learnt alone on the purified model's frozen \
+             features from the clean tuning images, {} epochs at {}, {:.1} s): {} validation accuracy{known}. A \
+             signal that comes back under it was disconnected from the head, not removed from the features; it \
+             decides nothing.</p>",
+            check.epochs,
+            number(check.learning_rate),
+            check.seconds,
+            percent(Some(check.validation_accuracy))
+        );
     }
     if let Some(reference) = &evidence.reference {
         let _ = writeln!(

@@ -116,6 +116,12 @@ pub(crate) struct PurifyArgs {
     /// it decides nothing, and costs a short refit per trigger and candidate).
     #[arg(long)]
     pub(crate) auto_refit_residual: bool,
+    /// Automatic strength: epochs of the relearning check of the chosen candidate, a fresh head
+    /// learnt alone on its frozen features from the clean images with every signal (and the
+    /// named trigger) measured again under it; it decides nothing (default 0, none; with --judge
+    /// 20; 0 turns it off).
+    #[arg(long)]
+    pub(crate) auto_relearn_epochs: Option<usize>,
     /// With --judge: optimiser steps of the trigger inversion (all classes together).
     #[arg(long, default_value_t = AutoStrength::default().inversion.steps)]
     pub(crate) inversion_steps: usize,
@@ -256,6 +262,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             },
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             refit_residual: args.auto_refit_residual || preset.refit_residual,
+            relearn_epochs: args.auto_relearn_epochs.unwrap_or(preset.relearn_epochs),
             ..preset
         }))
     } else {
