@@ -95,12 +95,76 @@ pub struct DataRule {
 
 /// How models are purified: fixed settings, or the automatic strength.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "PurificationTable")]
 pub struct PurificationConfig {
     /// `fixed` settings instead of the automatic strength.
     pub settings: Option<Settings>,
-    /// The automatic strength's search (used unless `settings` is given).
+    /// Start the automatic strength from the evidence-driven judge's settings
+    /// (`AutoStrength::judge()`, as `fstgate purify --judge`) rather than the default's: the
+    /// keys given in `[purification.auto]` then change the judge's.
+    #[serde(default)]
+    pub judge: bool,
+    /// The automatic strength's search (used unless `settings` is given): the keys given here
+    /// over the default's settings, or the judge's with `judge = true`.
     pub auto: Option<AutoStrength>,
+}
+
+/// `[purification]` as written, before the keys of `[purification.auto]` are laid over the
+/// settings they change (the default's or the judge's): a table read straight into
+/// `AutoStrength` would take every key it lacks from the default, losing the judge's.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PurificationTable {
+    /// `fixed` settings instead of the automatic strength.
+    settings: Option<Settings>,
+    /// Start the automatic strength from the evidence-driven judge's settings
+    /// (`AutoStrength::judge()`, as `fstgate purify --judge`) rather than the default's: the
+    /// keys given in `[purification.auto]` then change the judge's.
+    #[serde(default)]
+    judge: bool,
+    /// The automatic strength's search (used unless `settings` is given): the keys given here
+    /// over the default's settings, or the judge's with `judge = true`; a key it does not have
+    /// is refused.
+    #[schemars(with = "Option<AutoStrength>")]
+    auto: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl TryFrom<PurificationTable> for PurificationConfig {
+    type Error = String;
+
+    fn try_from(table: PurificationTable) -> std::result::Result<Self, String> {
+        let base = if table.judge { AutoStrength::judge() } else { AutoStrength::default() };
+        let auto = match table.auto {
+            None if table.judge => Some(base),
+            None => None,
+            Some(keys) => {
+                let mut merged = serde_json::to_value(&base).map_err(|e| e.to_string())?;
+                lay_over(&mut merged, keys, "purification.auto")?;
+                Some(serde_json::from_value(merged).map_err(|e| format!("[purification.auto]: {e}"))?)
+            }
+        };
+        Ok(PurificationConfig { settings: table.settings, judge: table.judge, auto })
+    }
+}
+
+/// Replaces `base`'s values by `keys`', table by table; a key `base` does not have is a mistake.
+fn lay_over(
+    base: &mut serde_json::Value,
+    keys: serde_json::Map<String, serde_json::Value>,
+    table: &str,
+) -> std::result::Result<(), String> {
+    for (key, value) in keys {
+        let Some(slot) = base.get_mut(&key) else {
+            return Err(format!("[{table}]: unknown key `{key}`"));
+        };
+        match (slot, value) {
+            (slot @ serde_json::Value::Object(_), serde_json::Value::Object(inner)) => {
+                lay_over(slot, inner, &format!("{table}.{key}"))?;
+            }
+            (slot, value) => *slot = value,
+        }
+    }
+    Ok(())
 }
 
 /// One release policy: a plugin and its configuration.
@@ -379,6 +443,41 @@ mod tests {
         assert!(err.contains("concurrency"), "{err}");
         let err = load(&MINIMAL.replace("fashion-*/*", "fashion-[/*")).unwrap_err().to_string();
         assert!(err.contains("data rule `fashion-[/*`"), "{err}");
+    }
+
+    #[test]
+    fn the_automatic_strength_starts_from_the_judge_or_the_default() {
+        let with = |purification: &str| load(&format!("{MINIMAL}\n{purification}"));
+        assert!(with("").unwrap().purification.auto.is_none());
+        let judge = with("[purification]\njudge = true").unwrap().purification.auto.unwrap();
+        assert_eq!(judge, AutoStrength::judge());
+        // A key changes the judge's settings, and only that key; a nested table keeps the rest.
+        let tuned =
+            with("[purification]\njudge = true\n[purification.auto]\nmax_candidates = 2\ninversion = { steps = 50 }")
+                .unwrap()
+                .purification
+                .auto
+                .unwrap();
+        let expected = AutoStrength {
+            max_candidates: 2,
+            inversion: crate::evaluation::InversionSettings { steps: 50, ..AutoStrength::judge().inversion },
+            ..AutoStrength::judge()
+        };
+        assert_eq!(tuned, expected);
+        // Without `judge`, the keys change the default's settings.
+        let plain = with("[purification.auto]\ninvert_triggers = true").unwrap().purification.auto.unwrap();
+        assert_eq!(plain, AutoStrength { invert_triggers: true, ..AutoStrength::default() });
+        // A setting that is null by default can be given.
+        let warm = with("[purification.auto]\nhead_warmup_learning_rate = 0.2").unwrap().purification.auto.unwrap();
+        assert_eq!(warm.head_warmup_learning_rate, Some(0.2));
+        let err = with("[purification.auto]\nmax_candidate = 2").unwrap_err().to_string();
+        assert!(err.contains("[purification.auto]: unknown key `max_candidate`"), "{err}");
+        let err = with("[purification.auto]\ninversion = { stepz = 5 }").unwrap_err().to_string();
+        assert!(err.contains("[purification.auto.inversion]: unknown key `stepz`"), "{err}");
+        let err = with("[purification.auto]\nmax_candidates = \"two\"").unwrap_err().to_string();
+        assert!(err.contains("[purification.auto]: invalid type"), "{err}");
+        let err = with("[purification]\njduge = true").unwrap_err().to_string();
+        assert!(err.contains("unknown field `jduge`"), "{err}");
     }
 
     #[test]

@@ -196,8 +196,8 @@ impl Default for AutoStrength {
 }
 
 impl AutoStrength {
-    /// The evidence-driven judge (`fstgate purify --judge`, `invert_triggers = true` in a
-    /// pipeline's `[purification.auto]`): trigger inversion joins the probes, the head's cosine is
+    /// The evidence-driven judge (`fstgate purify --judge`, `judge = true` under a
+    /// pipeline's `[purification]`): trigger inversion joins the probes, the head's cosine is
     /// no target, LP-FT with 5 warm-up epochs at `JUDGE_HEAD_WARMUP_LEARNING_RATE` keeps the
     /// features, `JUDGE_MIN_STEPS` steps per candidate; with evidence a threefold ladder from
     /// `JUDGE_EVIDENCE_START_ALPHA`, at most `JUDGE_MAX_CANDIDATES` candidates; without evidence
