@@ -231,8 +231,8 @@ impl AutoStrength {
 /// docs/strength.md). Not fitted: the check decides nothing.
 pub const JUDGE_RELEARN_EPOCHS: usize = 20;
 
-/// The relearning check's learning rate: the judge's head warm-up rate, the rate at which a new
-/// head on these models' frozen features learns fastest without diverging.
+/// The relearning check's learning rate: the judge's head warm-up rate, fitted on spent grid
+/// models for the same job, a new head trained alone on frozen features.
 pub const RELEARN_LEARNING_RATE: f64 = JUDGE_HEAD_WARMUP_LEARNING_RATE;
 
 /// The judge's first alpha with evidence (`AutoStrength::evidence_start_alpha`, version 11; 0.03
