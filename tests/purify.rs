@@ -502,8 +502,9 @@ fn relearning_a_head_on_backdoored_features_brings_the_backdoor_back() {
     let test = common::fashion("test", 1_000, 12);
     let lab = common::badnets_model();
     let input = InputSpec::default();
-    let original = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
-    let mut relearned = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let load = || Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let original = load();
+    let mut relearned = load();
     let relearning = purification::Relearning { epochs: 10, learning_rate: 0.1, batch_size: 128, seed: 3 };
     let records = purification::relearn_head(&mut relearned, &tuning, &input, &relearning, &Silent).unwrap();
     assert_eq!(records.len(), 10);
@@ -524,8 +525,7 @@ fn relearning_a_head_on_backdoored_features_brings_the_backdoor_back() {
         batch_size: 256,
     };
     let evaluate = |model: &mut Classifier| evaluation::evaluate(model, &test, &plan).unwrap();
-    let before =
-        evaluate(&mut Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap());
+    let before = evaluate(&mut load());
     let after = evaluate(&mut relearned);
     let (asr_before, asr_after) =
         (before.attack.unwrap().attack_success_rate, after.attack.unwrap().attack_success_rate);

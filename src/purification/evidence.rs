@@ -274,33 +274,35 @@ impl Evidence {
         let worst = counting.iter().max_by(|a, b| a.push_after.unwrap_or(0.0).total_cmp(&b.push_after.unwrap_or(0.0)));
         let residual_push = worst.and_then(|s| s.push_after).unwrap_or(0.0);
         let residual_push_upper_95 = worst.and_then(|s| s.push_after_upper_95).unwrap_or(0.0);
-        // The highest of a second push of the counting signals, its bound, and its signal.
+        // The highest of a second push of the counting signals, with its 95% bound and its signal.
         let highest = |push: fn(&Signal) -> Option<f64>| {
-            let found = counting.iter().filter_map(|s| push(s).map(|p| (p, *s))).max_by(|a, b| a.0.total_cmp(&b.0));
-            (found.map(|(p, _)| p), found.map(|(p, s)| wilson_upper_95(p, s.images)), found)
+            counting
+                .iter()
+                .filter_map(|s| push(s).map(|p| (p, wilson_upper_95(p, s.images), *s)))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
         };
-        let (refit_residual_push, refit_residual_push_upper_95, refit) = highest(|s| s.refit_push_after);
+        let refit = highest(|s| s.refit_push_after);
         let refit_note = match refit {
-            Some((push, s)) => format!(
+            Some((push, upper, s)) => format!(
                 "; refitted at its own size to the purified model, the inverted trigger -> class {} pushes {:.1}% \
                  (95% upper bound {:.1}%){}",
                 s.class,
                 100.0 * push,
-                100.0 * wilson_upper_95(push, s.images),
+                100.0 * upper,
                 s.reference_refit_push
                     .map_or(String::new(), |r| format!(", the same refit on the reference {:.1}%", 100.0 * r))
             ),
             None => String::new(),
         };
-        let (relearned_residual_push, relearned_residual_push_upper_95, relearned) = highest(|s| s.relearned_push);
+        let relearned = highest(|s| s.relearned_push);
         let relearned_note = match relearned {
-            Some((push, s)) => format!(
+            Some((push, upper, s)) => format!(
                 "; with a fresh head learnt on the purified features from clean images, {} -> class {} \
                  pushes {:.1}% (95% upper bound {:.1}%)",
                 s.trigger,
                 s.class,
                 100.0 * push,
-                100.0 * wilson_upper_95(push, s.images)
+                100.0 * upper
             ),
             None => String::new(),
         };
@@ -364,10 +366,10 @@ impl Evidence {
             suspected_classes,
             residual_push,
             residual_push_upper_95,
-            refit_residual_push,
-            refit_residual_push_upper_95,
-            relearned_residual_push,
-            relearned_residual_push_upper_95,
+            refit_residual_push: refit.map(|(push, _, _)| push),
+            refit_residual_push_upper_95: refit.map(|(_, upper, _)| upper),
+            relearned_residual_push: relearned.map(|(push, _, _)| push),
+            relearned_residual_push_upper_95: relearned.map(|(_, upper, _)| upper),
             cleared,
             reason,
             signals,

@@ -191,8 +191,8 @@ pub fn purify_unlearning(
         reinitialise_head(&weight, bias.as_ref(), &mut rng);
     }
 
-    let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
-    let is_head = |name: &str| head_names.iter().flatten().any(|h| h == name);
+    let head_names = head_names(model);
+    let is_head = |name: &str| head_names.iter().any(|h| h == name);
     let parameters = model.named_parameters()?;
     let config = |epochs: usize, lr: f64, train_mode: bool| training::Config {
         epochs,
@@ -249,10 +249,7 @@ pub fn purify_unlearning(
         &mut rng,
         progress,
     );
-    // The saved model keeps the usual contract: every parameter trainable.
-    for (_, tensor) in &parameters {
-        let _ = tensor.shallow_clone().set_requires_grad(true);
-    }
+    all_trainable(&parameters);
     let offset = records.len();
     records.extend(tuned?.into_iter().map(|r| EpochRecord { epoch: r.epoch + offset, ..r }));
     if let Some(t) = settings.feature_interpolation {
@@ -310,9 +307,9 @@ pub fn relearn_head(
     rng::seed_torch(relearning.seed);
     let (weight, bias) = model.head_tensors()?;
     reinitialise_head(&weight, bias.as_ref(), &mut rng);
-    let head_names = [Some(model.head.weight.clone()), model.head.bias.clone()];
+    let head_names = head_names(model);
     let parameters = model.named_parameters()?;
-    let head_only = set_trainable(&parameters, |name| head_names.iter().flatten().any(|h| h == name));
+    let head_only = set_trainable(&parameters, |name| head_names.iter().any(|h| h == name));
     let config = training::Config {
         epochs: relearning.epochs,
         lr: relearning.learning_rate,
@@ -327,9 +324,7 @@ pub fn relearn_head(
         validation: None,
     };
     let records = training::train(model, head_only, clean, &config, &mut rng, progress);
-    for (_, tensor) in &parameters {
-        let _ = tensor.shallow_clone().set_requires_grad(true);
-    }
+    all_trainable(&parameters);
     records
 }
 
@@ -376,7 +371,6 @@ fn interpolate_features(
     passes
 }
 
-/// Marks the parameters `train` selects as trainable (the others frozen) and returns them.
 /// The bound of PyTorch's default initialisation of a layer's weight of this shape (Linear and
 /// Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = every dimension but the first).
 pub(crate) fn default_init_bound(size: &[i64]) -> f64 {
@@ -384,6 +378,20 @@ pub(crate) fn default_init_bound(size: &[i64]) -> f64 {
     1.0 / (fan_in.max(1) as f64).sqrt()
 }
 
+/// The names of the head's parameters: its weight, and its bias when it has one.
+fn head_names(model: &Classifier) -> Vec<String> {
+    std::iter::once(model.head.weight.clone()).chain(model.head.bias.clone()).collect()
+}
+
+/// Marks every parameter trainable again after a tuning that froze some: a saved model keeps the
+/// usual contract.
+fn all_trainable(parameters: &[(String, Tensor)]) {
+    for (_, tensor) in parameters {
+        let _ = tensor.shallow_clone().set_requires_grad(true);
+    }
+}
+
+/// Marks the parameters `train` selects as trainable (the others frozen) and returns them.
 fn set_trainable(parameters: &[(String, Tensor)], train: impl Fn(&str) -> bool) -> Vec<Tensor> {
     parameters
         .iter()
