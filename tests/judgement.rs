@@ -18,7 +18,9 @@ use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture};
 use fstgate::model::Classifier;
 use fstgate::policy::{PolicyResult, Verdict};
-use fstgate::purification::evidence::{REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, SignalSource};
+use fstgate::purification::evidence::{
+    REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, SignalSource, UNREFERENCED_MAX_MASK_RATIO,
+};
 use fstgate::purification::{AutoStrength, Candidate, Settings, Strength};
 use fstgate::report::Report;
 use fstgate::training::Silent;
@@ -147,7 +149,7 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     // Judged by size against the from-scratch reference inverted the same way: the backdoor made
     // class 3 far easier to reach than the data alone does.
     let signal = evidence.signals.iter().find(|s| s.source == SignalSource::Inversion && s.class == 3).unwrap();
-    let (mask, reference) = (signal.mask_ratio.unwrap(), signal.reference_mask_ratio.unwrap());
+    let (mask, reference) = (signal.mask_pixels.unwrap(), signal.reference_mask_pixels.unwrap());
     assert!(!signal.natural && mask < REFERENCE_MASK_SHARE * reference, "{signal:?}");
     assert!(evidence.cleared, "{}", evidence.reason);
     let after = report.summary.attack_success_rate_after.unwrap();
@@ -249,8 +251,8 @@ fn a_clean_groupnorm_model_keeps_its_accuracy_and_the_judge_releases_it() {
         let by_reference = match signal.source {
             SignalSource::Probe => signal.reference_push.is_some_and(|p| p >= REFERENCE_TRANSFER * signal.push_before),
             SignalSource::Inversion | SignalSource::BlendInversion => signal
-                .reference_mask_ratio
-                .zip(signal.mask_ratio)
+                .reference_mask_pixels
+                .zip(signal.mask_pixels)
                 .is_some_and(|(r, m)| m >= signal.reference_share() * r),
         };
         assert!(signal.natural && by_reference, "{signal:?}");
@@ -278,15 +280,15 @@ fn a_clean_model_without_evidence_is_purified_gently_and_released() {
     assert_eq!(report.settings.head_warmup_epochs, AutoStrength::judge().head_warmup_epochs);
     let drop = report.summary.clean_accuracy_drop_points;
     assert!(drop <= 1.0, "a clean model lost {drop:.2} points");
-    // The gentle candidate unlearned the inverted patches of the easiest classes inversion did
-    // not suspect, and the cost above includes them.
+    // The gentle candidate unlearned the inverted patches of the easiest classes the narrow
+    // screen did not suspect (the judge's wider band stays in), and the cost above includes them.
     let inversion = evidence.inversion.as_ref().unwrap();
     let unlearned = &search.gentle_unlearned_classes;
     assert_eq!(unlearned.len(), AutoStrength::judge().gentle_unlearn_classes, "{unlearned:?}");
     let ratio = |class: i64| inversion.classes[class as usize].mask_ratio;
     let hardest_unlearned = unlearned.iter().map(|&c| ratio(c)).fold(f64::MIN, f64::max);
-    let left: Vec<i64> =
-        (0..10).filter(|c| !unlearned.contains(c) && !inversion.suspected_targets.contains(c)).collect();
+    let narrow_suspect = |c: i64| inversion.suspected_targets.contains(&c) && ratio(c) <= UNREFERENCED_MAX_MASK_RATIO;
+    let left: Vec<i64> = (0..10).filter(|&c| !unlearned.contains(&c) && !narrow_suspect(c)).collect();
     assert!(left.iter().all(|&c| ratio(c) >= hardest_unlearned), "{unlearned:?} {inversion:?}");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);

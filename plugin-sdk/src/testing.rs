@@ -25,7 +25,9 @@
 //! the judge's 20; `relearning`, the signal's `relearned_push` and the evidence's
 //! `relearned_residual_push`) from the y12 grid's y05 (an MNIST GroupNorm CNN with a noise blend
 //! into class 4) gated with `--judge` when the check was added, its inverted patch's push put on
-//! this report's signal (the reason's sentence on it with it).
+//! this report's signal (the reason's sentence on it with it); the signal's `mask_pixels` and
+//! `reference_mask_pixels` (version 12) from this report's own inversion and reference inversion
+//! of its class.
 //! Change the figures a test is about.
 use crate::Report;
 

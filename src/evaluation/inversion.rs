@@ -198,6 +198,16 @@ impl InversionSummary {
 }
 
 impl InvertedTrigger {
+    /// A second handle on the same trigger (its tensors shared, not copied).
+    pub fn shallow_clone(&self) -> Self {
+        InvertedTrigger {
+            class: self.class,
+            shape: self.shape,
+            mask: self.mask.shallow_clone(),
+            pattern: self.pattern.shallow_clone(),
+        }
+    }
+
     /// Stamps the trigger on [0, 1] images.
     pub fn apply(&self, images: &Tensor) -> Tensor {
         let mask = self.mask.to_device(images.device());

@@ -9,15 +9,16 @@
 //! lab's noise-blend backdoors went from 100% to 10-15% at the first alpha). A signal whose push
 //! stays above `NATURAL_RETENTION` of its original rate after the first candidate is therefore
 //! recorded as the model's nature and no longer drives the search or the verdict. Inverted
-//! triggers are judged by their size against the other classes' instead (a class that a small
-//! patch reaches by nature, like Fashion-MNIST's "bag", sits at 0.32-0.39 of the median, the
-//! fit half's backdoors at 0.08-0.22), and count until purification clears them: retention
-//! cannot tell a natural shortcut from a ResNet backdoor that resists the first alphas.
+//! triggers are judged by their size instead: a class whose mask is small against the other
+//! classes' median is screened, and a from-scratch reference (purification::reference) decides
+//! whether the data alone makes it that easy to reach (`REFERENCE_MASK_SHARE`); one that is not
+//! the data's counts until purification clears it: retention cannot tell a natural shortcut from
+//! a ResNet backdoor that resists the first alphas.
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::reference::Reference;
-use crate::evaluation::{InversionSummary, TriggerShape};
+use crate::evaluation::{InversionSummary, InvertedClass, TriggerShape};
 
 /// A signal pushing the from-scratch reference at least this fraction as hard as the uploaded
 /// model is a feature of the data, not a backdoor (see purification::reference). Fitted on the
@@ -25,27 +26,35 @@ use crate::evaluation::{InversionSummary, TriggerShape};
 /// inverted backdoor triggers 0.00-0.12, backdoor probes 0.00-0.05.
 pub const REFERENCE_TRANSFER: f64 = 0.2;
 
-/// An inverted trigger is the model's nature, not a backdoor, when its mask (against the other
-/// classes' median) is at least this fraction of the same class's mask on the from-scratch
-/// reference, inverted the same way: a backdoor makes its target far easier to reach than the
-/// data alone does, a shortcut of the data (Fashion-MNIST's "bag", MNIST's "8" for blends) is
-/// about as easy to reach on both. Compared by size, not by push, because a backdoor whose target
-/// is also the data's natural shortcut pushes the reference as hard (the held-out h05). Fitted on
-/// the grid's fit half (docs/strength.md): backdoor targets' masks were 0.04-0.21 of the
-/// reference's (f04, f06, f02, f07), Fashion-MNIST's "bag" 0.48-1.31 (f09, f01, f05) and a weak
-/// blend's target (13.7% ASR, f05) 0.59; 0.3 is the geometric middle of 0.21 and 0.48.
-pub const REFERENCE_MASK_SHARE: f64 = 0.3;
+/// An inverted trigger is the model's nature, not a backdoor, when its mask is at least this
+/// fraction of the same class's mask on the from-scratch reference, inverted the same way, both in
+/// pixels: a backdoor makes its target reachable with a far smaller trigger than the data alone
+/// does, while a shortcut of the data (Fashion-MNIST's "bag", MNIST's "8" for blends) needs about
+/// as many pixels on both. Compared by size, not by push, because a backdoor whose target is also
+/// the data's natural shortcut pushes the reference as hard (the held-out h05).
+///
+/// Version 12 compares pixels; versions 3-11 compared each mask against its own model's median
+/// over the other classes (0.3). The median moves with the architecture's robustness to small
+/// triggers, not with the backdoor: on the spent y01-y12 (docs/strength.md, "Version 12") a clean
+/// MNIST ResNet-18's "8" sat at 0.22 of the reference's by medians (a false alarm) and 0.42 by
+/// pixels, and a 3x3 patch backdoor into Fashion-MNIST's "bag" at 0.35 by medians (passed as
+/// natural) and 0.24 by pixels. Fitted on those models: backdoor targets 0.13-0.34 of the
+/// reference's pixels (y05, y08, y09, y11), every other class screened 0.41 and above (y04, y06,
+/// y07, y11, y12); 0.37 is the geometric middle of 0.34 and 0.41.
+pub const REFERENCE_MASK_SHARE: f64 = 0.37;
 
-/// The same for an inverted blend, against the reference's blend for the class. Blend weights
-/// spread less than masks (a natural class needs 15-70% of the image, a blend target about its
-/// alpha), so a backdoor's blend sits closer to the reference's. Fitted on spent grid models
-/// (docs/strength.md, version 4): blend backdoor targets 0.19-0.44 of the reference's (n02, f03,
-/// h05, h03; h05's stripes into MNIST's "8" at 0.38 passed as natural under the patch share),
-/// the blends clean Fashion-MNIST GroupNorm models reach by nature 0.71-0.75 (n14, h10). At
-/// 0.6 the held-out blends set's backdoors sat at 0.42 (b07) and below, and the held-out clean
-/// set raised one false alarm at 0.56 (c03, a GroupNorm model's "bag"), so refitted to 0.5,
-/// between 0.44 and 0.56; c03 is spent with the fit.
-pub const REFERENCE_BLEND_SHARE: f64 = 0.5;
+/// The same for an inverted blend, against the reference's blend for the class (the blend's
+/// weight summed over the image). Fitted on the same spent models: blend backdoor targets
+/// 0.07-0.28 of the reference's (y11, y05, y09; a sinusoid that barely took, y07, 0.36), the
+/// blends screened on other classes 0.54 and above (y08, y06, y12, y02, y11); 0.4 lies between
+/// 0.28 and 0.54 (their geometric middle 0.39). Before version 12: 0.5 by medians.
+pub const REFERENCE_BLEND_SHARE: f64 = 0.4;
+
+/// Without a usable reference to judge it, an inverted patch counts only when its mask is at most
+/// this fraction of the other classes' median: the screen of versions 3-11. The judge screens up
+/// to `JUDGE_SCREEN_MASK_RATIO` (purification::strength), the band above this line for the
+/// reference alone to decide.
+pub const UNREFERENCED_MAX_MASK_RATIO: f64 = 0.3;
 
 /// A probe keeping more than this fraction of its original push after the first candidate is
 /// the model's nature, not a backdoor (see the module doc): the lab's backdoors kept 9-15% of
@@ -109,6 +118,9 @@ pub struct Signal {
     /// the same shape.
     #[serde(default)]
     pub mask_ratio: Option<f64>,
+    /// Inverted triggers: the mask's size in pixels (a blend's weight summed over the image).
+    #[serde(default)]
+    pub mask_pixels: Option<f64>,
     /// The purified model no longer answers the signal: its push is at most the target (the
     /// suspect push target for probes, the inverted push target for inverted triggers).
     #[serde(default)]
@@ -121,6 +133,10 @@ pub struct Signal {
     /// way, against its other classes' median.
     #[serde(default)]
     pub reference_mask_ratio: Option<f64>,
+    /// Inverted triggers: the same class's mask on the from-scratch reference, in pixels; the
+    /// signal is the data's nature when `mask_pixels` is at least `reference_share()` of it.
+    #[serde(default)]
+    pub reference_mask_pixels: Option<f64>,
     /// Unlearned inverted triggers (`AutoStrength::unlearn_share`): the class's mask inverted
     /// afresh on the purified model, against its other classes' median. While the class is still
     /// a suspect there and not the data's nature, `push_after` is the fresh trigger's push when
@@ -145,7 +161,8 @@ pub struct Signal {
     pub relearned_push: Option<f64>,
     /// The model's nature, not a backdoor: a probe pushes the from-scratch reference at least
     /// `REFERENCE_TRANSFER` as hard, an inverted trigger's mask is at least `reference_share()`
-    /// of the reference's for its class, or (probes, without a usable reference) its push
+    /// of the reference's for its class (without a usable reference: an inverted patch screened
+    /// above `UNREFERENCED_MAX_MASK_RATIO`), or (probes, without a usable reference) its push
     /// persisted through the first candidate.
     pub natural: bool,
 }
@@ -194,16 +211,18 @@ pub struct Evidence {
 }
 
 impl Signal {
-    /// A signal found on the original model, not yet followed through purification.
+    /// A signal found on the original model, not yet followed through purification; `inverted`
+    /// is its class's inversion result for an inverted trigger. Until a usable reference judges
+    /// it, an inverted patch screened above `UNREFERENCED_MAX_MASK_RATIO` is the model's nature.
     pub fn found(
         source: SignalSource,
         trigger: String,
         class: i64,
         push_before: f64,
         images: i64,
-        mask_ratio: Option<f64>,
+        inverted: Option<&InvertedClass>,
     ) -> Self {
-        Signal {
+        let mut signal = Signal {
             source,
             trigger,
             class,
@@ -211,16 +230,20 @@ impl Signal {
             push_after: None,
             images,
             push_after_upper_95: None,
-            mask_ratio,
+            mask_ratio: inverted.map(|c| c.mask_ratio),
+            mask_pixels: inverted.map(|c| c.mask_pixels),
             cleared: false,
             reference_push: None,
             reference_mask_ratio: None,
+            reference_mask_pixels: None,
             purified_mask_ratio: None,
             refit_push_after: None,
             reference_refit_push: None,
             relearned_push: None,
             natural: false,
-        }
+        };
+        signal.natural = inverted.is_some_and(|c| signal.natural_at(c.mask_pixels, c.mask_ratio, false));
+        signal
     }
 
     /// Records the push of the same trigger on the from-scratch reference and, for a probe,
@@ -234,19 +257,27 @@ impl Signal {
         }
     }
 
-    /// Records the mask ratio of the signal's class on the from-scratch reference, and reads an
+    /// Records the signal's class as inverted on the from-scratch reference, and reads an
     /// inverted trigger as the model's nature when a usable reference's mask for the class is at
-    /// most `1 / share` times as large (`reference_share`): the backdoor did not make it easier.
-    pub fn judge_mask_against_reference(&mut self, reference_mask_ratio: f64, usable: bool) {
-        self.reference_mask_ratio = Some(reference_mask_ratio);
-        self.natural = self.mask_ratio.is_some_and(|ratio| self.natural_at(ratio, usable));
+    /// most `1 / share` times as large in pixels (`reference_share`): the backdoor did not make
+    /// it easier to reach.
+    pub fn judge_mask_against_reference(&mut self, reference: &InvertedClass, usable: bool) {
+        self.reference_mask_ratio = Some(reference.mask_ratio);
+        self.reference_mask_pixels = Some(reference.mask_pixels);
+        if let (Some(mask_pixels), Some(mask_ratio)) = (self.mask_pixels, self.mask_ratio) {
+            self.natural = self.natural_at(mask_pixels, mask_ratio, usable);
+        }
     }
 
-    /// Whether a mask of this ratio for the signal's class is the data's nature: at least
-    /// `reference_share()` of the reference's mask ratio for the class, when the reference is
-    /// usable and was measured.
-    pub fn natural_at(&self, mask_ratio: f64, usable: bool) -> bool {
-        usable && self.reference_mask_ratio.is_some_and(|reference| mask_ratio >= self.reference_share() * reference)
+    /// Whether a mask of this size (in pixels, and against its model's median) for the signal's
+    /// class, on the original or a purified model, is the data's nature: at least
+    /// `reference_share()` of the reference's in pixels, when the reference is usable and was
+    /// measured; otherwise, an inverted patch screened above `UNREFERENCED_MAX_MASK_RATIO`.
+    pub fn natural_at(&self, mask_pixels: f64, mask_ratio: f64, usable: bool) -> bool {
+        match self.reference_mask_pixels.filter(|_| usable) {
+            Some(reference) => mask_pixels >= self.reference_share() * reference,
+            None => self.source.shape() == Some(TriggerShape::Patch) && mask_ratio > UNREFERENCED_MAX_MASK_RATIO,
+        }
     }
 
     /// The share of the reference's mask ratio at or above which this inverted signal is the
@@ -309,12 +340,18 @@ impl Evidence {
         let natural: Vec<String> = signals
             .iter()
             .filter(|s| s.natural)
-            .map(|s| match (s.reference_mask_ratio, s.reference_push) {
+            .map(|s| match (s.reference_mask_pixels, s.reference_push) {
                 (Some(reference), _) => format!(
-                    "{} -> class {} (the from-scratch reference's mask for it is {:.2} of its median, against {:.2})",
+                    "{} -> class {} (the from-scratch reference's mask for it is {:.1} pixels, against {:.1})",
                     s.trigger,
                     s.class,
                     reference,
+                    s.mask_pixels.unwrap_or(f64::NAN)
+                ),
+                (None, _) if s.mask_ratio.is_some() => format!(
+                    "{} -> class {} ({:.2} of the median, over {UNREFERENCED_MAX_MASK_RATIO}, and no usable reference)",
+                    s.trigger,
+                    s.class,
                     s.mask_ratio.unwrap_or(f64::NAN)
                 ),
                 (None, Some(push)) => format!(
@@ -402,9 +439,11 @@ mod tests {
             images: 500,
             push_after_upper_95: Some(wilson_upper_95(after, 500)),
             mask_ratio: None,
+            mask_pixels: None,
             cleared: after <= 0.03,
             reference_push: None,
             reference_mask_ratio: None,
+            reference_mask_pixels: None,
             purified_mask_ratio: None,
             refit_push_after: None,
             reference_refit_push: None,
@@ -413,9 +452,15 @@ mod tests {
         }
     }
 
-    /// An inverted signal into class 8 pushing 90% before and after, of this mask ratio.
-    fn inverted_signal(source: SignalSource, ratio: f64) -> Signal {
-        Signal { source, mask_ratio: Some(ratio), ..signal(8, 0.9, 0.9, false) }
+    /// An inverted signal into class 8 pushing 90% before and after, of this mask size in pixels
+    /// and against its model's median.
+    fn inverted_signal(source: SignalSource, pixels: f64, ratio: f64) -> Signal {
+        Signal { source, mask_pixels: Some(pixels), mask_ratio: Some(ratio), ..signal(8, 0.9, 0.9, false) }
+    }
+
+    /// Class 8 as the from-scratch reference's inversion found it.
+    fn reference_class(pixels: f64, ratio: f64) -> InvertedClass {
+        InvertedClass { class: 8, mask_pixels: pixels, reached: true, push: 0.9, mask_ratio: ratio, anomaly_index: 0.0 }
     }
 
     #[test]
@@ -438,58 +483,98 @@ mod tests {
     }
 
     #[test]
-    fn an_inverted_trigger_counts_when_the_backdoor_made_its_class_far_easier_to_reach() {
-        let inverted = |ratio: f64| inverted_signal(SignalSource::Inversion, ratio);
-        // A blend backdoor into MNIST's "8": pushes the reference as hard, but its mask is a
-        // quarter of the reference's.
-        let mut backdoor = inverted(0.15);
-        backdoor.judge_against_reference(0.9, true);
-        backdoor.judge_mask_against_reference(0.6, true);
+    fn an_inverted_trigger_counts_when_the_backdoor_made_its_class_far_easier_to_reach_in_pixels() {
+        let inverted = |pixels: f64, ratio: f64| inverted_signal(SignalSource::Inversion, pixels, ratio);
+        // The spent y08: a 3x3 checker into Fashion-MNIST's "bag", 7.6 pixels (0.13 of its
+        // median) against the reference's 31.1 (0.37 of its median). By medians, 0.35 of the
+        // reference's: read as natural before version 12; by pixels 0.24.
+        let mut backdoor = inverted(7.6, 0.13);
+        backdoor.judge_mask_against_reference(&reference_class(31.1, 0.37), true);
         assert!(!backdoor.natural, "a far smaller mask than the reference's is a backdoor");
-        // A shortcut of the data: about as small on the reference.
-        let mut shortcut = inverted(0.25);
-        shortcut.judge_mask_against_reference(0.3, true);
-        assert!(shortcut.natural && shortcut.reference_mask_ratio == Some(0.3));
-        // At the share exactly, natural; an unusable reference says nothing.
-        let mut edge = inverted(0.2);
-        edge.judge_mask_against_reference(0.2 / REFERENCE_MASK_SHARE, true);
+        // The spent y06, a clean MNIST ResNet-18: its "8" at 18.8 pixels (0.13 of its median, a
+        // robust model's large median) against the reference's 45.0 (0.57): 0.42 by pixels.
+        let mut shortcut = inverted(18.8, 0.13);
+        shortcut.judge_mask_against_reference(&reference_class(45.0, 0.57), true);
+        assert!(shortcut.natural && shortcut.reference_mask_pixels == Some(45.0));
+        assert_eq!(shortcut.reference_mask_ratio, Some(0.57));
+        // At the share exactly, natural.
+        let mut edge = inverted(REFERENCE_MASK_SHARE * 40.0, 0.2);
+        edge.judge_mask_against_reference(&reference_class(40.0, 0.5), true);
         assert!(edge.natural);
-        let mut unjudged = inverted(0.25);
-        unjudged.judge_mask_against_reference(0.3, false);
-        assert!(!unjudged.natural);
         let evidence = Evidence::conclude(None, None, vec![backdoor, shortcut]);
         assert_eq!(evidence.suspected_classes, [8]);
-        assert!(evidence.reason.contains("the from-scratch reference's mask for it is 0.30"), "{}", evidence.reason);
+        assert!(
+            evidence.reason.contains("the from-scratch reference's mask for it is 45.0 pixels, against 18.8"),
+            "{}",
+            evidence.reason
+        );
+    }
+
+    #[test]
+    fn without_a_usable_reference_only_the_narrow_screen_counts() {
+        let patch = |ratio: f64| {
+            Signal::found(
+                SignalSource::Inversion,
+                "inverted trigger".into(),
+                8,
+                0.9,
+                500,
+                Some(&InvertedClass { mask_ratio: ratio, ..reference_class(20.0, ratio) }),
+            )
+        };
+        // Found, before any reference: a class in the wide screen's band is not yet evidence.
+        assert!(!patch(0.2).natural && patch(0.44).natural);
+        assert_eq!(patch(0.44).mask_pixels, Some(20.0));
+        // A reference that did not learn the task leaves it so; a usable one decides alone.
+        let mut unjudged = patch(0.2);
+        unjudged.judge_mask_against_reference(&reference_class(25.0, 0.9), false);
+        assert!(!unjudged.natural);
+        let mut band = patch(0.44);
+        band.judge_mask_against_reference(&reference_class(25.0, 0.9), false);
+        assert!(band.natural);
+        band.judge_mask_against_reference(&reference_class(80.0, 1.0), true);
+        assert!(!band.natural, "a usable reference needs 4x the pixels: a backdoor");
+        let evidence = Evidence::conclude(None, None, vec![patch(0.44)]);
+        assert!(
+            evidence.reason.contains("0.44 of the median, over 0.3, and no usable reference"),
+            "{}",
+            evidence.reason
+        );
+        // Blends keep their own screen: a blend counts until a reference reads it as natural.
+        let blend = Signal { source: SignalSource::BlendInversion, ..patch(0.45) };
+        assert!(!blend.natural_at(20.0, 0.45, false));
     }
 
     #[test]
     fn a_fresh_mask_on_the_purified_model_is_judged_with_the_same_share() {
-        let mut blend = inverted_signal(SignalSource::BlendInversion, 0.18);
-        assert!(!blend.natural_at(1.0, true), "no reference measured: nothing is natural");
-        blend.judge_mask_against_reference(0.47, true);
+        let mut blend = inverted_signal(SignalSource::BlendInversion, 20.0, 0.18);
+        assert!(!blend.natural_at(1000.0, 1.0, true), "no reference measured: nothing is natural");
+        blend.judge_mask_against_reference(&reference_class(100.0, 0.47), true);
         assert!(!blend.natural);
-        // Purified: the class needs half the reference's blend or more, as the data alone does.
-        assert!(blend.natural_at(0.5 * 0.47, true) && blend.natural_at(0.4, true));
-        assert!(!blend.natural_at(0.2, true), "still far easier to reach than on the reference");
-        assert!(!blend.natural_at(0.4, false), "an unusable reference says nothing");
+        // Purified: the class needs the blend share of the reference's weight or more, as the
+        // data alone does.
+        assert!(blend.natural_at(REFERENCE_BLEND_SHARE * 100.0, 0.18, true) && blend.natural_at(60.0, 0.3, true));
+        assert!(!blend.natural_at(30.0, 0.3, true), "still far easier to reach than on the reference");
+        assert!(!blend.natural_at(60.0, 0.3, false), "an unusable reference says nothing");
     }
 
     #[test]
     fn an_inverted_blend_is_judged_by_the_blend_share() {
-        let blend = |ratio: f64| inverted_signal(SignalSource::BlendInversion, ratio);
-        // Stripes into MNIST's "8" (the held-out h05): 0.18 of the median, the reference's blend
-        // for 8 0.47 of its median; a patch's share would read it as natural.
-        let mut backdoor = blend(0.18);
-        backdoor.judge_mask_against_reference(0.47, true);
-        assert!(!backdoor.natural && 0.18 >= REFERENCE_MASK_SHARE * 0.47);
-        let mut shortcut = blend(0.45);
-        shortcut.judge_mask_against_reference(0.5, true);
+        let blend = |pixels: f64, ratio: f64| inverted_signal(SignalSource::BlendInversion, pixels, ratio);
+        // The spent y09: stripes into MNIST's "3", a blend of 65.2 (0.14 of the median) against the
+        // reference's 229 (0.69): 0.28.
+        let mut backdoor = blend(65.2, 0.14);
+        backdoor.judge_mask_against_reference(&reference_class(229.0, 0.69), true);
+        assert!(!backdoor.natural);
+        // The spent y07's sinusoid that barely took (23% ASR): 0.36 of the reference's, evidence
+        // under the blend share.
+        let mut weak = blend(57.4, 0.32);
+        weak.judge_mask_against_reference(&reference_class(161.0, 0.62), true);
+        assert!(!weak.natural);
+        // The spent y08's "shirt", which no backdoor targets: 0.54 of the reference's.
+        let mut shortcut = blend(80.9, 0.48);
+        shortcut.judge_mask_against_reference(&reference_class(149.0, 0.78), true);
         assert!(shortcut.natural);
-        // A clean GroupNorm model's "bag" (the held-out c03): 0.36 of the median against the
-        // reference's 0.64, a share of 0.56, was a false alarm at the first share (0.6).
-        let mut bag = blend(0.36);
-        bag.judge_mask_against_reference(0.64, true);
-        assert!(bag.natural, "a clean model's natural blend at 0.56 of the reference's");
         assert_eq!(backdoor.reference_share(), REFERENCE_BLEND_SHARE);
     }
 
@@ -499,7 +584,7 @@ mod tests {
             refit_push_after: Some(push),
             reference_refit_push: Some(0.01),
             natural,
-            ..inverted_signal(SignalSource::Inversion, 0.1)
+            ..inverted_signal(SignalSource::Inversion, 5.0, 0.1)
         };
         let evidence =
             Evidence::conclude(None, None, vec![refit(0.04, false), refit(0.5, true), signal(2, 0.9, 0.0, false)]);

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evidence::{
     Evidence, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource,
-    wilson_upper_95,
+    UNREFERENCED_MAX_MASK_RATIO, wilson_upper_95,
 };
 use super::reference::{self, Reference};
 use super::{Method, Relearning, Settings, purify, purify_unlearning, relearn_head};
@@ -210,6 +210,7 @@ impl AutoStrength {
         AutoStrength {
             start_alpha: JUDGE_GENTLE_ALPHA,
             invert_triggers: true,
+            inversion: InversionSettings { max_mask_ratio: JUDGE_SCREEN_MASK_RATIO, ..InversionSettings::default() },
             reference_steps: 600,
             min_steps: JUDGE_MIN_STEPS,
             max_candidates: JUDGE_MAX_CANDIDATES,
@@ -224,6 +225,14 @@ impl AutoStrength {
         }
     }
 }
+
+/// The judge screens an inverted patch whose mask is at most this fraction of the other classes'
+/// median (`InversionSettings::max_mask_ratio`; 0.3, `UNREFERENCED_MAX_MASK_RATIO`, before
+/// version 12), and the from-scratch reference decides whether the class is the data's shortcut
+/// or a backdoor's target. Fitted on the spent y01-y12 (docs/strength.md, "Version 12"): a patch
+/// backdoor into a ResNet-18 (y10) had its target at 0.44 of the median; every other class at or
+/// below 0.5 on those models was the data's by the reference's pixels (0.41 and above).
+pub const JUDGE_SCREEN_MASK_RATIO: f64 = 0.5;
 
 /// The judge's relearning check (`AutoStrength::relearn_epochs`): 20 epochs, four times the
 /// candidates' head warm-up, so the fresh head is near what a team retraining it would reach (a
@@ -498,9 +507,9 @@ impl AutoStrength {
              trained from scratch on the tuning images ({} steps), which holds no backdoor: a probe that pushes it \
              at least {REFERENCE_TRANSFER} as hard, and an inverted trigger whose mask is at least \
              {REFERENCE_MASK_SHARE} (a blend {REFERENCE_BLEND_SHARE}) of the one inverted the same way on it for \
-             the class (each against its own median), are the model's nature, not evidence (without a usable \
-             reference, a probe whose push the \
-             first candidate keeps above {NATURAL_RETENTION} of its original rate). \
+             the class, in pixels, are the model's nature, not evidence (without a usable reference, a probe \
+             whose push the first candidate keeps above {NATURAL_RETENTION} of its original rate, and an \
+             inverted patch over {UNREFERENCED_MAX_MASK_RATIO} of the median). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head{}, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate, \
              alpha {}{}. With evidence: alpha {} first, then up threefold until a candidate \
@@ -950,19 +959,18 @@ fn better(auto: &AutoStrength, a: &Candidate, b: &Candidate) -> bool {
     }
 }
 
-/// The inverted patch triggers of the `count` classes with the smallest masks against the median,
-/// among `unsuspected` (easiest first).
-fn easiest_patches(
-    summary: &InversionSummary,
-    unsuspected: Vec<InvertedTrigger>,
-    count: usize,
-) -> Vec<InvertedTrigger> {
-    let mut patches: Vec<InvertedTrigger> =
-        unsuspected.into_iter().filter(|t| t.shape == TriggerShape::Patch).collect();
+/// The inverted patch triggers of the `count` classes with the smallest masks against the median
+/// (easiest first), among the classes that are not suspects at or under
+/// `UNREFERENCED_MAX_MASK_RATIO`: the screen of versions 3-11, so that the judge's wider screen
+/// (`JUDGE_SCREEN_MASK_RATIO`) does not change what the gentle candidate unlearns.
+fn easiest_patches(summary: &InversionSummary, triggers: &[InvertedTrigger], count: usize) -> Vec<InvertedTrigger> {
     let ratio = |t: &InvertedTrigger| summary.classes[t.class as usize].mask_ratio;
+    let mut patches: Vec<&InvertedTrigger> = triggers
+        .iter()
+        .filter(|t| t.shape == TriggerShape::Patch && !(summary.suspects(t) && ratio(t) <= UNREFERENCED_MAX_MASK_RATIO))
+        .collect();
     patches.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-    patches.truncate(count);
-    patches
+    patches.into_iter().take(count).map(InvertedTrigger::shallow_clone).collect()
 }
 
 fn search(
@@ -1028,9 +1036,8 @@ fn search(
     let (inversion, inverted, easiest) = if let Some(optimisation) = &optimisation {
         let (summary, triggers) = evaluation::invert(model, optimisation, &validation, input, &inversion_settings)?;
         tracing::info!(suspected = ?summary.suspected_targets, seconds = summary.seconds, "trigger inversion");
-        let (suspected, unsuspected): (Vec<InvertedTrigger>, Vec<InvertedTrigger>) =
-            triggers.into_iter().partition(|t| summary.suspects(t));
-        let easiest = easiest_patches(&summary, unsuspected, auto.gentle_unlearn_classes);
+        let easiest = easiest_patches(&summary, &triggers, auto.gentle_unlearn_classes);
+        let suspected: Vec<InvertedTrigger> = triggers.into_iter().filter(|t| summary.suspects(t)).collect();
         for trigger in &suspected {
             let class = &summary.family(trigger.shape).0[trigger.class as usize];
             let description = match trigger.shape {
@@ -1050,7 +1057,7 @@ fn search(
                 trigger.class,
                 class.push,
                 images_outside(trigger.class),
-                Some(class.mask_ratio),
+                Some(class),
             ));
         }
         (Some(summary), suspected, easiest)
@@ -1083,7 +1090,7 @@ fn search(
         for (signal, push) in signals.iter_mut().zip(pushes) {
             signal.judge_against_reference(push, usable);
             if let (Some(shape), Some(summary)) = (signal.source.shape(), &reference_inversion) {
-                signal.judge_mask_against_reference(summary.family(shape).0[signal.class as usize].mask_ratio, usable);
+                signal.judge_mask_against_reference(&summary.family(shape).0[signal.class as usize], usable);
             }
         }
         for (signal, refit) in signals[suspect_pairs.len()..].iter_mut().zip(refit_pushes) {
@@ -1230,7 +1237,9 @@ fn search(
                 let (classes, suspected) = summary.family(inverted[i].shape);
                 let fresh = &classes[signal.class as usize];
                 fresh_ratios[probe_signals + i] = Some(fresh.mask_ratio);
-                if suspected.contains(&signal.class) && !signal.natural_at(fresh.mask_ratio, reference_usable) {
+                if suspected.contains(&signal.class)
+                    && !signal.natural_at(fresh.mask_pixels, fresh.mask_ratio, reference_usable)
+                {
                     pushes[probe_signals + i] = pushes[probe_signals + i].max(fresh.push);
                 }
             }
@@ -1505,7 +1514,7 @@ mod tests {
 
     #[test]
     fn the_gentle_candidate_unlearns_the_easiest_unsuspected_patches() {
-        let ratios = [1.0, 0.7, 1.2, 0.2, 0.9, 0.6];
+        let ratios = [1.0, 0.7, 1.2, 0.2, 0.9, 0.4];
         let class = |(class, &mask_ratio): (usize, &f64)| InvertedClass {
             class: class as i64,
             mask_pixels: 10.0 * mask_ratio,
@@ -1520,7 +1529,8 @@ mod tests {
             held_out_images: 60,
             image_pixels: 16,
             classes: ratios.iter().enumerate().map(class).collect(),
-            suspected_targets: vec![3],
+            // 3 under the screen of versions 3-11, 5 in the judge's wider band.
+            suspected_targets: vec![3, 5],
             // A blend family ordered the other way round must not decide which patches go.
             blends: ratios.iter().rev().enumerate().map(class).collect(),
             suspected_blend_targets: Vec::new(),
@@ -1532,15 +1542,14 @@ mod tests {
             mask: tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)),
             pattern: tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)),
         };
-        // Class 3 is a suspect (read as the data's nature when there is no evidence): left out.
-        let unsuspected: Vec<InvertedTrigger> = [0, 1, 2, 4, 5]
-            .into_iter()
-            .flat_map(|c| [trigger(c, TriggerShape::Patch), trigger(c, TriggerShape::Blend)])
-            .collect();
-        let easiest = easiest_patches(&summary, unsuspected, 3);
+        // Class 3 is a suspect under the narrow screen (read as the data's nature when there is
+        // no evidence): left out; 5, a suspect only in the wide band, stays in.
+        let triggers: Vec<InvertedTrigger> =
+            (0..6).flat_map(|c| [trigger(c, TriggerShape::Patch), trigger(c, TriggerShape::Blend)]).collect();
+        let easiest = easiest_patches(&summary, &triggers, 3);
         let picked: Vec<(i64, TriggerShape)> = easiest.iter().map(|t| (t.class, t.shape)).collect();
         assert_eq!(picked, [(5, TriggerShape::Patch), (1, TriggerShape::Patch), (4, TriggerShape::Patch)]);
-        assert!(easiest_patches(&summary, vec![trigger(0, TriggerShape::Patch)], 0).is_empty());
+        assert!(easiest_patches(&summary, &triggers, 0).is_empty());
     }
 
     #[test]

@@ -303,13 +303,20 @@ fn evidence(page: &mut String, report: &Report) {
     if !evidence.signals.is_empty() {
         page.push_str(
             "<table id=\"signals\"><tr><th>signal</th><th>class</th><th>push before</th><th>push after</th>\
-             <th>95% upper</th><th>images</th><th>mask ratio</th><th>mask ratio on the from-scratch reference</th>\
+             <th>95% upper</th><th>images</th><th>mask (against its median)</th>\
+             <th>mask on the from-scratch reference (against its median)</th>\
              <th>push on the from-scratch reference</th><th>mask ratio inverted afresh after unlearning</th>\
              <th>push refitted at its size after</th><th>the same refit on the reference</th>\
              <th>push after under a fresh head</th><th></th></tr>\n",
         );
         for s in &evidence.signals {
             let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
+            // Inverted triggers are judged by pixels since version 12; older reports have the
+            // ratio alone.
+            let mask = |pixels: Option<f64>, r: Option<f64>| match pixels {
+                Some(pixels) => format!("{pixels:.1} px ({})", ratio(r)),
+                None => ratio(r),
+            };
             let note = if s.natural {
                 "the model's nature"
             } else if s.cleared {
@@ -326,8 +333,8 @@ fn evidence(page: &mut String, report: &Report) {
                 percent(s.push_after),
                 percent(s.push_after_upper_95),
                 s.images,
-                ratio(s.mask_ratio),
-                ratio(s.reference_mask_ratio),
+                mask(s.mask_pixels, s.mask_ratio),
+                mask(s.reference_mask_pixels, s.reference_mask_ratio),
                 percent(s.reference_push),
                 ratio(s.purified_mask_ratio),
                 percent(s.refit_push_after),
@@ -531,6 +538,28 @@ mod tests {
         assert_eq!(number(0.0127777), "0.0128");
         assert_eq!(number(3.0), "3");
         assert_eq!(number(-0.00001), "0");
+    }
+
+    #[test]
+    fn the_evidence_section_shows_every_signal_with_its_masks_and_the_relearning_check() {
+        // The plugin SDK's fixture: a real judge's report with every field of the evidence.
+        let report: Report =
+            serde_json::from_str(include_str!("../../plugin-sdk/tests/fixtures/report.json")).expect("a whole report");
+        let mut page = String::new();
+        evidence(&mut page, &report);
+        assert!(page.contains("<strong>backdoor suspected, cleared by purification</strong>"), "{page}");
+        // The signal's row: push before and after, then its mask and the reference's, in pixels
+        // and against each model's median, and its push under a fresh head.
+        let row = page.lines().find(|l| l.starts_with("<tr><td><code>inverted trigger")).expect("the signal's row");
+        for cell in
+            ["<td>0</td>", "<td>83.9%</td>", "<td>0.0%</td>", "<td>15.5 px (0.14)</td>", "<td>76.3 px (1.08)</td>"]
+        {
+            assert!(row.contains(cell), "{cell} not in {row}");
+        }
+        assert!(row.ends_with("<td>29.6%</td><td>cleared</td></tr>"), "{row}");
+        assert!(page.contains("<p id=\"relearning\">Relearning check"), "{page}");
+        // Text from the report is escaped.
+        assert!(!page.contains("-> class") && page.contains("-&gt; class"), "{page}");
     }
 
     #[test]
