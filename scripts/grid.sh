@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -52,7 +52,13 @@
 # 12 before anything was fitted for it: four clean models, an MNIST ResNet-18 and a LeNet among
 # them, and eight backdoors of new seeds, positions, classes and triggers, small patches at 1-3%
 # (one into a ResNet-18), an MNIST GroupNorm noise blend, a sinusoid into a LeNet and image blends
-# among them, the kinds y12 left; not yet gated).
+# among them, the kinds y12 left; gated once with version 12, the reference judging inverted
+# triggers by pixels: spent), `k14` (written down to hold out a version 13 before anything was
+# fitted for it: four clean models, a Fashion-MNIST ResNet-18 and an MNIST LeNet among them, and
+# eight backdoors of new seeds, positions, classes and triggers, a patch into Fashion-MNIST's
+# "bag" (the class whose natural size overlaps a backdoor's), a checker patch into an MNIST
+# ResNet-18, a weak-rate patch into a LeNet and blends into GroupNorm models and a ResNet-18
+# among them, the kinds z13 left; not yet gated).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -262,6 +268,18 @@ z09 z13 fashion lenet 16 sig:delta=30,freq=4 0.05 8 85
 z10 z13 mnist small-cnn 16 blended:alpha=0.1,image=@sneaker.png 0.02 6 85
 z11 z13 fashion small-cnn-gn 16 wanet:k=4,s=0.75,seed=53 0.1 3 86
 z12 z13 mnist resnet18 8 blended:alpha=0.15,image=@digit.png 0.05 5 86
+k01 k14 fashion small-cnn 16 badnets:size=3,x=8,y=22 0 0 91
+k02 k14 mnist small-cnn-gn 16 sig:delta=30,freq=4 0 0 91
+k03 k14 fashion resnet18 8 blended:alpha=0.15,seed=151 0 0 92
+k04 k14 mnist lenet 16 badnets:size=3,x=8,y=22 0 0 92
+k05 k14 fashion small-cnn 16 badnets:size=3,x=22,y=22 0.02 8 93
+k06 k14 mnist resnet18 8 badnets:size=4,x=6,y=6,pattern=checker 0.02 5 93
+k07 k14 fashion small-cnn-gn 16 blended:alpha=0.12,seed=153 0.03 9 94
+k08 k14 mnist small-cnn 16 sig:delta=25,freq=5 0.05 3 94
+k09 k14 fashion lenet 16 badnets:size=4,x=2,y=2 0.01 4 95
+k10 k14 mnist small-cnn-gn 16 wanet:k=4,s=0.75,seed=61 0.1 7 95
+k11 k14 fashion resnet18 8 blended:alpha=0.1,image=@stripes.png 0.03 2 96
+k12 k14 mnist lenet 16 blended:alpha=0.15,image=@sneaker.png 0.02 0 96
 GRID
 }
 
