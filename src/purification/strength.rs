@@ -959,6 +959,21 @@ fn better(auto: &AutoStrength, a: &Candidate, b: &Candidate) -> bool {
     }
 }
 
+/// Without a usable reference, the model's own baseline: a probe whose push the first candidate
+/// did not move (`pushes`, in `signals`' order) is its nature. Not so for inverted triggers, whose
+/// reading (`Signal::found`: the narrow screen counts) stands: ResNet-18 backdoors on the fit half
+/// kept 72-86% of their inverted push under the first candidates, as natural shortcuts do, so an
+/// inverted trigger counts until it is cleared. The reference, where there is one, decides
+/// alone: a ResNet-18 WaNet backdoor's probes kept their push through alpha 0.01 and moved the
+/// reference by 1-5% (docs/strength.md).
+fn read_probes_by_retention(signals: &mut [Signal], pushes: &[f64]) {
+    for (signal, push) in signals.iter_mut().zip(pushes) {
+        if signal.source == SignalSource::Probe {
+            signal.natural = *push > NATURAL_RETENTION * signal.push_before;
+        }
+    }
+}
+
 /// The inverted patch triggers of the `count` classes with the smallest masks against the median
 /// (easiest first), among the classes that are not suspects at or under
 /// `UNREFERENCED_MAX_MASK_RATIO`: the screen of versions 3-11, so that the judge's wider screen
@@ -1245,16 +1260,7 @@ fn search(
             }
         }
         if candidates.is_empty() && !reference_usable {
-            // Without a usable reference, the model's own baseline: a probe's push the first
-            // candidate did not move is its nature. Not so for inverted triggers: ResNet-18
-            // backdoors on the fit half kept 72-86% of their inverted push under the first
-            // candidates, as natural shortcuts do, so an inverted trigger counts until it is
-            // cleared. The reference, where there is one, decides alone: a ResNet-18 WaNet
-            // backdoor's probes kept their push through alpha 0.01 and moved the reference by
-            // 1-5% (docs/strength.md).
-            for (signal, push) in signals.iter_mut().zip(&pushes) {
-                signal.natural = signal.source == SignalSource::Probe && *push > NATURAL_RETENTION * signal.push_before;
-            }
+            read_probes_by_retention(&mut signals, &pushes);
         }
         let counted = |inverted: bool| {
             signals
@@ -1510,6 +1516,30 @@ mod tests {
             |alpha, cosine, push| Candidate { suspect_push: Some(push), ..candidate(alpha, false, cosine, 0.8) };
         assert!(better(auto, &pushed(0.03, -0.9, 0.03), &pushed(0.01, -0.3, 0.1)));
         assert!(!better(auto, &pushed(0.03, -0.9, 0.2), &pushed(0.01, -0.2, 0.03)));
+    }
+
+    #[test]
+    fn without_a_reference_retention_reads_probes_and_leaves_inverted_triggers_as_found() {
+        let class = |mask_ratio: f64| InvertedClass {
+            class: 8,
+            mask_pixels: 20.0,
+            reached: true,
+            push: 0.9,
+            mask_ratio,
+            anomaly_index: 0.0,
+        };
+        let found = |source, inverted: Option<&InvertedClass>| Signal::found(source, "t".into(), 8, 0.9, 500, inverted);
+        let mut signals = vec![
+            found(SignalSource::Probe, None),
+            found(SignalSource::Probe, None),
+            found(SignalSource::Inversion, Some(&class(0.2))),
+            found(SignalSource::Inversion, Some(&class(0.44))),
+        ];
+        // Every push kept: the first probe persisted (nature), the second fell (a backdoor's).
+        read_probes_by_retention(&mut signals, &[0.9, 0.1, 0.9, 0.9]);
+        let natural: Vec<bool> = signals.iter().map(|s| s.natural).collect();
+        // The narrow screen's inverted trigger counts; the wide band's stays the model's nature.
+        assert_eq!(natural, [true, false, false, true]);
     }
 
     #[test]
