@@ -280,7 +280,7 @@ impl Signal {
         }
     }
 
-    /// The share of the reference's mask ratio at or above which this inverted signal is the
+    /// The share of the reference's mask, in pixels, at or above which this inverted signal is the
     /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `REFERENCE_MASK_SHARE` otherwise.
     pub fn reference_share(&self) -> f64 {
         match self.source.shape() {
@@ -337,10 +337,13 @@ impl Evidence {
             ),
             None => String::new(),
         };
+        // A reference that did not learn the task records its figures but decided nothing: the
+        // reading then came from the model's own baseline, and the reason says so.
+        let usable = reference.as_ref().is_some_and(|r| r.usable);
         let natural: Vec<String> = signals
             .iter()
             .filter(|s| s.natural)
-            .map(|s| match (s.reference_mask_pixels, s.reference_push) {
+            .map(|s| match (s.reference_mask_pixels.filter(|_| usable), s.reference_push.filter(|_| usable)) {
                 (Some(reference), _) => format!(
                     "{} -> class {} (the from-scratch reference's mask for it is {:.1} pixels, against {:.1})",
                     s.trigger,
@@ -458,6 +461,11 @@ mod tests {
         Signal { source, mask_pixels: Some(pixels), mask_ratio: Some(ratio), ..signal(8, 0.9, 0.9, false) }
     }
 
+    /// A from-scratch reference that learnt the task (`usable`) or did not.
+    fn reference(usable: bool) -> Reference {
+        Reference { steps: 600, epochs: 5, validation_accuracy: 0.8, usable, seconds: 1.0, inversion: None }
+    }
+
     /// Class 8 as the from-scratch reference's inversion found it.
     fn reference_class(pixels: f64, ratio: f64) -> InvertedClass {
         InvertedClass { class: 8, mask_pixels: pixels, reached: true, push: 0.9, mask_ratio: ratio, anomaly_index: 0.0 }
@@ -501,7 +509,7 @@ mod tests {
         let mut edge = inverted(REFERENCE_MASK_SHARE * 40.0, 0.2);
         edge.judge_mask_against_reference(&reference_class(40.0, 0.5), true);
         assert!(edge.natural);
-        let evidence = Evidence::conclude(None, None, vec![backdoor, shortcut]);
+        let evidence = Evidence::conclude(None, Some(reference(true)), vec![backdoor, shortcut]);
         assert_eq!(evidence.suspected_classes, [8]);
         assert!(
             evidence.reason.contains("the from-scratch reference's mask for it is 45.0 pixels, against 18.8"),
@@ -537,6 +545,23 @@ mod tests {
         let evidence = Evidence::conclude(None, None, vec![patch(0.44)]);
         assert!(
             evidence.reason.contains("0.44 of the median, over 0.3, and no usable reference"),
+            "{}",
+            evidence.reason
+        );
+        // An unusable reference's recorded mask is not given as the reason.
+        let mut recorded = patch(0.44);
+        recorded.judge_mask_against_reference(&reference_class(25.0, 0.9), false);
+        // Nor its push for a probe read by retention.
+        let mut persisting = signal(3, 0.85, 0.8, true);
+        persisting.judge_against_reference(0.33, false);
+        persisting.natural = true;
+        let evidence = Evidence::conclude(None, Some(reference(false)), vec![recorded, persisting.clone()]);
+        assert!(evidence.reason.contains("and no usable reference"), "{}", evidence.reason);
+        assert!(!evidence.reason.contains("the from-scratch reference's mask"), "{}", evidence.reason);
+        assert!(evidence.reason.contains("-> class 3 (persisted through purification)"), "{}", evidence.reason);
+        let evidence = Evidence::conclude(None, Some(reference(true)), vec![persisting]);
+        assert!(
+            evidence.reason.contains("(moves the from-scratch reference 33.0%, against 85.0%)"),
             "{}",
             evidence.reason
         );
