@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::data::{Dataset, InputSpec};
+use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::Result;
 use crate::evaluation::InversionSummary;
 use crate::model::Classifier;
@@ -50,7 +50,7 @@ pub const MIN_REFERENCE_SHARE: f64 = 0.5;
 /// Re-initialises every parameter of `model` (weights of layers as PyTorch's default layer
 /// initialisation bounds them, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); one-dimensional weights, the
 /// scales of normalisation layers, to 1; biases to 0) and trains it from scratch on `tuning` for
-/// about `steps` optimiser steps with `base`'s optimiser. The caller snapshots the model first
+/// about `steps` optimiser steps with `base`'s optimiser, without augmentation. The caller snapshots the model first
 /// and restores it after: this overwrites it.
 pub fn train_from_scratch(
     model: &mut Classifier,
@@ -86,7 +86,9 @@ pub fn train_from_scratch(
         momentum: base.momentum,
         weight_decay: base.weight_decay,
         batch_size: base.batch_size,
-        augmentation: base.augmentation,
+        // Unaugmented whatever the candidates use: the shares a signal is judged by
+        // (`REFERENCE_MASK_SHARE`) were fitted against references trained this way.
+        augmentation: Augmentation::NONE,
         input,
         head: None,
         train_mode: true,
