@@ -85,10 +85,7 @@ pub struct Settings {
     /// parameter but the head's ends at original + t * (tuned - original), the new head is kept
     /// whole, and normalisation statistics are re-estimated on the clean images. Fine-tuning on a
     /// few thousand images drifts from features learnt on many more; halfway back keeps most of
-    /// what the original knew. With a head warm-up the head then re-learns the interpolated
-    /// features as it learnt the frozen ones (`head_warmup_epochs`, from its tuned weights): it was
-    /// tuned against features that are no longer there. None: the tuned weights as they are (the
-    /// paper); t in (0, 1].
+    /// what the original knew. None: the tuned weights as they are (the paper); t in (0, 1].
     #[serde(default)]
     pub feature_interpolation: Option<f64>,
 }
@@ -214,25 +211,19 @@ pub fn purify_unlearning(
         unlearning: unlearning.clone(),
         validation,
     };
-    // LP-FT: the head alone learns the frozen features, before anything else moves and again
-    // after an interpolation moved them.
-    let warmup_lr = settings.head_warmup_learning_rate.unwrap_or(settings.learning_rate);
-    let warm_head = |model: &mut Classifier, rng: &mut SeededRng| {
+    let mut records = Vec::new();
+    if reinitialise && settings.head_warmup_epochs > 0 {
+        // LP-FT: the new head learns the frozen features before anything else moves.
+        let warmup_lr = settings.head_warmup_learning_rate.unwrap_or(settings.learning_rate);
         let head_only = set_trainable(&parameters, |name| is_head(name));
-        let records = training::train(
+        records = training::train(
             model,
             head_only,
             clean,
             &config(settings.head_warmup_epochs, warmup_lr, false),
-            rng,
+            &mut rng,
             progress,
-        );
-        all_trainable(&parameters);
-        records
-    };
-    let mut records = Vec::new();
-    if reinitialise && settings.head_warmup_epochs > 0 {
-        records = warm_head(model, &mut rng)?;
+        )?;
     }
     let trainable = set_trainable(&parameters, |name| match settings.method {
         Method::Lp => is_head(name),
@@ -263,11 +254,6 @@ pub fn purify_unlearning(
     records.extend(tuned?.into_iter().map(|r| EpochRecord { epoch: r.epoch + offset, ..r }));
     if let Some(t) = settings.feature_interpolation {
         interpolate_features(model, &original_features, t, clean, input, settings.batch_size)?;
-        if settings.head_warmup_epochs > 0 {
-            let offset = records.len();
-            records
-                .extend(warm_head(model, &mut rng)?.into_iter().map(|r| EpochRecord { epoch: r.epoch + offset, ..r }));
-        }
     }
     Ok(records)
 }

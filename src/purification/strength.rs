@@ -535,7 +535,7 @@ impl AutoStrength {
             self.head_warmup_learning_rate.map(|lr| format!(" at learning rate {lr}")).unwrap_or_default(),
             self.min_steps,
             self.start_alpha,
-            gentle_description(self.gentleness(false), self.head_warmup_epochs),
+            gentle_description(self.gentleness(false)),
             self.evidence_start_alpha,
             self.max_candidates,
             self.suspect_push_target,
@@ -621,7 +621,7 @@ impl AutoStrength {
 }
 
 /// How the rule names what sets the gentle candidate apart (empty: nothing does).
-fn gentle_description(gentleness: Gentleness, head_warmup_epochs: usize) -> String {
+fn gentle_description(gentleness: Gentleness) -> String {
     let mut description = String::new();
     if gentleness.keep_head {
         description += " from the original head (no warm-up)";
@@ -631,10 +631,6 @@ fn gentle_description(gentleness: Gentleness, head_warmup_epochs: usize) -> Stri
             ", its features then set {t} of the way from the original weights to the tuned ones and its \
              normalisation statistics re-estimated on the tuning images"
         );
-        if head_warmup_epochs > 0 {
-            description +=
-                &format!(", then its head alone re-learning them for {head_warmup_epochs} epochs as in the warm-up");
-        }
     }
     description
 }
