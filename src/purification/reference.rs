@@ -50,8 +50,8 @@ pub const MIN_REFERENCE_SHARE: f64 = 0.5;
 /// Re-initialises every parameter of `model` (weights of layers as PyTorch's default layer
 /// initialisation bounds them, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); one-dimensional weights, the
 /// scales of normalisation layers, to 1; biases to 0) and trains it from scratch on `tuning` for
-/// about `steps` optimiser steps with `base`'s optimiser, without augmentation. The caller snapshots the model first
-/// and restores it after: this overwrites it.
+/// about `steps` optimiser steps with `base`'s optimiser, without augmentation. The caller
+/// snapshots the model first and restores it after: this overwrites it.
 pub fn train_from_scratch(
     model: &mut Classifier,
     tuning: &Dataset,
