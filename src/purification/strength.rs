@@ -110,8 +110,9 @@ pub struct AutoStrength {
     /// (LP-FT, `Settings::head_warmup_epochs`).
     pub head_warmup_epochs: usize,
     /// Without evidence (trigger inversion on): the gentle candidate unlearns the inverted patch
-    /// triggers of this many classes, those with the smallest masks against the median among the
-    /// classes not suspected; 0: none. A backdoor too weak to count as evidence still makes its
+    /// triggers of this many classes, those with the smallest masks against the median (the
+    /// classes the screen named and the reference read as natural among them, since version 14);
+    /// 0: none. A backdoor too weak to count as evidence still makes its
     /// target about the easiest class to reach (0.55-0.72 of the median on the spent weak
     /// backdoors, docs/strength.md), and the gentle tuning alone left 2.3-6.6% of them.
     #[serde(default)]
@@ -480,7 +481,7 @@ impl AutoStrength {
         let gentle = if self.gentle_unlearn_classes > 0 && self.gentle_unlearn_share > 0.0 {
             format!(
                 " Without evidence the candidate also unlearns the inverted patch triggers of the {} classes with the \
-                 smallest masks (of those not suspected): {} of every tuning batch (warm-up included) carries them \
+                 smallest masks (those read as the data's nature among them): {} of every tuning batch (warm-up included) carries them \
                  under the images' own labels.",
                 self.gentle_unlearn_classes, self.gentle_unlearn_share
             )
@@ -975,15 +976,13 @@ fn read_probes_by_retention(signals: &mut [Signal], pushes: &[f64]) {
 }
 
 /// The inverted patch triggers of the `count` classes with the smallest masks against the median
-/// (easiest first), among the classes that are not suspects at or under
-/// `UNREFERENCED_MAX_MASK_RATIO`: the screen of versions 3-11, so that the judge's wider screen
-/// (`JUDGE_SCREEN_MASK_RATIO`) does not change what the gentle candidate unlearns.
+/// (easiest first), whether or not the screen named them: the gentle candidate runs only when no
+/// signal counts, so a class the screen named is one the reference read as the data's shortcut,
+/// and a backdoor into that class (k05's patch into Fashion-MNIST's "bag") is as easy to reach
+/// as the shortcut (version 14; versions 8-13 left the narrow screen's suspects out).
 fn easiest_patches(summary: &InversionSummary, triggers: &[InvertedTrigger], count: usize) -> Vec<InvertedTrigger> {
     let ratio = |t: &InvertedTrigger| summary.classes[t.class as usize].mask_ratio;
-    let mut patches: Vec<&InvertedTrigger> = triggers
-        .iter()
-        .filter(|t| t.shape == TriggerShape::Patch && !(summary.suspects(t) && ratio(t) <= UNREFERENCED_MAX_MASK_RATIO))
-        .collect();
+    let mut patches: Vec<&InvertedTrigger> = triggers.iter().filter(|t| t.shape == TriggerShape::Patch).collect();
     patches.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
     patches.into_iter().take(count).map(InvertedTrigger::shallow_clone).collect()
 }
@@ -1543,7 +1542,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gentle_candidate_unlearns_the_easiest_unsuspected_patches() {
+    fn the_gentle_candidate_unlearns_the_easiest_patches_suspected_or_not() {
         let ratios = [1.0, 0.7, 1.2, 0.2, 0.9, 0.4];
         let class = |(class, &mask_ratio): (usize, &f64)| InvertedClass {
             class: class as i64,
@@ -1572,13 +1571,13 @@ mod tests {
             mask: tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)),
             pattern: tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)),
         };
-        // Class 3 is a suspect under the narrow screen (read as the data's nature when there is
-        // no evidence): left out; 5, a suspect only in the wide band, stays in.
+        // Class 3 is a suspect under the narrow screen, 5 in the wide band: when the gentle
+        // candidate runs, both were read as the data's nature, and both are unlearnt.
         let triggers: Vec<InvertedTrigger> =
             (0..6).flat_map(|c| [trigger(c, TriggerShape::Patch), trigger(c, TriggerShape::Blend)]).collect();
         let easiest = easiest_patches(&summary, &triggers, 3);
         let picked: Vec<(i64, TriggerShape)> = easiest.iter().map(|t| (t.class, t.shape)).collect();
-        assert_eq!(picked, [(5, TriggerShape::Patch), (1, TriggerShape::Patch), (4, TriggerShape::Patch)]);
+        assert_eq!(picked, [(3, TriggerShape::Patch), (5, TriggerShape::Patch), (1, TriggerShape::Patch)]);
         assert!(easiest_patches(&summary, &triggers, 0).is_empty());
     }
 
