@@ -92,6 +92,44 @@ pub struct Config<'a> {
     /// Held-out images (conformed, [0, 1], on the CPU) measured at the end of every epoch: the
     /// tuning curve in the records (`EpochRecord::validation_accuracy`).
     pub validation: Option<&'a Dataset>,
+    /// Adaptive sharpness-aware minimisation (ASAM, Kwon et al. 2021): each step takes its
+    /// gradient at the weights pushed this far uphill, elementwise scaled by the weights' size;
+    /// None: plain SGD.
+    pub sharpness_radius: Option<f64>,
+}
+
+/// ASAM's floor on the elementwise scale, so zero weights are perturbed too.
+const SHARPNESS_ETA: f64 = 0.01;
+
+/// Moves `params` to ASAM's uphill point for their current gradients (`radius`, elementwise
+/// scaled by |w| + eta) and returns the perturbations, to be taken back after the second pass.
+fn climb(params: &[Tensor], radius: f64) -> Vec<Option<Tensor>> {
+    tch::no_grad(|| {
+        let scaled: Vec<Option<Tensor>> = params
+            .iter()
+            .map(|p| {
+                let grad = p.grad();
+                grad.defined().then(|| (p.abs() + SHARPNESS_ETA) * grad)
+            })
+            .collect();
+        let norm = scaled
+            .iter()
+            .flatten()
+            .map(|t| t.square().sum(Kind::Float))
+            .fold(Tensor::zeros([], (Kind::Float, params[0].device())), |a, b| a + b);
+        let norm = norm.sqrt() + 1e-12;
+        params
+            .iter()
+            .zip(scaled)
+            .map(|(p, scaled)| {
+                scaled.map(|t| {
+                    let e = (p.abs() + SHARPNESS_ETA) * t * radius / &norm;
+                    let _ = p.shallow_clone().g_add_(&e);
+                    e
+                })
+            })
+            .collect()
+    })
 }
 
 /// Stamps a trigger on [0, 1] images (on the batch's device).
@@ -222,16 +260,33 @@ pub fn train(
                 batch = unlearning.apply(batch, epoch * steps_per_epoch as usize + step as usize)?;
             }
             let targets = labels.index_select(0, &index);
-            let logits = model.logits(&config.input.normalize(&batch))?;
-            let cross_entropy = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
-            let loss = match &config.head {
-                Some(head) if head.alpha != 0.0 => {
-                    &cross_entropy + (&head.weight * &head.original).sum(Kind::Float) * head.alpha
-                }
-                _ => cross_entropy.shallow_clone(),
+            let inputs = config.input.normalize(&batch);
+            let forward = || -> Result<(Tensor, Tensor, Tensor)> {
+                let logits = model.logits(&inputs)?;
+                let cross_entropy = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
+                let loss = match &config.head {
+                    Some(head) if head.alpha != 0.0 => {
+                        &cross_entropy + (&head.weight * &head.original).sum(Kind::Float) * head.alpha
+                    }
+                    _ => cross_entropy.shallow_clone(),
+                };
+                Ok((logits, cross_entropy, loss))
             };
+            let (logits, cross_entropy, loss) = forward()?;
             sgd.zero_grad();
             loss.f_backward()?;
+            if let Some(radius) = config.sharpness_radius {
+                let climbed = climb(&sgd.params, radius);
+                sgd.zero_grad();
+                forward()?.2.f_backward()?;
+                tch::no_grad(|| {
+                    for (p, e) in sgd.params.iter().zip(&climbed) {
+                        if let Some(e) = e {
+                            let _ = p.shallow_clone().g_sub_(e);
+                        }
+                    }
+                });
+            }
             sgd.step(lr);
             if let (Some(head), Some(norm)) = (&config.head, &original_norm) {
                 tch::no_grad(|| {
@@ -314,6 +369,24 @@ mod tests {
             sgd.step(0.1);
         }
         assert!((p.double_value(&[0]) - 0.72).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_sharpness_climb_goes_the_radius_uphill_in_the_weights_scale() {
+        // Loss sum(g * p): gradient g. ASAM's step is e = rho * T^2 g / ||T g||, T = |p| + eta,
+        // so ||e / T|| = rho, and e points along T^2 g.
+        let p = Tensor::from_slice(&[3.0f32, -4.0, 0.0]).set_requires_grad(true);
+        let g = Tensor::from_slice(&[1.0f32, 2.0, -1.0]);
+        (&p * &g).sum(Kind::Float).backward();
+        let before = p.detach().copy();
+        let climbed = climb(&[p.shallow_clone()], 2.0);
+        let e = climbed[0].as_ref().expect("p has a gradient");
+        let scale = before.abs() + SHARPNESS_ETA;
+        assert!(((e / &scale).norm().double_value(&[]) - 2.0).abs() < 1e-5);
+        let along = &scale * &scale * &g;
+        let cosine = (e * &along).sum(Kind::Float) / (e.norm() * along.norm());
+        assert!((cosine.double_value(&[]) - 1.0).abs() < 1e-5);
+        assert!((p.detach() - &before - e).abs().max().double_value(&[]) < 1e-6, "the weights moved by e");
     }
 
     #[test]

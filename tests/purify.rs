@@ -37,6 +37,7 @@ fn fstgate_test_settings() -> Settings {
         head_warmup_learning_rate: None,
         keep_head: false,
         feature_interpolation: None,
+        sharpness_radius: None,
     }
 }
 
@@ -488,6 +489,51 @@ fn feature_interpolation_scales_back_the_features_and_keeps_the_tuned_head() {
     assert!(!logits(&whole).allclose(&logits(&plain), 1e-4, 1e-5, false), "statistics not re-estimated");
     let refused = Settings { feature_interpolation: Some(0.0), ..settings.clone() }.validate().unwrap_err();
     assert!(refused.to_string().contains("feature interpolation must be in (0, 1]"), "{refused}");
+}
+
+/// Sharpness-aware tuning (`Settings::sharpness_radius`, ASAM): each step's gradient is taken at
+/// weights pushed uphill and the push is taken back, so a vanishing radius is the plain tuning;
+/// at ASAM's usual radius the tuning lands elsewhere and still classifies.
+#[test]
+fn sharpness_aware_tuning_takes_its_climb_back_and_lands_elsewhere() {
+    let tuning = common::fashion("train", 300, 11);
+    let lab = common::badnets_model();
+    let input = InputSpec::default();
+    // The new head first learns the features (as the judge's candidates do): the climb starts
+    // from a model that classifies.
+    let settings = Settings {
+        epochs: 2,
+        head_warmup_epochs: 3,
+        head_warmup_learning_rate: Some(0.1),
+        alpha: 0.001,
+        augmentation: Augmentation::NONE,
+        ..Settings::default()
+    };
+    let tuned_with = |sharpness_radius: Option<f64>| {
+        let mut model = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+        let settings = Settings { sharpness_radius, ..settings.clone() };
+        purification::purify(&mut model, &tuning, &input, &settings, &Silent).unwrap();
+        model
+    };
+    let (plain, vanishing, sharp) = (tuned_with(None), tuned_with(Some(1e-9)), tuned_with(Some(0.5)));
+    let parameters = |model: &Classifier| model.named_parameters().unwrap();
+    let mut differ = 0;
+    for (((name, p), (_, v)), (_, s)) in parameters(&plain).iter().zip(parameters(&vanishing)).zip(parameters(&sharp)) {
+        assert!(v.allclose(p, 1e-4, 1e-5, false), "{name}: a vanishing climb must leave the plain tuning");
+        differ += i32::from(!s.allclose(p, 1e-4, 1e-5, false));
+    }
+    assert!(differ > 4, "the sharpness-aware tuning moved only {differ} parameters differently");
+    let batch = input.normalize(&tuning.images);
+    let correct = |model: &Classifier| {
+        model.predict(&batch).unwrap().eq_tensor(&tuning.labels).sum(tch::Kind::Float).double_value(&[])
+    };
+    let (sharp_correct, plain_correct) = (correct(&sharp), correct(&plain));
+    assert!(
+        sharp_correct >= 0.5 * 300.0 && sharp_correct >= plain_correct - 30.0,
+        "of 300 tuning images the sharpness-aware tuning classifies {sharp_correct}, the plain one {plain_correct}"
+    );
+    let refused = Settings { sharpness_radius: Some(0.0), ..settings.clone() }.validate().unwrap_err();
+    assert!(refused.to_string().contains("sharpness radius must be positive"), "{refused}");
 }
 
 /// A user-supplied poisoned test set gives the same ASR as applying the trigger.

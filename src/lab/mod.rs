@@ -156,6 +156,7 @@ pub fn train_backdoored(
         train_mode: true,
         unlearning: None,
         validation: None,
+        sharpness_radius: None,
     };
     let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {

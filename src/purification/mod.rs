@@ -88,6 +88,13 @@ pub struct Settings {
     /// what the original knew. None: the tuned weights as they are (the paper); t in (0, 1].
     #[serde(default)]
     pub feature_interpolation: Option<f64>,
+    /// Sharpness-aware tuning (ASAM, `training::Config::sharpness_radius`) at this radius, for
+    /// the full tuning (not the head's warm-up): each step's gradient is taken at the weights
+    /// pushed uphill, so the tuning settles where the loss is flat around it. On the spent
+    /// ResNet-18s whose blends FST left at 95-99% it took them to 9-22% at radius 8-11 (collapse
+    /// at 16). None: plain SGD (the paper).
+    #[serde(default)]
+    pub sharpness_radius: Option<f64>,
 }
 
 impl Default for Settings {
@@ -108,6 +115,7 @@ impl Default for Settings {
             head_warmup_learning_rate: None,
             keep_head: false,
             feature_interpolation: None,
+            sharpness_radius: None,
         }
     }
 }
@@ -133,6 +141,9 @@ impl Settings {
         positive("warm-up learning rate", self.head_warmup_learning_rate.unwrap_or(self.learning_rate))?;
         if let Some(t) = self.feature_interpolation.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
             return Err(Error::Settings(format!("the feature interpolation must be in (0, 1], got {t}")));
+        }
+        if let Some(radius) = self.sharpness_radius {
+            positive("sharpness radius", radius)?;
         }
         positive("batch size", self.batch_size as f64)?;
         positive("epochs", self.epochs as f64)?;
@@ -194,7 +205,7 @@ pub fn purify_unlearning(
     let head_names = head_names(model);
     let is_head = |name: &str| head_names.iter().any(|h| h == name);
     let parameters = model.named_parameters()?;
-    let config = |epochs: usize, lr: f64, train_mode: bool| training::Config {
+    let config = |epochs: usize, lr: f64, train_mode: bool, sharpness_radius: Option<f64>| training::Config {
         epochs,
         lr,
         momentum: settings.momentum,
@@ -210,6 +221,7 @@ pub fn purify_unlearning(
         train_mode,
         unlearning: unlearning.clone(),
         validation,
+        sharpness_radius,
     };
     let mut records = Vec::new();
     if reinitialise && settings.head_warmup_epochs > 0 {
@@ -220,7 +232,7 @@ pub fn purify_unlearning(
             model,
             head_only,
             clean,
-            &config(settings.head_warmup_epochs, warmup_lr, false),
+            &config(settings.head_warmup_epochs, warmup_lr, false, None),
             &mut rng,
             progress,
         )?;
@@ -245,7 +257,7 @@ pub fn purify_unlearning(
         model,
         trainable,
         clean,
-        &config(settings.epochs, settings.learning_rate, true),
+        &config(settings.epochs, settings.learning_rate, true, settings.sharpness_radius),
         &mut rng,
         progress,
     );
@@ -322,6 +334,7 @@ pub fn relearn_head(
         train_mode: false,
         unlearning: None,
         validation: None,
+        sharpness_radius: None,
     };
     let records = training::train(model, head_only, clean, &config, &mut rng, progress);
     all_trainable(&parameters);

@@ -94,6 +94,7 @@ pub fn train_from_scratch(
         train_mode: true,
         unlearning: None,
         validation: None,
+        sharpness_radius: None,
     };
     let trainable: Vec<Tensor> = parameters.iter().map(|(_, p)| p.shallow_clone()).collect();
     training::train(model, trainable, tuning, &config, &mut rng, progress)?;

@@ -163,6 +163,15 @@ pub struct AutoStrength {
     /// its features or only disconnected from its head.
     #[serde(default)]
     pub relearn_epochs: usize,
+    /// With evidence, when every candidate of the ladder left a signal standing: one more
+    /// candidate at the ladder's strongest alpha whose tuning is sharpness-aware at this radius
+    /// (ASAM, `Settings::sharpness_radius`); None: none (the default, the judge's too). On a
+    /// residual network FST turns the head away at no cost and the features that carry the
+    /// backdoor never move; the climb to a flat minimum moves them, but on the spent ResNet-18s
+    /// radius 8 left 9-22% of the blends (radius 16 collapsed the model), so it is opt-in
+    /// (docs/strength.md, "Version 14").
+    #[serde(default)]
+    pub sharpness_radius: Option<f64>,
 }
 
 impl Default for AutoStrength {
@@ -192,6 +201,7 @@ impl Default for AutoStrength {
             unlearn_share: 0.0,
             refit_residual: false,
             relearn_epochs: 0,
+            sharpness_radius: None,
         }
     }
 }
@@ -332,6 +342,23 @@ impl AutoStrength {
                     .into(),
             ));
         }
+        if base.sharpness_radius.is_some() {
+            return Err(Error::Settings(
+                "the automatic strength decides which candidate is sharpness-aware; a sharpness radius applies to \
+                 fixed settings (--strength fixed)"
+                    .into(),
+            ));
+        }
+        if let Some(radius) = self.sharpness_radius.filter(|r| !(*r > 0.0 && r.is_finite())) {
+            return Err(Error::Settings(format!("the sharpness radius must be positive, got {radius}")));
+        }
+        if self.sharpness_radius.is_some() && !self.invert_triggers {
+            return Err(Error::Settings(
+                "the sharpness-aware candidate follows a ladder that left the evidence standing: it needs trigger \
+                 inversion (--judge, or invert_triggers = true)"
+                    .into(),
+            ));
+        }
         if base.feature_interpolation.is_some() {
             return Err(Error::Settings(
                 "the automatic strength decides each candidate's feature interpolation; interpolating applies to \
@@ -438,6 +465,7 @@ impl AutoStrength {
         Settings {
             alpha,
             epochs,
+            sharpness_radius: None,
             head_warmup_epochs: self.head_warmup_epochs,
             head_warmup_learning_rate: base.head_warmup_learning_rate.or(self.head_warmup_learning_rate),
             keep_head: gentle.keep_head,
@@ -488,6 +516,13 @@ impl AutoStrength {
         } else {
             String::new()
         };
+        let sharpness = match self.sharpness_radius {
+            Some(radius) => format!(
+                " When every candidate of the ladder left the evidence standing: one more at its strongest alpha \
+                 whose tuning is sharpness-aware (ASAM, radius {radius})."
+            ),
+            None => String::new(),
+        };
         let inversion = &self.inversion;
         let unlearning = if self.unlearn_share > 0.0 {
             format!(
@@ -516,8 +551,8 @@ impl AutoStrength {
              alpha {}{}. With evidence: alpha {} first, then up threefold until a candidate \
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
-             closest; warn if the choice did not clear it or loses more than {} validation points.{gentle}\
-             {unlearning}",
+             closest; warn if the choice did not clear it or loses more than {} validation points.{sharpness}\
+             {gentle}{unlearning}",
             self.suspect_push_rate,
             inversion.steps,
             self.inversion_images,
@@ -571,8 +606,20 @@ impl AutoStrength {
         if evidence {
             AutoStrength { start_alpha: self.evidence_start_alpha, ..self.clone() }
         } else {
-            AutoStrength { max_candidates: 1, ..self.clone() }
+            AutoStrength { max_candidates: 1, sharpness_radius: None, ..self.clone() }
         }
+    }
+
+    /// The next candidate after `tried` (alpha, residual): the ladder's next alpha, then, when
+    /// the ladder is done and none of its candidates met the targets, the sharpness-aware
+    /// candidate at its strongest alpha (alpha, and the radius); None when the search is done.
+    fn next_candidate(&self, tried: &[(f64, f64)]) -> Option<(f64, Option<f64>)> {
+        if let Some(alpha) = self.next_alpha(tried) {
+            return Some((alpha, None));
+        }
+        let radius = self.sharpness_radius.filter(|_| self.invert_triggers && !self.explore)?;
+        let strongest = tried.iter().map(|t| t.0).reduce(f64::max)?;
+        (tried.len() == self.max_candidates && tried.iter().all(|t| t.1 > 0.0)).then_some((strongest, Some(radius)))
     }
 
     /// The next alpha to try after `tried` (alpha, residual), or None when the search is done.
@@ -657,6 +704,9 @@ pub struct Candidate {
     pub feature_interpolation: Option<f64>,
     /// Weight of FST's <W, W0> term tried.
     pub alpha: f64,
+    /// The radius of its sharpness-aware tuning (`AutoStrength::sharpness_radius`); null: plain.
+    #[serde(default)]
+    pub sharpness_radius: Option<f64>,
     /// Tuning epochs, stretched on a small clean set to reach `min_steps`.
     pub epochs: usize,
     /// Initial learning rate of the tuning.
@@ -1170,17 +1220,19 @@ fn search(
             &gentle
         }
     };
-    while let Some(alpha) = rule(&signals).next_alpha(&tried) {
+    while let Some((alpha, sharpness_radius)) = rule(&signals).next_candidate(&tried) {
         if !candidates.is_empty() {
             model.restore(&original)?;
         }
         let gentleness = auto.gentleness(signals.iter().any(Signal::counts));
-        let settings = auto.candidate_settings(base, alpha, candidate_epochs, gentleness);
+        let settings =
+            Settings { sharpness_radius, ..auto.candidate_settings(base, alpha, candidate_epochs, gentleness) };
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
             head_kept: gentleness.keep_head,
             feature_interpolation: gentleness.feature_interpolation,
             alpha,
+            sharpness_radius,
             epochs: settings.epochs,
             learning_rate: settings.learning_rate,
             validation_accuracy: None,
@@ -1293,7 +1345,7 @@ fn search(
         candidates.push(candidate);
         if improves {
             // A later candidate overwrites the model: keep these weights if there will be one.
-            let more = rule(&signals).next_alpha(&tried).is_some();
+            let more = rule(&signals).next_candidate(&tried).is_some();
             best = Some((candidates.len() - 1, records, if more { Some(model.snapshot()?) } else { None }));
             best_pushes = pushes;
             best_fresh_ratios = fresh_ratios;
@@ -1438,7 +1490,10 @@ fn search(
         keep_head: chosen_candidate.head_kept,
         feature_interpolation: chosen_candidate.feature_interpolation,
     };
-    let settings = auto.candidate_settings(base, chosen_candidate.alpha, candidate_epochs, gentleness);
+    let settings = Settings {
+        sharpness_radius: chosen_candidate.sharpness_radius,
+        ..auto.candidate_settings(base, chosen_candidate.alpha, candidate_epochs, gentleness)
+    };
     Ok(Purified { settings, epochs, search: Some(search), warnings })
 }
 
@@ -1480,11 +1535,35 @@ mod tests {
         assert_eq!(tried.len(), 2, "cleared by the second rung: {tried:?}");
     }
 
+    #[test]
+    fn a_ladder_that_left_the_evidence_standing_ends_with_one_sharpness_aware_candidate() {
+        let evidence = AutoStrength { sharpness_radius: Some(8.0), ..AutoStrength::judge() }.given_evidence(true);
+        let mut tried = Vec::new();
+        let mut plan = Vec::new();
+        while let Some((alpha, radius)) = evidence.next_candidate(&tried) {
+            plan.push((alpha, radius));
+            tried.push((alpha, evidence.residual(0.0, None, Some(0.9))));
+        }
+        let ladder = [JUDGE_EVIDENCE_START_ALPHA, 3.0 * JUDGE_EVIDENCE_START_ALPHA, 9.0 * JUDGE_EVIDENCE_START_ALPHA];
+        assert_eq!(plan.len(), 4, "{plan:?}");
+        assert!(plan[..3].iter().zip(ladder).all(|((a, r), b)| (a - b).abs() < 1e-12 && r.is_none()), "{plan:?}");
+        assert!((plan[3].0 - ladder[2]).abs() < 1e-12 && plan[3].1 == Some(8.0), "{plan:?}");
+        // Cleared by the ladder's last rung: no sharpness-aware candidate.
+        let cleared = [(ladder[0], 0.5), (ladder[1], 0.2), (ladder[2], -0.01)];
+        assert_eq!(evidence.next_candidate(&cleared), None);
+        // Without evidence, or with the radius off, the plan is as before.
+        let gentle = AutoStrength { sharpness_radius: Some(8.0), ..AutoStrength::judge() }.given_evidence(false);
+        assert_eq!(gentle.next_candidate(&[(JUDGE_GENTLE_ALPHA, 0.5)]), None);
+        let off = AutoStrength { sharpness_radius: None, ..evidence.clone() };
+        assert_eq!(off.next_candidate(&tried[..3]), None);
+    }
+
     fn candidate(alpha: f64, reached: bool, cosine: f64, accuracy: f64) -> Candidate {
         Candidate {
             head_kept: false,
             feature_interpolation: None,
             alpha,
+            sharpness_radius: None,
             epochs: 1,
             learning_rate: 0.01,
             validation_accuracy: Some(accuracy),
