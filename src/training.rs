@@ -105,25 +105,30 @@ const SHARPNESS_ETA: f64 = 0.01;
 /// scaled by |w| + eta) and returns the perturbations, to be taken back after the second pass.
 fn climb(params: &[Tensor], radius: f64) -> Vec<Option<Tensor>> {
     tch::no_grad(|| {
-        let scaled: Vec<Option<Tensor>> = params
+        // Per parameter with a gradient: its scale T = |w| + eta, and T * g.
+        let scaled: Vec<Option<(Tensor, Tensor)>> = params
             .iter()
             .map(|p| {
                 let grad = p.grad();
-                grad.defined().then(|| (p.abs() + SHARPNESS_ETA) * grad)
+                grad.defined().then(|| {
+                    let scale = p.abs() + SHARPNESS_ETA;
+                    let scaled_grad = &scale * grad;
+                    (scale, scaled_grad)
+                })
             })
             .collect();
         let norm = scaled
             .iter()
             .flatten()
-            .map(|t| t.square().sum(Kind::Float))
+            .map(|(_, t)| t.square().sum(Kind::Float))
             .fold(Tensor::zeros([], (Kind::Float, params[0].device())), |a, b| a + b);
         let norm = norm.sqrt() + 1e-12;
         params
             .iter()
             .zip(scaled)
             .map(|(p, scaled)| {
-                scaled.map(|t| {
-                    let e = (p.abs() + SHARPNESS_ETA) * t * radius / &norm;
+                scaled.map(|(scale, scaled_grad)| {
+                    let e = scale * scaled_grad * radius / &norm;
                     let _ = p.shallow_clone().g_add_(&e);
                     e
                 })

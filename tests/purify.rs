@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use fstgate::data::{Augmentation, InputSpec};
+use fstgate::data::{Augmentation, Dataset, InputSpec};
 use fstgate::evaluation::{self, Attack, Plan};
 use fstgate::job::{self, AttackInput, PurifyJob, Sample};
 use fstgate::lab::{self, Architecture};
@@ -15,6 +15,11 @@ use fstgate::training::Silent;
 use tch::{Device, Tensor};
 
 const TEST_IMAGES: i64 = 2_000;
+
+/// The lab's BadNets CNN as trained, probed with the first images of `sample`.
+fn lab_classifier(sample: &Dataset) -> Classifier {
+    Classifier::load(&common::badnets_model().model, Device::Cpu, &sample.images.narrow(0, 0, 4), None).unwrap()
+}
 
 fn settings(method: Method) -> Settings {
     Settings { method, ..fstgate_test_settings() }
@@ -305,8 +310,7 @@ fn saved_model_reloads_with_identical_logits() {
     let dir = common::scratch("reload");
     let clean = common::fashion("train", 500, 5);
     let test = common::fashion("test", 256, 5);
-    let lab = common::badnets_model();
-    let mut model = Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let mut model = lab_classifier(&test);
     let quick = Settings { epochs: 1, ..settings(Method::Fst) };
     purification::purify(&mut model, &clean, &InputSpec::default(), &quick, &Silent).unwrap();
     model.set_eval();
@@ -320,7 +324,7 @@ fn saved_model_reloads_with_identical_logits() {
     let diff = (&in_memory - &from_disk).abs().max().double_value(&[]);
     assert!(diff == 0.0, "logits differ by {diff}");
     // And the purified model really differs from the backdoored one.
-    let original = Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let original = lab_classifier(&test);
     let before = tch::no_grad(|| original.logits(&test.images)).unwrap();
     assert!((before - from_disk).abs().max().double_value(&[]) > 1e-3);
 }
@@ -380,8 +384,7 @@ fn baselines_train_the_parameters_they_should() {
 #[test]
 fn fst_keeping_the_head_starts_from_the_original_head() {
     let clean = common::fashion("train", 300, 7);
-    let lab = common::badnets_model();
-    let mut model = Classifier::load(&lab.model, Device::Cpu, &clean.images.narrow(0, 0, 4), None).unwrap();
+    let mut model = lab_classifier(&clean);
     let (w0, _) = model.head_tensors().unwrap();
     let w0 = w0.copy();
     let kept = Settings { epochs: 1, head_warmup_epochs: 5, keep_head: true, ..Settings::default() };
@@ -403,12 +406,11 @@ fn fst_keeping_the_head_starts_from_the_original_head() {
 fn the_tuning_curve_is_measured_on_held_out_images_every_epoch() {
     let tuning = common::fashion("train", 300, 11);
     let validation = common::fashion("test", 300, 12);
-    let lab = common::badnets_model();
     let input = InputSpec::default();
     let plan = Plan { input: input.clone(), attack: None, probes: vec![], batch_size: 256 };
     let mut warmed_up = Vec::new();
     for warmup_lr in [None, Some(0.1)] {
-        let mut model = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+        let mut model = lab_classifier(&tuning);
         let settings = Settings {
             epochs: 2,
             head_warmup_epochs: 3,
@@ -433,7 +435,7 @@ fn the_tuning_curve_is_measured_on_held_out_images_every_epoch() {
     }
     assert!(warmed_up[1] > warmed_up[0] + 0.05, "after the warm-up: {warmed_up:?}");
     let fixed = purification::purify(
-        &mut Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap(),
+        &mut lab_classifier(&tuning),
         &tuning,
         &input,
         &Settings { epochs: 1, ..Settings::default() },
@@ -450,9 +452,8 @@ fn the_tuning_curve_is_measured_on_held_out_images_every_epoch() {
 #[test]
 fn feature_interpolation_scales_back_the_features_and_keeps_the_tuned_head() {
     let tuning = common::fashion("train", 300, 11);
-    let lab = common::badnets_model();
     let input = InputSpec::default();
-    let load = || Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let load = || lab_classifier(&tuning);
     let settings = Settings {
         epochs: 2,
         head_warmup_epochs: 1,
@@ -497,7 +498,6 @@ fn feature_interpolation_scales_back_the_features_and_keeps_the_tuned_head() {
 #[test]
 fn sharpness_aware_tuning_takes_its_climb_back_and_lands_elsewhere() {
     let tuning = common::fashion("train", 300, 11);
-    let lab = common::badnets_model();
     let input = InputSpec::default();
     // The new head first learns the features (as the judge's candidates do): the climb starts
     // from a model that classifies.
@@ -510,7 +510,7 @@ fn sharpness_aware_tuning_takes_its_climb_back_and_lands_elsewhere() {
         ..Settings::default()
     };
     let tuned_with = |sharpness_radius: Option<f64>| {
-        let mut model = Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+        let mut model = lab_classifier(&tuning);
         let settings = Settings { sharpness_radius, ..settings.clone() };
         purification::purify(&mut model, &tuning, &input, &settings, &Silent).unwrap();
         model
@@ -546,9 +546,8 @@ fn sharpness_aware_tuning_takes_its_climb_back_and_lands_elsewhere() {
 fn relearning_a_head_on_backdoored_features_brings_the_backdoor_back() {
     let tuning = common::fashion("train", 1_000, 11);
     let test = common::fashion("test", 1_000, 12);
-    let lab = common::badnets_model();
     let input = InputSpec::default();
-    let load = || Classifier::load(&lab.model, Device::Cpu, &tuning.images.narrow(0, 0, 4), None).unwrap();
+    let load = || lab_classifier(&tuning);
     let original = load();
     let mut relearned = load();
     let relearning = purification::Relearning { epochs: 10, learning_rate: 0.1, batch_size: 128, seed: 3 };
@@ -604,11 +603,10 @@ fn relearning_a_head_on_backdoored_features_brings_the_backdoor_back() {
 #[test]
 fn the_relearning_check_measures_a_fresh_head_and_leaves_the_chosen_model_as_it_was() {
     let clean = common::fashion("train", 1_000, 21);
-    let lab = common::badnets_model();
     let input = InputSpec::default();
     let trigger: evaluation::Trigger = "badnets".parse().unwrap();
     let search_with = |relearn_epochs: usize| {
-        let mut model = Classifier::load(&lab.model, Device::Cpu, &clean.images.narrow(0, 0, 4), None).unwrap();
+        let mut model = lab_classifier(&clean);
         let auto = AutoStrength { max_candidates: 1, min_steps: 60, relearn_epochs, ..AutoStrength::default() };
         let strength = Strength::Auto(Box::new(auto));
         let purified = purification::purify_with_strength(
@@ -643,8 +641,7 @@ fn the_relearning_check_measures_a_fresh_head_and_leaves_the_chosen_model_as_it_
 #[test]
 fn poisoned_test_set_matches_the_trigger() {
     let test = common::fashion("test", 500, 9);
-    let lab = common::badnets_model();
-    let mut model = Classifier::load(&lab.model, Device::Cpu, &test.images.narrow(0, 0, 4), None).unwrap();
+    let mut model = lab_classifier(&test);
     let trigger: fstgate::evaluation::Trigger = "badnets".parse().unwrap();
     let triggered = trigger.apply(&test.images).unwrap();
     let poisoned = fstgate::data::Dataset::from_tensors(triggered, test.labels.copy(), test.source.clone()).unwrap();

@@ -449,7 +449,7 @@ impl AutoStrength {
         // candidate's interpolation) are the training settings' own checks.
         let gentle =
             Gentleness { keep_head: self.gentle_keeps_head, feature_interpolation: self.gentle_feature_interpolation };
-        self.candidate_settings(base, self.start_alpha, 1, gentle).validate()?;
+        self.candidate_settings(base, self.start_alpha, 1, gentle, None).validate()?;
         if !(0.0..1.0).contains(&self.gentle_unlearn_share) {
             return Err(Error::Settings(format!(
                 "the gentle unlearning share must be in [0, 1), got {}",
@@ -460,12 +460,20 @@ impl AutoStrength {
     }
 
     /// A candidate's training settings: `base` at `alpha` for `epochs`, with the search's warm-up
-    /// (its rate unless the base gives one) and what sets the gentle candidate apart (`gentle`).
-    fn candidate_settings(&self, base: &Settings, alpha: f64, epochs: usize, gentle: Gentleness) -> Settings {
+    /// (its rate unless the base gives one), what sets the gentle candidate apart (`gentle`) and
+    /// the sharpness-aware candidate's radius (`next_candidate`; None for every other).
+    fn candidate_settings(
+        &self,
+        base: &Settings,
+        alpha: f64,
+        epochs: usize,
+        gentle: Gentleness,
+        sharpness_radius: Option<f64>,
+    ) -> Settings {
         Settings {
             alpha,
             epochs,
-            sharpness_radius: None,
+            sharpness_radius,
             head_warmup_epochs: self.head_warmup_epochs,
             head_warmup_learning_rate: base.head_warmup_learning_rate.or(self.head_warmup_learning_rate),
             keep_head: gentle.keep_head,
@@ -509,8 +517,8 @@ impl AutoStrength {
         let gentle = if self.gentle_unlearn_classes > 0 && self.gentle_unlearn_share > 0.0 {
             format!(
                 " Without evidence the candidate also unlearns the inverted patch triggers of the {} classes with the \
-                 smallest masks (those read as the data's nature among them): {} of every tuning batch (warm-up included) carries them \
-                 under the images' own labels.",
+                 smallest masks (those read as the data's nature among them): {} of every tuning batch (warm-up \
+                 included) carries them under the images' own labels.",
                 self.gentle_unlearn_classes, self.gentle_unlearn_share
             )
         } else {
@@ -1225,8 +1233,7 @@ fn search(
             model.restore(&original)?;
         }
         let gentleness = auto.gentleness(signals.iter().any(Signal::counts));
-        let settings =
-            Settings { sharpness_radius, ..auto.candidate_settings(base, alpha, candidate_epochs, gentleness) };
+        let settings = auto.candidate_settings(base, alpha, candidate_epochs, gentleness, sharpness_radius);
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
             head_kept: gentleness.keep_head,
@@ -1490,10 +1497,13 @@ fn search(
         keep_head: chosen_candidate.head_kept,
         feature_interpolation: chosen_candidate.feature_interpolation,
     };
-    let settings = Settings {
-        sharpness_radius: chosen_candidate.sharpness_radius,
-        ..auto.candidate_settings(base, chosen_candidate.alpha, candidate_epochs, gentleness)
-    };
+    let settings = auto.candidate_settings(
+        base,
+        chosen_candidate.alpha,
+        candidate_epochs,
+        gentleness,
+        chosen_candidate.sharpness_radius,
+    );
     Ok(Purified { settings, epochs, search: Some(search), warnings })
 }
 
@@ -1692,7 +1702,7 @@ mod tests {
     fn only_the_gentle_candidate_keeps_the_head_or_interpolates_its_features() {
         let base = Settings::automatic_base();
         let keeps = AutoStrength { gentle_keeps_head: true, ..AutoStrength::judge() };
-        let gentle = keeps.candidate_settings(&base, 0.001, 30, keeps.gentleness(false));
+        let gentle = keeps.candidate_settings(&base, 0.001, 30, keeps.gentleness(false), None);
         assert_eq!((gentle.method, gentle.alpha, gentle.epochs, gentle.keep_head), (Method::Fst, 0.001, 30, true));
         assert_eq!(gentle.feature_interpolation, Some(JUDGE_GENTLE_FEATURE_INTERPOLATION));
         assert_eq!(keeps.gentleness(true), Gentleness::default());
@@ -1716,16 +1726,16 @@ mod tests {
     fn the_judge_warms_every_head_up_at_its_own_rate_unless_the_base_gives_one() {
         let judge = AutoStrength::judge();
         let base = Settings::automatic_base();
-        let evidence = judge.candidate_settings(&base, 0.03, 30, judge.gentleness(true));
+        let evidence = judge.candidate_settings(&base, 0.03, 30, judge.gentleness(true), None);
         assert_eq!(evidence.head_warmup_learning_rate, Some(JUDGE_HEAD_WARMUP_LEARNING_RATE));
         assert_eq!(evidence.feature_interpolation, None);
         let given = Settings { head_warmup_learning_rate: Some(0.02), ..base };
         assert_eq!(
-            judge.candidate_settings(&given, 0.03, 30, judge.gentleness(true)).head_warmup_learning_rate,
+            judge.candidate_settings(&given, 0.03, 30, judge.gentleness(true), None).head_warmup_learning_rate,
             Some(0.02)
         );
         let default = AutoStrength::default();
-        let plain = default.candidate_settings(&Settings::automatic_base(), 0.01, 20, default.gentleness(false));
+        let plain = default.candidate_settings(&Settings::automatic_base(), 0.01, 20, default.gentleness(false), None);
         assert_eq!((plain.head_warmup_learning_rate, plain.feature_interpolation), (None, None));
     }
 
