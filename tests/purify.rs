@@ -638,6 +638,49 @@ fn the_relearning_check_measures_a_fresh_head_and_leaves_the_chosen_model_as_it_
     assert!(without.evidence.as_ref().unwrap().signals.iter().all(|s| s.relearned_push.is_none()));
 }
 
+/// With its own unlearning share, the sharpness-aware candidate, and only it, stamps the inverted
+/// triggers that count on its tuning batches: the ladder before it unlearns nothing and is not
+/// inverted afresh, while the sharpness-aware candidate is (an unlearned trigger's own push falls
+/// by construction).
+#[test]
+fn only_the_sharpness_aware_candidate_unlearns_at_its_own_share() {
+    let clean = common::fashion("train", 1_000, 21);
+    let mut model = lab_classifier(&clean);
+    let auto = AutoStrength {
+        max_candidates: 1,
+        min_steps: 60,
+        invert_triggers: true,
+        // Targets no candidate meets, so the ladder's one candidate leaves the evidence standing.
+        suspect_push_target: 1e-9,
+        inverted_push_target: 1e-9,
+        sharpness_radius: Some(0.5),
+        sharpness_unlearn_share: 0.2,
+        ..AutoStrength::default()
+    };
+    let trigger: evaluation::Trigger = "badnets".parse().unwrap();
+    let purified = purification::purify_with_strength(
+        &mut model,
+        &clean,
+        &InputSpec::default(),
+        &Settings::automatic_base(),
+        &Strength::Auto(Box::new(auto)),
+        Some((&trigger, 0)),
+        &Silent,
+    )
+    .unwrap();
+    let search = purified.search.unwrap();
+    let evidence = search.evidence.as_ref().unwrap();
+    eprintln!("{}\ncandidates {:?}", evidence.reason, search.candidates);
+    let counted = evidence.signals.iter().filter(|s| s.counts() && s.source.inverted()).count();
+    assert!(counted > 0, "inversion names the lab's patch: {:?}", evidence.signals);
+    assert_eq!(search.unlearned_triggers, 0, "the ladder unlearns nothing");
+    let [ladder, sharp] = &search.candidates[..] else { panic!("two candidates: {:?}", search.candidates) };
+    assert_eq!((ladder.sharpness_radius, ladder.unlearn_share, ladder.reinversion_seconds), (None, None, None));
+    assert_eq!((sharp.sharpness_radius, sharp.unlearn_share), (Some(0.5), Some(0.2)));
+    assert!(sharp.reinversion_seconds.is_some_and(|s| s > 0.0), "{sharp:?}");
+    assert!(search.rule.contains("unlearns the inverted triggers that count (0.2 of every tuning batch"));
+}
+
 #[test]
 fn poisoned_test_set_matches_the_trigger() {
     let test = common::fashion("test", 500, 9);

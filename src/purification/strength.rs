@@ -172,6 +172,13 @@ pub struct AutoStrength {
     /// (docs/strength.md, "Version 14").
     #[serde(default)]
     pub sharpness_radius: Option<f64>,
+    /// The fraction of the sharpness-aware candidate's tuning batches (warm-up included) stamped
+    /// with the inverted triggers that count as evidence, under the images' own labels (trigger
+    /// unlearning, as `unlearn_share` does for every candidate, and judged the same way: a fresh
+    /// inversion); 0: the ladder's `unlearn_share`. The climb moves the features, the unlearning
+    /// tells them which direction to drop. Without a sharpness radius it applies to nothing.
+    #[serde(default)]
+    pub sharpness_unlearn_share: f64,
 }
 
 impl Default for AutoStrength {
@@ -202,6 +209,7 @@ impl Default for AutoStrength {
             refit_residual: false,
             relearn_epochs: 0,
             sharpness_radius: None,
+            sharpness_unlearn_share: 0.0,
         }
     }
 }
@@ -403,8 +411,13 @@ impl AutoStrength {
                 )));
             }
         }
-        if !(0.0..1.0).contains(&self.unlearn_share) {
-            return Err(Error::Settings(format!("the unlearning share must be in [0, 1), got {}", self.unlearn_share)));
+        for (name, share) in [
+            ("unlearning share", self.unlearn_share),
+            ("sharpness-aware unlearning share", self.sharpness_unlearn_share),
+        ] {
+            if !(0.0..1.0).contains(&share) {
+                return Err(Error::Settings(format!("the {name} must be in [0, 1), got {share}")));
+            }
         }
         if self.unlearn_share > 0.0 && !self.invert_triggers {
             return Err(Error::Settings(
@@ -525,6 +538,13 @@ impl AutoStrength {
             String::new()
         };
         let sharpness = match self.sharpness_radius {
+            Some(radius) if self.sharpness_unlearn_share > 0.0 => format!(
+                " When every candidate of the ladder left the evidence standing: one more at its strongest alpha \
+                 whose tuning is sharpness-aware (ASAM, radius {radius}) and unlearns the inverted triggers that \
+                 count ({} of every tuning batch, warm-up included, under the images' own labels; judged by a \
+                 fresh inversion, the next seed, the signals' shapes).",
+                self.sharpness_unlearn_share
+            ),
             Some(radius) => format!(
                 " When every candidate of the ladder left the evidence standing: one more at its strongest alpha \
                  whose tuning is sharpness-aware (ASAM, radius {radius})."
@@ -715,6 +735,10 @@ pub struct Candidate {
     /// The radius of its sharpness-aware tuning (`AutoStrength::sharpness_radius`); null: plain.
     #[serde(default)]
     pub sharpness_radius: Option<f64>,
+    /// The fraction of its tuning batches stamped with inverted triggers under the images' own
+    /// labels (trigger unlearning); null: none.
+    #[serde(default)]
+    pub unlearn_share: Option<f64>,
     /// Tuning epochs, stretched on a small clean set to reach `min_steps`.
     pub epochs: usize,
     /// Initial learning rate of the tuning.
@@ -1002,6 +1026,11 @@ fn shapes_of<'t>(triggers: impl Iterator<Item = &'t InvertedTrigger> + Clone) ->
         .collect()
 }
 
+/// Stamps `trigger` on a batch, for `training::Unlearning`.
+fn stamper(trigger: &InvertedTrigger) -> impl Fn(&tch::Tensor) -> Result<tch::Tensor> + '_ {
+    move |images| Ok(trigger.apply(images))
+}
+
 /// Candidates compare by: met the targets (then the more accurate on validation, then the
 /// stronger: with nothing to choose on accuracy, the larger shift is the safer), else the lower
 /// residual.
@@ -1183,11 +1212,18 @@ fn search(
     // Trigger unlearning: the inverted triggers that count are stamped on the candidates' batches
     // (probes never are: their pushes stay an independent measure).
     let probe_signals = suspect_pairs.len();
-    let unlearned: Vec<usize> = if auto.unlearn_share > 0.0 {
-        (0..inverted.len()).filter(|&i| signals[probe_signals + i].counts()).collect()
-    } else {
-        Vec::new()
+    let counting_inverted = |share: f64| -> Vec<usize> {
+        if share > 0.0 {
+            (0..inverted.len()).filter(|&i| signals[probe_signals + i].counts()).collect()
+        } else {
+            Vec::new()
+        }
     };
+    let unlearned = counting_inverted(auto.unlearn_share);
+    // The sharpness-aware candidate unlearns them at its own share, when it has one.
+    let sharpness_share =
+        if auto.sharpness_unlearn_share > 0.0 { auto.sharpness_unlearn_share } else { auto.unlearn_share };
+    let sharpness_unlearned = counting_inverted(sharpness_share);
     // Without evidence, the gentle candidate unlearns the easiest classes' inverted patches
     // instead (the two never both apply: `unlearned` holds only signals that count).
     let gentle_unlearned: Vec<&InvertedTrigger> =
@@ -1201,11 +1237,14 @@ fn search(
     } else {
         (gentle_unlearned.clone(), auto.gentle_unlearn_share)
     };
-    let stampers: Vec<_> =
-        stamped.iter().map(|trigger| move |images: &tch::Tensor| Ok(trigger.apply(images))).collect();
+    let stampers: Vec<_> = stamped.iter().map(|&trigger| stamper(trigger)).collect();
     let unlearning =
         (!stampers.is_empty()).then(|| Unlearning { share, stamps: stampers.iter().map(|f| f as Stamp).collect() });
-    let unlearned_shapes = shapes_of(unlearned.iter().map(|&i| &inverted[i]));
+    let sharpness_stampers: Vec<_> = sharpness_unlearned.iter().map(|&i| stamper(&inverted[i])).collect();
+    let sharpness_unlearning = (!sharpness_stampers.is_empty()).then(|| Unlearning {
+        share: sharpness_share,
+        stamps: sharpness_stampers.iter().map(|f| f as Stamp).collect(),
+    });
     let fresh_inversion = InversionSettings { seed: base.seed.wrapping_add(1), ..inversion_settings.clone() };
     let reference_usable = reference.as_ref().is_some_and(|r| r.usable);
     // Without evidence of a backdoor the gate still purifies, gently: one candidate at the first
@@ -1234,12 +1273,19 @@ fn search(
         }
         let gentleness = auto.gentleness(signals.iter().any(Signal::counts));
         let settings = auto.candidate_settings(base, alpha, candidate_epochs, gentleness, sharpness_radius);
+        // What this candidate unlearns, and which of the signals a fresh inversion must judge.
+        let (candidate_unlearning, candidate_unlearned) = match sharpness_radius {
+            Some(_) => (&sharpness_unlearning, &sharpness_unlearned),
+            None => (&unlearning, &unlearned),
+        };
+        let unlearned_shapes = shapes_of(candidate_unlearned.iter().map(|&i| &inverted[i]));
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
             head_kept: gentleness.keep_head,
             feature_interpolation: gentleness.feature_interpolation,
             alpha,
             sharpness_radius,
+            unlearn_share: candidate_unlearning.as_ref().map(|u| u.share),
             epochs: settings.epochs,
             learning_rate: settings.learning_rate,
             validation_accuracy: None,
@@ -1261,7 +1307,7 @@ fn search(
             &tuning,
             input,
             &settings,
-            unlearning.clone(),
+            candidate_unlearning.clone(),
             Some(&validation),
             progress,
         ) {
@@ -1293,7 +1339,7 @@ fn search(
         })?;
         candidate.refit_push = refits.iter().flatten().copied().reduce(f64::max);
         let mut fresh_ratios = vec![None; signals.len()];
-        if let (false, Some(optimisation)) = (unlearned.is_empty(), &optimisation) {
+        if let (false, Some(optimisation)) = (candidate_unlearned.is_empty(), &optimisation) {
             // The unlearned triggers' own pushes fall by construction: what is left is judged by
             // a fresh inversion, with the detection's rule and the reference's mask for the class.
             let (summary, _) = evaluation::invert_shapes(
@@ -1305,7 +1351,7 @@ fn search(
                 &unlearned_shapes,
             )?;
             candidate.reinversion_seconds = Some(summary.seconds);
-            for &i in &unlearned {
+            for &i in candidate_unlearned {
                 let signal = &signals[probe_signals + i];
                 let (classes, suspected) = summary.family(inverted[i].shape);
                 let fresh = &classes[signal.class as usize];
@@ -1574,6 +1620,7 @@ mod tests {
             feature_interpolation: None,
             alpha,
             sharpness_radius: None,
+            unlearn_share: None,
             epochs: 1,
             learning_rate: 0.01,
             validation_accuracy: Some(accuracy),

@@ -11,6 +11,7 @@ use super::layout::{DECISION_FILE, MODEL_FILE, PROVENANCE_FILE, REPORT_FILE, SIG
 use super::{Report, charts};
 use crate::error::{Error, Result};
 use crate::evaluation::Examples;
+use crate::purification::Candidate;
 
 /// One triggered test image, with its true class and the predictions before and after.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -265,13 +266,13 @@ fn training(page: &mut String, report: &Report) {
     }
     page.push_str(
         "<table id=\"strength\"><tr><th>candidate</th><th>alpha</th><th>epochs</th><th>validation accuracy</th>\
-         <th>drop (points)</th><th>cos(W, W0)</th><th>suspect push</th><th>seconds</th><th></th></tr>\n",
+         <th>drop (points)</th><th>cos(W, W0)</th><th>suspect push</th><th>seconds</th><th>recipe</th><th></th></tr>\n",
     );
     for (i, c) in search.candidates.iter().enumerate() {
         let note = if i == search.chosen { "chosen".to_string() } else { c.failure.clone().unwrap_or_default() };
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
             i + 1,
             number(c.alpha),
             c.epochs,
@@ -280,10 +281,29 @@ fn training(page: &mut String, report: &Report) {
             c.head_cosine_to_original.map_or_else(|| "n/a".into(), |d| format!("{d:.3}")),
             percent(c.suspect_push),
             c.seconds,
+            escape(&recipe(c)),
             escape(&note)
         );
     }
     let _ = writeln!(page, "</table>\n<p>{}</p>", escape(&search.reason));
+}
+
+/// What sets a candidate's tuning apart from plain FST from a new head (empty: nothing does).
+fn recipe(candidate: &Candidate) -> String {
+    let mut parts = Vec::new();
+    if candidate.head_kept {
+        parts.push("original head".to_string());
+    }
+    if let Some(share) = candidate.feature_interpolation {
+        parts.push(format!("features {share} of the way"));
+    }
+    if let Some(radius) = candidate.sharpness_radius {
+        parts.push(format!("sharpness-aware, radius {radius}"));
+    }
+    if let Some(share) = candidate.unlearn_share {
+        parts.push(format!("unlearns inverted triggers on {share} of each batch"));
+    }
+    parts.join("; ")
 }
 
 /// The backdoor evidence found without the attack: every signal with its push before and after
@@ -530,6 +550,21 @@ mod tests {
             escape("<script>alert('x')</script> & \"y\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
         );
+    }
+
+    #[test]
+    fn a_candidates_recipe_names_what_sets_its_tuning_apart() {
+        let plain: Candidate = serde_json::from_value(serde_json::json!({
+            "alpha": 0.09, "epochs": 48, "learning_rate": 0.01, "validation_accuracy": 0.9,
+            "validation_drop_points": 1.0, "head_cosine_to_original": -0.9, "reached_shift_target": false,
+            "within_accuracy_budget": true, "failure": null, "seconds": 1.0
+        }))
+        .unwrap();
+        assert_eq!(recipe(&plain), "");
+        let sharp = Candidate { sharpness_radius: Some(4.0), unlearn_share: Some(0.2), ..plain.clone() };
+        assert_eq!(recipe(&sharp), "sharpness-aware, radius 4; unlearns inverted triggers on 0.2 of each batch");
+        let gentle = Candidate { feature_interpolation: Some(0.5), ..plain };
+        assert_eq!(recipe(&gentle), "features 0.5 of the way");
     }
 
     #[test]

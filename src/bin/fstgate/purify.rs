@@ -164,10 +164,14 @@ pub(crate) struct PurifyArgs {
     /// taken at the weights pushed this far uphill, scaled by their size; fixed strength only).
     #[arg(long)]
     pub(crate) sharpness_radius: Option<f64>,
-    /// With --judge: one more candidate, sharpness-aware at this radius (ASAM; 8 on the spent
-    /// ResNet-18s), after a ladder whose candidates all left the evidence standing (default: none).
+    /// With --judge: one more candidate, sharpness-aware at this radius (ASAM), after a ladder
+    /// whose candidates all left the evidence standing (default: the judge's; 0: none).
     #[arg(long)]
     pub(crate) auto_sharpness_radius: Option<f64>,
+    /// With --judge: the share of the sharpness-aware candidate's tuning batches stamped with the
+    /// inverted triggers that count as evidence (default: the judge's; 0: --auto-unlearn-share's).
+    #[arg(long)]
+    pub(crate) auto_sharpness_unlearn_share: Option<f64>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -271,7 +275,13 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             unlearn_share: args.auto_unlearn_share.unwrap_or(preset.unlearn_share),
             refit_residual: args.auto_refit_residual || preset.refit_residual,
             relearn_epochs: args.auto_relearn_epochs.unwrap_or(preset.relearn_epochs),
-            sharpness_radius: args.auto_sharpness_radius.or(preset.sharpness_radius),
+            sharpness_radius: match args.auto_sharpness_radius {
+                // 0 turns the sharpness-aware candidate off.
+                Some(0.0) => None,
+                Some(radius) => Some(radius),
+                None => preset.sharpness_radius,
+            },
+            sharpness_unlearn_share: args.auto_sharpness_unlearn_share.unwrap_or(preset.sharpness_unlearn_share),
             ..preset
         }))
     } else {
