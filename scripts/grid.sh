@@ -73,7 +73,8 @@
 # a checker patch into Fashion-MNIST's "bag", a sinusoid into an MNIST ResNet-18, a weak 1%
 # patch into a LeNet, a sneaker blend into a GroupNorm, a patch into a Fashion ResNet-18, a
 # WaNet into an MNIST CNN, a noise blend into a Fashion GroupNorm, a 2x2 patch into a LeNet;
-# not yet made or gated).
+# gated once with version 14 plus the opt-in sharpness-aware rung that unlearns the found
+# triggers (radius 4, share 0.2): spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
