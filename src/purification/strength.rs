@@ -1031,6 +1031,11 @@ fn stamper(trigger: &InvertedTrigger) -> impl Fn(&tch::Tensor) -> Result<tch::Te
     move |images| Ok(trigger.apply(images))
 }
 
+/// Unlearning with `stampers` on `share` of every batch; None without a stamper.
+fn unlearning_with<F: Fn(&tch::Tensor) -> Result<tch::Tensor>>(stampers: &[F], share: f64) -> Option<Unlearning<'_>> {
+    (!stampers.is_empty()).then(|| Unlearning { share, stamps: stampers.iter().map(|f| f as Stamp).collect() })
+}
+
 /// Candidates compare by: met the targets (then the more accurate on validation, then the
 /// stronger: with nothing to choose on accuracy, the larger shift is the safer), else the lower
 /// residual.
@@ -1238,13 +1243,9 @@ fn search(
         (gentle_unlearned.clone(), auto.gentle_unlearn_share)
     };
     let stampers: Vec<_> = stamped.iter().map(|&trigger| stamper(trigger)).collect();
-    let unlearning =
-        (!stampers.is_empty()).then(|| Unlearning { share, stamps: stampers.iter().map(|f| f as Stamp).collect() });
+    let unlearning = unlearning_with(&stampers, share);
     let sharpness_stampers: Vec<_> = sharpness_unlearned.iter().map(|&i| stamper(&inverted[i])).collect();
-    let sharpness_unlearning = (!sharpness_stampers.is_empty()).then(|| Unlearning {
-        share: sharpness_share,
-        stamps: sharpness_stampers.iter().map(|f| f as Stamp).collect(),
-    });
+    let sharpness_unlearning = unlearning_with(&sharpness_stampers, sharpness_share);
     let fresh_inversion = InversionSettings { seed: base.seed.wrapping_add(1), ..inversion_settings.clone() };
     let reference_usable = reference.as_ref().is_some_and(|r| r.usable);
     // Without evidence of a backdoor the gate still purifies, gently: one candidate at the first
