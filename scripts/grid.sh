@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -74,7 +74,14 @@
 # patch into a LeNet, a sneaker blend into a GroupNorm, a patch into a Fashion ResNet-18, a
 # WaNet into an MNIST CNN, a noise blend into a Fashion GroupNorm, a 2x2 patch into a LeNet;
 # gated once with version 14 plus the opt-in sharpness-aware rung that unlearns the found
-# triggers (radius 4, share 0.2): spent).
+# triggers (radius 4, share 0.2): spent), `q17` (written down to hold out version 15, the
+# judge clearing an inverted trigger at its push on the from-scratch reference, after it was
+# fitted on the spent sets and before anything was fitted on this one: four clean models, an MNIST
+# ResNet-18 and a Fashion LeNet among them, and eight backdoors of new seeds, positions, classes
+# and triggers, a noise blend and a 3x3 patch into small Fashion-MNIST CNNs (the removals that
+# cost the most), a sneaker blend into an MNIST ResNet-18 and a sinusoid into a Fashion ResNet-18
+# (the backdoors the ladder leaves), a checker patch into a Fashion GroupNorm, a patch into an
+# MNIST LeNet, a WaNet into an MNIST CNN, a stripes blend into a Fashion LeNet).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -320,6 +327,18 @@ p09 p16 fashion resnet18 8 badnets:size=4,x=22,y=2 0.03 9 111
 p10 p16 mnist small-cnn 16 wanet:k=4,s=0.75,seed=81 0.1 2 111
 p11 p16 fashion small-cnn-gn 16 blended:alpha=0.1,seed=175 0.02 0 112
 p12 p16 mnist lenet 16 badnets:size=2,x=25,y=12 0.02 9 112
+q01 q17 fashion small-cnn 16 badnets:size=3,x=12,y=6 0 0 113
+q02 q17 mnist small-cnn-gn 16 sig:delta=30,freq=5 0 0 113
+q03 q17 fashion lenet 16 blended:alpha=0.1,seed=181 0 0 114
+q04 q17 mnist resnet18 8 badnets:size=3,x=20,y=20 0 0 114
+q05 q17 fashion small-cnn 16 blended:alpha=0.12,seed=185 0.03 3 115
+q06 q17 mnist resnet18 8 blended:alpha=0.15,image=@sneaker.png 0.05 5 115
+q07 q17 fashion small-cnn-gn 16 badnets:size=4,x=6,y=18,pattern=checker 0.02 1 116
+q08 q17 fashion resnet18 8 sig:delta=30,freq=5 0.05 4 116
+q09 q17 mnist lenet 16 badnets:size=3,x=22,y=22 0.02 6 117
+q10 q17 fashion small-cnn 16 badnets:size=3,x=20,y=3 0.02 7 117
+q11 q17 mnist small-cnn 16 wanet:k=4,s=1.0,seed=91 0.1 9 118
+q12 q17 fashion lenet 16 blended:alpha=0.1,image=@stripes.png 0.03 2 118
 GRID
 }
 

@@ -42,7 +42,7 @@ impl BackdoorRate<'_> {
     pub fn rate(&self) -> f64 {
         match self {
             BackdoorRate::KnownTrigger { rate, .. } => *rate,
-            BackdoorRate::Evidence(evidence) => evidence.residual_push,
+            BackdoorRate::Evidence(evidence) => evidence.residual_push_beyond_nature.unwrap_or(evidence.residual_push),
             BackdoorRate::WorstProbe(probe) => probe.rate,
         }
     }
@@ -51,6 +51,9 @@ impl BackdoorRate<'_> {
     pub fn measurement_name(&self) -> &'static str {
         match self {
             BackdoorRate::KnownTrigger { .. } => "attack_success_rate_after",
+            BackdoorRate::Evidence(e) if e.residual_push_beyond_nature.is_some() => {
+                "evidence_residual_push_beyond_nature"
+            }
             BackdoorRate::Evidence(_) => "evidence_residual_push_after",
             BackdoorRate::WorstProbe(_) => "worst_probe_rate_after",
         }

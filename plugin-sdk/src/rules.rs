@@ -112,6 +112,7 @@ mod tests {
             suspected_classes: vec![3],
             residual_push,
             residual_push_upper_95: residual_push + 0.01,
+            residual_push_beyond_nature: None,
             refit_residual_push: None,
             refit_residual_push_upper_95: None,
             relearned_residual_push: None,
@@ -139,6 +140,16 @@ mod tests {
         report.strength_search.as_mut().unwrap().evidence = Some(evidence(true, 0.2));
         let verdict = max_attack_success_rate(&report, 0.05).unwrap();
         assert!(verdict.reasons[0].contains("still pushes 20.0%"), "{:?}", verdict.reasons);
+        // A push the from-scratch reference shows too is the data's: what is left beyond it judges.
+        let natural =
+            |beyond| crate::report::Evidence { residual_push_beyond_nature: Some(beyond), ..evidence(true, 0.069) };
+        report.strength_search.as_mut().unwrap().evidence = Some(natural(0.0));
+        let verdict = max_attack_success_rate(&report, 0.05).unwrap();
+        assert!(verdict.is_allow(), "{:?}", verdict.reasons);
+        assert_eq!(verdict.measurements[0].name, "evidence_residual_push_beyond_nature");
+        report.strength_search.as_mut().unwrap().evidence = Some(natural(0.06));
+        let verdict = max_attack_success_rate(&report, 0.05).unwrap();
+        assert!(verdict.reasons[0].contains("still pushes 6.0%"), "{:?}", verdict.reasons);
         // No evidence recorded (fixed settings): the worst probe, as before.
         report.strength_search = None;
         let verdict = max_attack_success_rate(&report, 0.05).unwrap();

@@ -133,6 +133,12 @@ pub struct Signal {
     /// way, against its other classes' median.
     #[serde(default)]
     pub reference_mask_ratio: Option<f64>,
+    /// Inverted triggers judged against a usable reference whose push is above the push target
+    /// (`AutoStrength::inverted_push_reference_cap`): that push, capped, which a model without a
+    /// backdoor shows too; the signal is cleared at it, and only its push after beyond it is read
+    /// as a backdoor's. None: the fixed target alone.
+    #[serde(default)]
+    pub natural_push: Option<f64>,
     /// Inverted triggers: the same class's mask on the from-scratch reference, in pixels; the
     /// signal is the data's nature when `mask_pixels` is at least `reference_share()` of it.
     #[serde(default)]
@@ -187,6 +193,12 @@ pub struct Evidence {
     pub residual_push: f64,
     /// 95% upper confidence bound of `residual_push`.
     pub residual_push_upper_95: f64,
+    /// The highest push after purification over the signals that count, less each one's
+    /// `Signal::natural_push` (not below 0): the attack success rate left beyond what a model
+    /// without a backdoor shows, which a policy reads instead of `residual_push`. Absent when no
+    /// signal that counts has a natural push.
+    #[serde(default)]
+    pub residual_push_beyond_nature: Option<f64>,
     /// The highest push of the counting inverted triggers refitted to the purified model at their
     /// own size (`Signal::refit_push_after`): a second estimate of what is left, for the reader;
     /// the verdict uses `residual_push`. Absent without such a signal or without the refit.
@@ -235,6 +247,7 @@ impl Signal {
             cleared: false,
             reference_push: None,
             reference_mask_ratio: None,
+            natural_push: None,
             reference_mask_pixels: None,
             purified_mask_ratio: None,
             refit_push_after: None,
@@ -305,6 +318,24 @@ impl Evidence {
         let worst = counting.iter().max_by(|a, b| a.push_after.unwrap_or(0.0).total_cmp(&b.push_after.unwrap_or(0.0)));
         let residual_push = worst.and_then(|s| s.push_after).unwrap_or(0.0);
         let residual_push_upper_95 = worst.and_then(|s| s.push_after_upper_95).unwrap_or(0.0);
+        let residual_push_beyond_nature = counting.iter().any(|s| s.natural_push.is_some()).then(|| {
+            counting
+                .iter()
+                .map(|s| (s.push_after.unwrap_or(0.0) - s.natural_push.unwrap_or(0.0)).max(0.0))
+                .fold(0.0, f64::max)
+        });
+        let nature_note = match residual_push_beyond_nature {
+            Some(beyond) => format!(
+                "; beyond what each trigger does to the from-scratch reference ({}), {:.1}% is left",
+                counting
+                    .iter()
+                    .filter_map(|s| s.natural_push.map(|n| format!("class {} {:.1}%", s.class, 100.0 * n)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                100.0 * beyond
+            ),
+            None => String::new(),
+        };
         // The highest of a second push of the counting signals, with its 95% bound and its signal.
         let highest = |push: fn(&Signal) -> Option<f64>| {
             counting
@@ -382,8 +413,8 @@ impl Evidence {
             None => format!("no probe and no inverted trigger singled out a class{natural_note}"),
             Some(s) => format!(
                 "{} signal(s) into class(es) {:?}, {}; the strongest push after purification, {} -> class {}, is \
-                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{refit_note}{relearned_note}\
-                 {natural_note}",
+                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{nature_note}{refit_note}\
+                 {relearned_note}{natural_note}",
                 counting.len(),
                 suspected_classes,
                 if cleared {
@@ -406,6 +437,7 @@ impl Evidence {
             suspected_classes,
             residual_push,
             residual_push_upper_95,
+            residual_push_beyond_nature,
             refit_residual_push: refit.map(|(push, _, _)| push),
             refit_residual_push_upper_95: refit.map(|(_, upper, _)| upper),
             relearned_residual_push: relearned.map(|(push, _, _)| push),
@@ -446,6 +478,7 @@ mod tests {
             cleared: after <= 0.03,
             reference_push: None,
             reference_mask_ratio: None,
+            natural_push: None,
             reference_mask_pixels: None,
             purified_mask_ratio: None,
             refit_push_after: None,
@@ -625,6 +658,37 @@ mod tests {
         let none = Evidence::conclude(None, None, vec![signal(2, 0.9, 0.0, false)]);
         assert_eq!(none.refit_residual_push, None);
         assert!(!none.reason.contains("refitted"), "{}", none.reason);
+    }
+
+    #[test]
+    fn what_is_left_beyond_nature_subtracts_each_signals_natural_push() {
+        // The spent p11: an inverted patch the reference answers at 7.4%, left at 6.9%.
+        let inverted = |push: f64, natural_push: Option<f64>, natural: bool| Signal {
+            push_after: Some(push),
+            natural_push,
+            natural,
+            ..inverted_signal(SignalSource::Inversion, 15.9, 0.07)
+        };
+        let evidence = Evidence::conclude(
+            None,
+            None,
+            vec![inverted(0.069, Some(0.074), false), signal(0, 0.9, 0.02, false), inverted(0.6, Some(0.09), true)],
+        );
+        assert_eq!(evidence.residual_push, 0.069);
+        // The natural signal is not counted; the probe has no natural push, so its 2% stands.
+        assert_eq!(evidence.residual_push_beyond_nature, Some(0.02));
+        assert!(
+            evidence
+                .reason
+                .contains("beyond what each trigger does to the from-scratch reference (class 8 7.4%), 2.0% is left"),
+            "{}",
+            evidence.reason
+        );
+        let left = Evidence::conclude(None, None, vec![inverted(0.124, Some(0.074), false)]);
+        assert!((left.residual_push_beyond_nature.unwrap() - 0.05).abs() < 1e-12);
+        let plain = Evidence::conclude(None, None, vec![inverted(0.069, None, false)]);
+        assert_eq!(plain.residual_push_beyond_nature, None);
+        assert!(!plain.reason.contains("beyond what"), "{}", plain.reason);
     }
 
     #[test]

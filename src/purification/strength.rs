@@ -106,6 +106,12 @@ pub struct AutoStrength {
     /// validation images into its class. On the fit half, an inverted trigger pushing <= 4.3%
     /// went with a real ASR <= 2.8%, one pushing 7% with 11% (docs/strength.md).
     pub inverted_push_target: f64,
+    /// With a usable from-scratch reference, an inverted trigger is cleared at the push it has
+    /// on that reference when that is above `inverted_push_target`, up to this cap: a purified
+    /// model the trigger pushes no harder than a model that never saw a backdoor shows nothing
+    /// left of one. At most `inverted_push_target` (the default, 0): the target alone.
+    #[serde(default)]
+    pub inverted_push_reference_cap: f64,
     /// Epochs of linear probing of the re-initialised head before each candidate's full tuning
     /// (LP-FT, `Settings::head_warmup_epochs`).
     pub head_warmup_epochs: usize,
@@ -198,6 +204,7 @@ impl Default for AutoStrength {
             reference_steps: 0,
             evidence_start_alpha: 0.03,
             inverted_push_target: 0.05,
+            inverted_push_reference_cap: 0.0,
             head_warmup_epochs: 0,
             gentle_unlearn_classes: 0,
             gentle_unlearn_share: 0.0,
@@ -239,6 +246,7 @@ impl AutoStrength {
             gentle_unlearn_share: JUDGE_GENTLE_UNLEARN_SHARE,
             gentle_feature_interpolation: Some(JUDGE_GENTLE_FEATURE_INTERPOLATION),
             head_warmup_learning_rate: Some(JUDGE_HEAD_WARMUP_LEARNING_RATE),
+            inverted_push_reference_cap: JUDGE_INVERTED_PUSH_REFERENCE_CAP,
             relearn_epochs: JUDGE_RELEARN_EPOCHS,
             ..AutoStrength::default()
         }
@@ -252,6 +260,15 @@ impl AutoStrength {
 /// backdoor into a ResNet-18 (y10) had its target at 0.44 of the median; every other class at or
 /// below 0.5 on those models was the data's by the reference's pixels (0.41 and above).
 pub const JUDGE_SCREEN_MASK_RATIO: f64 = 0.5;
+
+/// The judge clears an inverted trigger at its push on the from-scratch reference, up to this
+/// (`AutoStrength::inverted_push_reference_cap`, version 15; twice `inverted_push_target`).
+/// Fitted on the spent grids' 43 judged models with counting inverted triggers
+/// (docs/strength.md, "Version 15"): the counting triggers' pushes on the reference were
+/// 0.0-12.9%; three candidates that had taken the real trigger to 0.0-1.7% and were held to 5%
+/// by a push of 5.6-7.8% (p11, y05, z08) sat under theirs, and no candidate under its reference
+/// floor left the real trigger above 2%.
+pub const JUDGE_INVERTED_PUSH_REFERENCE_CAP: f64 = 0.10;
 
 /// The judge's relearning check (`AutoStrength::relearn_epochs`): 20 epochs, four times the
 /// candidates' head warm-up, so the fresh head is near what a team retraining it would reach (a
@@ -410,6 +427,12 @@ impl AutoStrength {
                     "the {name} must be positive (a fraction for the target), got {rate}"
                 )));
             }
+        }
+        if !(0.0..=1.0).contains(&self.inverted_push_reference_cap) {
+            return Err(Error::Settings(format!(
+                "the inverted push's reference cap must be a fraction in [0, 1], got {}",
+                self.inverted_push_reference_cap
+            )));
         }
         for (name, share) in [
             ("unlearning share", self.unlearn_share),
@@ -577,7 +600,7 @@ impl AutoStrength {
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head{}, then at \
              least {} optimiser steps, at most {MAX_CANDIDATE_EPOCHS} epochs). Without evidence: one candidate, \
              alpha {}{}. With evidence: alpha {} first, then up threefold until a candidate \
-             clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {} \
+             clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {}{} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
              closest; warn if the choice did not clear it or loses more than {} validation points.{sharpness}\
              {gentle}{unlearning}",
@@ -604,6 +627,14 @@ impl AutoStrength {
             self.max_candidates,
             self.suspect_push_target,
             self.inverted_push_target,
+            if self.inverted_push_reference_cap > self.inverted_push_target {
+                format!(
+                    " (or its push on the reference, when that is higher, up to {})",
+                    self.inverted_push_reference_cap
+                )
+            } else {
+                String::new()
+            },
             self.max_validation_drop_points
         )
     }
@@ -620,6 +651,26 @@ impl AutoStrength {
         let push = suspect_push.map_or(f64::NEG_INFINITY, |p| p - self.suspect_push_target);
         let inverted = inverted_push.map_or(f64::NEG_INFINITY, |p| p - self.inverted_push_target);
         shift.max(push).max(inverted)
+    }
+
+    /// The push a candidate must bring `signal` down to, to clear it: `suspect_push_target` for a
+    /// probe; for an inverted trigger `inverted_push_target`, or its push on a usable reference
+    /// when that is higher, up to `inverted_push_reference_cap`.
+    fn push_target(&self, signal: &Signal, reference_usable: bool) -> f64 {
+        if !signal.source.inverted() {
+            return self.suspect_push_target;
+        }
+        self.natural_push(signal, reference_usable).unwrap_or(self.inverted_push_target)
+    }
+
+    /// An inverted trigger's push on a usable reference, capped at `inverted_push_reference_cap`,
+    /// when that is above `inverted_push_target` (`Signal::natural_push`).
+    fn natural_push(&self, signal: &Signal, reference_usable: bool) -> Option<f64> {
+        signal
+            .reference_push
+            .filter(|_| reference_usable && signal.source.inverted())
+            .map(|reference| reference.min(self.inverted_push_reference_cap))
+            .filter(|&natural| natural > self.inverted_push_target)
     }
 
     /// A validation drop, in points, is within `max_validation_drop_points` (floating-point noise
@@ -757,6 +808,11 @@ pub struct Candidate {
     /// their classes that count as evidence (absent when none does).
     #[serde(default)]
     pub inverted_push: Option<f64>,
+    /// How far the candidate is from meeting the targets: the largest distance of its cosine
+    /// (without inversion) and of each counting signal's push above its own target
+    /// (`AutoStrength::residual`); <= 0: met. Absent when training failed.
+    #[serde(default)]
+    pub residual: Option<f64>,
     /// The attack success rate of the trigger the user named, on this candidate's validation
     /// images: a diagnostic for benchmarks, never used by the search.
     #[serde(default)]
@@ -1039,11 +1095,9 @@ fn unlearning_with<F: Fn(&tch::Tensor) -> Result<tch::Tensor>>(stampers: &[F], s
 /// Candidates compare by: met the targets (then the more accurate on validation, then the
 /// stronger: with nothing to choose on accuracy, the larger shift is the safer), else the lower
 /// residual.
-fn better(auto: &AutoStrength, a: &Candidate, b: &Candidate) -> bool {
+fn better(a: &Candidate, b: &Candidate) -> bool {
     let accuracy = |c: &Candidate| c.validation_accuracy.unwrap_or(f64::NEG_INFINITY);
-    let residual = |c: &Candidate| {
-        c.head_cosine_to_original.map_or(f64::INFINITY, |cosine| auto.residual(cosine, c.suspect_push, c.inverted_push))
-    };
+    let residual = |c: &Candidate| c.residual.unwrap_or(f64::INFINITY);
     match (a.reached_shift_target, b.reached_shift_target) {
         (true, false) => true,
         (false, true) => false,
@@ -1294,6 +1348,7 @@ fn search(
             head_cosine_to_original: None,
             suspect_push: None,
             inverted_push: None,
+            residual: None,
             known_trigger_asr: None,
             reached_shift_target: false,
             within_accuracy_budget: false,
@@ -1367,20 +1422,24 @@ fn search(
         if candidates.is_empty() && !reference_usable {
             read_probes_by_retention(&mut signals, &pushes);
         }
-        let counted = |inverted: bool| {
+        // The highest push of the counting signals of a kind, and the highest measured from each
+        // signal's own target to the kind's fixed one (what the residual is judged by).
+        let counted = |inverted: bool, relative: bool| {
+            let fixed = if inverted { auto.inverted_push_target } else { auto.suspect_push_target };
             signals
                 .iter()
                 .zip(&pushes)
                 .filter(|(s, _)| s.counts() && s.source.inverted() == inverted)
-                .map(|(_, p)| *p)
+                .map(|(s, p)| if relative { p - auto.push_target(s, reference_usable) + fixed } else { *p })
                 .reduce(f64::max)
         };
-        let suspect_push = counted(false);
-        let inverted_push = counted(true);
-        let residual = rule(&signals).residual(cosine, suspect_push, inverted_push);
+        let suspect_push = counted(false, false);
+        let inverted_push = counted(true, false);
+        let residual = rule(&signals).residual(cosine, counted(false, true), counted(true, true));
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
         candidate.inverted_push = inverted_push;
+        candidate.residual = Some(residual);
         candidate.known_trigger_asr = known_trigger_asr(model, &validation, input, known_trigger)?;
         candidate.reached_shift_target = residual <= 0.0;
         candidate.within_accuracy_budget = auto.within_accuracy_budget(drop);
@@ -1395,7 +1454,7 @@ fn search(
             "strength candidate"
         );
         tried.push((alpha, residual));
-        let improves = best.as_ref().is_none_or(|(b, _, _)| better(auto, &candidate, &candidates[*b]));
+        let improves = best.as_ref().is_none_or(|(b, _, _)| better(&candidate, &candidates[*b]));
         candidates.push(candidate);
         if improves {
             // A later candidate overwrites the model: keep these weights if there will be one.
@@ -1413,8 +1472,8 @@ fn search(
         signal.push_after = Some(*push);
         signal.purified_mask_ratio = fresh_ratio;
         signal.push_after_upper_95 = Some(wilson_upper_95(*push, signal.images));
-        signal.cleared =
-            *push <= if signal.source.inverted() { auto.inverted_push_target } else { auto.suspect_push_target };
+        signal.cleared = *push <= auto.push_target(signal, reference_usable);
+        signal.natural_push = auto.natural_push(signal, reference_usable);
     }
     let Some((chosen, epochs, snapshot)) = best else {
         let failure = candidates.first().and_then(|c| c.failure.clone()).unwrap_or_default();
@@ -1629,6 +1688,7 @@ mod tests {
             head_cosine_to_original: Some(cosine),
             suspect_push: None,
             inverted_push: None,
+            residual: Some(legacy().residual(cosine, None, None)),
             known_trigger_asr: None,
             reached_shift_target: reached,
             within_accuracy_budget: true,
@@ -1642,16 +1702,19 @@ mod tests {
     #[test]
     fn reaching_the_target_comes_first_then_validation_accuracy() {
         let auto = &legacy();
-        assert!(better(auto, &candidate(0.1, true, -0.3, 0.8), &candidate(0.05, false, -0.2, 0.9)));
-        assert!(!better(auto, &candidate(0.1, false, -0.5, 0.9), &candidate(0.2, true, -0.3, 0.8)));
-        assert!(better(auto, &candidate(0.1, true, -0.6, 0.86), &candidate(0.03, true, -0.3, 0.85)));
-        assert!(better(auto, &candidate(0.1, true, -0.6, 0.85), &candidate(0.03, true, -0.3, 0.85)));
-        assert!(better(auto, &candidate(0.1, false, -0.1, 0.8), &candidate(0.03, false, 0.05, 0.9)));
+        assert!(better(&candidate(0.1, true, -0.3, 0.8), &candidate(0.05, false, -0.2, 0.9)));
+        assert!(!better(&candidate(0.1, false, -0.5, 0.9), &candidate(0.2, true, -0.3, 0.8)));
+        assert!(better(&candidate(0.1, true, -0.6, 0.86), &candidate(0.03, true, -0.3, 0.85)));
+        assert!(better(&candidate(0.1, true, -0.6, 0.85), &candidate(0.03, true, -0.3, 0.85)));
+        assert!(better(&candidate(0.1, false, -0.1, 0.8), &candidate(0.03, false, 0.05, 0.9)));
         // Neither met the targets: the one nearer to them wins, whichever target binds.
-        let pushed =
-            |alpha, cosine, push| Candidate { suspect_push: Some(push), ..candidate(alpha, false, cosine, 0.8) };
-        assert!(better(auto, &pushed(0.03, -0.9, 0.03), &pushed(0.01, -0.3, 0.1)));
-        assert!(!better(auto, &pushed(0.03, -0.9, 0.2), &pushed(0.01, -0.2, 0.03)));
+        let pushed = |alpha, cosine, push| Candidate {
+            suspect_push: Some(push),
+            residual: Some(auto.residual(cosine, Some(push), None)),
+            ..candidate(alpha, false, cosine, 0.8)
+        };
+        assert!(better(&pushed(0.03, -0.9, 0.03), &pushed(0.01, -0.3, 0.1)));
+        assert!(!better(&pushed(0.03, -0.9, 0.2), &pushed(0.01, -0.2, 0.03)));
     }
 
     #[test]
@@ -1676,6 +1739,34 @@ mod tests {
         let natural: Vec<bool> = signals.iter().map(|s| s.natural).collect();
         // The narrow screen's inverted trigger counts; the wide band's stays the model's nature.
         assert_eq!(natural, [true, false, false, true]);
+    }
+
+    #[test]
+    fn an_inverted_trigger_is_cleared_at_its_push_on_a_usable_reference_up_to_the_cap() {
+        let judge = AutoStrength::judge();
+        let signal = |source, reference: Option<f64>| {
+            let mut signal = Signal::found(source, "t".into(), 0, 0.9, 500, None);
+            if let Some(push) = reference {
+                signal.judge_against_reference(push, true);
+            }
+            signal
+        };
+        let target = |s: &Signal, usable| judge.push_target(s, usable);
+        // Below the fixed target the target stands; above it the reference's push, up to the cap.
+        assert_eq!(target(&signal(SignalSource::Inversion, Some(0.01)), true), 0.05);
+        assert_eq!(target(&signal(SignalSource::Inversion, Some(0.074)), true), 0.074);
+        assert_eq!(target(&signal(SignalSource::BlendInversion, Some(0.33)), true), 0.10);
+        // An unusable or absent reference, a probe, or the cap off: the fixed targets.
+        assert_eq!(target(&signal(SignalSource::Inversion, Some(0.074)), false), 0.05);
+        assert_eq!(target(&signal(SignalSource::Inversion, None), true), 0.05);
+        assert_eq!(target(&signal(SignalSource::Probe, Some(0.074)), true), judge.suspect_push_target);
+        let off = AutoStrength { inverted_push_reference_cap: 0.0, ..judge.clone() };
+        assert_eq!(off.push_target(&signal(SignalSource::Inversion, Some(0.074)), true), 0.05);
+        // The rule says so only when the cap is on.
+        assert!(judge.rule().contains("or its push on the reference, when that is higher, up to 0.1"));
+        assert!(!off.rule().contains("or its push on the reference"));
+        let bad = AutoStrength { inverted_push_reference_cap: 1.5, ..judge };
+        assert!(bad.validate(&Settings::automatic_base()).unwrap_err().to_string().contains("reference cap"));
     }
 
     #[test]

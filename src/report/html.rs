@@ -337,12 +337,11 @@ fn evidence(page: &mut String, report: &Report) {
                 Some(pixels) => format!("{pixels:.1} px ({})", ratio(r)),
                 None => ratio(r),
             };
-            let note = if s.natural {
-                "the model's nature"
-            } else if s.cleared {
-                "cleared"
-            } else {
-                "not cleared"
+            let note = match (s.natural, s.cleared, s.natural_push) {
+                (true, _, _) => "the model's nature".to_string(),
+                (false, true, Some(natural)) => format!("cleared (at the reference's {})", percent(Some(natural))),
+                (false, true, None) => "cleared".to_string(),
+                (false, false, _) => "not cleared".to_string(),
             };
             let _ = writeln!(
                 page,
@@ -593,6 +592,12 @@ mod tests {
         }
         assert!(row.ends_with("<td>29.6%</td><td>cleared</td></tr>"), "{row}");
         assert!(page.contains("<p id=\"relearning\">Relearning check"), "{page}");
+        // A signal cleared at the reference's push says so.
+        let mut floored = report.clone();
+        floored.strength_search.as_mut().unwrap().evidence.as_mut().unwrap().signals[0].natural_push = Some(0.074);
+        let mut floored_page = String::new();
+        evidence(&mut floored_page, &floored);
+        assert!(floored_page.contains("<td>cleared (at the reference's 7.4%)</td></tr>"), "{floored_page}");
         // Text from the report is escaped.
         assert!(!page.contains("-> class") && page.contains("-&gt; class"), "{page}");
     }

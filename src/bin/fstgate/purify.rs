@@ -172,6 +172,11 @@ pub(crate) struct PurifyArgs {
     /// inverted triggers that count as evidence (default: the judge's; 0: --auto-unlearn-share's).
     #[arg(long)]
     pub(crate) auto_sharpness_unlearn_share: Option<f64>,
+    /// With --judge: an inverted trigger is cleared at its push on the from-scratch reference,
+    /// up to this fraction, when that is above the 5% target (default: the judge's, 0.10; 0: the
+    /// target alone).
+    #[arg(long)]
+    pub(crate) auto_inverted_reference_cap: Option<f64>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -282,6 +287,7 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
                 None => preset.sharpness_radius,
             },
             sharpness_unlearn_share: args.auto_sharpness_unlearn_share.unwrap_or(preset.sharpness_unlearn_share),
+            inverted_push_reference_cap: args.auto_inverted_reference_cap.unwrap_or(preset.inverted_push_reference_cap),
             ..preset
         }))
     } else {
