@@ -81,7 +81,8 @@
 # and triggers, a noise blend and a 3x3 patch into small Fashion-MNIST CNNs (the removals that
 # cost the most), a sneaker blend into an MNIST ResNet-18 and a sinusoid into a Fashion ResNet-18
 # (the backdoors the ladder leaves), a checker patch into a Fashion GroupNorm, a patch into an
-# MNIST LeNet, a WaNet into an MNIST CNN, a stripes blend into a Fashion LeNet).
+# MNIST LeNet, a WaNet into an MNIST CNN, a stripes blend into a Fashion LeNet; gated once with
+# version 15: spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,

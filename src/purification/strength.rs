@@ -263,7 +263,7 @@ pub const JUDGE_SCREEN_MASK_RATIO: f64 = 0.5;
 
 /// The judge clears an inverted trigger at its push on the from-scratch reference, up to this
 /// (`AutoStrength::inverted_push_reference_cap`, version 15; twice `inverted_push_target`).
-/// Fitted on the spent grids' 43 judged models with counting inverted triggers
+/// Fitted on the spent grids' 44 judged reports with counting inverted triggers
 /// (docs/strength.md, "Version 15"): the counting triggers' pushes on the reference were
 /// 0.0-12.9%; three candidates that had taken the real trigger to 0.0-1.7% and were held to 5%
 /// by a push of 5.6-7.8% (p11, y05, z08) sat under theirs, and no candidate under its reference
