@@ -1422,20 +1422,26 @@ fn search(
         if candidates.is_empty() && !reference_usable {
             read_probes_by_retention(&mut signals, &pushes);
         }
-        // The highest push of the counting signals of a kind, and the highest measured from each
-        // signal's own target to the kind's fixed one (what the residual is judged by).
-        let counted = |inverted: bool, relative: bool| {
-            let fixed = if inverted { auto.inverted_push_target } else { auto.suspect_push_target };
+        let counted = |inverted: bool| {
             signals
                 .iter()
                 .zip(&pushes)
                 .filter(|(s, _)| s.counts() && s.source.inverted() == inverted)
-                .map(|(s, p)| if relative { p - auto.push_target(s, reference_usable) + fixed } else { *p })
+                .map(|(_, p)| *p)
                 .reduce(f64::max)
         };
-        let suspect_push = counted(false, false);
-        let inverted_push = counted(true, false);
-        let residual = rule(&signals).residual(cosine, counted(false, true), counted(true, true));
+        let suspect_push = counted(false);
+        let inverted_push = counted(true);
+        // The residual: the cosine's distance from its target, and each counting signal's push
+        // above its own target (`push_target`: for an inverted trigger, its push on the reference
+        // where that is higher).
+        let above_targets = signals
+            .iter()
+            .zip(&pushes)
+            .filter(|(s, _)| s.counts())
+            .map(|(s, p)| p - auto.push_target(s, reference_usable))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let residual = rule(&signals).residual(cosine, None, None).max(above_targets);
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
         candidate.inverted_push = inverted_push;
