@@ -82,7 +82,14 @@
 # cost the most), a sneaker blend into an MNIST ResNet-18 and a sinusoid into a Fashion ResNet-18
 # (the backdoors the ladder leaves), a checker patch into a Fashion GroupNorm, a patch into an
 # MNIST LeNet, a WaNet into an MNIST CNN, a stripes blend into a Fashion LeNet; gated once with
-# version 15: spent).
+# version 15: spent), `e18` (written down to hold out version 15 a second time, and the opt-in
+# sharpness-aware rung on ResNet-18s, before anything was fitted on it: four clean models, a
+# Fashion GroupNorm and an MNIST LeNet among them, and eight backdoors of new seeds, positions,
+# classes and triggers, noise blends into a Fashion and an MNIST GroupNorm CNN (the cases the
+# reference floor was fitted on), a noise blend into a Fashion ResNet-18 and a checker patch into
+# an MNIST ResNet-18 (the backdoors the ladder leaves), a 3x3 patch into a small Fashion CNN (the
+# removals that cost the most), a sinusoid into a Fashion LeNet, a WaNet into an MNIST LeNet, a
+# stripes blend into an MNIST CNN).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -340,6 +347,18 @@ q09 q17 mnist lenet 16 badnets:size=3,x=22,y=22 0.02 6 117
 q10 q17 fashion small-cnn 16 badnets:size=3,x=20,y=3 0.02 7 117
 q11 q17 mnist small-cnn 16 wanet:k=4,s=1.0,seed=91 0.1 9 118
 q12 q17 fashion lenet 16 blended:alpha=0.1,image=@stripes.png 0.03 2 118
+e01 e18 fashion small-cnn-gn 16 badnets:size=3,x=14,y=14 0 0 119
+e02 e18 mnist lenet 16 blended:alpha=0.1,seed=191 0 0 119
+e03 e18 fashion small-cnn 16 sig:delta=25,freq=4 0 0 120
+e04 e18 mnist small-cnn 16 badnets:size=4,x=3,y=22,pattern=checker 0 0 120
+e05 e18 fashion small-cnn-gn 16 blended:alpha=0.1,seed=193 0.02 6 121
+e06 e18 mnist small-cnn-gn 16 blended:alpha=0.12,seed=195 0.01 4 121
+e07 e18 fashion resnet18 8 blended:alpha=0.12,seed=197 0.05 2 122
+e08 e18 mnist resnet18 8 badnets:size=4,x=18,y=5,pattern=checker 0.02 3 122
+e09 e18 fashion small-cnn 16 badnets:size=3,x=8,y=20 0.02 5 123
+e10 e18 fashion lenet 16 sig:delta=30,freq=6 0.05 9 123
+e11 e18 mnist lenet 16 wanet:k=4,s=1.0,seed=93 0.1 1 124
+e12 e18 mnist small-cnn 16 blended:alpha=0.1,image=@stripes.png 0.03 7 124
 GRID
 }
 
