@@ -157,11 +157,16 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     // The refit residual is opt-in: the judge's default does not pay for it.
     assert!(signal.refit_push_after.is_none() && evidence.refit_residual_push.is_none(), "{signal:?}");
     assert!(search.candidates.iter().all(|c| c.refit_push.is_none()), "{:?}", search.candidates);
-    // Every candidate trains at least the judge's steps, stretched over the small tuning split.
+    // Every candidate trains at least the judge's steps, stretched over the small tuning split,
+    // and records each signal's push on it; the chosen one's are the evidence's pushes after.
     for candidate in &search.candidates {
         let steps = candidate_steps(&report, candidate);
         assert!(steps >= AutoStrength::judge().min_steps, "{steps} steps: {candidate:?}");
+        assert_eq!(candidate.signal_pushes.len(), evidence.signals.len(), "{candidate:?}");
     }
+    let chosen_pushes: Vec<Option<f64>> =
+        search.candidates[search.chosen].signal_pushes.iter().map(|p| Some(*p)).collect();
+    assert_eq!(chosen_pushes, evidence.signals.iter().map(|s| s.push_after).collect::<Vec<_>>());
     // The judge's relearning check ran on the chosen candidate and decided nothing: every signal
     // has its push under the fresh head, the evidence its highest among those that count.
     let check = search.relearning.as_ref().expect("the judge runs the relearning check");

@@ -808,6 +808,11 @@ pub struct Candidate {
     /// their classes that count as evidence (absent when none does).
     #[serde(default)]
     pub inverted_push: Option<f64>,
+    /// Every signal's push on this candidate's validation images, in the order of the
+    /// evidence's `signals` (counting or not; an unlearned trigger's push raised to a fresh
+    /// inversion's where that still suspects its class): which signal held a candidate back.
+    #[serde(default)]
+    pub signal_pushes: Vec<f64>,
     /// How far the candidate is from meeting the targets: the largest distance of its cosine
     /// (without inversion) and of each counting signal's push above its own target
     /// (`AutoStrength::residual`); <= 0: met. Absent when training failed.
@@ -1348,6 +1353,7 @@ fn search(
             head_cosine_to_original: None,
             suspect_push: None,
             inverted_push: None,
+            signal_pushes: Vec::new(),
             residual: None,
             known_trigger_asr: None,
             reached_shift_target: false,
@@ -1445,6 +1451,7 @@ fn search(
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
         candidate.inverted_push = inverted_push;
+        candidate.signal_pushes = pushes.clone();
         candidate.residual = Some(residual);
         candidate.known_trigger_asr = known_trigger_asr(model, &validation, input, known_trigger)?;
         candidate.reached_shift_target = residual <= 0.0;
@@ -1694,6 +1701,7 @@ mod tests {
             head_cosine_to_original: Some(cosine),
             suspect_push: None,
             inverted_push: None,
+            signal_pushes: Vec::new(),
             residual: Some(legacy().residual(cosine, None, None)),
             known_trigger_asr: None,
             reached_shift_target: reached,

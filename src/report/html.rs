@@ -266,13 +266,14 @@ fn training(page: &mut String, report: &Report) {
     }
     page.push_str(
         "<table id=\"strength\"><tr><th>candidate</th><th>alpha</th><th>epochs</th><th>validation accuracy</th>\
-         <th>drop (points)</th><th>cos(W, W0)</th><th>suspect push</th><th>seconds</th><th>recipe</th><th></th></tr>\n",
+         <th>drop (points)</th><th>cos(W, W0)</th><th>suspect push</th><th>each signal's push (the evidence table's \
+         order)</th><th>seconds</th><th>recipe</th><th></th></tr>\n",
     );
     for (i, c) in search.candidates.iter().enumerate() {
         let note = if i == search.chosen { "chosen".to_string() } else { c.failure.clone().unwrap_or_default() };
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
             i + 1,
             number(c.alpha),
             c.epochs,
@@ -280,6 +281,7 @@ fn training(page: &mut String, report: &Report) {
             c.validation_drop_points.map_or_else(|| "n/a".into(), |d| format!("{d:.1}")),
             c.head_cosine_to_original.map_or_else(|| "n/a".into(), |d| format!("{d:.3}")),
             percent(c.suspect_push),
+            c.signal_pushes.iter().map(|p| percent(Some(*p))).collect::<Vec<_>>().join(" / "),
             c.seconds,
             escape(&recipe(c)),
             escape(&note)
@@ -600,6 +602,18 @@ mod tests {
         assert!(floored_page.contains("<td>cleared (at the reference's 7.4%)</td></tr>"), "{floored_page}");
         // Text from the report is escaped.
         assert!(!page.contains("-> class") && page.contains("-&gt; class"), "{page}");
+    }
+
+    #[test]
+    fn each_candidate_shows_every_signals_push_in_the_evidence_order() {
+        let mut report: Report =
+            serde_json::from_str(include_str!("../../plugin-sdk/tests/fixtures/report.json")).expect("a whole report");
+        report.strength_search.as_mut().unwrap().candidates[0].signal_pushes = vec![0.1, 0.0021];
+        let mut page = String::new();
+        training(&mut page, &report);
+        let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("<tr><td>")).collect();
+        assert!(rows[0].contains("<td>10.0% / 0.2%</td>"), "{}", rows[0]);
+        assert!(rows[1].contains("<td>0.0%</td><td>"), "{}", rows[1]);
     }
 
     #[test]
