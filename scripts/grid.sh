@@ -89,7 +89,7 @@
 # reference floor was fitted on), a noise blend into a Fashion ResNet-18 and a checker patch into
 # an MNIST ResNet-18 (the backdoors the ladder leaves), a 3x3 patch into a small Fashion CNN (the
 # removals that cost the most), a sinusoid into a Fashion LeNet, a WaNet into an MNIST LeNet, a
-# stripes blend into an MNIST CNN).
+# stripes blend into an MNIST CNN; gated once with version 15 plus the opt-in rung: spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
