@@ -2,7 +2,8 @@
 """Tables of the held-out grid (scripts/grid.sh) for docs/strength.md: one row per model (truth,
 the gate's evidence and verdict, C-Acc and ASR before and after, cost against the paper's
 settings), the confusion matrix of verdicts, and with --candidates every candidate of an
---auto-explore run (the data the rule was fitted on).
+--auto-explore run (the data the rule was fitted on), with each signal's push on it in the order
+of the evidence's signals (reports made since 8679616).
 
     bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends, clean, v5, w6, r7 or all)
 
@@ -100,8 +101,8 @@ def main():
             for c in search["candidates"]:
                 rows.append(
                     f"|  | candidate | alpha {c['alpha']:g} | val drop {c['validation_drop_points']:.2f} "
-                    f"| ratio {'' if c.get('inverted_mask_ratio') is None else round(c['inverted_mask_ratio'], 2)} "
                     f"| probe push {pct(c.get('suspect_push'))} | inverted push {pct(c.get('inverted_push'))} "
+                    f"| each signal's push {' / '.join(pct(p) for p in c.get('signal_pushes', []))} "
                     f"| val ASR {pct(c.get('known_trigger_asr'))} |")
     print("| id | data | arch | trigger | rate | target | truth | suspected classes | target mask ratio "
           "| target blend ratio | inverted: class, mask / reference's "
