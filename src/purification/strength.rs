@@ -811,6 +811,7 @@ pub struct Candidate {
     /// Every signal's push on this candidate's validation images, in the order of the
     /// evidence's `signals` (counting or not; an unlearned trigger's push raised to a fresh
     /// inversion's where that still suspects its class): which signal held a candidate back.
+    /// Empty when training failed.
     #[serde(default)]
     pub signal_pushes: Vec<f64>,
     /// How far the candidate is from meeting the targets: the largest distance of its cosine
