@@ -1315,7 +1315,6 @@ fn search(
     let mut candidates: Vec<Candidate> = Vec::new();
     // The best candidate so far and its weights, unless it is the model as it stands.
     let mut best: Option<(usize, Vec<EpochRecord>, Option<Snapshot>)> = None;
-    let mut best_pushes: Vec<f64> = Vec::new();
     let mut best_fresh_ratios: Vec<Option<f64>> = Vec::new();
     let mut best_refit_pushes: Vec<Option<f64>> = Vec::new();
     let mut tried = Vec::new();
@@ -1452,7 +1451,7 @@ fn search(
         candidate.head_cosine_to_original = Some(cosine);
         candidate.suspect_push = suspect_push;
         candidate.inverted_push = inverted_push;
-        candidate.signal_pushes = pushes.clone();
+        candidate.signal_pushes = pushes;
         candidate.residual = Some(residual);
         candidate.known_trigger_asr = known_trigger_asr(model, &validation, input, known_trigger)?;
         candidate.reached_shift_target = residual <= 0.0;
@@ -1474,7 +1473,6 @@ fn search(
             // A later candidate overwrites the model: keep these weights if there will be one.
             let more = rule(&signals).next_candidate(&tried).is_some();
             best = Some((candidates.len() - 1, records, if more { Some(model.snapshot()?) } else { None }));
-            best_pushes = pushes;
             best_fresh_ratios = fresh_ratios;
             best_refit_pushes = refits;
         }
@@ -1482,7 +1480,9 @@ fn search(
     for (signal, refit) in signals[probe_signals..].iter_mut().zip(best_refit_pushes) {
         signal.refit_push_after = refit;
     }
-    for ((signal, push), fresh_ratio) in signals.iter_mut().zip(&best_pushes).zip(best_fresh_ratios) {
+    // The chosen candidate's pushes are the signals' pushes after purification.
+    let best_pushes = best.as_ref().map_or(&[][..], |(i, _, _)| &candidates[*i].signal_pushes[..]);
+    for ((signal, push), fresh_ratio) in signals.iter_mut().zip(best_pushes).zip(best_fresh_ratios) {
         signal.push_after = Some(*push);
         signal.purified_mask_ratio = fresh_ratio;
         signal.push_after_upper_95 = Some(wilson_upper_95(*push, signal.images));
