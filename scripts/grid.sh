@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -89,7 +89,13 @@
 # reference floor was fitted on), a noise blend into a Fashion ResNet-18 and a checker patch into
 # an MNIST ResNet-18 (the backdoors the ladder leaves), a 3x3 patch into a small Fashion CNN (the
 # removals that cost the most), a sinusoid into a Fashion LeNet, a WaNet into an MNIST LeNet, a
-# stripes blend into an MNIST CNN; gated once with version 15 plus the opt-in rung: spent).
+# stripes blend into an MNIST CNN; gated once with version 15 plus the opt-in rung: spent), `d19`
+# (written down to hold out version 15 a third time under the default policy's 2-point accuracy
+# limit, before anything ran on it: four clean models, an MNIST ResNet-18 and an MNIST GroupNorm
+# among them, and eight backdoors of new seeds, positions, classes and triggers, a checker patch
+# into a small Fashion CNN and a checker patch into a Fashion ResNet-18, a sneaker blend into
+# MNIST's "8", a sinusoid into a Fashion GroupNorm, a 1% patch into an MNIST CNN, a WaNet into an
+# MNIST GroupNorm, a digit blend into a Fashion LeNet, a 0.5% noise blend into an MNIST CNN).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -359,6 +365,18 @@ e09 e18 fashion small-cnn 16 badnets:size=3,x=8,y=20 0.02 5 123
 e10 e18 fashion lenet 16 sig:delta=30,freq=6 0.05 9 123
 e11 e18 mnist lenet 16 wanet:k=4,s=1.0,seed=93 0.1 1 124
 e12 e18 mnist small-cnn 16 blended:alpha=0.1,image=@stripes.png 0.03 7 124
+d01 d19 mnist small-cnn-gn 16 badnets:size=3,x=6,y=6 0 0 125
+d02 d19 fashion lenet 16 sig:delta=25,freq=5 0 0 125
+d03 d19 mnist resnet18 8 blended:alpha=0.1,seed=201 0 0 126
+d04 d19 fashion small-cnn 16 badnets:size=3,x=18,y=18 0 0 126
+d05 d19 fashion small-cnn 16 badnets:size=3,x=3,y=12,pattern=checker 0.02 2 127
+d06 d19 mnist lenet 16 blended:alpha=0.15,image=@sneaker.png 0.03 8 127
+d07 d19 fashion small-cnn-gn 16 sig:delta=30,freq=4 0.05 0 128
+d08 d19 mnist small-cnn 16 badnets:size=4,x=20,y=12 0.01 9 128
+d09 d19 fashion resnet18 8 badnets:size=3,x=22,y=4,pattern=checker 0.02 6 129
+d10 d19 mnist small-cnn-gn 16 wanet:k=4,s=1.0,seed=95 0.1 2 129
+d11 d19 fashion lenet 16 blended:alpha=0.12,image=@digit.png 0.02 1 130
+d12 d19 mnist small-cnn 16 blended:alpha=0.1,seed=203 0.005 5 130
 GRID
 }
 
