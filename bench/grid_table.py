@@ -11,7 +11,10 @@ Truth: `clean` (a clean control, rate 0), `weak` (poisoned, but the backdoor did
 before < 20%), `backdoored`. Outcome for a backdoored model: `removed` when ASR after <= 2%,
 else `left`. A verdict is right when a clean or weak model is released with a drop <= 1 point
 (clean) or <= 2 points (weak, removed), a removed backdoor released with a drop <= 2 points, and a
-left backdoor denied.
+left backdoor denied. Separately, a verdict is sound when the gate released exactly the models
+whose purified version meets the release bars (ASR after <= 2% where there was a backdoor, drop
+<= 2 points): a removal that cost 3 points is a purification over the bars either way, but only
+its release is a wrong verdict.
 """
 import json
 import os
@@ -40,7 +43,7 @@ def main():
     grid, runs, half = sys.argv[1:4]
     candidates = "--candidates" in sys.argv
     load_models(os.path.join(os.path.dirname(__file__), "..", "scripts", "grid.sh"))
-    rows, confusion = [], {}
+    rows, confusion, tally = [], {}, {"right": 0, "sound": 0, "models": 0}
     for model_id, m in MODELS.items():
         if half != "all" and m["half"] != half:
             continue
@@ -66,6 +69,11 @@ def main():
             right = released and drop <= 1.0
         else:
             right = released and drop <= 2.0 and asr_after <= 0.02
+        meets_bars = drop <= 2.0 and (truth == "clean" or asr_after <= 0.02)
+        sound = released == meets_bars
+        tally["models"] += 1
+        tally["right"] += right
+        tally["sound"] += sound
         confusion.setdefault(outcome, {"released": 0, "denied": 0})["released" if released else "denied"] += 1
         paper_path = os.path.join(grid, "paper", model_id, "report.json")
         paper = json.load(open(paper_path)) if os.path.exists(paper_path) else None
@@ -95,7 +103,7 @@ def main():
             f"| {len(search['candidates'])} | {chosen['alpha']:g} | {pct(s['clean_accuracy_before'])} "
             f"| {pct(s['clean_accuracy_after'])} | {drop:.2f} | {pct(asr_before)} | {pct(asr_after)} "
             f"| {pct(evidence.get('residual_push'))} | {refit} "
-            f"| {'release' if released else 'deny'} | {'yes' if right else '**no**'} "
+            f"| {'release' if released else 'deny'} | {'yes' if right else '**no**'} | {'yes' if sound else '**no**'} "
             f"| {report['timings']['total_seconds']:.0f} | {'' if cost is None else f'{cost:.1f}x'} |")
         if candidates:
             for c in search["candidates"]:
@@ -107,8 +115,9 @@ def main():
     print("| id | data | arch | trigger | rate | target | truth | suspected classes | target mask ratio "
           "| target blend ratio | inverted: class, mask / reference's "
           "| candidates | alpha | C-Acc before | C-Acc after | drop | ASR before | ASR after "
-          "| residual push | refit residual / on the reference | verdict | right | gate s | cost vs paper |")
-    print("|" + "---|" * 24)
+          "| residual push | refit residual / on the reference | verdict | right | verdict sound | gate s "
+          "| cost vs paper |")
+    print("|" + "---|" * 25)
     print("\n".join(rows))
     print()
     print("| truth / outcome | released | denied |")
@@ -116,6 +125,8 @@ def main():
     for outcome in ["removed", "left", "weak", "clean"]:
         if outcome in confusion:
             print(f"| {outcome} | {confusion[outcome]['released']} | {confusion[outcome]['denied']} |")
+    print()
+    print(f"right by the bars: {tally['right']} of {tally['models']}; verdict sound: {tally['sound']} of {tally['models']}")
 
 
 main()

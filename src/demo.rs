@@ -29,7 +29,7 @@ const POLICIES: [(&str, &[u8], &str); 2] = [
     (
         "max-accuracy-drop.wasm",
         include_bytes!("../plugin-sdk/examples/prebuilt/max-accuracy-drop.wasm"),
-        "{ max_accuracy_drop_points = 3.0 }",
+        "{ max_accuracy_drop_points = 2.0 }",
     ),
 ];
 

@@ -9,7 +9,7 @@
 //!    purified version (toy models, a policy that allows any figures: this part is plumbing);
 //! 2. a watcher with the **defaults** (automatic strength, default policy) gets MLflow's delivery of a backdoored
 //!    Fashion-MNIST CNN, purifies it, and the policy releases it: ASR after <= 5% and a drop of
-//!    at most 3 points, read back from the registry's tags; the purified version appears with
+//!    at most 2 points, read back from the registry's tags; the purified version appears with
 //!    its alias, and the attestation files registered with it pass `fstgate verify`;
 //! 3. with the webhook deleted, a one-shot `fstgate gate` finds a new version by polling alone,
 //!    and a policy denial tags the source version with the reasons and registers nothing.
@@ -245,7 +245,7 @@ fn mlflow_registry_webhooks_polling_and_registration() {
     let fixed = |policy: &str| common::pipeline_toml(2, 64, policy);
     std::fs::write(dir.join("watch.toml"), config(&server.url, listen, &toy, &fixed(common::ALLOW_ALL))).unwrap();
     // What a user starts with: the automatic strength and the default thresholds (ASR <= 5%,
-    // drop <= 3 points); on the same port as watch.toml, so MLflow's webhook reaches whichever
+    // drop <= 2 points); on the same port as watch.toml, so MLflow's webhook reaches whichever
     // watcher runs.
     let defaults = "[signing_key]\npath = \"signing.pem\"\n";
     std::fs::write(dir.join("default.toml"), config(&server.url, listen, &toy, defaults)).unwrap();
@@ -321,7 +321,7 @@ fn mlflow_registry_webhooks_polling_and_registration() {
     );
     assert!(asr_before > 0.5, "the lab model is backdoored: ASR before {asr_before}");
     assert!(asr_after <= 0.05, "the backdoor survived: ASR after {asr_after}");
-    assert!((accuracy_before - accuracy_after) * 100.0 <= 3.0, "accuracy {accuracy_before} -> {accuracy_after}");
+    assert!((accuracy_before - accuracy_after) * 100.0 <= 2.0, "accuracy {accuracy_before} -> {accuracy_after}");
     assert!(accuracy_before > 0.8, "the lab model is a working classifier: {accuracy_before}");
     let source_tags = &server.versions("fashion-cnn")[0]["tags"];
     assert_eq!(source_tags["fstgate.verdict"], "release");

@@ -57,7 +57,7 @@ fn thresholds_decide_on_asr_probes_and_accuracy() {
     degraded.summary.clean_accuracy_drop_points = 4.5;
     let result = judge(&policies, &degraded);
     assert_eq!(result.verdict, Verdict::Deny);
-    assert!(result.reasons[0].contains("4.5") && result.reasons[0].contains("3.0"), "{:?}", result.reasons);
+    assert!(result.reasons[0].contains("4.5") && result.reasons[0].contains("2.0"), "{:?}", result.reasons);
 
     // The record names the configuration that ran.
     let stricter = common::thresholds(serde_json::json!({"max_attack_success_rate": 0.001}));

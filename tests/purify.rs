@@ -132,10 +132,10 @@ fn fst_removes_a_one_percent_badnets_backdoor_and_vanilla_ft_does_not() {
 }
 
 /// The default (automatic) strength, with no hand-tuned setting, removes the same backdoor to
-/// ASR <= 2% within the default policy's 3 points of clean accuracy. Issue 8 aims at 2 points;
-/// measured: one candidate, alpha 0.01, 87.7% -> 86.1%, ASR 90.3% -> 1.7% (the BadNets probe is
-/// a suspect and pushes 2.6% of the validation images after it, within the 3% target; at a 2%
-/// target the search went on to alpha 0.03 and cost 3.45 points). The report shows every
+/// ASR <= 2% within the default policy's 2 points of clean accuracy (issue 15's bar); measured:
+/// one candidate, alpha 0.01, 87.7% -> 86.1%, ASR 90.3% -> 1.7% (the BadNets probe is a suspect
+/// and pushes 2.6% of the validation images after it, within the 3% target; at a 2% target the
+/// search went on to alpha 0.03 and cost 3.45 points). The report shows every
 /// candidate, and the written model is the chosen one.
 #[test]
 fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
@@ -162,7 +162,7 @@ fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "automatic strength left ASR at {:.2}%", 100.0 * after);
     let drop = report.summary.clean_accuracy_drop_points;
-    assert!(drop <= 3.0, "automatic strength cost {drop:.2} points of clean accuracy");
+    assert!(drop <= 2.0, "automatic strength cost {drop:.2} points of clean accuracy");
     let chosen = &search.candidates[search.chosen];
     assert!(chosen.reached_shift_target, "{}", search.reason);
     assert_eq!(report.settings.alpha, chosen.alpha);
@@ -211,7 +211,7 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
     let drop = report.summary.clean_accuracy_drop_points;
-    assert!(drop <= 3.0, "cost {drop:.2} points of clean accuracy");
+    assert!(drop <= 2.0, "cost {drop:.2} points of clean accuracy");
 }
 
 /// 500 clean images: the search still runs (400 to tune, 100 to validate, each candidate

@@ -5,8 +5,10 @@ use crate::report::{BackdoorRate, Report};
 
 /// The default policy's limit on the backdoor rate after purification (5%).
 pub const DEFAULT_MAX_ATTACK_SUCCESS_RATE: f64 = 0.05;
-/// The default policy's limit on the clean-accuracy drop, in percentage points.
-pub const DEFAULT_MAX_ACCURACY_DROP_POINTS: f64 = 3.0;
+/// The default policy's limit on the clean-accuracy drop, in percentage points: issue 15's bar for
+/// a purified model (2 points; 3 until the judge's held-out grids showed backdoors removed at
+/// 2.70-2.85 points released under it).
+pub const DEFAULT_MAX_ACCURACY_DROP_POINTS: f64 = 2.0;
 
 /// Slack for floating-point noise: a drop computed as 100 * (0.88 - 0.85) is 3.0000000000000027,
 /// which must not exceed a limit of 3. Real differences are far larger (a rate over n images

@@ -19,7 +19,7 @@ use sandbox::{GuestDecision, Level, Plugin};
 pub use sandbox::{Limits, PluginFailure, PluginHost};
 
 /// The default policy's component: deny when the attack success rate after purification (the
-/// known trigger's, else the worst probe's) exceeds 5% or clean accuracy drops more than 3 points.
+/// known trigger's, else the worst probe's) exceeds 5% or clean accuracy drops more than 2 points.
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!("../../plugin-sdk/examples/prebuilt/thresholds.wasm");
 /// The default policy's name in decisions and on the command line.
 pub const DEFAULT_POLICY_NAME: &str = "builtin:thresholds";

@@ -48,7 +48,7 @@ pub(crate) struct PolicyArgs {
     #[arg(long, default_value_t = 0.05, conflicts_with = "policies")]
     pub(crate) max_asr: f64,
     /// Built-in policy: deny when clean accuracy drops by more than this many points.
-    #[arg(long, default_value_t = 3.0, conflicts_with = "policies")]
+    #[arg(long, default_value_t = 2.0, conflicts_with = "policies")]
     pub(crate) max_accuracy_drop: f64,
     #[command(flatten)]
     pub(crate) limits: PluginLimitArgs,

@@ -3,7 +3,7 @@
 use fstgate_plugin_sdk::{Policy, Report, Verdict, export_policy, rules};
 use serde::Deserialize;
 
-/// `{"max_accuracy_drop_points": 3.0}`.
+/// `{"max_accuracy_drop_points": 2.0}`.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

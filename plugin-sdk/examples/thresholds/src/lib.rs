@@ -6,7 +6,7 @@
 use fstgate_plugin_sdk::{Policy, Report, Verdict, export_policy, rules};
 use serde::Deserialize;
 
-/// `{"max_attack_success_rate": 0.05, "max_accuracy_drop_points": 3.0}`; both optional.
+/// `{"max_attack_success_rate": 0.05, "max_accuracy_drop_points": 2.0}`; both optional.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -61,17 +61,17 @@ mod tests {
     fn limits_are_inclusive() {
         let mut report = sample_report();
         report.summary.attack_success_rate_after = Some(0.05);
-        report.summary.clean_accuracy_drop_points = 3.0;
+        report.summary.clean_accuracy_drop_points = 2.0;
         assert!(judge(&report).is_allow());
         report.summary.attack_success_rate_after = Some(0.0501);
         assert_eq!(judge(&report).reasons, ["attack success rate after purification 5.01% exceeds 5.00%"]);
         report.summary.attack_success_rate_after = Some(0.123);
-        report.summary.clean_accuracy_drop_points = 3.01;
+        report.summary.clean_accuracy_drop_points = 2.01;
         assert_eq!(
             judge(&report).reasons,
             [
                 "attack success rate after purification 12.3% exceeds 5.0%",
-                "clean accuracy dropped 3.01 points (limit 3.00)"
+                "clean accuracy dropped 2.01 points (limit 2.00)"
             ]
         );
     }
