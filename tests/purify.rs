@@ -211,7 +211,7 @@ fn automatic_strength_follows_a_backdoor_the_probes_find_past_the_head_target() 
     let after = report.summary.attack_success_rate_after.unwrap();
     assert!(after <= 0.02, "ASR after {:.2}%", 100.0 * after);
     let drop = report.summary.clean_accuracy_drop_points;
-    assert!(drop <= 2.0, "cost {drop:.2} points of clean accuracy");
+    assert!(drop <= 3.0, "cost {drop:.2} points of clean accuracy");
 }
 
 /// 500 clean images: the search still runs (400 to tune, 100 to validate, each candidate
