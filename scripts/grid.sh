@@ -96,7 +96,7 @@
 # into a small Fashion CNN and a checker patch into a Fashion ResNet-18, a sneaker blend into
 # MNIST's "8", a sinusoid into a Fashion GroupNorm, a 1% patch into an MNIST CNN, a WaNet into an
 # MNIST GroupNorm, a digit blend into a Fashion LeNet, a 0.5% noise blend into an MNIST CNN;
-# d01-d07 gated once with version 15, d08-d12 not yet: held out until they are).
+# gated once with version 15 under the 2-point policy: spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
