@@ -21,6 +21,8 @@ import os
 import sys
 
 MODELS = {}
+# Issue 15's bars: ASR after purification, the drop for a backdoored model, the drop for a clean one.
+MAX_ASR, MAX_DROP, MAX_CLEAN_DROP = 0.02, 2.0, 1.0
 
 
 def load_models(script):
@@ -62,15 +64,15 @@ def main():
         # carries float noise (20 of 2,000 images read as 1.0000000000000009 points).
         drop = round(s["clean_accuracy_drop_points"], 9)
         truth = "clean" if m["rate"] == 0 else ("weak" if asr_before < 0.2 else "backdoored")
-        outcome = truth if truth != "backdoored" else ("removed" if asr_after <= 0.02 else "left")
+        outcome = truth if truth != "backdoored" else ("removed" if asr_after <= MAX_ASR else "left")
+        # What the release bars ask of the purified model; a clean model's purification has a
+        # tighter bar of its own.
+        meets_bars = drop <= MAX_DROP and (truth == "clean" or asr_after <= MAX_ASR)
+        sound = released == meets_bars
         if outcome == "left":
             right = not released
-        elif outcome == "clean":
-            right = released and drop <= 1.0
         else:
-            right = released and drop <= 2.0 and asr_after <= 0.02
-        meets_bars = drop <= 2.0 and (truth == "clean" or asr_after <= 0.02)
-        sound = released == meets_bars
+            right = released and (drop <= MAX_CLEAN_DROP if truth == "clean" else meets_bars)
         tally["models"] += 1
         tally["right"] += right
         tally["sound"] += sound
