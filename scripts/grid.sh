@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -96,7 +96,13 @@
 # into a small Fashion CNN and a checker patch into a Fashion ResNet-18, a sneaker blend into
 # MNIST's "8", a sinusoid into a Fashion GroupNorm, a 1% patch into an MNIST CNN, a WaNet into an
 # MNIST GroupNorm, a digit blend into a Fashion LeNet, a 0.5% noise blend into an MNIST CNN;
-# gated once with version 15 under the 2-point policy: spent).
+# gated once with version 15 under the 2-point policy: spent), `a20` (written down to hold out the
+# next version before anything was fitted for it: four clean models, a Fashion ResNet-18, an MNIST
+# LeNet, a Fashion GroupNorm and an MNIST CNN, and eight backdoors of new seeds, positions,
+# classes and triggers, the kinds d19 left among them: a 1% 3x3 patch into an MNIST CNN, a checker
+# patch into an MNIST ResNet-18, a 4x4 checker into a small Fashion CNN, a 2x2 patch into
+# Fashion-MNIST's "sandal"; and a WaNet into a Fashion LeNet, a stripes blend into an MNIST
+# GroupNorm, a 1% noise blend into a Fashion GroupNorm, a sinusoid into an MNIST LeNet).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -378,6 +384,18 @@ d09 d19 fashion resnet18 8 badnets:size=3,x=22,y=4,pattern=checker 0.02 6 129
 d10 d19 mnist small-cnn-gn 16 wanet:k=4,s=1.0,seed=95 0.1 2 129
 d11 d19 fashion lenet 16 blended:alpha=0.12,image=@digit.png 0.02 1 130
 d12 d19 mnist small-cnn 16 blended:alpha=0.1,seed=203 0.005 5 130
+a01 a20 fashion small-cnn-gn 16 badnets:size=3,x=10,y=20 0 0 131
+a02 a20 mnist lenet 16 blended:alpha=0.1,seed=211 0 0 131
+a03 a20 fashion resnet18 8 sig:delta=25,freq=6 0 0 132
+a04 a20 mnist small-cnn 16 badnets:size=3,x=2,y=22 0 0 132
+a05 a20 mnist small-cnn 16 badnets:size=3,x=14,y=24 0.01 4 133
+a06 a20 fashion small-cnn 16 badnets:size=4,x=6,y=8,pattern=checker 0.02 3 133
+a07 a20 mnist resnet18 8 badnets:size=3,x=4,y=20,pattern=checker 0.03 2 134
+a08 a20 fashion lenet 16 wanet:k=4,s=1.0,seed=97 0.1 7 134
+a09 a20 mnist small-cnn-gn 16 blended:alpha=0.12,image=@stripes.png 0.02 6 135
+a10 a20 fashion small-cnn-gn 16 blended:alpha=0.1,seed=213 0.01 9 135
+a11 a20 mnist lenet 16 sig:delta=20,freq=6 0.05 0 136
+a12 a20 fashion small-cnn 16 badnets:size=2,x=24,y=24 0.03 5 136
 GRID
 }
 
