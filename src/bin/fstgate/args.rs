@@ -44,23 +44,30 @@ pub(crate) struct PolicyArgs {
     #[arg(long = "policy", value_name = "PLUGIN[@CONFIG]")]
     pub(crate) policies: Vec<String>,
     /// Built-in policy: deny when the attack success rate after purification exceeds this
-    /// (0-1): the known trigger's, or without one the worst trigger probe's.
-    #[arg(long, default_value_t = 0.05, conflicts_with = "policies")]
-    pub(crate) max_asr: f64,
-    /// Built-in policy: deny when clean accuracy drops by more than this many points.
-    #[arg(long, default_value_t = 2.0, conflicts_with = "policies")]
-    pub(crate) max_accuracy_drop: f64,
+    /// (0-1): the known trigger's, or without one the evidence's residual push [default: the
+    /// thresholds policy's own, 0.05].
+    #[arg(long, conflicts_with = "policies")]
+    pub(crate) max_asr: Option<f64>,
+    /// Built-in policy: deny when clean accuracy drops by more than this many points [default:
+    /// the thresholds policy's own, 2 points, issue 15's bar].
+    #[arg(long, conflicts_with = "policies")]
+    pub(crate) max_accuracy_drop: Option<f64>,
     #[command(flatten)]
     pub(crate) limits: PluginLimitArgs,
 }
 
 impl PolicyArgs {
+    /// The built-in policy's configuration: only the limits given, so the rest are the plugin's
+    /// own defaults (the SDK's `rules`) and the CLI cannot drift from the policy it runs.
+    fn thresholds_config(&self) -> serde_json::Value {
+        let limits = [("max_attack_success_rate", self.max_asr), ("max_accuracy_drop_points", self.max_accuracy_drop)];
+        let given = limits.into_iter().filter_map(|(key, limit)| Some((key.to_string(), limit?.into())));
+        serde_json::Value::Object(given.collect())
+    }
+
     pub(crate) fn policy_set(&self) -> anyhow::Result<PolicySet> {
         let specs = if self.policies.is_empty() {
-            vec![PolicySpec::default_thresholds(serde_json::json!({
-                "max_attack_success_rate": self.max_asr,
-                "max_accuracy_drop_points": self.max_accuracy_drop,
-            }))]
+            vec![PolicySpec::default_thresholds(self.thresholds_config())]
         } else {
             self.policies.iter().map(|arg| PolicySpec::from_arg(arg)).collect::<Result<_, _>>()?
         };
@@ -158,4 +165,30 @@ pub(crate) fn parse_size(s: &str) -> Result<[i64; 2], String> {
     let (h, w) = s.split_once('x').ok_or_else(|| format!("`{s}` is not HxW"))?;
     let parse = |v: &str| v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("`{s}` is not HxW"));
     Ok([parse(h)?, parse(w)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::PolicyArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    }
+
+    #[test]
+    fn the_built_in_policy_gets_only_the_limits_given() {
+        let config =
+            |args: &[&str]| Cli::try_parse_from([&["fstgate"], args].concat()).unwrap().policy.thresholds_config();
+        assert_eq!(config(&[]), serde_json::json!({}), "the plugin's own defaults");
+        assert_eq!(config(&["--max-accuracy-drop", "1.5"]), serde_json::json!({"max_accuracy_drop_points": 1.5}));
+        assert_eq!(
+            config(&["--max-asr", "0.02", "--max-accuracy-drop", "3"]),
+            serde_json::json!({"max_attack_success_rate": 0.02, "max_accuracy_drop_points": 3.0})
+        );
+        assert!(Cli::try_parse_from(["fstgate", "--policy", "p.wasm", "--max-asr", "0.1"]).is_err());
+    }
 }
