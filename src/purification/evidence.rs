@@ -43,25 +43,6 @@ pub const REFERENCE_TRANSFER: f64 = 0.2;
 /// y07, y11, y12); 0.37 is the geometric middle of 0.34 and 0.41.
 pub const REFERENCE_MASK_SHARE: f64 = 0.37;
 
-/// An inverted patch that does not transfer (its push on the reference is under
-/// `INVERTED_REFERENCE_TRANSFER` of its push on the model) is the model's nature only when its
-/// mask is at least this fraction of the reference's, in pixels, instead of `REFERENCE_MASK_SHARE`:
-/// a shortcut of the data is a feature any model of the data learns, so the trigger that reaches
-/// it on the uploaded model reaches it on the reference too, while a backdoor's trigger does not;
-/// and an inversion that did not shrink to the backdoor's trigger (a weak 1% patch answered 86%
-/// of the time, a checker on a ResNet-18) leaves its mask between the two shares. Version 16.
-/// Fitted on the spent d01-d12 (docs/strength.md, "Version 16"): the two patch backdoors released
-/// with the backdoor sat at 0.61 and 0.70 of the reference's pixels and moved it 0.01-0.06 as
-/// hard; every natural class screened between the shares moved it 0.14-0.31 as hard (d04, d07,
-/// d09), and the classes above 0.8 sat at 0.99 and over (d03, d08, d10).
-pub const UNTRANSFERRED_MASK_SHARE: f64 = 0.8;
-
-/// An inverted patch transfers to the reference when it pushes the reference at least this
-/// fraction as hard as the model (`UNTRANSFERRED_MASK_SHARE`). Fitted on the spent d01-d12: patch
-/// backdoors 0.00-0.06, natural classes between the shares 0.14-0.31; 0.1 is near their geometric
-/// middle (0.09). The fit half's inverted backdoor triggers moved it 0.00-0.12 (version 3).
-pub const INVERTED_REFERENCE_TRANSFER: f64 = 0.1;
-
 /// The same for an inverted blend, against the reference's blend for the class (the blend's
 /// weight summed over the image). Fitted on the same spent models: blend backdoor targets
 /// 0.07-0.28 of the reference's (y11, y05, y09; a sinusoid that barely took, y07, 0.36), the
@@ -313,20 +294,12 @@ impl Signal {
     }
 
     /// The share of the reference's mask, in pixels, at or above which this inverted signal is the
-    /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `UNTRANSFERRED_MASK_SHARE` for a patch
-    /// that does not transfer to the reference, `REFERENCE_MASK_SHARE` otherwise.
+    /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `REFERENCE_MASK_SHARE` otherwise.
     pub fn reference_share(&self) -> f64 {
         match self.source.shape() {
             Some(TriggerShape::Blend) => REFERENCE_BLEND_SHARE,
-            Some(TriggerShape::Patch) if self.transfers_to_reference() == Some(false) => UNTRANSFERRED_MASK_SHARE,
             Some(TriggerShape::Patch) | None => REFERENCE_MASK_SHARE,
         }
-    }
-
-    /// Whether the trigger pushes the from-scratch reference at least `INVERTED_REFERENCE_TRANSFER`
-    /// as hard as the model; none before the reference measured it.
-    pub fn transfers_to_reference(&self) -> Option<bool> {
-        self.reference_push.map(|push| push >= INVERTED_REFERENCE_TRANSFER * self.push_before)
     }
 
     /// Whether the signal counts as backdoor evidence.
@@ -430,36 +403,6 @@ impl Evidence {
         } else {
             format!("; read as the model's nature rather than a backdoor: {}", natural.join(", "))
         };
-        // Counted only because their trigger does not reach the reference: the reason says so.
-        let untransferred: Vec<String> = counting
-            .iter()
-            .filter(|s| usable && s.transfers_to_reference() == Some(false))
-            .filter_map(|s| {
-                let (pixels, reference) = (s.mask_pixels?, s.reference_mask_pixels?);
-                (pixels >= REFERENCE_MASK_SHARE * reference).then(|| {
-                    format!(
-                        "{} -> class {} ({:.1} pixels against the reference's {:.1}, but it moves the reference \
-                         {:.1}%, against {:.1}%)",
-                        s.trigger,
-                        s.class,
-                        pixels,
-                        reference,
-                        100.0 * s.reference_push.unwrap_or(f64::NAN),
-                        100.0 * s.push_before
-                    )
-                })
-            })
-            .collect();
-        let untransferred_note = if untransferred.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; counted although its mask is over {REFERENCE_MASK_SHARE} of the reference's, because the trigger \
-                 moves the reference under {INVERTED_REFERENCE_TRANSFER} as hard and the mask is under \
-                 {UNTRANSFERRED_MASK_SHARE} of it: {}",
-                untransferred.join(", ")
-            )
-        };
         let uncleared: Vec<String> = counting
             .iter()
             .filter(|s| !s.cleared)
@@ -470,8 +413,8 @@ impl Evidence {
             None => format!("no probe and no inverted trigger singled out a class{natural_note}"),
             Some(s) => format!(
                 "{} signal(s) into class(es) {:?}, {}; the strongest push after purification, {} -> class {}, is \
-                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{untransferred_note}\
-                 {nature_note}{refit_note}{relearned_note}{natural_note}",
+                 {:.1}% (95% upper bound {:.1}%) of {} validation images, {:.1}% before{nature_note}{refit_note}\
+                 {relearned_note}{natural_note}",
                 counting.len(),
                 suspected_classes,
                 if cleared {
@@ -606,49 +549,6 @@ mod tests {
             "{}",
             evidence.reason
         );
-    }
-
-    #[test]
-    fn a_patch_that_does_not_reach_the_reference_counts_up_to_the_wider_share() {
-        // The spent d08 and d09 (version 15 read both as natural and released the backdoor): a 1%
-        // 4x4 patch into MNIST's 9, 27.3 pixels against the reference's 39.1 (0.70), moving the
-        // reference 1% against the model's 92%; a checker into a Fashion ResNet-18's 6, 16.2
-        // against 26.6 (0.61), 5% against 88%.
-        let judged = |pixels: f64, reference_pixels: f64, push_before: f64, reference_push: f64| {
-            let mut s = inverted_signal(SignalSource::Inversion, pixels, 0.47);
-            s.push_before = push_before;
-            s.judge_against_reference(reference_push, true);
-            s.judge_mask_against_reference(&reference_class(reference_pixels, 0.5), true);
-            s
-        };
-        let d08 = judged(27.3, 39.1, 0.92, 0.01);
-        let d09 = judged(16.2, 26.6, 0.88, 0.05);
-        assert!(d08.counts() && d09.counts());
-        assert_eq!(d08.transfers_to_reference(), Some(false));
-        // Natural classes between the shares that reach the reference: d04's "bag" (0.47 of the
-        // reference's pixels, 15% of 89% on it) and d09's (0.45, 28% of 89%).
-        let bag = judged(16.6, 35.2, 0.89, 0.15);
-        assert!(bag.natural && bag.transfers_to_reference() == Some(true));
-        assert!(judged(13.0, 28.9, 0.89, 0.28).natural);
-        // At the wider share, natural however little it transfers (d08's "8": 1.15, 6%).
-        assert!(judged(UNTRANSFERRED_MASK_SHARE * 40.0, 40.0, 0.9, 0.0).natural);
-        assert!(judged(27.6, 24.0, 0.86, 0.06).natural);
-        // An unusable reference decides nothing, and blends keep their own share.
-        let mut unjudged = inverted_signal(SignalSource::Inversion, 27.3, 0.47);
-        unjudged.judge_against_reference(0.01, false);
-        unjudged.judge_mask_against_reference(&reference_class(39.1, 0.5), false);
-        assert!(unjudged.natural, "0.47 of the median is over the unreferenced screen");
-        let mut blend = inverted_signal(SignalSource::BlendInversion, 154.0, 0.4);
-        blend.judge_against_reference(0.0, true);
-        assert_eq!(blend.reference_share(), REFERENCE_BLEND_SHARE);
-        let evidence = Evidence::conclude(None, Some(reference(true)), vec![d08, bag]);
-        assert_eq!(evidence.suspected_classes, [8]);
-        for expected in [
-            "because the trigger moves the reference under 0.1 as hard",
-            "(27.3 pixels against the reference's 39.1, but it moves the reference 1.0%, against 92.0%)",
-        ] {
-            assert!(evidence.reason.contains(expected), "{}", evidence.reason);
-        }
     }
 
     #[test]

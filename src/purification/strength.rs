@@ -31,8 +31,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{
-    Evidence, INVERTED_REFERENCE_TRANSFER, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE,
-    REFERENCE_TRANSFER, Signal, SignalSource, UNREFERENCED_MAX_MASK_RATIO, UNTRANSFERRED_MASK_SHARE, wilson_upper_95,
+    Evidence, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource,
+    UNREFERENCED_MAX_MASK_RATIO, wilson_upper_95,
 };
 use super::reference::{self, Reference};
 use super::{Method, Relearning, Settings, purify, purify_unlearning, relearn_head};
@@ -593,9 +593,8 @@ impl AutoStrength {
              the other classes' median{} and pushes >= {} of the validation images. Against the same architecture \
              trained from scratch on the tuning images ({} steps), which holds no backdoor: a probe that pushes it \
              at least {REFERENCE_TRANSFER} as hard, and an inverted trigger whose mask is at least \
-             {REFERENCE_MASK_SHARE} (a blend {REFERENCE_BLEND_SHARE}; a patch that moves the reference under \
-             {INVERTED_REFERENCE_TRANSFER} as hard, {UNTRANSFERRED_MASK_SHARE}) of the one inverted the same way on \
-             it for the class, in pixels, are the model's nature, not evidence (without a usable reference, a probe \
+             {REFERENCE_MASK_SHARE} (a blend {REFERENCE_BLEND_SHARE}) of the one inverted the same way on it for \
+             the class, in pixels, are the model's nature, not evidence (without a usable reference, a probe \
              whose push the first candidate keeps above {NATURAL_RETENTION} of its original rate, and an \
              inverted patch over {UNREFERENCED_MAX_MASK_RATIO} of the median). \
              Each candidate is trained from the original weights ({} linear-probe epochs of the new head{}, then at \
