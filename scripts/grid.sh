@@ -102,7 +102,9 @@
 # classes and triggers, the kinds d19 left among them: a 1% 3x3 patch into an MNIST CNN, a checker
 # patch into an MNIST ResNet-18, a 4x4 checker into a small Fashion CNN, a 2x2 patch into
 # Fashion-MNIST's "sandal"; and a WaNet into a Fashion LeNet, a stripes blend into an MNIST
-# GroupNorm, a 1% noise blend into a Fashion GroupNorm, a sinusoid into an MNIST LeNet).
+# GroupNorm, a 1% noise blend into a Fashion GroupNorm, a sinusoid into an MNIST LeNet; gated once
+# with a version 16, an inverted patch that does not move the reference counted up to 0.8 of its
+# mask, not adopted: spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
