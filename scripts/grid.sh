@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -104,7 +104,13 @@
 # Fashion-MNIST's "sandal"; and a WaNet into a Fashion LeNet, a stripes blend into an MNIST
 # GroupNorm, a 1% noise blend into a Fashion GroupNorm, a sinusoid into an MNIST LeNet; gated once
 # with a version 16, an inverted patch that does not move the reference counted up to 0.8 of its
-# mask, not adopted: spent).
+# mask, not adopted: spent), `o21` (written down to hold out the next version before anything was
+# fitted for it: four clean models, a Fashion ResNet-18 (a03's false alarm's kind), an MNIST
+# GroupNorm, a Fashion LeNet and a small Fashion CNN, and eight backdoors of new seeds, positions,
+# classes and triggers: a checker into a Fashion ResNet-18's "shirt" and a 1% 4x4 patch into an
+# MNIST CNN (the kinds d19 released), a 3x3 patch and a noise blend into small Fashion CNNs (the
+# removals that cost the most), a sinusoid into an MNIST ResNet-18, a WaNet into a Fashion
+# GroupNorm, a sneaker blend into an MNIST LeNet, a 2% patch into Fashion-MNIST's "bag").
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -398,6 +404,18 @@ a09 a20 mnist small-cnn-gn 16 blended:alpha=0.12,image=@stripes.png 0.02 6 135
 a10 a20 fashion small-cnn-gn 16 blended:alpha=0.1,seed=213 0.01 9 135
 a11 a20 mnist lenet 16 sig:delta=20,freq=6 0.05 0 136
 a12 a20 fashion small-cnn 16 badnets:size=2,x=24,y=24 0.03 5 136
+o01 o21 fashion resnet18 8 badnets:size=3,x=12,y=2 0 0 141
+o02 o21 mnist small-cnn-gn 16 blended:alpha=0.1,seed=221 0 0 141
+o03 o21 fashion lenet 16 sig:delta=20,freq=5 0 0 142
+o04 o21 fashion small-cnn 16 badnets:size=3,x=20,y=8,pattern=checker 0 0 142
+o05 o21 fashion resnet18 8 badnets:size=3,x=4,y=6,pattern=checker 0.02 6 143
+o06 o21 mnist small-cnn 16 badnets:size=4,x=8,y=20 0.01 7 143
+o07 o21 fashion small-cnn 16 badnets:size=3,x=18,y=22 0.02 1 144
+o08 o21 fashion small-cnn 16 blended:alpha=0.1,seed=223 0.02 4 144
+o09 o21 mnist resnet18 8 sig:delta=30,freq=4 0.05 3 145
+o10 o21 fashion small-cnn-gn 16 wanet:k=4,s=1.0,seed=99 0.1 2 145
+o11 o21 mnist lenet 16 blended:alpha=0.15,image=@sneaker.png 0.03 5 146
+o12 o21 fashion small-cnn 16 badnets:size=3,x=2,y=14 0.02 8 146
 GRID
 }
 
