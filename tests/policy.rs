@@ -4,13 +4,14 @@ mod common;
 
 use fstgate::evaluation::ProbeResult;
 use fstgate::job;
-use fstgate::policy::{PolicyResult, PolicySet, Verdict};
+use fstgate::policy::{self, PolicyResult, PolicySet, Verdict};
 use fstgate::report::Report;
 use fstgate::training::Silent;
 use sha2::Digest;
 
-fn report() -> Report {
-    let dir = common::scratch("policy");
+/// `scratch` names the test's own directory: tests run in parallel.
+fn report(scratch: &str) -> Report {
+    let dir = common::scratch(scratch);
     job::run(&common::toy_job(&dir, "out", 0), &Silent).unwrap()
 }
 
@@ -24,7 +25,7 @@ fn judge(policies: &PolicySet, report: &Report) -> PolicyResult {
 #[test]
 fn thresholds_decide_on_asr_probes_and_accuracy() {
     let policies = common::default_policies();
-    let mut good = report();
+    let mut good = report("policy-thresholds");
     good.summary.attack_success_rate_after = Some(0.01);
     good.summary.clean_accuracy_drop_points = 1.0;
     let result = judge(&policies, &good);
@@ -71,4 +72,32 @@ fn thresholds_decide_on_asr_probes_and_accuracy() {
     let result = judge(&broken, &good);
     assert_eq!(result.verdict, Verdict::Deny);
     assert!(result.failure.as_deref().unwrap().contains("max_attack_success_rate"), "{:?}", result.failure);
+}
+
+/// The command line writes the default policy's limits into its configuration
+/// (`policy::DEFAULT_*`) so the record names them; they must be the component's own defaults,
+/// which it applies to an empty configuration: the same verdicts on both sides of each limit.
+#[test]
+fn the_hosts_default_limits_are_the_components_own() {
+    let own = common::thresholds(serde_json::json!({}));
+    let written = common::thresholds(serde_json::json!({
+        "max_attack_success_rate": policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
+        "max_accuracy_drop_points": policy::DEFAULT_MAX_ACCURACY_DROP_POINTS,
+    }));
+    let base = report("policy-defaults");
+    let cases = [
+        (policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE, 0.0, Verdict::Allow),
+        (policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE + 0.001, 0.0, Verdict::Deny),
+        (0.0, policy::DEFAULT_MAX_ACCURACY_DROP_POINTS, Verdict::Allow),
+        (0.0, policy::DEFAULT_MAX_ACCURACY_DROP_POINTS + 0.01, Verdict::Deny),
+    ];
+    for (asr, drop, expected) in cases {
+        let mut report = base.clone();
+        report.summary.attack_success_rate_after = Some(asr);
+        report.summary.clean_accuracy_drop_points = drop;
+        for policies in [&own, &written] {
+            let result = judge(policies, &report);
+            assert_eq!(result.verdict, expected, "ASR {asr}, drop {drop}: {:?}", result.reasons);
+        }
+    }
 }

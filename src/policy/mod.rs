@@ -23,6 +23,14 @@ pub use sandbox::{Limits, PluginFailure, PluginHost};
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!("../../plugin-sdk/examples/prebuilt/thresholds.wasm");
 /// The default policy's name in decisions and on the command line.
 pub const DEFAULT_POLICY_NAME: &str = "builtin:thresholds";
+/// The default policy's own limit on the attack success rate after purification, 0-1 (the SDK's
+/// `rules::DEFAULT_MAX_ATTACK_SUCCESS_RATE`, compiled into `DEFAULT_POLICY_WASM`): the command line
+/// passes it explicitly so that the decision's record names the limit that ran; tests/policy.rs
+/// checks the component agrees.
+pub const DEFAULT_MAX_ATTACK_SUCCESS_RATE: f64 = 0.05;
+/// The default policy's own limit on the clean-accuracy drop, in points (the SDK's
+/// `rules::DEFAULT_MAX_ACCURACY_DROP_POINTS`, issue 15's bar), the same way.
+pub const DEFAULT_MAX_ACCURACY_DROP_POINTS: f64 = 2.0;
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]

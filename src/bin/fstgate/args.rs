@@ -7,7 +7,7 @@ use clap::Args;
 use fstgate::data::InputSpec;
 use fstgate::device::{self, DeviceChoice};
 use fstgate::pipeline::{Pipeline, PipelineConfig};
-use fstgate::policy::{Limits, PluginHost, PolicySet, PolicySpec};
+use fstgate::policy::{self, Limits, PluginHost, PolicySet, PolicySpec};
 
 /// The model input contract, shared by every command that feeds images to a model.
 #[derive(Args)]
@@ -44,25 +44,25 @@ pub(crate) struct PolicyArgs {
     #[arg(long = "policy", value_name = "PLUGIN[@CONFIG]")]
     pub(crate) policies: Vec<String>,
     /// Built-in policy: deny when the attack success rate after purification exceeds this
-    /// (0-1): the known trigger's, or without one the evidence's residual push [default: the
-    /// thresholds policy's own, 0.05].
-    #[arg(long, conflicts_with = "policies")]
-    pub(crate) max_asr: Option<f64>,
-    /// Built-in policy: deny when clean accuracy drops by more than this many points [default:
-    /// the thresholds policy's own, 2 points, issue 15's bar].
-    #[arg(long, conflicts_with = "policies")]
-    pub(crate) max_accuracy_drop: Option<f64>,
+    /// (0-1): the known trigger's, or without one the evidence's residual push.
+    #[arg(long, default_value_t = policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE, conflicts_with = "policies")]
+    pub(crate) max_asr: f64,
+    /// Built-in policy: deny when clean accuracy drops by more than this many points (issue 15's
+    /// bar for a purified model).
+    #[arg(long, default_value_t = policy::DEFAULT_MAX_ACCURACY_DROP_POINTS, conflicts_with = "policies")]
+    pub(crate) max_accuracy_drop: f64,
     #[command(flatten)]
     pub(crate) limits: PluginLimitArgs,
 }
 
 impl PolicyArgs {
-    /// The built-in policy's configuration: only the limits given, so the rest are the plugin's
-    /// own defaults (the SDK's `rules`) and the CLI cannot drift from the policy it runs.
+    /// The built-in policy's configuration, both limits written out (the defaults are the
+    /// component's own, `policy::DEFAULT_*`) so that the decision's record names what ran.
     fn thresholds_config(&self) -> serde_json::Value {
-        let limits = [("max_attack_success_rate", self.max_asr), ("max_accuracy_drop_points", self.max_accuracy_drop)];
-        let given = limits.into_iter().filter_map(|(key, limit)| Some((key.to_string(), limit?.into())));
-        serde_json::Value::Object(given.collect())
+        serde_json::json!({
+            "max_attack_success_rate": self.max_asr,
+            "max_accuracy_drop_points": self.max_accuracy_drop,
+        })
     }
 
     pub(crate) fn policy_set(&self) -> anyhow::Result<PolicySet> {
@@ -180,11 +180,14 @@ mod tests {
     }
 
     #[test]
-    fn the_built_in_policy_gets_only_the_limits_given() {
+    fn the_built_in_policy_names_both_limits_the_components_own_unless_given() {
         let config =
             |args: &[&str]| Cli::try_parse_from([&["fstgate"], args].concat()).unwrap().policy.thresholds_config();
-        assert_eq!(config(&[]), serde_json::json!({}), "the plugin's own defaults");
-        assert_eq!(config(&["--max-accuracy-drop", "1.5"]), serde_json::json!({"max_accuracy_drop_points": 1.5}));
+        assert_eq!(config(&[]), serde_json::json!({"max_attack_success_rate": 0.05, "max_accuracy_drop_points": 2.0}));
+        assert_eq!(
+            config(&["--max-accuracy-drop", "1.5"]),
+            serde_json::json!({"max_attack_success_rate": 0.05, "max_accuracy_drop_points": 1.5})
+        );
         assert_eq!(
             config(&["--max-asr", "0.02", "--max-accuracy-drop", "3"]),
             serde_json::json!({"max_attack_success_rate": 0.02, "max_accuracy_drop_points": 3.0})
