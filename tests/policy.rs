@@ -80,10 +80,10 @@ fn thresholds_decide_on_asr_probes_and_accuracy() {
 #[test]
 fn the_hosts_default_limits_are_the_components_own() {
     let own = common::thresholds(serde_json::json!({}));
-    let written = common::thresholds(serde_json::json!({
-        "max_attack_success_rate": policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
-        "max_accuracy_drop_points": policy::DEFAULT_MAX_ACCURACY_DROP_POINTS,
-    }));
+    let written = common::thresholds(policy::thresholds_config(
+        policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
+        policy::DEFAULT_MAX_ACCURACY_DROP_POINTS,
+    ));
     let base = report("policy-defaults");
     let cases = [
         (policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE, 0.0, Verdict::Allow),

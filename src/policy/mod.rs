@@ -32,6 +32,15 @@ pub const DEFAULT_MAX_ATTACK_SUCCESS_RATE: f64 = 0.05;
 /// `rules::DEFAULT_MAX_ACCURACY_DROP_POINTS`, issue 15's bar), the same way.
 pub const DEFAULT_MAX_ACCURACY_DROP_POINTS: f64 = 2.0;
 
+/// The default policy's configuration with both limits written out, so that the decision's record
+/// names the limits that ran (an empty configuration leaves them to the component's defaults).
+pub fn thresholds_config(max_attack_success_rate: f64, max_accuracy_drop_points: f64) -> serde_json::Value {
+    serde_json::json!({
+        "max_attack_success_rate": max_attack_success_rate,
+        "max_accuracy_drop_points": max_accuracy_drop_points,
+    })
+}
+
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
 pub enum PluginSource {

@@ -59,10 +59,7 @@ impl PolicyArgs {
     /// The built-in policy's configuration, both limits written out (the defaults are the
     /// component's own, `policy::DEFAULT_*`) so that the decision's record names what ran.
     fn thresholds_config(&self) -> serde_json::Value {
-        serde_json::json!({
-            "max_attack_success_rate": self.max_asr,
-            "max_accuracy_drop_points": self.max_accuracy_drop,
-        })
+        policy::thresholds_config(self.max_asr, self.max_accuracy_drop)
     }
 
     pub(crate) fn policy_set(&self) -> anyhow::Result<PolicySet> {
