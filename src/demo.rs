@@ -11,6 +11,7 @@ use crate::data::{self, Augmentation, DataSpec, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::Trigger;
 use crate::lab::{self, Architecture, PoisonSettings};
+use crate::policy;
 use crate::training::Progress;
 
 /// The registered model's name; each run registers `fashion-cnn/<next version>`.
@@ -19,17 +20,20 @@ pub const MODEL_NAME: &str = "fashion-cnn";
 pub const SOURCE_NAME: &str = "local-registry";
 
 /// Example policy components (plugin-sdk/examples, built by scripts/build-plugins.sh), shipped in
-/// the binary so the demo needs no checkout.
-const POLICIES: [(&str, &[u8], &str); 2] = [
+/// the binary so the demo needs no checkout, each with the one limit it is configured with: the
+/// default policy's own (`policy::DEFAULT_*`), so the demo gates as `fstgate purify` does.
+const POLICIES: [(&str, &[u8], &str, f64); 2] = [
     (
         "max-asr.wasm",
         include_bytes!("../plugin-sdk/examples/prebuilt/max-asr.wasm"),
-        "{ max_attack_success_rate = 0.05 }",
+        "max_attack_success_rate",
+        policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
     ),
     (
         "max-accuracy-drop.wasm",
         include_bytes!("../plugin-sdk/examples/prebuilt/max-accuracy-drop.wasm"),
-        "{ max_accuracy_drop_points = 2.0 }",
+        "max_accuracy_drop_points",
+        policy::DEFAULT_MAX_ACCURACY_DROP_POINTS,
     ),
 ];
 
@@ -140,9 +144,10 @@ pub fn configure(layout: &Layout, fashion_mnist: &Path) -> Result<()> {
         keys::generate_files(&layout.private_key, &layout.public_key)?;
     }
     let mut policies = String::new();
-    for (file, bytes, config) in POLICIES {
+    for (file, bytes, key, limit) in POLICIES {
         crate::fsutil::write_atomic(&layout.policies.join(file), bytes)?;
-        policies.push_str(&format!("\n[[policies]]\nplugin = \"policies/{file}\"\nconfig = {config}\n"));
+        // Debug formatting keeps a TOML float a float (2.0, not 2).
+        policies.push_str(&format!("\n[[policies]]\nplugin = \"policies/{file}\"\nconfig = {{ {key} = {limit:?} }}\n"));
     }
     let data = fashion_mnist.display();
     let config = format!(

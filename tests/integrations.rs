@@ -550,3 +550,26 @@ fn the_scaled_out_watchers_share_one_postgres_queue_and_scale_on_fstgate_metrics
     }
     assert!(queried >= 2, "the triggers query fstgate's queue metrics");
 }
+
+/// The examples configure the default policy with its own limits (`policy::thresholds_config` of
+/// the defaults), so a change of default shows in every example rather than leaving them behind.
+/// Each has at least one `builtin:thresholds` policy.
+#[test]
+fn the_examples_gate_with_the_default_policys_own_limits() {
+    let defaults = fstgate::policy::thresholds_config(
+        fstgate::policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
+        fstgate::policy::DEFAULT_MAX_ACCURACY_DROP_POINTS,
+    );
+    let mut mismatches = Vec::new();
+    for found in all_configs() {
+        let config = load(&found.text).unwrap_or_else(|e| panic!("{}: {e}", found.origin));
+        let thresholds: Vec<_> = config.policies.iter().filter(|p| p.plugin == "builtin:thresholds").collect();
+        if thresholds.is_empty() {
+            mismatches.push(format!("{}: no builtin:thresholds policy", found.origin));
+        }
+        for policy in thresholds.into_iter().filter(|p| p.config != defaults) {
+            mismatches.push(format!("{}: {} (the defaults: {defaults})", found.origin, policy.config));
+        }
+    }
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
