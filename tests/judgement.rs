@@ -190,8 +190,16 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     // the real trigger still had 4.3% on validation (docs/strength.md, version 6), so the ASR is
     // not asserted here (with 900 steps: 0.6% read, 0.7% real on test).
     // With the refit residual reported too (opt-in): every candidate refits the counting inverted
-    // trigger at its own size, and the reference refits it as well.
-    let unlearning = AutoStrength { unlearn_share: 0.2, refit_residual: true, ..AutoStrength::judge() };
+    // trigger at its own size, and the reference refits it as well. One candidate, at the alpha
+    // unlearning cleared at before (the ladder's 0.01 below it is not what this checks, and a
+    // candidate with a fresh inversion costs CI minutes).
+    let unlearning = AutoStrength {
+        unlearn_share: 0.2,
+        refit_residual: true,
+        evidence_start_alpha: 0.03,
+        max_candidates: 1,
+        ..AutoStrength::judge()
+    };
     let report = gate(
         &model,
         trigger,
@@ -220,7 +228,7 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     );
     let chosen = &search.candidates[search.chosen];
     assert!(evidence.cleared && chosen.reached_shift_target, "{}", evidence.reason);
-    assert!(search.candidates[..search.chosen].iter().all(|c| !c.reached_shift_target), "{:?}", search.candidates);
+    assert_eq!(search.candidates.len(), 1, "{:?}", search.candidates);
     assert!(chosen.alpha < plain_alpha, "unlearning cleared at {} and plain FST at {plain_alpha}", chosen.alpha);
 }
 
