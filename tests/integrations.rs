@@ -556,14 +556,13 @@ fn the_scaled_out_watchers_share_one_postgres_queue_and_scale_on_fstgate_metrics
 /// Each has at least one `builtin:thresholds` policy.
 #[test]
 fn the_examples_gate_with_the_default_policys_own_limits() {
-    let defaults = fstgate::policy::thresholds_config(
-        fstgate::policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
-        fstgate::policy::DEFAULT_MAX_ACCURACY_DROP_POINTS,
-    );
+    use fstgate::policy;
+    let defaults =
+        policy::thresholds_config(policy::DEFAULT_MAX_ATTACK_SUCCESS_RATE, policy::DEFAULT_MAX_ACCURACY_DROP_POINTS);
     let mut mismatches = Vec::new();
     for found in all_configs() {
         let config = load(&found.text).unwrap_or_else(|e| panic!("{}: {e}", found.origin));
-        let thresholds: Vec<_> = config.policies.iter().filter(|p| p.plugin == "builtin:thresholds").collect();
+        let thresholds: Vec<_> = config.policies.iter().filter(|p| p.plugin == policy::DEFAULT_POLICY_NAME).collect();
         if thresholds.is_empty() {
             mismatches.push(format!("{}: no builtin:thresholds policy", found.origin));
         }
