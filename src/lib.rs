@@ -36,6 +36,7 @@ pub mod report;
 pub mod rng;
 pub mod schemas;
 pub mod sources;
+pub mod stats;
 pub mod store;
 pub mod training;
 pub mod worker;

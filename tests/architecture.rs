@@ -10,6 +10,7 @@ const LAYERS: &[&str] = &[
     // Foundations.
     "error",
     "rng",
+    "stats",
     "failpoint",
     "fsutil",
     "device",

@@ -44,7 +44,8 @@ fn thresholds_decide_on_asr_probes_and_accuracy() {
     let mut unknown = good.clone();
     unknown.summary.attack_success_rate_after = None;
     unknown.summary.worst_probe_rate_after = Some(0.4);
-    unknown.after.worst_probe = Some(ProbeResult { trigger: "sig:delta=40,freq=6".into(), class: 3, rate: 0.4 });
+    unknown.after.worst_probe =
+        Some(ProbeResult { trigger: "sig:delta=40,freq=6".into(), class: 3, rate: 0.4, images: 1_800 });
     let result = judge(&policies, &unknown);
     assert_eq!(result.verdict, Verdict::Deny);
     assert!(result.reasons[0].contains("40.0%"), "{:?}", result.reasons);

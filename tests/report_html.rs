@@ -113,6 +113,33 @@ fn assert_shows(rendered: &Rendered, report: &Report, examples: u64) {
     ] {
         assert_eq!(text_of(dom, id), percent(value), "#{id}");
     }
+    // Every interval the summary carries, under its figure.
+    let ci = s.confidence_95.as_ref().expect("a new report carries its confidence intervals");
+    let range = |i: fstgate::stats::Interval| format!("{:.1}\u{2013}{:.1}%", 100.0 * i.low, 100.0 * i.high);
+    for (id, interval) in [
+        ("clean-accuracy-before-ci", Some(ci.clean_accuracy_before)),
+        ("clean-accuracy-after-ci", Some(ci.clean_accuracy_after)),
+        ("attack-success-rate-before-ci", ci.attack_success_rate_before),
+        ("attack-success-rate-after-ci", ci.attack_success_rate_after),
+        ("robust-accuracy-before-ci", ci.robust_accuracy_before),
+        ("robust-accuracy-after-ci", ci.robust_accuracy_after),
+        ("worst-probe-before-ci", ci.worst_probe_rate_before),
+        ("worst-probe-after-ci", ci.worst_probe_rate_after),
+    ] {
+        assert_eq!(text_of(dom, id), range(interval.expect("the report's attack and probes are known")), "#{id}");
+    }
+    let drop = ci.clean_accuracy_drop_points;
+    // The paired counts are the very test images the summary's figures were counted on.
+    let images = ci.test_images;
+    assert_eq!(images.total(), report.after.test_images);
+    let lost = 100.0 * (images.first_only - images.second_only) as f64 / images.total() as f64;
+    assert!((lost - s.clean_accuracy_drop_points).abs() < 1e-9, "{images:?} against {}", s.clean_accuracy_drop_points);
+    assert!(drop.contains(s.clean_accuracy_drop_points), "{drop:?}");
+    assert_eq!(
+        text_of(dom, "clean-accuracy-change-ci"),
+        format!("{:+.1} to {:+.1}", drop.negated().low, drop.negated().high),
+        "the change's interval is the drop's, negated"
+    );
     for (row, metrics) in [("before", &report.before), ("after", &report.after)] {
         for (class, value) in metrics.per_class_accuracy.iter().enumerate() {
             assert_eq!(text_of(dom, &format!("class-{class}-{row}")), percent(*value), "class {class} {row}");

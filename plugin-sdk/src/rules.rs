@@ -80,7 +80,12 @@ pub fn max_accuracy_drop(report: &Report, max_points: f64) -> Result<Verdict, St
     let drop = report.accuracy_drop_points();
     let verdict = if exceeds(drop, max_points) {
         let (drop, limit) = distinct(drop, max_points, 2);
-        Verdict::deny(format!("clean accuracy dropped {drop} points (limit {limit})"))
+        // How sure the test set is of the drop, for the reader of a denial close to the limit.
+        let interval = report.summary.confidence_95.as_ref().map_or_else(String::new, |c| {
+            let i = &c.clean_accuracy_drop_points;
+            format!("; 95% CI {:.2} to {:.2}", i.low, i.high)
+        });
+        Verdict::deny(format!("clean accuracy dropped {drop} points (limit {limit}{interval})"))
     } else {
         Verdict::allow()
     };
@@ -161,6 +166,8 @@ mod tests {
     #[test]
     fn float_noise_does_not_exceed_the_limit() {
         let mut report = sample_report();
+        // Figures set by hand have no interval.
+        report.summary.confidence_95 = None;
         report.summary.clean_accuracy_drop_points = 100.0 * (0.88 - 0.85);
         assert!(report.summary.clean_accuracy_drop_points > 3.0);
         assert!(max_accuracy_drop(&report, 3.0).unwrap().is_allow());
@@ -169,6 +176,16 @@ mod tests {
             max_accuracy_drop(&report, 3.0).unwrap().reasons,
             ["clean accuracy dropped 3.0001 points (limit 3.0000)"]
         );
+    }
+
+    #[test]
+    fn a_denied_drop_names_its_interval_when_the_report_has_one() {
+        let mut report = sample_report();
+        let verdict = max_accuracy_drop(&report, 1.0).unwrap();
+        assert_eq!(verdict.reasons, ["clean accuracy dropped 1.40 points (limit 1.00; 95% CI 0.40 to 2.42)"]);
+        report.summary.confidence_95 = None;
+        let verdict = max_accuracy_drop(&report, 1.0).unwrap();
+        assert_eq!(verdict.reasons, ["clean accuracy dropped 1.40 points (limit 1.00)"]);
     }
 
     #[test]

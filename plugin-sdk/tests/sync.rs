@@ -1,7 +1,11 @@
 //! The SDK's report types must stay in step with the report fstgate writes.
 //!
 //! tests/fixtures/report.json is a report.json from a real fstgate run, with every optional part
-//! present (known attack, probes, split, head bias). schemas/policy-input.schema.json, the schema
+//! present (known attack, probes, split, head bias). Parts the report gained after that run were
+//! filled in by hand from its own figures: each probe's `images` (the test set is class-balanced)
+//! and `summary.confidence_95`, whose intervals follow from the run's rates by fstgate's own
+//! formulas, while its paired counts are made up to match the run's two accuracies (the run
+//! predates them; only the types are tested here). schemas/policy-input.schema.json, the schema
 //! of what a plugin receives (report.json without `decision`), is generated from fstgate's own
 //! types and kept current by `fstgate schema --check`. A field added to, renamed in or removed
 //! from the report therefore fails one of these tests until the SDK (and the fixture) follow.

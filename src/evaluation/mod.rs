@@ -102,6 +102,12 @@ pub struct Metrics {
     pub worst_probe: Option<ProbeResult>,
     /// Wall-clock time the evaluation took, in seconds.
     pub seconds: f64,
+    /// Whether each clean test image was classified right, in test-set order: it pairs the
+    /// evaluations before and after purification image by image. Not in report.json, whose
+    /// summary carries the paired counts (`summary.confidence_95.images`).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub clean_correct: Vec<bool>,
 }
 
 /// How well the known attack works on the model.
@@ -128,6 +134,10 @@ pub struct ProbeResult {
     pub class: i64,
     /// Fraction of triggered images NOT of `class` that are predicted as `class`.
     pub rate: f64,
+    /// Number of triggered images not of `class`, the rate's denominator (0 in reports written
+    /// before fstgate recorded it).
+    #[serde(default)]
+    pub images: i64,
 }
 
 /// Runs the plan on the model (switched to eval mode) over the conformed test set.
@@ -137,7 +147,8 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
     let labels = test.labels_vec();
     let num_classes = model.num_classes;
     let clean = predictions(model, &test.images, plan, None)?;
-    let correct = clean.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    let clean_correct: Vec<bool> = clean.iter().zip(&labels).map(|(p, l)| p == l).collect();
+    let correct = clean_correct.iter().filter(|right| **right).count();
     let per_class_accuracy = (0..num_classes)
         .map(|c| {
             let (hits, total) = clean
@@ -196,6 +207,7 @@ pub fn evaluate(model: &mut Classifier, test: &Dataset, plan: &Plan) -> Result<M
         probes,
         worst_probe,
         seconds: started.elapsed().as_secs_f64(),
+        clean_correct,
     })
 }
 
@@ -246,7 +258,12 @@ fn worst_class(probe: &Trigger, predicted: &[i64], labels: &[i64], num_classes: 
     push_rates(predicted, labels, num_classes)
         .into_iter()
         .enumerate()
-        .map(|(c, rate)| ProbeResult { trigger: probe.to_string(), class: c as i64, rate })
+        .map(|(c, rate)| ProbeResult {
+            trigger: probe.to_string(),
+            class: c as i64,
+            rate,
+            images: labels.iter().filter(|&&l| l != c as i64).count() as i64,
+        })
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
         .expect("a classifier has at least one class")
 }

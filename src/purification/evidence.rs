@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reference::Reference;
 use crate::evaluation::{InversionSummary, InvertedClass, TriggerShape};
+use crate::stats::wilson_upper_95;
 
 /// A signal pushing the from-scratch reference at least this fraction as hard as the uploaded
 /// model is a feature of the data, not a backdoor (see purification::reference). Fitted on the
@@ -449,17 +450,6 @@ impl Evidence {
     }
 }
 
-/// Wilson score interval's upper bound at 95% for `rate` observed on `n` trials.
-pub fn wilson_upper_95(rate: f64, n: i64) -> f64 {
-    if n <= 0 {
-        return 1.0;
-    }
-    let (z, n) = (1.959_964, n as f64);
-    let centre = rate + z * z / (2.0 * n);
-    let spread = z * (rate * (1.0 - rate) / n + z * z / (4.0 * n * n)).sqrt();
-    ((centre + spread) / (1.0 + z * z / n)).min(1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,13 +705,6 @@ mod tests {
         let none = Evidence::conclude(None, None, vec![signal(2, 0.9, 0.0, false)]);
         assert_eq!(none.relearned_residual_push, None);
         assert!(!none.reason.contains("fresh head"), "{}", none.reason);
-    }
-
-    #[test]
-    fn wilson_bound_is_above_the_rate_and_tightens_with_more_images() {
-        assert!(wilson_upper_95(0.0, 500) > 0.005 && wilson_upper_95(0.0, 500) < 0.01);
-        assert!(wilson_upper_95(0.02, 5000) < wilson_upper_95(0.02, 500));
-        assert_eq!(wilson_upper_95(0.5, 0), 1.0);
     }
 
     #[test]

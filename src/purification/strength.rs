@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evidence::{
     Evidence, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource,
-    UNREFERENCED_MAX_MASK_RATIO, wilson_upper_95,
+    UNREFERENCED_MAX_MASK_RATIO,
 };
 use super::reference::{self, Reference};
 use super::{Method, Relearning, Settings, purify, purify_unlearning, relearn_head};
@@ -42,6 +42,7 @@ use crate::evaluation::{
     self, Attack, InversionSettings, InversionSummary, InvertedTrigger, Plan, ProbeResult, Trigger, TriggerShape,
 };
 use crate::model::{Classifier, Snapshot};
+use crate::stats::wilson_upper_95;
 use crate::training::{EpochRecord, Progress, Stamp, Unlearning};
 
 /// How strongly FST pushes: fixed settings, or a search per model.
@@ -1177,19 +1178,20 @@ fn search(
     let probes = Plan { input: input.clone(), attack: None, probes: evaluation::standard_probes(), batch_size: 512 };
     let original_pushes = evaluation::probe_push_rates(model, &validation, &probes)?;
     let suspect_pairs = suspects(&original_pushes, auto.suspect_push_rate);
+    let validation_labels = validation.labels_vec();
+    let images_outside = |class: i64| validation_labels.iter().filter(|&&l| l != class).count() as i64;
     let suspect_probes: Vec<ProbeResult> = suspect_pairs
         .iter()
         .map(|&(probe, class)| ProbeResult {
             trigger: probes.probes[probe].to_string(),
             class: class as i64,
             rate: original_pushes[probe][class],
+            images: images_outside(class as i64),
         })
         .collect();
-    let validation_labels = validation.labels_vec();
-    let images_outside = |class: i64| validation_labels.iter().filter(|&&l| l != class).count() as i64;
     let mut signals: Vec<Signal> = suspect_probes
         .iter()
-        .map(|p| Signal::found(SignalSource::Probe, p.trigger.clone(), p.class, p.rate, images_outside(p.class), None))
+        .map(|p| Signal::found(SignalSource::Probe, p.trigger.clone(), p.class, p.rate, p.images, None))
         .collect();
     let inversion_settings = InversionSettings { seed: base.seed, ..auto.inversion.clone() };
     let optimisation = if auto.invert_triggers {

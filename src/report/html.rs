@@ -12,6 +12,7 @@ use super::{Report, charts};
 use crate::error::{Error, Result};
 use crate::evaluation::Examples;
 use crate::purification::Candidate;
+use crate::stats::Interval;
 
 /// One triggered test image, with its true class and the predictions before and after.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -149,48 +150,91 @@ pub fn render(report: &Report, name: &str, examples: &[TriggeredExample], key_id
     page
 }
 
+/// A 95% interval of fractions as percentages, with the id the page's test reads it by.
+fn interval_cell(id: &str, interval: Option<Interval>) -> String {
+    interval.map_or_else(String::new, |i| {
+        format!("<br><span class=\"muted\" id=\"{id}\">{:.1}&ndash;{:.1}%</span>", 100.0 * i.low, 100.0 * i.high)
+    })
+}
+
 fn summary(page: &mut String, report: &Report) {
     let s = &report.summary;
+    let ci = s.confidence_95.as_ref();
     let rows = [
-        ("clean-accuracy", "Clean accuracy (C-Acc)", Some(s.clean_accuracy_before), Some(s.clean_accuracy_after), true),
+        (
+            "clean-accuracy",
+            "Clean accuracy (C-Acc)",
+            (Some(s.clean_accuracy_before), ci.map(|c| c.clean_accuracy_before)),
+            (Some(s.clean_accuracy_after), ci.map(|c| c.clean_accuracy_after)),
+            // The change is after - before: the drop's interval, negated.
+            ci.map(|c| c.clean_accuracy_drop_points.negated()),
+            true,
+        ),
         (
             "attack-success-rate",
             "Attack success rate (ASR)",
-            s.attack_success_rate_before,
-            s.attack_success_rate_after,
+            (s.attack_success_rate_before, ci.and_then(|c| c.attack_success_rate_before)),
+            (s.attack_success_rate_after, ci.and_then(|c| c.attack_success_rate_after)),
+            None,
             false,
         ),
-        ("robust-accuracy", "Robust accuracy (RA)", s.robust_accuracy_before, s.robust_accuracy_after, true),
-        ("worst-probe", "Worst trigger probe", s.worst_probe_rate_before, s.worst_probe_rate_after, false),
+        (
+            "robust-accuracy",
+            "Robust accuracy (RA)",
+            (s.robust_accuracy_before, ci.and_then(|c| c.robust_accuracy_before)),
+            (s.robust_accuracy_after, ci.and_then(|c| c.robust_accuracy_after)),
+            None,
+            true,
+        ),
+        (
+            "worst-probe",
+            "Worst trigger probe",
+            (s.worst_probe_rate_before, ci.and_then(|c| c.worst_probe_rate_before)),
+            (s.worst_probe_rate_after, ci.and_then(|c| c.worst_probe_rate_after)),
+            None,
+            false,
+        ),
     ];
     page.push_str(
         "<h2>Before and after</h2>\n<table id=\"summary\"><tr><th>metric</th><th>before</th><th>after</th>\
          <th>change (points)</th></tr>\n",
     );
-    for (id, name, before, after, higher_is_better) in rows {
+    for (id, name, (before, before_ci), (after, after_ci), change_ci, higher_is_better) in rows {
         let class = match (before, after) {
             (Some(b), Some(a)) if (a > b + 0.005) == higher_is_better && (a - b).abs() > 0.005 => "good",
             (Some(b), Some(a)) if (a - b).abs() > 0.005 => "bad",
             _ => "",
         };
+        let change_ci = change_ci.map_or_else(String::new, |i| {
+            format!("<br><span class=\"muted\" id=\"{id}-change-ci\">{:+.1} to {:+.1}</span>", i.low, i.high)
+        });
         let _ = writeln!(
             page,
-            "<tr><td>{name}</td><td id=\"{id}-before\">{}</td><td id=\"{id}-after\">{}</td>\
-             <td class=\"{class}\">{}</td></tr>",
+            "<tr><td>{name}</td><td id=\"{id}-before\">{}{}</td><td id=\"{id}-after\">{}{}</td>\
+             <td class=\"{class}\">{}{change_ci}</td></tr>",
             percent(before),
+            interval_cell(&format!("{id}-before-ci"), before_ci),
             percent(after),
+            interval_cell(&format!("{id}-after-ci"), after_ci),
             change(before, after)
         );
     }
     let _ = writeln!(
         page,
-        "</table>\n<p class=\"muted\">{} test images{}.</p>",
+        "</table>\n<p class=\"muted\">{} test images{}.{}</p>",
         report.after.test_images,
         report.after.attack.as_ref().map_or_else(String::new, |a| format!(
             "; attack: {} to class {}, measured on {} triggered images outside it",
             escape(&a.trigger),
             a.target_class,
             a.images
+        )),
+        ci.map_or_else(String::new, |c| format!(
+            " Under each figure its 95% confidence interval (Wilson's; for the change in C-Acc Newcombe's \
+             paired interval: of the {} test images, {} were right before purification only and {} after it only).",
+            c.test_images.total(),
+            c.test_images.first_only,
+            c.test_images.second_only
         ))
     );
     let categories = ["C-Acc", "ASR", "RA"].map(String::from);

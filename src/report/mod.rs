@@ -9,9 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DataSource, InputSpec};
-use crate::evaluation::Metrics;
+use crate::evaluation::{AttackMetrics, Metrics};
 use crate::model::{Head, ModelSource, OutputKind};
 use crate::purification::{Settings, StrengthSearch};
+use crate::stats::{Interval, PairedCounts, wilson_95};
 use crate::training::EpochRecord;
 pub use decision::Decision;
 
@@ -137,6 +138,65 @@ pub struct Summary {
     pub worst_probe_rate_before: Option<f64>,
     /// Rate of the worst trigger probe on the purified model, in [0, 1]; absent without probes.
     pub worst_probe_rate_after: Option<f64>,
+    /// 95% confidence intervals of the figures above, from the test images they were counted
+    /// on; absent in reports written before fstgate measured them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_95: Option<Confidence>,
+}
+
+/// 95% confidence intervals of a summary's figures (`stats`: Wilson's interval for a rate,
+/// Newcombe's paired interval for the drop). The accuracy limits a policy sets (2 points, 1 for
+/// a clean model) lie inside the spread 2,000 test images carry, so a reader weighs a verdict
+/// by these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Confidence {
+    /// Clean accuracy of the uploaded model, fractions.
+    pub clean_accuracy_before: Interval,
+    /// Clean accuracy of the purified model, fractions.
+    pub clean_accuracy_after: Interval,
+    /// The drop in clean accuracy, in points. Paired: both models classified the same images,
+    /// and only the images on which they differ make it uncertain.
+    pub clean_accuracy_drop_points: Interval,
+    /// The clean test images by which of the two models classified them right (`first`: the
+    /// uploaded model, `second`: the purified one), from which the drop's interval is computed.
+    pub test_images: PairedCounts,
+    /// ASR of the known attack on the uploaded model, fractions; absent without a known attack.
+    pub attack_success_rate_before: Option<Interval>,
+    /// ASR of the known attack on the purified model, fractions; absent without a known attack.
+    pub attack_success_rate_after: Option<Interval>,
+    /// Robust accuracy on the uploaded model, fractions; absent without a known attack.
+    pub robust_accuracy_before: Option<Interval>,
+    /// Robust accuracy on the purified model, fractions; absent without a known attack.
+    pub robust_accuracy_after: Option<Interval>,
+    /// The worst trigger probe's rate on the uploaded model, fractions; absent without probes.
+    pub worst_probe_rate_before: Option<Interval>,
+    /// The worst trigger probe's rate on the purified model, fractions; absent without probes.
+    pub worst_probe_rate_after: Option<Interval>,
+}
+
+impl Confidence {
+    /// The intervals of two evaluations of the same test plan; None unless both classified the
+    /// same clean images (their per-image outcomes are what pairs them).
+    pub fn of(before: &Metrics, after: &Metrics) -> Option<Self> {
+        let test_images = PairedCounts::count(&before.clean_correct, &after.clean_correct)?;
+        let (_, drop) = test_images.difference_95()?;
+        let clean = |m: &Metrics| wilson_95(m.clean_accuracy, m.test_images);
+        let attack =
+            |m: &Metrics, rate: fn(&AttackMetrics) -> f64| m.attack.as_ref().map(|a| wilson_95(rate(a), a.images));
+        let probe = |m: &Metrics| m.worst_probe.as_ref().map(|p| wilson_95(p.rate, p.images));
+        Some(Confidence {
+            clean_accuracy_before: clean(before),
+            clean_accuracy_after: clean(after),
+            clean_accuracy_drop_points: drop.scaled(100.0),
+            test_images,
+            attack_success_rate_before: attack(before, |a| a.attack_success_rate),
+            attack_success_rate_after: attack(after, |a| a.attack_success_rate),
+            robust_accuracy_before: attack(before, |a| a.robust_accuracy),
+            robust_accuracy_after: attack(after, |a| a.robust_accuracy),
+            worst_probe_rate_before: probe(before),
+            worst_probe_rate_after: probe(after),
+        })
+    }
 }
 
 impl Summary {
@@ -155,6 +215,7 @@ impl Summary {
             robust_accuracy_after: ra(after),
             worst_probe_rate_before: probe(before),
             worst_probe_rate_after: probe(after),
+            confidence_95: Confidence::of(before, after),
         }
     }
 }
@@ -227,5 +288,55 @@ fn prune_unreferenced_definitions(schema: &mut serde_json::Value) {
     }
     if let Some(map) = schema["$defs"].as_object_mut() {
         map.retain(|name, _| reachable.contains(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(clean_correct: Vec<bool>, attack_success_rate: Option<f64>) -> Metrics {
+        let right = clean_correct.iter().filter(|r| **r).count();
+        Metrics {
+            clean_accuracy: right as f64 / clean_correct.len() as f64,
+            test_images: clean_correct.len() as i64,
+            per_class_accuracy: Vec::new(),
+            attack: attack_success_rate.map(|rate| AttackMetrics {
+                trigger: "badnets".into(),
+                target_class: 0,
+                attack_success_rate: rate,
+                robust_accuracy: 1.0 - rate,
+                images: 900,
+            }),
+            probes: Vec::new(),
+            worst_probe: None,
+            seconds: 0.0,
+            clean_correct,
+        }
+    }
+
+    #[test]
+    fn the_summary_pairs_the_two_evaluations_image_by_image() {
+        // 1,000 images: 850 right under both, 40 lost by purification, 10 won, 100 wrong under both.
+        let outcomes = |lost: bool, won: bool| {
+            let mut v = vec![true; 850];
+            v.extend(std::iter::repeat_n(lost, 40));
+            v.extend(std::iter::repeat_n(won, 10));
+            v.extend(std::iter::repeat_n(false, 100));
+            v
+        };
+        let (before, after) = (metrics(outcomes(true, false), Some(0.9)), metrics(outcomes(false, true), Some(0.01)));
+        let summary = Summary::new(&before, &after);
+        assert!((summary.clean_accuracy_drop_points - 3.0).abs() < 1e-9);
+        let ci = summary.confidence_95.unwrap();
+        assert_eq!(ci.test_images, PairedCounts { both: 850, first_only: 40, second_only: 10, neither: 100 });
+        let drop = ci.clean_accuracy_drop_points;
+        assert!(drop.low > 1.0 && drop.high < 5.0 && drop.contains(3.0), "{drop:?}");
+        assert!(ci.clean_accuracy_before.contains(0.89) && ci.clean_accuracy_after.contains(0.86));
+        let asr = ci.attack_success_rate_after.unwrap();
+        assert!(asr.low < 0.01 && asr.high > 0.01 && asr.high < 0.02, "{asr:?}");
+        // Evaluations of different image sets cannot be paired: no intervals rather than wrong ones.
+        let other = metrics(vec![true; 999], None);
+        assert_eq!(Summary::new(&before, &other).confidence_95, None);
     }
 }

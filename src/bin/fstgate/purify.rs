@@ -380,21 +380,31 @@ fn percent(v: Option<f64>) -> String {
 pub(crate) fn print_table(report: &Report) {
     let s = &report.summary;
     println!("{:<22} {:>9} {:>9}", "", "before", "after");
+    let ci = s.confidence_95.as_ref();
     println!(
-        "{:<22} {:>9} {:>9}   ({:+.1} points)",
+        "{:<22} {:>9} {:>9}   ({:+.1} points{})",
         "clean accuracy",
         percent(Some(s.clean_accuracy_before)),
         percent(Some(s.clean_accuracy_after)),
-        -s.clean_accuracy_drop_points
+        -s.clean_accuracy_drop_points,
+        ci.map_or_else(String::new, |c| {
+            let change = c.clean_accuracy_drop_points.negated();
+            format!(", 95% CI {:+.1} to {:+.1}", change.low, change.high)
+        })
     );
     if let Some(attack) = &report.after.attack {
         println!(
-            "{:<22} {:>9} {:>9}   ({}, target {})",
+            "{:<22} {:>9} {:>9}   ({}, target {}{})",
             "attack success rate",
             percent(s.attack_success_rate_before),
             percent(s.attack_success_rate_after),
             attack.trigger,
-            attack.target_class
+            attack.target_class,
+            ci.and_then(|c| c.attack_success_rate_after).map_or_else(String::new, |i| format!(
+                "; after: 95% CI {:.1}-{:.1}%",
+                100.0 * i.low,
+                100.0 * i.high
+            ))
         );
         println!(
             "{:<22} {:>9} {:>9}",

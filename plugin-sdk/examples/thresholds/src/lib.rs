@@ -60,6 +60,8 @@ mod tests {
     #[test]
     fn limits_are_inclusive() {
         let mut report = sample_report();
+        // Figures set by hand have no interval.
+        report.summary.confidence_95 = None;
         report.summary.attack_success_rate_after = Some(0.05);
         report.summary.clean_accuracy_drop_points = 2.0;
         assert!(judge(&report).is_allow());
@@ -109,7 +111,7 @@ mod tests {
             verdict.reasons,
             [
                 "attack success rate after purification 0.11% exceeds 0.10%",
-                "clean accuracy dropped 1.40 points (limit 1.00)"
+                "clean accuracy dropped 1.40 points (limit 1.00; 95% CI 0.40 to 2.42)"
             ]
         );
         let lenient_asr_only = r#"{"max_attack_success_rate": 0.03}"#;
