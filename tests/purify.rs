@@ -169,6 +169,11 @@ fn automatic_strength_removes_the_backdoor_within_the_default_policy() {
     assert_eq!(report.epochs.last().unwrap().head_cosine_to_original, chosen.head_cosine_to_original);
     assert!(search.candidates.len() <= AutoStrength::default().max_candidates);
     assert_eq!(search.tuning_images + search.validation_images, report.clean_data.images_used);
+    // Every candidate's drop comes with its paired interval over the validation images.
+    for c in &search.candidates {
+        let interval = c.validation_drop_points_95.expect("a trained candidate's drop has its interval");
+        assert!(interval.contains(c.validation_drop_points.unwrap()) && interval.high > interval.low, "{c:?}");
+    }
 }
 
 /// A backdoor the head's shift does not see: blended noise on a GroupNorm CNN kept 8-11% ASR

@@ -5,7 +5,8 @@
 //! filled in by hand from its own figures: each probe's `images` (the test set is class-balanced)
 //! and `summary.confidence_95`, whose intervals follow from the run's rates by fstgate's own
 //! formulas, while its paired counts are made up to match the run's two accuracies (the run
-//! predates them; only the types are tested here). schemas/policy-input.schema.json, the schema
+//! predates them; only the types are tested here); each candidate's `validation_drop_points_95`
+//! is null, as in a report written before fstgate measured it. schemas/policy-input.schema.json, the schema
 //! of what a plugin receives (report.json without `decision`), is generated from fstgate's own
 //! types and kept current by `fstgate schema --check`. A field added to, renamed in or removed
 //! from the report therefore fails one of these tests until the SDK (and the fixture) follow.

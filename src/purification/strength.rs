@@ -42,7 +42,7 @@ use crate::evaluation::{
     self, Attack, InversionSettings, InversionSummary, InvertedTrigger, Plan, ProbeResult, Trigger, TriggerShape,
 };
 use crate::model::{Classifier, Snapshot};
-use crate::stats::wilson_upper_95;
+use crate::stats::{Interval, PairedCounts, wilson_upper_95};
 use crate::training::{EpochRecord, Progress, Stamp, Unlearning};
 
 /// How strongly FST pushes: fixed settings, or a search per model.
@@ -799,6 +799,12 @@ pub struct Candidate {
     pub validation_accuracy: Option<f64>,
     /// Original validation accuracy minus this candidate's, in points.
     pub validation_drop_points: Option<f64>,
+    /// The drop's 95% confidence interval, in points: Newcombe's paired interval over the
+    /// validation images both models classified (`stats::PairedCounts`). A few hundred images
+    /// leave a point or two either way, which the choice between candidates cannot see past.
+    /// Absent when training failed, and in reports written before fstgate measured it.
+    #[serde(default)]
+    pub validation_drop_points_95: Option<Interval>,
     /// cos(W, W0) of the head after the last epoch.
     pub head_cosine_to_original: Option<f64>,
     /// The highest push, on validation, of the suspect probes into their classes (absent when
@@ -941,9 +947,15 @@ pub fn purify_with_strength(
     }
 }
 
-fn validation_accuracy(model: &mut Classifier, validation: &Dataset, input: &InputSpec) -> Result<f64> {
+/// Whether each validation image is classified right (in order), and the accuracy they make.
+fn validation_outcomes(model: &mut Classifier, validation: &Dataset, input: &InputSpec) -> Result<(Vec<bool>, f64)> {
     let plan = Plan { input: input.clone(), attack: None, probes: Vec::new(), batch_size: 512 };
-    Ok(evaluation::evaluate(model, validation, &plan)?.clean_accuracy)
+    let metrics = evaluation::evaluate(model, validation, &plan)?;
+    Ok((metrics.clean_correct, metrics.clean_accuracy))
+}
+
+fn validation_accuracy(model: &mut Classifier, validation: &Dataset, input: &InputSpec) -> Result<f64> {
+    Ok(validation_outcomes(model, validation, input)?.1)
 }
 
 /// The (probe, class) pushes of the original model at or above `threshold`: the triggers a
@@ -1174,7 +1186,7 @@ fn search(
     let steps_per_epoch = (tuning.len() as usize).div_ceil(base.batch_size as usize);
     let candidate_epochs = base.epochs.max(auto.min_steps.div_ceil(steps_per_epoch).min(MAX_CANDIDATE_EPOCHS));
     let original = model.snapshot()?;
-    let original_accuracy = validation_accuracy(model, &validation, input)?;
+    let (original_outcomes, original_accuracy) = validation_outcomes(model, &validation, input)?;
     let probes = Plan { input: input.clone(), attack: None, probes: evaluation::standard_probes(), batch_size: 512 };
     let original_pushes = evaluation::probe_push_rates(model, &validation, &probes)?;
     let suspect_pairs = suspects(&original_pushes, auto.suspect_push_rate);
@@ -1352,6 +1364,7 @@ fn search(
             learning_rate: settings.learning_rate,
             validation_accuracy: None,
             validation_drop_points: None,
+            validation_drop_points_95: None,
             head_cosine_to_original: None,
             suspect_push: None,
             inverted_push: None,
@@ -1385,14 +1398,14 @@ fn search(
             }
             Err(e) => return Err(e),
         };
-        // The tuning curve's last point is the candidate's validation accuracy (no second pass),
-        // unless the features were interpolated after it.
+        // Measured image by image (the tuning curve's last point gives only the accuracy), to pair
+        // the candidate with the original model on the same images.
         let last = records.last();
-        let accuracy = match last.and_then(|r| r.validation_accuracy) {
-            Some(accuracy) if settings.feature_interpolation.is_none() => accuracy,
-            _ => validation_accuracy(model, &validation, input)?,
-        };
+        let (outcomes, accuracy) = validation_outcomes(model, &validation, input)?;
         let drop = 100.0 * (original_accuracy - accuracy);
+        candidate.validation_drop_points_95 = PairedCounts::count(&original_outcomes, &outcomes)
+            .and_then(|counts| counts.difference_95())
+            .map(|(_, interval)| interval.scaled(100.0));
         // FST always has a reference head, so every epoch records the cosine.
         let cosine = last.and_then(|r| r.head_cosine_to_original).unwrap_or(f64::NAN);
         candidate.validation_accuracy = Some(accuracy);
@@ -1701,6 +1714,7 @@ mod tests {
             learning_rate: 0.01,
             validation_accuracy: Some(accuracy),
             validation_drop_points: Some(0.0),
+            validation_drop_points_95: None,
             head_cosine_to_original: Some(cosine),
             suspect_push: None,
             inverted_push: None,

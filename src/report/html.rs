@@ -310,7 +310,7 @@ fn training(page: &mut String, report: &Report) {
     }
     page.push_str(
         "<table id=\"strength\"><tr><th>candidate</th><th>alpha</th><th>epochs</th><th>validation accuracy</th>\
-         <th>drop (points)</th><th>cos(W, W0)</th><th>suspect push</th><th>each signal's push (the evidence table's \
+         <th>drop (points, 95% CI)</th><th>cos(W, W0)</th><th>suspect push</th><th>each signal's push (the evidence table's \
          order)</th><th>seconds</th><th>recipe</th><th></th></tr>\n",
     );
     for (i, c) in search.candidates.iter().enumerate() {
@@ -322,7 +322,16 @@ fn training(page: &mut String, report: &Report) {
             number(c.alpha),
             c.epochs,
             percent(c.validation_accuracy),
-            c.validation_drop_points.map_or_else(|| "n/a".into(), |d| format!("{d:.1}")),
+            c.validation_drop_points.map_or_else(
+                || "n/a".into(),
+                |d| format!(
+                    "{d:.1}{}",
+                    c.validation_drop_points_95.map_or_else(String::new, |i| format!(
+                        " <span class=\"muted\">({:.1} to {:.1})</span>",
+                        i.low, i.high
+                    ))
+                )
+            ),
             c.head_cosine_to_original.map_or_else(|| "n/a".into(), |d| format!("{d:.3}")),
             percent(c.suspect_push),
             c.signal_pushes.iter().map(|p| percent(Some(*p))).collect::<Vec<_>>().join(" / "),
