@@ -104,7 +104,7 @@ pub struct Metrics {
     pub seconds: f64,
     /// Whether each clean test image was classified right, in test-set order: it pairs the
     /// evaluations before and after purification image by image. Not in report.json, whose
-    /// summary carries the paired counts (`summary.confidence_95.images`).
+    /// summary carries the paired counts (`summary.confidence_95.test_images`).
     #[serde(skip)]
     #[schemars(skip)]
     pub clean_correct: Vec<bool>,
@@ -258,13 +258,14 @@ fn worst_class(probe: &Trigger, predicted: &[i64], labels: &[i64], num_classes: 
     push_rates(predicted, labels, num_classes)
         .into_iter()
         .enumerate()
-        .map(|(c, rate)| ProbeResult {
+        .map(|(c, rate)| (c as i64, rate))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(class, rate)| ProbeResult {
             trigger: probe.to_string(),
-            class: c as i64,
+            class,
             rate,
-            images: labels.iter().filter(|&&l| l != c as i64).count() as i64,
+            images: labels.iter().filter(|&&l| l != class).count() as i64,
         })
-        .max_by(|a, b| a.rate.total_cmp(&b.rate))
         .expect("a classifier has at least one class")
 }
 
