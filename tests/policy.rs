@@ -68,6 +68,18 @@ fn thresholds_decide_on_asr_probes_and_accuracy() {
     assert_ne!(strict_result.config_sha256(), judge(&policies, &good).config_sha256());
     assert_eq!(strict_result.sha256, judge(&policies, &good).sha256);
 
+    // Held to the upper end of its 95% CI, a drop within the limit is denied when that end is not.
+    let confident = common::thresholds(serde_json::json!({"accuracy_drop_judged_by": "upper_95"}));
+    let mut unsure = good.clone();
+    let interval = &mut unsure.summary.confidence_95.as_mut().unwrap().clean_accuracy_drop_points;
+    (interval.low, interval.high) = (-0.3, 2.6);
+    assert_eq!(judge(&policies, &unsure).verdict, Verdict::Allow);
+    let result = judge(&confident, &unsure);
+    assert_eq!(result.verdict, Verdict::Deny);
+    assert!(result.reasons[0].contains("up to 2.60 points"), "{:?}", result.reasons);
+    unsure.summary.confidence_95.as_mut().unwrap().clean_accuracy_drop_points.high = 1.9;
+    assert_eq!(judge(&confident, &unsure).verdict, Verdict::Allow);
+
     // A configuration the plugin cannot use denies, naming the problem.
     let broken = common::thresholds(serde_json::json!({"max_attack_success_rate": "five percent"}));
     let result = judge(&broken, &good);

@@ -71,25 +71,70 @@ pub fn max_attack_success_rate(report: &Report, max_rate: f64) -> Result<Verdict
     Ok(verdict.with_measurement(measured.measurement_name(), rate))
 }
 
-/// Deny when clean accuracy fell by more than `max_points` percentage points. Err when
-/// `max_points` is negative or not a number.
+/// Which figure of the clean-accuracy drop [`max_accuracy_drop_by`] holds to its limit; in a
+/// plugin's configuration, `"measured"` or `"upper_95"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropFigure {
+    /// The drop measured on the test set, as the default policy judges it.
+    #[default]
+    Measured,
+    /// The upper end of the drop's 95% paired confidence interval (`summary.confidence_95`):
+    /// release only a model that the test set shows, at 95% confidence, lost no more than the
+    /// limit. On 2,000 test images the interval reaches about 1.3 points above the measured
+    /// drop, so the same limit is that much stricter. A report without the interval is denied.
+    #[serde(rename = "upper_95")]
+    Upper95,
+}
+
+/// Deny when clean accuracy fell by more than `max_points` percentage points, as measured on the
+/// test set. Err when `max_points` is negative or not a number.
 pub fn max_accuracy_drop(report: &Report, max_points: f64) -> Result<Verdict, String> {
+    max_accuracy_drop_by(report, max_points, DropFigure::Measured)
+}
+
+/// Deny when `figure` of the clean-accuracy drop exceeds `max_points` percentage points. Records
+/// the measured drop, and the upper bound when it judged. Err when `max_points` is negative or
+/// not a number.
+pub fn max_accuracy_drop_by(report: &Report, max_points: f64, figure: DropFigure) -> Result<Verdict, String> {
     if !(0.0..=100.0).contains(&max_points) {
         return Err(format!("max_accuracy_drop_points must be between 0 and 100 percentage points, not {max_points}"));
     }
     let drop = report.accuracy_drop_points();
-    let verdict = if exceeds(drop, max_points) {
-        let (drop, limit) = distinct(drop, max_points, 2);
-        // How sure the test set is of the drop, for the reader of a denial close to the limit.
-        let interval = report.summary.confidence_95.as_ref().map_or_else(String::new, |c| {
-            let i = &c.clean_accuracy_drop_points;
-            format!("; 95% CI {:.2} to {:.2}", i.low, i.high)
-        });
-        Verdict::deny(format!("clean accuracy dropped {drop} points (limit {limit}{interval})"))
+    let interval = report.summary.confidence_95.as_ref().map(|c| &c.clean_accuracy_drop_points);
+    let judged = match (figure, interval) {
+        (DropFigure::Measured, _) => drop,
+        (DropFigure::Upper95, Some(interval)) => interval.high,
+        (DropFigure::Upper95, None) => {
+            return Ok(Verdict::deny(
+                "the policy judges the clean-accuracy drop by its 95% upper bound, and the report has no \
+                 confidence interval for it",
+            )
+            .with_measurement("clean_accuracy_drop_points", drop));
+        }
+    };
+    let verdict = if exceeds(judged, max_points) {
+        let (shown, limit) = distinct(judged, max_points, 2);
+        Verdict::deny(match (figure, interval) {
+            (DropFigure::Upper95, Some(i)) => format!(
+                "clean accuracy may have dropped up to {shown} points, the upper end of the 95% CI \
+                 ({:.2} to {:.2}; measured {drop:.2}, limit {limit})",
+                i.low, i.high
+            ),
+            // How sure the test set is of the drop, for the reader of a denial close to the limit.
+            (_, Some(i)) => {
+                format!("clean accuracy dropped {shown} points (limit {limit}; 95% CI {:.2} to {:.2})", i.low, i.high)
+            }
+            (_, None) => format!("clean accuracy dropped {shown} points (limit {limit})"),
+        })
     } else {
         Verdict::allow()
     };
-    Ok(verdict.with_measurement("clean_accuracy_drop_points", drop))
+    let verdict = verdict.with_measurement("clean_accuracy_drop_points", drop);
+    Ok(match figure {
+        DropFigure::Upper95 => verdict.with_measurement("clean_accuracy_drop_points_upper_95", judged),
+        DropFigure::Measured => verdict,
+    })
 }
 
 #[cfg(test)]
@@ -186,6 +231,30 @@ mod tests {
         report.summary.confidence_95 = None;
         let verdict = max_accuracy_drop(&report, 1.0).unwrap();
         assert_eq!(verdict.reasons, ["clean accuracy dropped 1.40 points (limit 1.00)"]);
+    }
+
+    /// Judged by the upper bound, the sample's drop (1.40 points, 95% CI 0.40 to 2.42) passes a
+    /// 2.5-point limit and not a 2-point one; without the interval there is nothing to judge.
+    #[test]
+    fn the_upper_bound_of_the_drop_judges_when_asked() {
+        let mut report = sample_report();
+        let verdict = max_accuracy_drop_by(&report, 2.5, DropFigure::Upper95).unwrap();
+        assert!(verdict.is_allow(), "{:?}", verdict.reasons);
+        let upper = report.summary.confidence_95.as_ref().unwrap().clean_accuracy_drop_points.high;
+        assert_eq!(verdict.measurement("clean_accuracy_drop_points_upper_95"), Some(upper));
+        assert_eq!(verdict.measurement("clean_accuracy_drop_points"), Some(report.accuracy_drop_points()));
+        let verdict = max_accuracy_drop_by(&report, 2.0, DropFigure::Upper95).unwrap();
+        assert_eq!(
+            verdict.reasons,
+            ["clean accuracy may have dropped up to 2.42 points, the upper end of the 95% CI (0.40 to 2.42; \
+              measured 1.40, limit 2.00)"]
+        );
+        // The measured drop alone passes the same limit.
+        assert!(max_accuracy_drop(&report, 2.0).unwrap().is_allow());
+        report.summary.confidence_95 = None;
+        let verdict = max_accuracy_drop_by(&report, 50.0, DropFigure::Upper95).unwrap();
+        assert!(verdict.reasons[0].contains("no confidence interval"), "{:?}", verdict.reasons);
+        assert!(max_accuracy_drop_by(&report, -1.0, DropFigure::Upper95).is_err());
     }
 
     #[test]

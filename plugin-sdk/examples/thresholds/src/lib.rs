@@ -6,7 +6,8 @@
 use fstgate_plugin_sdk::{Policy, Report, Verdict, export_policy, rules};
 use serde::Deserialize;
 
-/// `{"max_attack_success_rate": 0.05, "max_accuracy_drop_points": 2.0}`; both optional.
+/// `{"max_attack_success_rate": 0.05, "max_accuracy_drop_points": 2.0,
+/// "accuracy_drop_judged_by": "measured"}`; all optional.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -14,6 +15,9 @@ pub struct Config {
     pub max_attack_success_rate: f64,
     /// Largest acceptable clean-accuracy drop, in percentage points.
     pub max_accuracy_drop_points: f64,
+    /// The drop's figure held to that limit: `"measured"` (the default) or `"upper_95"`, the
+    /// upper end of its 95% confidence interval.
+    pub accuracy_drop_judged_by: rules::DropFigure,
 }
 
 impl Default for Config {
@@ -21,6 +25,7 @@ impl Default for Config {
         Config {
             max_attack_success_rate: rules::DEFAULT_MAX_ATTACK_SUCCESS_RATE,
             max_accuracy_drop_points: rules::DEFAULT_MAX_ACCURACY_DROP_POINTS,
+            accuracy_drop_judged_by: rules::DropFigure::Measured,
         }
     }
 }
@@ -32,7 +37,9 @@ impl Policy for Thresholds {
 
     fn evaluate(report: &Report, config: Config) -> Result<Verdict, String> {
         let backdoor = rules::max_attack_success_rate(report, config.max_attack_success_rate)?;
-        Ok(backdoor.and(rules::max_accuracy_drop(report, config.max_accuracy_drop_points)?))
+        let accuracy =
+            rules::max_accuracy_drop_by(report, config.max_accuracy_drop_points, config.accuracy_drop_judged_by)?;
+        Ok(backdoor.and(accuracy))
     }
 }
 
@@ -116,6 +123,17 @@ mod tests {
         );
         let lenient_asr_only = r#"{"max_attack_success_rate": 0.03}"#;
         assert!(evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, lenient_asr_only).unwrap().is_allow());
+        // Judged by the upper end of its 95% CI, the sample's drop (0.40 to 2.42) exceeds 2 points.
+        let confident = r#"{"accuracy_drop_judged_by": "upper_95"}"#;
+        let verdict = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, confident).unwrap();
+        assert!(
+            verdict.reasons[0].starts_with("clean accuracy may have dropped up to 2.42 points"),
+            "{:?}",
+            verdict.reasons
+        );
+        let err =
+            evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, r#"{"accuracy_drop_judged_by": "lower"}"#).unwrap_err();
+        assert!(err.contains("unknown variant `lower`"), "{err}");
         let err = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, r#"{"max_asr": 0.1}"#).unwrap_err();
         assert!(err.contains("unknown field `max_asr`"), "{err}");
         let err = evaluate_json::<Thresholds>(SAMPLE_REPORT_JSON, r#"{"max_attack_success_rate": 5}"#).unwrap_err();
