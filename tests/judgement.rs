@@ -11,6 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use fstgate::data::{DataSpec, Dataset, InputSpec};
 use fstgate::evaluation::{self, InversionSettings, TriggerShape};
@@ -124,6 +125,20 @@ fn blind_verdict(report: &Report) -> PolicyResult {
     decision.policies.into_iter().next().expect("one policy")
 }
 
+/// The checkerboard backdoor of the inversion tests: a 5x5 checkerboard in the top-left corner,
+/// 2% of the training images, into class 3 of a GroupNorm CNN.
+const CHECKER: &str = "badnets:size=5,pos=tl,pattern=checker";
+
+/// The alpha trigger unlearning clears [`CHECKER`] at: its test's only candidate, and weaker
+/// than what the plain judge needs.
+const UNLEARNING_ALPHA: f64 = 0.03;
+
+/// [`CHECKER`]'s lab model, trained once for both tests that gate it (they run in parallel).
+fn checker_model() -> &'static (PathBuf, lab::LabReport) {
+    static MODEL: OnceLock<(PathBuf, lab::LabReport)> = OnceLock::new();
+    MODEL.get_or_init(|| lab_model("checker-tl.pt", Architecture::SmallCnnGn, CHECKER, 0.02, 3))
+}
+
 /// A 5x5 checkerboard in the top-left corner, into class 3: the probe bank pastes 3x3 patches,
 /// and its checkerboard sits bottom-right, so only inversion can name the class. Class 3 gets
 /// the smallest inverted mask by far, the judge purifies until its inverted trigger no longer
@@ -133,12 +148,11 @@ fn blind_verdict(report: &Report) -> PolicyResult {
 /// points when measured (with 300 steps it had cost 2.35).
 #[test]
 fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
-    let trigger = "badnets:size=5,pos=tl,pattern=checker";
-    let (model, lab) = lab_model("checker-tl.pt", Architecture::SmallCnnGn, trigger, 0.02, 3);
+    let (trigger, (model, lab)) = (CHECKER, checker_model());
     let asr = lab.test.attack.as_ref().unwrap().attack_success_rate;
     assert!(asr > 0.6, "the lab's backdoor took: ASR {asr}");
     let dir = common::scratch("judgement-inversion");
-    let report = judge(&model, trigger, 3, &dir.join("out"));
+    let report = judge(model, trigger, 3, &dir.join("out"));
     let search = report.strength_search.as_ref().unwrap();
     let evidence = search.evidence.as_ref().unwrap();
     eprintln!("{}\n{:?}\ncandidates {:?}", evidence.reason, evidence.inversion, search.candidates);
@@ -180,34 +194,35 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     assert!(drop <= 2.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
+    // Trigger unlearning (the next test) clears the same evidence at a weaker alpha.
     let plain_alpha = search.candidates[search.chosen].alpha;
+    assert!(plain_alpha > UNLEARNING_ALPHA, "plain FST cleared at {plain_alpha}, unlearning at {UNLEARNING_ALPHA}");
+}
 
-    // The same model with trigger unlearning (opt-in, not the judge's default): the inverted
-    // trigger is stamped on a fifth of every batch, and what is left is judged by a fresh
-    // inversion of each candidate. It clears the evidence at a weaker alpha than plain FST
-    // (0.03 against 0.09 with version 10's ladder); but its residual reads low: measured with 300 steps per candidate, the
-    // unlearned trigger pushed 1.1% and the fresh inversion no longer singled out class 3 while
-    // the real trigger still had 4.3% on validation (docs/strength.md, version 6), so the ASR is
-    // not asserted here (with 900 steps: 0.6% read, 0.7% real on test).
-    // With the refit residual reported too (opt-in): every candidate refits the counting inverted
-    // trigger at its own size, and the reference refits it as well. One candidate, at the alpha
-    // unlearning cleared at before (the ladder's 0.01 below it is not what this checks, and a
-    // candidate with a fresh inversion costs CI minutes).
+/// [`CHECKER`]'s model with trigger unlearning (opt-in, not the judge's default): the inverted
+/// trigger is stamped on a fifth of every batch, and what is left is judged by a fresh
+/// inversion of each candidate. It clears the evidence at a weaker alpha than plain FST
+/// (0.03 against 0.09 with version 10's ladder); but its residual reads low: measured with 300
+/// steps per candidate, the unlearned trigger pushed 1.1% and the fresh inversion no longer
+/// singled out class 3 while the real trigger still had 4.3% on validation (docs/strength.md,
+/// version 6), so the ASR is not asserted here (with 900 steps: 0.6% read, 0.7% real on test).
+/// With the refit residual reported too (opt-in): every candidate refits the counting inverted
+/// trigger at its own size, and the reference refits it as well. One candidate, at the alpha
+/// unlearning cleared at before (the ladder's 0.01 below it is not what this checks, and a
+/// candidate with a fresh inversion costs CI minutes).
+#[test]
+fn trigger_unlearning_clears_the_inverted_patch_at_a_weaker_alpha() {
+    let (trigger, (model, _)) = (CHECKER, checker_model());
+    let dir = common::scratch("judgement-unlearning");
     let unlearning = AutoStrength {
         unlearn_share: 0.2,
         refit_residual: true,
-        evidence_start_alpha: 0.03,
+        evidence_start_alpha: UNLEARNING_ALPHA,
         max_candidates: 1,
         ..AutoStrength::judge()
     };
-    let report = gate(
-        &model,
-        trigger,
-        3,
-        Strength::Auto(Box::new(unlearning)),
-        Settings::automatic_base(),
-        &dir.join("unlearning"),
-    );
+    let report =
+        gate(model, trigger, 3, Strength::Auto(Box::new(unlearning)), Settings::automatic_base(), &dir.join("out"));
     let search = report.strength_search.as_ref().unwrap();
     let evidence = search.evidence.as_ref().unwrap();
     eprintln!("unlearning: {}\ncandidates {:?}", evidence.reason, search.candidates);
@@ -229,7 +244,7 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     let chosen = &search.candidates[search.chosen];
     assert!(evidence.cleared && chosen.reached_shift_target, "{}", evidence.reason);
     assert_eq!(search.candidates.len(), 1, "{:?}", search.candidates);
-    assert!(chosen.alpha < plain_alpha, "unlearning cleared at {} and plain FST at {plain_alpha}", chosen.alpha);
+    assert_eq!(chosen.alpha, UNLEARNING_ALPHA);
 }
 
 /// A clean GroupNorm CNN with global average pooling and a 64-wide head: the paper's settings

@@ -1,6 +1,8 @@
 //! report.html in a real browser (Debian's chromium, headless; `./dev test` installs it):
 //! the page renders with no console errors, every image decodes, every chart draws, and the
-//! figures shown are report.json's. Then `fstgate demo`, the README's first command, end to end.
+//! figures shown are report.json's. Then `fstgate demo`, the README's first command, end to end,
+//! in a work directory that already holds the lab's model, as on a second run (tests/image.rs
+//! runs the demo from an empty one).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -180,6 +182,10 @@ fn report_html_renders_in_chromium_with_the_reports_figures() {
 #[test]
 fn demo_runs_the_whole_job_and_its_report_renders() {
     let work = common::scratch("demo");
+    // The demo keeps its lab model in the work directory and trains one only where there is
+    // none; the tests' shared model is that model (the demo's lab settings on the same images),
+    // so it is not trained a second time here. tests/image.rs runs the demo from scratch.
+    std::fs::copy(&common::badnets_model().model, work.join("backdoored.pt")).unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_fstgate"))
         .args(["demo", "--quiet", "--work"])
         .arg(&work)
@@ -192,6 +198,7 @@ fn demo_runs_the_whole_job_and_its_report_renders() {
     // The README promises a release: exit 0, not "0 or 1".
     assert_eq!(code, 0, "exit {code}\n{stdout}\n{stderr}");
     assert!(stdout.contains("registered fashion-cnn/1"), "{stdout}");
+    assert!(!stdout.contains("training it with the lab"), "the demo trained a model its work directory had:\n{stdout}");
     let line = |label: &str| {
         let line = stdout.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label}: {stdout}"));
         PathBuf::from(line[label.len()..].split_whitespace().next().unwrap())

@@ -1,7 +1,8 @@
-//! Shared by the integration tests: Fashion-MNIST (installed by `./dev setup`), one backdoored
-//! model trained by the lab per test process, servers and watchers run in their own process
-//! groups (stopped whole when a test ends, however it ends), and the rule for a missing server or
-//! tool: a failure in CI, a skip recorded for `./dev test`'s summary elsewhere.
+//! Shared by the integration tests: Fashion-MNIST (installed by `./dev setup`), the demo's
+//! backdoored model trained by the lab once per `./dev test` run (once per test process under a
+//! plain `cargo test`), servers and watchers run in their own process groups (stopped whole when
+//! a test ends, however it ends), and the rule for a missing server or tool: a failure in CI, a
+//! skip recorded for `./dev test`'s summary elsewhere.
 #![allow(dead_code)]
 
 pub mod moto;
@@ -47,22 +48,47 @@ pub struct Backdoored {
     pub report: LabReport,
 }
 
-/// A small CNN trained on 30,000 Fashion-MNIST images of which 1% carry a BadNets patch
-/// relabelled to class 0 (trained once per test process).
+/// The demo's model: a small CNN trained on 30,000 Fashion-MNIST images of which 1% carry a
+/// BadNets patch relabelled to class 0. Trained once per `./dev test` run and shared by its test
+/// binaries (see [`run_dir`]); once per test process where the run has no id.
 pub fn badnets_model() -> &'static Backdoored {
     static MODEL: OnceLock<Backdoored> = OnceLock::new();
-    MODEL.get_or_init(|| lab_model("badnets.pt", &fstgate::demo::lab_settings()))
+    MODEL.get_or_init(|| {
+        let settings = fstgate::demo::lab_settings();
+        let Some(dir) = run_dir() else { return lab_model("badnets.pt", &settings) };
+        let model = dir.join("badnets.pt");
+        // The lab moves the model into place after its lab.json: a model there is complete.
+        if !model.is_file() {
+            std::fs::create_dir_all(&dir).unwrap();
+            return train_lab_model(&model, &settings);
+        }
+        let report = serde_json::from_slice(&std::fs::read(model.with_extension("lab.json")).unwrap()).unwrap();
+        Backdoored { model, report }
+    })
+}
+
+/// The directory this `./dev test` run's test binaries share models in, named after
+/// FSTGATE_TEST_RUN (unique per run, so nothing an earlier build of the code made is reused;
+/// `./dev test` removes earlier runs' directories); `None` outside such a run.
+pub fn run_dir() -> Option<PathBuf> {
+    let run = std::env::var("FSTGATE_TEST_RUN").ok().filter(|run| !run.is_empty())?;
+    Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("fstgate-runs").join(run))
 }
 
 /// Trains a backdoored model with the lab on 30,000 Fashion-MNIST training images (tested on
 /// 2,000) into a scratch directory of its own.
 pub fn lab_model(file: &str, settings: &lab::PoisonSettings) -> Backdoored {
-    let model = scratch(&format!("lab-{file}")).join(file);
+    train_lab_model(&scratch(&format!("lab-{file}")).join(file), settings)
+}
+
+/// Trains a backdoored model with the lab on 30,000 Fashion-MNIST training images (tested on
+/// 2,000) into `model`.
+fn train_lab_model(model: &Path, settings: &lab::PoisonSettings) -> Backdoored {
     let train = fashion("train", 30_000, 1);
     let test = fashion("test", 2_000, 1);
     let report =
-        lab::train_backdoored(&train, &test, settings, &InputSpec::default(), Device::Cpu, &model, &Silent).unwrap();
-    Backdoored { model, report }
+        lab::train_backdoored(&train, &test, settings, &InputSpec::default(), Device::Cpu, model, &Silent).unwrap();
+    Backdoored { model: model.to_path_buf(), report }
 }
 
 /// True when running in CI (`CI` set to anything but empty, `0` or `false`): there nothing a
