@@ -5,7 +5,8 @@ settings), the confusion matrix of verdicts, and with --candidates every candida
 --auto-explore run (the data the rule was fitted on), with each signal's push on it in the order
 of the evidence's signals (reports made since 8679616).
 
-    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: fit, heldout, fresh, blends, clean, v5, w6, r7 or all)
+    bench/grid_table.py GRID_DIR RUNS HALF [--candidates]     (HALF: a set of scripts/grid.sh, or all)
+    bench/grid_table.py --archive FILE [--candidates]           (a set kept by bench/grid_archive.py)
 
 Truth: `clean` (a clean control, rate 0), `weak` (poisoned, but the backdoor did not take: ASR
 before < 20%), `backdoored`. Outcome for a backdoored model: `removed` when ASR after <= 2%,
@@ -41,23 +42,42 @@ def pct(x):
     return "" if x is None else f"{100 * x:.1f}"
 
 
-def main():
-    grid, runs, half = sys.argv[1:4]
-    candidates = "--candidates" in sys.argv
+def load_json(path):
+    """The document at `path`, or None where there is none."""
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def gated(grid, runs, half):
+    """Each model of `half` as (id, model, report, verdict, paper report) from a grid directory;
+    report None where the gate left none."""
     load_models(os.path.join(os.path.dirname(__file__), "..", "scripts", "grid.sh"))
-    rows, confusion, tally = [], {}, {"right": 0, "sound": 0, "models": 0}
     for model_id, m in MODELS.items():
-        if half != "all" and m["half"] != half:
-            continue
-        path = os.path.join(grid, runs, model_id, "report.json")
-        if not os.path.exists(path):
+        if half == "all" or m["half"] == half:
+            out = os.path.join(grid, runs, model_id)
+            yield (model_id, m, load_json(os.path.join(out, "report.json")),
+                   load_json(os.path.join(out, "verdict.json")) or {},
+                   load_json(os.path.join(grid, "paper", model_id, "report.json")))
+
+
+def archived(path):
+    """The same from an archive of bench/grid_archive.py (one JSON object a line)."""
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            yield r["id"], r["model"], r["report"], r["verdict"] or {}, r["paper"]
+
+
+def main():
+    candidates = "--candidates" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--candidates"]
+    models = archived(args[1]) if args[0] == "--archive" else gated(*args[:3])
+    rows, confusion, tally = [], {}, {"right": 0, "sound": 0, "models": 0}
+    for model_id, m, report, verdict, paper in models:
+        if report is None:
             rows.append(f"| {model_id} | missing |")
             continue
-        report = json.load(open(path))
         s, search = report["summary"], report["strength_search"]
         evidence = search.get("evidence") or {}
-        verdict_path = os.path.join(grid, runs, model_id, "verdict.json")
-        verdict = json.load(open(verdict_path)) if os.path.exists(verdict_path) else {}
         released = verdict.get("verdict") == "allow"
         asr_before, asr_after = s["attack_success_rate_before"], s["attack_success_rate_after"]
         # Rounded to the 1e-9 the default policy allows: 100 * (a - b) of rates over n images
@@ -77,8 +97,6 @@ def main():
         tally["right"] += right
         tally["sound"] += sound
         confusion.setdefault(outcome, {"released": 0, "denied": 0})["released" if released else "denied"] += 1
-        paper_path = os.path.join(grid, "paper", model_id, "report.json")
-        paper = json.load(open(paper_path)) if os.path.exists(paper_path) else None
         cost = report["timings"]["total_seconds"] / paper["timings"]["total_seconds"] if paper else None
         inversion = evidence.get("inversion") or {}
         target_ratio = next((c["mask_ratio"] for c in inversion.get("classes", []) if c["class"] == m["target"]), None)
@@ -131,4 +149,5 @@ def main():
     print(f"right by the bars: {tally['right']} of {tally['models']}; verdict sound: {tally['sound']} of {tally['models']}")
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -110,7 +110,15 @@
 # classes and triggers: a checker into a Fashion ResNet-18's "shirt" and a 1% 4x4 patch into an
 # MNIST CNN (the kinds d19 released), a 3x3 patch and a noise blend into small Fashion CNNs (the
 # removals that cost the most), a sinusoid into an MNIST ResNet-18, a WaNet into a Fashion
-# GroupNorm, a sneaker blend into an MNIST LeNet, a 2% patch into Fashion-MNIST's "bag").
+# GroupNorm, a sneaker blend into an MNIST LeNet, a 2% patch into Fashion-MNIST's "bag"; gated
+# once with version 15, the current judge, and kept in bench/results/grid/), `j22` (written down
+# on 2026-12-07 before o21's results were seen, to hold out what is fitted on o21: four clean
+# models, an MNIST LeNet, a Fashion GroupNorm, an MNIST ResNet-18 and a small Fashion CNN, and
+# eight backdoors of new seeds, positions, classes and triggers: a checker into Fashion-MNIST's
+# "bag" and a 0.5% 4x4 patch into "shirt" of small Fashion CNNs (the false "bag" signals and the
+# removal cost), a digit blend into a Fashion ResNet-18, a 1% 2x2 patch into an MNIST CNN, a
+# sinusoid into an MNIST GroupNorm, a noise blend into a Fashion LeNet, a WaNet into an MNIST
+# LeNet, a checker into a Fashion GroupNorm's "trouser").
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -416,6 +424,18 @@ o09 o21 mnist resnet18 8 sig:delta=30,freq=4 0.05 3 145
 o10 o21 fashion small-cnn-gn 16 wanet:k=4,s=1.0,seed=99 0.1 2 145
 o11 o21 mnist lenet 16 blended:alpha=0.15,image=@sneaker.png 0.03 5 146
 o12 o21 fashion small-cnn 16 badnets:size=3,x=2,y=14 0.02 8 146
+j01 j22 mnist lenet 16 badnets:size=3,x=10,y=4 0 0 151
+j02 j22 fashion small-cnn-gn 16 blended:alpha=0.1,seed=231 0 0 151
+j03 j22 mnist resnet18 8 badnets:size=3,x=10,y=4 0 0 152
+j04 j22 fashion small-cnn 16 badnets:size=3,x=10,y=4 0 0 152
+j05 j22 fashion small-cnn 16 badnets:size=3,x=6,y=16,pattern=checker 0.02 8 153
+j06 j22 mnist small-cnn-gn 16 sig:delta=25,freq=2 0.05 4 153
+j07 j22 fashion resnet18 8 blended:alpha=0.12,image=@digit.png 0.03 2 154
+j08 j22 mnist small-cnn 16 badnets:size=2,x=22,y=10 0.01 0 154
+j09 j22 fashion lenet 16 blended:alpha=0.15,seed=233 0.03 9 155
+j10 j22 mnist lenet 16 wanet:k=6,s=1.0,seed=101 0.1 8 155
+j11 j22 fashion small-cnn 16 badnets:size=4,x=16,y=2 0.005 6 156
+j12 j22 fashion small-cnn-gn 16 badnets:size=3,x=13,y=22,pattern=checker 0.02 1 156
 GRID
 }
 
