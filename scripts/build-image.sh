@@ -4,7 +4,7 @@
 # imported, and the context is staged from target/release/fstgate and the libtorch wheel it links.
 # Idempotent (the base is made once, podman's layer cache keeps unchanged layers).
 #
-#   scripts/build-image.sh [--tag TAG] [--cuda] [--binary PATH] [--refresh-base]
+#   scripts/build-image.sh [--tag TAG] [--cuda] [--binary PATH] [--refresh-base] [--base-only]
 #
 #   --tag TAG        the image name (default localhost/fstgate:VERSION, also tagged
 #                    ghcr.io/fstgate/fstgate:VERSION, the name integrations/ uses; VERSION from
@@ -15,6 +15,8 @@
 #   --binary PATH    the fstgate binary (default target/release/fstgate, built by ./dev build when
 #                    missing); the libraries are those it links
 #   --refresh-base   make the Debian base again (new security updates) instead of the cached one
+#   --base-only      install the tools and make the Debian base, then stop (stdout: base=NAME);
+#                    ./dev test fetches them so while the tests compile
 #
 # stdout, one key=value per line: tag, also (the second tag, if any), id, size_bytes, size,
 # inputs (sha256 of everything the image is made of: Containerfile, this script, the binary and
@@ -32,14 +34,15 @@ shopt -s inherit_errexit
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-usage() { sed -n '7,18p' "$0" | sed 's/^# \{0,1\}//' >&2; }
-tag='' cuda=0 refresh_base=0 binary=''
+usage() { sed -n '7,20p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+tag='' cuda=0 refresh_base=0 binary='' base_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --tag) [ $# -ge 2 ] || { usage; exit 2; }; tag=$2; shift 2 ;;
     --cuda) cuda=1; shift ;;
     --binary) [ $# -ge 2 ] || { usage; exit 2; }; binary=$(realpath "$2"); shift 2 ;;
     --refresh-base) refresh_base=1; shift ;;
+    --base-only) base_only=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage; exit 2 ;;
   esac
@@ -150,6 +153,10 @@ if ! podman image exists "$base"; then
   t=$(date +%s%N)
   podman import --quiet "$base_tar" "$base" >/dev/null
   log "imported $base in $(since "$t")"
+fi
+if [ "$base_only" = 1 ]; then
+  echo "base=$base"
+  exit 0
 fi
 
 # --- the build context -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 # fstgate:policy world with componentize-py, installing the tool first into a cached venv.
 #
 #   scripts/build-python-plugin.sh OUT.wasm
+#   scripts/build-python-plugin.sh --install-only   # the tool only (./dev test, while the tests compile)
 #
 # The venv lives at ${XDG_CACHE_HOME:-$HOME/.cache}/fstgate/componentize-py-<version>; it is
 # installed into a .partial directory and renamed when complete, so a killed install is redone,
@@ -22,9 +23,11 @@ app_dir=$root/plugin-sdk/examples/python-max-asr
 wit_dir=$root/plugin-sdk/wit
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
-  echo "usage: $0 OUT.wasm" >&2
+  echo "usage: $0 OUT.wasm | --install-only" >&2
   exit 2
 fi
+install_only=0
+[ "$1" = --install-only ] && install_only=1
 out=$1
 case $out in /*) ;; *) out=$PWD/$out ;; esac
 
@@ -63,6 +66,7 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "installed componentize-py $version into $venv in $((SECONDS - started)) s" >&2
 fi
 componentize_py --version >/dev/null 2>&1 || install_failed "$venv is broken (remove it and retry)"
+[ "$install_only" = 0 ] || exit 0
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -6,6 +6,7 @@
 #
 #   scripts/model-signing-verify.sh key MODEL_DIR --public_key KEY.pub --signature MODEL_DIR/model.sig
 #   scripts/model-signing-verify.sh certificate MODEL_DIR --certificate_chain ROOT.pem --signature MODEL_DIR/model.sig
+#   scripts/model-signing-verify.sh install     # only the install (./dev test, while the tests compile)
 set -euo pipefail
 cache=${FSTGATE_CACHE:-$HOME/.cache/fstgate}
 venv=$cache/model-signing-venv
@@ -24,9 +25,10 @@ if [ ! -f "$venv/.installed" ]; then
   fi
   exec 9>&-
 fi
-mode=${1:?usage: $0 key|certificate MODEL_DIR OPTIONS...}
+mode=${1:?usage: $0 key|certificate MODEL_DIR OPTIONS... | install}
 shift
 case $mode in
+  install) exit 0 ;;
   key | certificate) exec "$venv/bin/model_signing" verify "$mode" "$@" ;;
-  *) echo "$0: unknown mode $mode (key or certificate)" >&2; exit 2 ;;
+  *) echo "$0: unknown mode $mode (key, certificate or install)" >&2; exit 2 ;;
 esac
