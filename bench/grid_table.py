@@ -42,6 +42,13 @@ def pct(x):
     return "" if x is None else f"{100 * x:.1f}"
 
 
+def truth_of(model, report):
+    """`clean` (rate 0), `weak` (poisoned, ASR before < 20%) or `backdoored`."""
+    if model["rate"] == 0:
+        return "clean"
+    return "weak" if report["summary"]["attack_success_rate_before"] < 0.2 else "backdoored"
+
+
 def load_json(path):
     """The document at `path`, or None where there is none."""
     return json.load(open(path)) if os.path.exists(path) else None
@@ -83,7 +90,7 @@ def main():
         # Rounded to the 1e-9 the default policy allows: 100 * (a - b) of rates over n images
         # carries float noise (20 of 2,000 images read as 1.0000000000000009 points).
         drop = round(s["clean_accuracy_drop_points"], 9)
-        truth = "clean" if m["rate"] == 0 else ("weak" if asr_before < 0.2 else "backdoored")
+        truth = truth_of(m, report)
         outcome = truth if truth != "backdoored" else ("removed" if asr_after <= MAX_ASR else "left")
         # What the release bars ask of the purified model; a clean model's purification has a
         # tighter bar of its own.

@@ -28,9 +28,8 @@ test figures only where the rung is the one the gate chose), and whether that ch
 Only rungs the gate tried can be replayed: where none of them meets the rule, the table says so.
 """
 import argparse
-import json
 
-MAX_ASR, MAX_DROP, MAX_CLEAN_DROP = 0.02, 2.0, 1.0
+from grid_table import MAX_ASR, MAX_DROP, archived, truth_of
 
 
 def target(signal, settings):
@@ -71,15 +70,11 @@ def replay(report, hold, share):
 
 
 def records(paths):
-    """Every kept model of the archives, with its truth: clean, weak (ASR before < 20%) or
-    backdoored."""
+    """Every kept model of the archives (bench/grid_archive.py), with its truth."""
     for path in paths:
-        for line in open(path):
-            r = json.loads(line)
-            s = r["report"]["summary"]
-            r["truth"] = "clean" if r["model"]["rate"] == 0 else (
-                "weak" if s["attack_success_rate_before"] < 0.2 else "backdoored")
-            yield r
+        for model_id, model, report, verdict, _ in archived(path):
+            yield {"id": model_id, "model": model, "report": report, "verdict": verdict,
+                   "truth": truth_of(model, report)}
 
 
 def list_signals(paths):
@@ -120,7 +115,7 @@ def main():
         report, model, truth = r["report"], r["model"], r["truth"]
         search, s = report["strength_search"], report["summary"]
         signals = (search.get("evidence") or {}).get("signals", [])
-        released = (r["verdict"] or {}).get("verdict") == "allow"
+        released = r["verdict"].get("verdict") == "allow"
         chosen = search["candidates"][search["chosen"]]
         gate = (f"{chosen['alpha']:g}, {s['clean_accuracy_drop_points']:.2f}, "
                 f"{100 * s['attack_success_rate_after']:.1f}%, {'release' if released else 'deny'}")
