@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -118,7 +118,13 @@
 # "bag" and a 0.5% 4x4 patch into "shirt" of small Fashion CNNs (the false "bag" signals and the
 # removal cost), a digit blend into a Fashion ResNet-18, a 1% 2x2 patch into an MNIST CNN, a
 # sinusoid into an MNIST GroupNorm, a noise blend into a Fashion LeNet, a WaNet into an MNIST
-# LeNet, a checker into a Fashion GroupNorm's "trouser").
+# LeNet, a checker into a Fashion GroupNorm's "trouser"; gated once with version 15 and the opt-in
+# transfer share, kept), `l23` (written down on 2026-12-07 before anything was fitted on o21 or
+# j22, to hold out what is: four clean models, a small Fashion CNN, an MNIST GroupNorm, a Fashion
+# ResNet-18 and an MNIST LeNet, and eight backdoors of new seeds, positions, classes and triggers,
+# three into small Fashion CNNs (a 3x3 patch, a noise blend, a 1% 4x4 checker: the removals that
+# cost the most), a sinusoid into an MNIST CNN, a patch into a Fashion LeNet, a stripes blend into
+# an MNIST ResNet-18, a WaNet into a Fashion GroupNorm, a 1% 2x2 patch into an MNIST GroupNorm).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -436,6 +442,18 @@ j09 j22 fashion lenet 16 blended:alpha=0.15,seed=233 0.03 9 155
 j10 j22 mnist lenet 16 wanet:k=6,s=1.0,seed=101 0.1 8 155
 j11 j22 fashion small-cnn 16 badnets:size=4,x=16,y=2 0.005 6 156
 j12 j22 fashion small-cnn-gn 16 badnets:size=3,x=13,y=22,pattern=checker 0.02 1 156
+l01 l23 fashion small-cnn 16 badnets:size=3,x=22,y=6 0 0 161
+l02 l23 mnist small-cnn-gn 16 blended:alpha=0.1,seed=241 0 0 161
+l03 l23 fashion resnet18 8 badnets:size=4,x=4,y=4,pattern=checker 0 0 162
+l04 l23 mnist lenet 16 sig:delta=20,freq=3 0 0 162
+l05 l23 fashion small-cnn 16 badnets:size=3,x=22,y=6 0.02 3 163
+l06 l23 fashion small-cnn 16 blended:alpha=0.1,seed=241 0.02 7 163
+l07 l23 fashion small-cnn 16 badnets:size=4,x=4,y=4,pattern=checker 0.01 9 164
+l08 l23 mnist small-cnn 16 sig:delta=20,freq=3 0.05 1 164
+l09 l23 fashion lenet 16 badnets:size=3,x=16,y=16 0.03 5 165
+l10 l23 mnist resnet18 8 blended:alpha=0.12,image=@stripes.png 0.03 6 165
+l11 l23 fashion small-cnn-gn 16 wanet:k=4,s=1.0,seed=103 0.1 0 166
+l12 l23 mnist small-cnn-gn 16 badnets:size=2,x=6,y=22 0.01 4 166
 GRID
 }
 
