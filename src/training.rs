@@ -96,6 +96,34 @@ pub struct Config<'a> {
     /// gradient at the weights pushed this far uphill, elementwise scaled by the weights' size;
     /// None: plain SGD.
     pub sharpness_radius: Option<f64>,
+    /// The original model's answers the tuning is pulled towards, if any.
+    pub distillation: Option<Distillation>,
+}
+
+/// Knowledge distillation from the model as it was (Hinton et al. 2015): the loss adds
+/// `weight * T^2 * KL(teacher || student)` at temperature T, the teacher's answer for each image
+/// computed once on the unstamped training image. An image the unlearning stamps keeps the
+/// teacher's answer for the clean image, so the tuning learns that the trigger changes nothing
+/// while every other answer, the teacher's dark knowledge included, is held where it was.
+pub struct Distillation {
+    /// The teacher's log-probabilities at `temperature`, [images, classes], in the training
+    /// data's order, on the model's device.
+    pub teacher_log_probs: Tensor,
+    /// Softmax temperature of both sides (T > 0).
+    pub temperature: f64,
+    /// Weight of the term against the cross-entropy (> 0).
+    pub weight: f64,
+}
+
+impl Distillation {
+    /// The distillation term for `logits` of the images whose teacher rows are `index`.
+    fn loss(&self, logits: &Tensor, index: &Tensor) -> Tensor {
+        let teacher = self.teacher_log_probs.index_select(0, index);
+        let student = (logits / self.temperature).log_softmax(1, Kind::Float);
+        let batch = logits.size()[0] as f64;
+        (teacher.exp() * (&teacher - student)).sum(Kind::Float)
+            * (self.weight * self.temperature * self.temperature / batch)
+    }
 }
 
 /// ASAM's floor on the elementwise scale, so zero weights are perturbed too.
@@ -269,12 +297,15 @@ pub fn train(
             let forward = || -> Result<(Tensor, Tensor, Tensor)> {
                 let logits = model.logits(&inputs)?;
                 let cross_entropy = logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
-                let loss = match &config.head {
+                let mut loss = match &config.head {
                     Some(head) if head.alpha != 0.0 => {
                         &cross_entropy + (&head.weight * &head.original).sum(Kind::Float) * head.alpha
                     }
                     _ => cross_entropy.shallow_clone(),
                 };
+                if let Some(distillation) = &config.distillation {
+                    loss += distillation.loss(&logits, &index);
+                }
                 Ok((logits, cross_entropy, loss))
             };
             let (logits, cross_entropy, loss) = forward()?;
@@ -406,5 +437,30 @@ mod tests {
         assert_eq!(per_image(unlearning.apply(batch(), 3).unwrap()), [2.0, 2.0, 0.0, 0.0, 0.0]);
         let none = Unlearning { share: 0.05, stamps: vec![&ones] };
         assert_eq!(per_image(none.apply(batch(), 0).unwrap()), [0.0; 5], "a share rounding to no image stamps none");
+    }
+
+    #[test]
+    fn distillation_is_torchs_kl_divergence_against_each_images_teacher_row() {
+        let teacher_logits = Tensor::from_slice(&[2.0f32, 0.0, -1.0, 0.5, 0.5, 0.0, -1.0, 3.0, 0.0]).view([3, 3]);
+        let temperature = 2.0;
+        let distillation = Distillation {
+            teacher_log_probs: (&teacher_logits / temperature).log_softmax(1, Kind::Float),
+            temperature,
+            weight: 0.5,
+        };
+        // The student's answers equal the teacher's on the rows it is indexed with: no loss.
+        let rows = Tensor::from_slice(&[2i64, 0]);
+        let student = teacher_logits.index_select(0, &rows);
+        assert!(distillation.loss(&student, &rows).double_value(&[]).abs() < 1e-6);
+        // Against other rows: weight * T^2 * torch's KL(teacher || student), averaged per image.
+        let others = Tensor::from_slice(&[1i64, 2]);
+        let expected = (&student / temperature).log_softmax(1, Kind::Float).kl_div(
+            &distillation.teacher_log_probs.index_select(0, &others),
+            Reduction::Sum,
+            true,
+        ) * (0.5 * temperature * temperature / 2.0);
+        let loss = distillation.loss(&student, &others).double_value(&[]);
+        assert!(loss > 0.1, "a student away from its teacher pays: {loss}");
+        assert!((loss - expected.double_value(&[])).abs() < 1e-5);
     }
 }

@@ -43,6 +43,7 @@ fn fstgate_test_settings() -> Settings {
         keep_head: false,
         feature_interpolation: None,
         sharpness_radius: None,
+        distillation: None,
     }
 }
 
@@ -641,6 +642,61 @@ fn the_relearning_check_measures_a_fresh_head_and_leaves_the_chosen_model_as_it_
     assert!(!evidence.signals.is_empty(), "the BadNets probe is a suspect on this model");
     assert!(evidence.signals.iter().all(|s| s.relearned_push.is_some()), "{:?}", evidence.signals);
     assert!(without.evidence.as_ref().unwrap().signals.iter().all(|s| s.relearned_push.is_none()));
+}
+
+/// Distillation from the original model (`Settings::distillation`) holds the tuned model to the
+/// original's answers on clean images and a stamped image to the original's answer on the image
+/// without the trigger: under FST's strong push (the paper's alpha 0.2 from a re-initialised
+/// head) more answers change without it; with the true trigger stamped on a share of every
+/// batch, distillation keeps the answers and the backdoor goes.
+#[test]
+fn distillation_holds_the_original_answers_and_unlearns_what_is_stamped() {
+    let tuning = common::fashion("train", 1_000, 13);
+    let test = common::fashion("test", 1_000, 14);
+    let input = InputSpec::default();
+    let trigger: evaluation::Trigger = "badnets".parse().unwrap();
+    let answers = |model: &Classifier| {
+        model.stamped_predictions(&test.images, &input, 256, |batch| Ok(batch.shallow_clone())).unwrap()
+    };
+    let original = answers(&lab_classifier(&tuning));
+    let strong = Settings { epochs: 2, alpha: 0.2, augmentation: Augmentation::NONE, ..Settings::default() };
+    let stamp = |images: &Tensor| trigger.apply(images);
+    let tuned = |distillation: Option<f64>, unlearning: Option<fstgate::training::Unlearning>| {
+        let mut model = lab_classifier(&tuning);
+        let settings = Settings { distillation, ..strong.clone() };
+        purification::purify_unlearning(&mut model, &tuning, &input, &settings, unlearning, None, &Silent).unwrap();
+        model
+    };
+    let agreement = |model: &Classifier| {
+        let same = answers(model).iter().zip(&original).filter(|(a, b)| a == b).count();
+        same as f64 / original.len() as f64
+    };
+    let plain = agreement(&tuned(None, None));
+    let distilled = agreement(&tuned(Some(1.0), None));
+    let unlearning = fstgate::training::Unlearning { share: 0.2, stamps: vec![&stamp] };
+    let mut unlearnt = tuned(Some(1.0), Some(unlearning));
+    let plan = Plan {
+        input: input.clone(),
+        attack: Some(Attack::Trigger { trigger: trigger.clone(), target: 0 }),
+        probes: vec![],
+        batch_size: 256,
+    };
+    let asr = evaluation::evaluate(&mut unlearnt, &test, &plan).unwrap().attack.unwrap().attack_success_rate;
+    let kept = agreement(&unlearnt);
+    eprintln!(
+        "agreement with the original: plain FST {:.1}%, distilled {:.1}%, distilled and unlearnt {:.1}% (ASR {:.1}%)",
+        100.0 * plain,
+        100.0 * distilled,
+        100.0 * kept,
+        100.0 * asr
+    );
+    assert!(distilled > plain + 0.03, "distillation kept no more answers: {distilled} against {plain}");
+    assert!(kept > plain, "unlearning under distillation kept fewer answers: {kept} against {plain}");
+    assert!(asr < 0.05, "the stamped trigger was not unlearnt: ASR {:.1}%", 100.0 * asr);
+    let refused = Settings { distillation: Some(0.0), ..strong };
+    let mut model = lab_classifier(&tuning);
+    let error = purification::purify(&mut model, &tuning, &input, &refused, &Silent).unwrap_err();
+    assert!(error.to_string().contains("distillation weight must be positive"), "{error}");
 }
 
 /// With its own unlearning share, the sharpness-aware candidate, and only it, stamps the inverted

@@ -157,6 +157,7 @@ pub fn train_backdoored(
         unlearning: None,
         validation: None,
         sharpness_radius: None,
+        distillation: None,
     };
     let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {

@@ -13,7 +13,7 @@ use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Precision};
 use crate::rng::{self, SeededRng};
-use crate::training::{self, EpochRecord, HeadConstraint, Progress, Unlearning};
+use crate::training::{self, Distillation, EpochRecord, HeadConstraint, Progress, Unlearning};
 
 pub use strength::{
     AutoStrength, Candidate, Purified, RELEARN_LEARNING_RATE, RelearningCheck, Strength, StrengthSearch,
@@ -95,7 +95,19 @@ pub struct Settings {
     /// at 16). None: plain SGD (the paper).
     #[serde(default)]
     pub sharpness_radius: Option<f64>,
+    /// Knowledge distillation from the original model at this weight (`training::Distillation`,
+    /// temperature `DISTILLATION_TEMPERATURE`), in the head's warm-up as in the full tuning:
+    /// the tuned model is held to the original's answers on the clean images, and an image the
+    /// unlearning stamps to the original's answer on the same image without the trigger. What
+    /// the re-initialised head and the small clean set cost is pulled back; what the triggers
+    /// did is not. None: the paper.
+    #[serde(default)]
+    pub distillation: Option<f64>,
 }
+
+/// Softmax temperature of the distillation (Hinton et al. 2015's usual 2: the teacher's
+/// second choices weigh in, its first still leads).
+pub const DISTILLATION_TEMPERATURE: f64 = 2.0;
 
 impl Default for Settings {
     /// The paper's CIFAR-10 settings.
@@ -116,6 +128,7 @@ impl Default for Settings {
             keep_head: false,
             feature_interpolation: None,
             sharpness_radius: None,
+            distillation: None,
         }
     }
 }
@@ -144,6 +157,9 @@ impl Settings {
         }
         if let Some(radius) = self.sharpness_radius {
             positive("sharpness radius", radius)?;
+        }
+        if let Some(weight) = self.distillation {
+            positive("distillation weight", weight)?;
         }
         positive("batch size", self.batch_size as f64)?;
         positive("epochs", self.epochs as f64)?;
@@ -196,6 +212,10 @@ pub fn purify_unlearning(
     rng::seed_torch(settings.seed);
     let (weight, bias) = model.head_tensors()?;
     let original = tch::no_grad(|| weight.detach().copy());
+    let teacher = match settings.distillation {
+        Some(_) => Some(teacher_log_probs(model, clean, input, settings.batch_size, DISTILLATION_TEMPERATURE)?),
+        None => None,
+    };
 
     let reinitialise = settings.method.reinitialises_head() && !settings.keep_head;
     if reinitialise {
@@ -222,6 +242,11 @@ pub fn purify_unlearning(
         unlearning: unlearning.clone(),
         validation,
         sharpness_radius,
+        distillation: teacher.as_ref().zip(settings.distillation).map(|(teacher, weight)| Distillation {
+            teacher_log_probs: teacher.shallow_clone(),
+            temperature: DISTILLATION_TEMPERATURE,
+            weight,
+        }),
     };
     let mut records = Vec::new();
     if reinitialise && settings.head_warmup_epochs > 0 {
@@ -268,6 +293,28 @@ pub fn purify_unlearning(
         interpolate_features(model, &original_features, t, clean, input, settings.batch_size)?;
     }
     Ok(records)
+}
+
+/// The model's log-probabilities at `temperature` for every image of `clean` (eval mode), in its
+/// order, on the model's device: the teacher of `training::Distillation`.
+fn teacher_log_probs(
+    model: &mut Classifier,
+    clean: &Dataset,
+    input: &InputSpec,
+    batch_size: i64,
+    temperature: f64,
+) -> Result<Tensor> {
+    model.set_eval();
+    let device = model.device();
+    tch::no_grad(|| {
+        let mut parts = Vec::new();
+        for start in (0..clean.len()).step_by(batch_size as usize) {
+            let len = batch_size.min(clean.len() - start);
+            let batch = clean.images.narrow(0, start, len).to_device(device);
+            parts.push((model.logits(&input.normalize(&batch))? / temperature).log_softmax(1, tch::Kind::Float));
+        }
+        Ok(Tensor::cat(&parts, 0))
+    })
 }
 
 /// Draws the head's weight and bias afresh from PyTorch's default initialisation.
@@ -335,6 +382,7 @@ pub fn relearn_head(
         unlearning: None,
         validation: None,
         sharpness_radius: None,
+        distillation: None,
     };
     let records = training::train(model, head_only, clean, &config, &mut rng, progress);
     all_trainable(&parameters);

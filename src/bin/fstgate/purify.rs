@@ -164,6 +164,12 @@ pub(crate) struct PurifyArgs {
     /// taken at the weights pushed this far uphill, scaled by their size; fixed strength only).
     #[arg(long)]
     pub(crate) sharpness_radius: Option<f64>,
+    /// Distil from the original model at this weight while tuning (every candidate of the
+    /// automatic strength too): the tuned model is held to the original's answers on the clean
+    /// images, a trigger-stamped image to the original's answer without the trigger (opt-in,
+    /// not yet the default; docs/strength.md).
+    #[arg(long)]
+    pub(crate) distill: Option<f64>,
     /// With --judge: one more candidate, sharpness-aware at this radius (ASAM), after a ladder
     /// whose candidates all left the evidence standing (default: the judge's; 0: none).
     #[arg(long)]
@@ -328,6 +334,7 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         keep_head: args.keep_head,
         feature_interpolation: args.feature_interpolation,
         sharpness_radius: args.sharpness_radius,
+        distillation: args.distill,
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
         (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),
