@@ -51,17 +51,6 @@ pub const REFERENCE_MASK_SHARE: f64 = 0.37;
 /// 0.28 and 0.54 (their geometric middle 0.39). Before version 12: 0.5 by medians.
 pub const REFERENCE_BLEND_SHARE: f64 = 0.4;
 
-/// With `AutoStrength::transfer_mask_share` set (opt-in), an inverted patch whose trigger pushes a
-/// usable reference at least this fraction as hard as the uploaded model is read against that
-/// lower share of the reference's mask instead of `REFERENCE_MASK_SHARE`: a shortcut of the data
-/// is a feature any model of it learns, so its trigger reaches the reference too, while a
-/// backdoor's trigger reaches only the model it was planted in. Fitted on the spent d01-d12 and
-/// o01-o12 (docs/strength.md, "Version 15 held out on o01-o12"): inverted backdoor patches moved
-/// the reference 0.00-0.06 as hard wherever their mask was under 0.37 of the reference's (a
-/// WaNet's, read as natural by size anyway, 0.15-0.17), the data's classes 0.08-0.31, and the
-/// false "bag" that denied the clean o04 0.18 at 0.36 of the reference's mask.
-pub const NATURAL_PATCH_TRANSFER: f64 = 0.1;
-
 /// Without a usable reference to judge it, an inverted patch counts only when its mask is at most
 /// this fraction of the other classes' median: the screen of versions 3-11. The judge screens up
 /// to `JUDGE_SCREEN_MASK_RATIO` (purification::strength), the band above this line for the
@@ -141,12 +130,6 @@ pub struct Signal {
     /// holds no backdoor: what the data alone makes of it.
     #[serde(default)]
     pub reference_push: Option<f64>,
-    /// Inverted patches under the opt-in `AutoStrength::transfer_mask_share`, whose trigger
-    /// pushes a usable reference at least `NATURAL_PATCH_TRANSFER` as hard as the model: the
-    /// share of the reference's mask, in pixels, from which the signal is the data's nature
-    /// (`reference_share`). None: the shape's share alone.
-    #[serde(default)]
-    pub transfer_mask_share: Option<f64>,
     /// Inverted triggers: the same class's mask on the from-scratch reference, inverted the same
     /// way, against its other classes' median.
     #[serde(default)]
@@ -264,7 +247,6 @@ impl Signal {
             mask_pixels: inverted.map(|c| c.mask_pixels),
             cleared: false,
             reference_push: None,
-            transfer_mask_share: None,
             reference_mask_ratio: None,
             natural_push: None,
             reference_mask_pixels: None,
@@ -293,23 +275,9 @@ impl Signal {
     /// inverted trigger as the model's nature when a usable reference's mask for the class is at
     /// most `1 / share` times as large in pixels (`reference_share`): the backdoor did not make
     /// it easier to reach.
-    ///
-    /// With `transfer_mask_share` (`AutoStrength::transfer_mask_share`), an inverted patch whose
-    /// trigger pushed the usable reference (`judge_against_reference`, first) at least
-    /// `NATURAL_PATCH_TRANSFER` as hard as the model is judged against that share where it is
-    /// lower.
-    pub fn judge_mask_against_reference(
-        &mut self,
-        reference: &InvertedClass,
-        usable: bool,
-        transfer_mask_share: Option<f64>,
-    ) {
+    pub fn judge_mask_against_reference(&mut self, reference: &InvertedClass, usable: bool) {
         self.reference_mask_ratio = Some(reference.mask_ratio);
         self.reference_mask_pixels = Some(reference.mask_pixels);
-        let transfers = self.reference_push.is_some_and(|push| push >= NATURAL_PATCH_TRANSFER * self.push_before);
-        if usable && transfers && self.source.shape() == Some(TriggerShape::Patch) {
-            self.transfer_mask_share = transfer_mask_share;
-        }
         if let (Some(mask_pixels), Some(mask_ratio)) = (self.mask_pixels, self.mask_ratio) {
             self.natural = self.natural_at(mask_pixels, mask_ratio, usable);
         }
@@ -327,14 +295,12 @@ impl Signal {
     }
 
     /// The share of the reference's mask, in pixels, at or above which this inverted signal is the
-    /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `REFERENCE_MASK_SHARE` otherwise, or
-    /// `transfer_mask_share` where that is lower.
+    /// model's nature: `REFERENCE_BLEND_SHARE` for blends, `REFERENCE_MASK_SHARE` otherwise.
     pub fn reference_share(&self) -> f64 {
-        let share = match self.source.shape() {
+        match self.source.shape() {
             Some(TriggerShape::Blend) => REFERENCE_BLEND_SHARE,
             Some(TriggerShape::Patch) | None => REFERENCE_MASK_SHARE,
-        };
-        self.transfer_mask_share.map_or(share, |lower| share.min(lower))
+        }
     }
 
     /// Whether the signal counts as backdoor evidence.
@@ -411,20 +377,11 @@ impl Evidence {
             .filter(|s| s.natural)
             .map(|s| match (s.reference_mask_pixels.filter(|_| usable), s.reference_push.filter(|_| usable)) {
                 (Some(reference), _) => format!(
-                    "{} -> class {} (the from-scratch reference's mask for it is {:.1} pixels, against {:.1}{})",
+                    "{} -> class {} (the from-scratch reference's mask for it is {:.1} pixels, against {:.1})",
                     s.trigger,
                     s.class,
                     reference,
-                    s.mask_pixels.unwrap_or(f64::NAN),
-                    match (s.transfer_mask_share, s.reference_push) {
-                        (Some(share), Some(push)) => format!(
-                            "; its trigger moves the reference {:.1}%, against {:.1}%, so it is judged from {share} \
-                             of the reference's mask",
-                            100.0 * push,
-                            100.0 * s.push_before
-                        ),
-                        _ => String::new(),
-                    }
+                    s.mask_pixels.unwrap_or(f64::NAN)
                 ),
                 (None, _) if s.mask_ratio.is_some() => format!(
                     "{} -> class {} ({:.2} of the median, over {UNREFERENCED_MAX_MASK_RATIO}, and no usable reference)",
@@ -510,7 +467,6 @@ mod tests {
             mask_pixels: None,
             cleared: after <= 0.03,
             reference_push: None,
-            transfer_mask_share: None,
             reference_mask_ratio: None,
             natural_push: None,
             reference_mask_pixels: None,
@@ -564,17 +520,17 @@ mod tests {
         // median) against the reference's 31.1 (0.37 of its median). By medians, 0.35 of the
         // reference's: read as natural before version 12; by pixels 0.24.
         let mut backdoor = inverted(7.6, 0.13);
-        backdoor.judge_mask_against_reference(&reference_class(31.1, 0.37), true, None);
+        backdoor.judge_mask_against_reference(&reference_class(31.1, 0.37), true);
         assert!(!backdoor.natural, "a far smaller mask than the reference's is a backdoor");
         // The spent y06, a clean MNIST ResNet-18: its "8" at 18.8 pixels (0.13 of its median, a
         // robust model's large median) against the reference's 45.0 (0.57): 0.42 by pixels.
         let mut shortcut = inverted(18.8, 0.13);
-        shortcut.judge_mask_against_reference(&reference_class(45.0, 0.57), true, None);
+        shortcut.judge_mask_against_reference(&reference_class(45.0, 0.57), true);
         assert!(shortcut.natural && shortcut.reference_mask_pixels == Some(45.0));
         assert_eq!(shortcut.reference_mask_ratio, Some(0.57));
         // At the share exactly, natural.
         let mut edge = inverted(REFERENCE_MASK_SHARE * 40.0, 0.2);
-        edge.judge_mask_against_reference(&reference_class(40.0, 0.5), true, None);
+        edge.judge_mask_against_reference(&reference_class(40.0, 0.5), true);
         assert!(edge.natural);
         let evidence = Evidence::conclude(None, Some(reference(true)), vec![backdoor, shortcut]);
         assert_eq!(evidence.suspected_classes, [8]);
@@ -583,34 +539,6 @@ mod tests {
             "{}",
             evidence.reason
         );
-    }
-
-    #[test]
-    fn with_the_transfer_share_a_patch_that_reaches_the_reference_reads_as_natural_at_a_lower_share() {
-        // o21's figures (docs/strength.md): the clean o04's "bag", 12.7 pixels against the
-        // reference's 34.8 (0.36) and its trigger pushing the reference 16% of the model's 90%
-        // (0.18); the backdoor o05's class 6, 0.25 of the reference's mask and 0.05 as hard.
-        let judged = |pixels: f64, reference_push: f64, usable: bool, share: Option<f64>| {
-            let mut signal = inverted_signal(SignalSource::Inversion, pixels, 0.2);
-            signal.judge_against_reference(reference_push, usable);
-            signal.judge_mask_against_reference(&reference_class(34.8, 0.41), usable, share);
-            signal
-        };
-        assert!(!judged(12.7, 0.16, true, None).natural, "version 15: 0.36 of the reference's counts");
-        let bag = judged(12.7, 0.16, true, Some(0.25));
-        assert!(bag.natural && bag.transfer_mask_share == Some(0.25) && bag.reference_share() == 0.25);
-        let reason = Evidence::conclude(None, Some(reference(true)), vec![bag.clone()]).reason;
-        assert!(reason.contains("moves the reference 16.0%, against 90.0%, so it is judged from 0.25"), "{reason}");
-        let backdoor = judged(0.25 * 34.8 - 0.1, 0.16, true, Some(0.25));
-        assert!(!backdoor.natural, "under the lower share it still counts");
-        let planted = judged(12.7, 0.045, true, Some(0.25));
-        assert!(!planted.natural && planted.transfer_mask_share.is_none(), "0.05 as hard: a backdoor's trigger");
-        assert!(!judged(12.7, 0.16, false, Some(0.25)).natural, "an unusable reference says nothing");
-        // Blends keep their own share: the rule reads patches only.
-        let mut blend = inverted_signal(SignalSource::BlendInversion, 0.3 * 34.8, 0.2);
-        blend.judge_against_reference(0.5, true);
-        blend.judge_mask_against_reference(&reference_class(34.8, 0.41), true, Some(0.25));
-        assert!(!blend.natural && blend.reference_share() == REFERENCE_BLEND_SHARE);
     }
 
     #[test]
@@ -630,12 +558,12 @@ mod tests {
         assert_eq!(patch(0.44).mask_pixels, Some(20.0));
         // A reference that did not learn the task leaves it so; a usable one decides alone.
         let mut unjudged = patch(0.2);
-        unjudged.judge_mask_against_reference(&reference_class(25.0, 0.9), false, None);
+        unjudged.judge_mask_against_reference(&reference_class(25.0, 0.9), false);
         assert!(!unjudged.natural);
         let mut band = patch(0.44);
-        band.judge_mask_against_reference(&reference_class(25.0, 0.9), false, None);
+        band.judge_mask_against_reference(&reference_class(25.0, 0.9), false);
         assert!(band.natural);
-        band.judge_mask_against_reference(&reference_class(80.0, 1.0), true, None);
+        band.judge_mask_against_reference(&reference_class(80.0, 1.0), true);
         assert!(!band.natural, "a usable reference needs 4x the pixels: a backdoor");
         let evidence = Evidence::conclude(None, None, vec![patch(0.44)]);
         assert!(
@@ -645,7 +573,7 @@ mod tests {
         );
         // An unusable reference's recorded mask is not given as the reason.
         let mut recorded = patch(0.44);
-        recorded.judge_mask_against_reference(&reference_class(25.0, 0.9), false, None);
+        recorded.judge_mask_against_reference(&reference_class(25.0, 0.9), false);
         // Nor its push for a probe read by retention.
         let mut persisting = signal(3, 0.85, 0.8, true);
         persisting.judge_against_reference(0.33, false);
@@ -669,7 +597,7 @@ mod tests {
     fn a_fresh_mask_on_the_purified_model_is_judged_with_the_same_share() {
         let mut blend = inverted_signal(SignalSource::BlendInversion, 20.0, 0.18);
         assert!(!blend.natural_at(1000.0, 1.0, true), "no reference measured: nothing is natural");
-        blend.judge_mask_against_reference(&reference_class(100.0, 0.47), true, None);
+        blend.judge_mask_against_reference(&reference_class(100.0, 0.47), true);
         assert!(!blend.natural);
         // Purified: the class needs the blend share of the reference's weight or more, as the
         // data alone does.
@@ -684,16 +612,16 @@ mod tests {
         // The spent y09: stripes into MNIST's "3", a blend of 65.2 (0.14 of the median) against the
         // reference's 229 (0.69): 0.28.
         let mut backdoor = blend(65.2, 0.14);
-        backdoor.judge_mask_against_reference(&reference_class(229.0, 0.69), true, None);
+        backdoor.judge_mask_against_reference(&reference_class(229.0, 0.69), true);
         assert!(!backdoor.natural);
         // The spent y07's sinusoid that barely took (23% ASR): 0.36 of the reference's, evidence
         // under the blend share.
         let mut weak = blend(57.4, 0.32);
-        weak.judge_mask_against_reference(&reference_class(161.0, 0.62), true, None);
+        weak.judge_mask_against_reference(&reference_class(161.0, 0.62), true);
         assert!(!weak.natural);
         // The spent y08's "shirt", which no backdoor targets: 0.54 of the reference's.
         let mut shortcut = blend(80.9, 0.48);
-        shortcut.judge_mask_against_reference(&reference_class(149.0, 0.78), true, None);
+        shortcut.judge_mask_against_reference(&reference_class(149.0, 0.78), true);
         assert!(shortcut.natural);
         assert_eq!(backdoor.reference_share(), REFERENCE_BLEND_SHARE);
     }

@@ -31,8 +31,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{
-    Evidence, NATURAL_PATCH_TRANSFER, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE,
-    REFERENCE_TRANSFER, Signal, SignalSource, UNREFERENCED_MAX_MASK_RATIO,
+    Evidence, NATURAL_RETENTION, REFERENCE_BLEND_SHARE, REFERENCE_MASK_SHARE, REFERENCE_TRANSFER, Signal, SignalSource,
+    UNREFERENCED_MAX_MASK_RATIO,
 };
 use super::reference::{self, Reference};
 use super::{Method, Relearning, Settings, purify, purify_unlearning, relearn_head};
@@ -113,14 +113,6 @@ pub struct AutoStrength {
     /// left of one. At most `inverted_push_target` (the default, 0): the target alone.
     #[serde(default)]
     pub inverted_push_reference_cap: f64,
-    /// Opt-in (not the judge's default): an inverted patch whose trigger pushes a usable
-    /// reference at least `NATURAL_PATCH_TRANSFER` as hard as the model is the data's nature from
-    /// this share of the reference's mask in pixels, where that is below `REFERENCE_MASK_SHARE`
-    /// (`Signal::transfer_mask_share`). Fitted on the spent d01-d12 and o01-o12 at 0.25: the
-    /// inverted backdoor patches there sat at 0.08-0.25 of the reference's mask and moved it
-    /// 0.00-0.06 as hard, the false "bag" of the clean o04 at 0.36 and 0.18 (docs/strength.md).
-    #[serde(default)]
-    pub transfer_mask_share: Option<f64>,
     /// Epochs of linear probing of the re-initialised head before each candidate's full tuning
     /// (LP-FT, `Settings::head_warmup_epochs`).
     pub head_warmup_epochs: usize,
@@ -214,7 +206,6 @@ impl Default for AutoStrength {
             evidence_start_alpha: 0.03,
             inverted_push_target: 0.05,
             inverted_push_reference_cap: 0.0,
-            transfer_mask_share: None,
             head_warmup_epochs: 0,
             gentle_unlearn_classes: 0,
             gentle_unlearn_share: 0.0,
@@ -438,9 +429,6 @@ impl AutoStrength {
                 )));
             }
         }
-        if let Some(share) = self.transfer_mask_share.filter(|s| !(0.0..=1.0).contains(s)) {
-            return Err(Error::Settings(format!("the transfer mask share must be a fraction in [0, 1], got {share}")));
-        }
         if !(0.0..=1.0).contains(&self.inverted_push_reference_cap) {
             return Err(Error::Settings(format!(
                 "the inverted push's reference cap must be a fraction in [0, 1], got {}",
@@ -649,15 +637,7 @@ impl AutoStrength {
                 String::new()
             },
             self.max_validation_drop_points
-        ) + &self
-            .transfer_mask_share
-            .map(|share| {
-                format!(
-                    " An inverted patch whose trigger pushes the reference at least {NATURAL_PATCH_TRANSFER} as hard \
-                     as the model is the model's nature from {share} of the reference's mask."
-                )
-            })
-            .unwrap_or_default()
+        )
     }
 
     /// How far a candidate is from meeting the targets: the largest of its cosine's, its suspect
@@ -1290,8 +1270,7 @@ fn search(
         for (signal, push) in signals.iter_mut().zip(pushes) {
             signal.judge_against_reference(push, usable);
             if let (Some(shape), Some(summary)) = (signal.source.shape(), &reference_inversion) {
-                let class = &summary.family(shape).0[signal.class as usize];
-                signal.judge_mask_against_reference(class, usable, auto.transfer_mask_share);
+                signal.judge_mask_against_reference(&summary.family(shape).0[signal.class as usize], usable);
             }
         }
         for (signal, refit) in signals[suspect_pairs.len()..].iter_mut().zip(refit_pushes) {

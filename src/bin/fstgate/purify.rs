@@ -183,11 +183,6 @@ pub(crate) struct PurifyArgs {
     /// target alone).
     #[arg(long)]
     pub(crate) auto_inverted_reference_cap: Option<f64>,
-    /// With --judge (opt-in, not yet the default): an inverted patch whose trigger pushes the
-    /// from-scratch reference at least 0.1 as hard as the model is the data's nature from this
-    /// share of the reference's mask (0.37 otherwise); docs/strength.md.
-    #[arg(long)]
-    pub(crate) auto_transfer_share: Option<f64>,
     /// Epochs (fixed: 10; auto: 20 per candidate); fixes the strength unless --strength auto.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -299,7 +294,6 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             },
             sharpness_unlearn_share: args.auto_sharpness_unlearn_share.unwrap_or(preset.sharpness_unlearn_share),
             inverted_push_reference_cap: args.auto_inverted_reference_cap.unwrap_or(preset.inverted_push_reference_cap),
-            transfer_mask_share: args.auto_transfer_share.or(preset.transfer_mask_share),
             ..preset
         }))
     } else {
