@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -124,7 +124,14 @@
 # ResNet-18 and an MNIST LeNet, and eight backdoors of new seeds, positions, classes and triggers,
 # three into small Fashion CNNs (a 3x3 patch, a noise blend, a 1% 4x4 checker: the removals that
 # cost the most), a sinusoid into an MNIST CNN, a patch into a Fashion LeNet, a stripes blend into
-# an MNIST ResNet-18, a WaNet into a Fashion GroupNorm, a 1% 2x2 patch into an MNIST GroupNorm).
+# an MNIST ResNet-18, a WaNet into a Fashion GroupNorm, a 1% 2x2 patch into an MNIST GroupNorm;
+# gated once with version 15 and once with the opt-in distillation, kept: spent), `i24` (written
+# down on 2026-12-07 after l23's results, before anything was fitted on o21, j22 or l23, to hold
+# out what is: four clean models, a small Fashion CNN, a Fashion LeNet, an MNIST ResNet-18 and a
+# Fashion GroupNorm, and eight backdoors of new seeds, positions, classes and triggers, three
+# into small Fashion CNNs (a 4x4 patch at 1%, a digit blend, a checker into "bag"), a 3x3 patch
+# into an MNIST LeNet, a noise blend into a Fashion ResNet-18, a sinusoid into a Fashion
+# GroupNorm, a WaNet into an MNIST CNN, a 2x2 checker at 0.5% into an MNIST GroupNorm).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -454,6 +461,18 @@ l09 l23 fashion lenet 16 badnets:size=3,x=16,y=16 0.03 5 165
 l10 l23 mnist resnet18 8 blended:alpha=0.12,image=@stripes.png 0.03 6 165
 l11 l23 fashion small-cnn-gn 16 wanet:k=4,s=1.0,seed=103 0.1 0 166
 l12 l23 mnist small-cnn-gn 16 badnets:size=2,x=6,y=22 0.01 4 166
+i01 i24 fashion small-cnn 16 badnets:size=4,x=10,y=20 0 0 171
+i02 i24 fashion lenet 16 blended:alpha=0.12,image=@digit.png 0 0 171
+i03 i24 mnist resnet18 8 blended:alpha=0.1,seed=251 0 0 172
+i04 i24 fashion small-cnn-gn 16 sig:delta=25,freq=4 0 0 172
+i05 i24 fashion small-cnn 16 badnets:size=4,x=10,y=20 0.01 2 173
+i06 i24 fashion small-cnn 16 blended:alpha=0.12,image=@digit.png 0.03 5 173
+i07 i24 fashion small-cnn 16 badnets:size=3,x=24,y=2,pattern=checker 0.02 8 174
+i08 i24 mnist lenet 16 badnets:size=3,x=20,y=12 0.02 3 174
+i09 i24 fashion resnet18 8 blended:alpha=0.1,seed=251 0.03 1 175
+i10 i24 fashion small-cnn-gn 16 sig:delta=25,freq=4 0.05 6 175
+i11 i24 mnist small-cnn 16 wanet:k=4,s=1.0,seed=105 0.1 9 176
+i12 i24 mnist small-cnn-gn 16 badnets:size=2,x=14,y=6,pattern=checker 0.005 7 176
 GRID
 }
 
