@@ -212,8 +212,9 @@ pub fn purify_unlearning(
     rng::seed_torch(settings.seed);
     let (weight, bias) = model.head_tensors()?;
     let original = tch::no_grad(|| weight.detach().copy());
+    // The original's answers and the weight they are held to, computed before anything moves.
     let teacher = match settings.distillation {
-        Some(_) => Some(teacher_log_probs(model, clean, input, settings.batch_size, DISTILLATION_TEMPERATURE)?),
+        Some(weight) => Some((teacher_log_probs(model, clean, input, settings.batch_size)?, weight)),
         None => None,
     };
 
@@ -242,10 +243,10 @@ pub fn purify_unlearning(
         unlearning: unlearning.clone(),
         validation,
         sharpness_radius,
-        distillation: teacher.as_ref().zip(settings.distillation).map(|(teacher, weight)| Distillation {
-            teacher_log_probs: teacher.shallow_clone(),
+        distillation: teacher.as_ref().map(|(log_probs, weight)| Distillation {
+            teacher_log_probs: log_probs.shallow_clone(),
             temperature: DISTILLATION_TEMPERATURE,
-            weight,
+            weight: *weight,
         }),
     };
     let mut records = Vec::new();
@@ -295,23 +296,18 @@ pub fn purify_unlearning(
     Ok(records)
 }
 
-/// The model's log-probabilities at `temperature` for every image of `clean` (eval mode), in its
-/// order, on the model's device: the teacher of `training::Distillation`.
-fn teacher_log_probs(
-    model: &mut Classifier,
-    clean: &Dataset,
-    input: &InputSpec,
-    batch_size: i64,
-    temperature: f64,
-) -> Result<Tensor> {
+/// The model's log-probabilities at `DISTILLATION_TEMPERATURE` for every image of `clean` (eval
+/// mode), in its order, on the model's device: the teacher of `training::Distillation`. The
+/// images go to the device once, as in `Classifier::stamped_predictions`.
+fn teacher_log_probs(model: &mut Classifier, clean: &Dataset, input: &InputSpec, batch_size: i64) -> Result<Tensor> {
     model.set_eval();
-    let device = model.device();
+    let images = clean.images.to_device(model.device());
     tch::no_grad(|| {
         let mut parts = Vec::new();
         for start in (0..clean.len()).step_by(batch_size as usize) {
-            let len = batch_size.min(clean.len() - start);
-            let batch = clean.images.narrow(0, start, len).to_device(device);
-            parts.push((model.logits(&input.normalize(&batch))? / temperature).log_softmax(1, tch::Kind::Float));
+            let batch = images.narrow(0, start, batch_size.min(clean.len() - start));
+            let logits = model.logits(&input.normalize(&batch))?;
+            parts.push((logits / DISTILLATION_TEMPERATURE).log_softmax(1, tch::Kind::Float));
         }
         Ok(Tensor::cat(&parts, 0))
     })
