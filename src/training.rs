@@ -98,6 +98,8 @@ pub struct Config<'a> {
     pub sharpness_radius: Option<f64>,
     /// The original model's answers the tuning is pulled towards, if any.
     pub distillation: Option<Distillation>,
+    /// Universal adversarial perturbations unlearnt on a share of every batch, if any.
+    pub adversarial: Option<AdversarialUnlearning>,
 }
 
 /// Knowledge distillation from the model as it was (Hinton et al. 2015): the loss adds
@@ -190,6 +192,102 @@ impl Unlearning<'_> {
         let head = stamp(&batch.narrow(0, 0, stamped))?;
         Ok(Tensor::cat(&[head, batch.narrow(0, stamped, len - stamped)], 0))
     }
+}
+
+/// Trigger-agnostic unlearning (after I-BAU, Zeng et al. 2022, with a projected-gradient inner
+/// step): every step, one perturbation shared by the last `share` of the batch is grown to
+/// misclassify those images as much as it can within an L2 ball, and the tuning then learns them
+/// under their own labels (and, under distillation, the original's answers on the clean images).
+/// A backdoor is the cheapest universal way to misclassify, so this finds and unlearns it without
+/// being told the trigger, and leaves the evidence's inverted triggers, which it never trained
+/// on, free to measure what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdversarialUnlearning {
+    /// Fraction of each batch perturbed, in [0, 1] (rounded to whole images).
+    pub share: f64,
+    /// The ball's radius as a root-mean-square change per input value ([0, 1] pixels): the L2
+    /// bound is `radius * sqrt(C * H * W)`, so it reads the same at any image size.
+    #[serde(default = "adversarial_radius")]
+    pub radius: f64,
+    /// Projected-gradient steps that grow each perturbation.
+    #[serde(default = "adversarial_steps")]
+    pub steps: usize,
+}
+
+/// The adversarial unlearning's default ball: a root-mean-square change of 0.1 per [0, 1] input
+/// value (an L2 of 2.8 on 28x28 grey images, about what a 3x3 white patch on black, or a 10%
+/// blend of noise, changes).
+pub const ADVERSARIAL_RADIUS: f64 = 0.1;
+
+/// Projected-gradient steps that grow each adversarial perturbation by default.
+pub const ADVERSARIAL_STEPS: usize = 5;
+
+fn adversarial_radius() -> f64 {
+    ADVERSARIAL_RADIUS
+}
+
+fn adversarial_steps() -> usize {
+    ADVERSARIAL_STEPS
+}
+
+impl AdversarialUnlearning {
+    /// Replaces the last `share` of `batch` ([0, 1] images on the model's device) with the same
+    /// images under a universal perturbation grown against `model` in eval mode (so BatchNorm's
+    /// running statistics see no perturbed batch); the model is left in `train_mode`.
+    fn apply(
+        &self,
+        model: &mut Classifier,
+        batch: Tensor,
+        targets: &Tensor,
+        input: &InputSpec,
+        train_mode: bool,
+    ) -> Result<Tensor> {
+        let len = batch.size()[0];
+        let count = ((self.share * len as f64).round() as i64).clamp(0, len);
+        if count == 0 || self.steps == 0 {
+            return Ok(batch);
+        }
+        let start = len - count;
+        let images = batch.narrow(0, start, count).detach();
+        model.set_eval();
+        let delta = self.universal_perturbation(model, &images, &targets.narrow(0, start, count), input);
+        if train_mode {
+            model.set_train();
+        }
+        let perturbed = (images + delta?).clamp(0.0, 1.0);
+        Ok(Tensor::cat(&[batch.narrow(0, 0, start), perturbed], 0))
+    }
+
+    /// One perturbation [1, C, H, W] that raises the cross-entropy of every image of `images`
+    /// under its label: normalised gradient ascent from zero, 2.5 / steps of the bound per step
+    /// (Madry et al.'s rule), projected back onto the ball after each.
+    fn universal_perturbation(
+        &self,
+        model: &Classifier,
+        images: &Tensor,
+        labels: &Tensor,
+        input: &InputSpec,
+    ) -> Result<Tensor> {
+        let size = images.size();
+        let shape = [1, size[1], size[2], size[3]];
+        let bound = self.radius * ((size[1] * size[2] * size[3]) as f64).sqrt();
+        let step = 2.5 * bound / self.steps as f64;
+        let mut delta = Tensor::zeros(shape, (Kind::Float, images.device()));
+        for _ in 0..self.steps {
+            let delta_var = delta.set_requires_grad(true);
+            let logits = model.logits(&input.normalize(&(images + &delta_var).clamp(0.0, 1.0)))?;
+            let loss = logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0);
+            let grad = Tensor::run_backward(&[loss], &[&delta_var], false, false).remove(0);
+            delta = tch::no_grad(|| project_l2(&(delta_var.detach() + &grad * (step / (grad.norm() + 1e-12))), bound));
+        }
+        Ok(delta)
+    }
+}
+
+/// `delta` scaled back onto the L2 ball of radius `bound` when it lies outside.
+fn project_l2(delta: &Tensor, bound: f64) -> Tensor {
+    let norm = delta.norm().double_value(&[]);
+    if norm > bound { delta * (bound / norm) } else { delta.shallow_clone() }
 }
 
 struct Sgd {
@@ -293,6 +391,10 @@ pub fn train(
                 batch = unlearning.apply(batch, epoch * steps_per_epoch as usize + step as usize)?;
             }
             let targets = labels.index_select(0, &index);
+            // The last share of the batch, clear of the trigger unlearning's first share.
+            if let Some(adversarial) = &config.adversarial {
+                batch = adversarial.apply(model, batch, &targets, config.input, config.train_mode)?;
+            }
             let inputs = config.input.normalize(&batch);
             let forward = || -> Result<(Tensor, Tensor, Tensor)> {
                 let logits = model.logits(&inputs)?;
@@ -437,6 +539,16 @@ mod tests {
         assert_eq!(per_image(unlearning.apply(batch(), 3).unwrap()), [2.0, 2.0, 0.0, 0.0, 0.0]);
         let none = Unlearning { share: 0.05, stamps: vec![&ones] };
         assert_eq!(per_image(none.apply(batch(), 0).unwrap()), [0.0; 5], "a share rounding to no image stamps none");
+    }
+
+    #[test]
+    fn a_perturbation_outside_the_ball_is_scaled_onto_it_and_one_inside_is_kept() {
+        let outside = Tensor::from_slice(&[3.0f32, 4.0]);
+        let projected = project_l2(&outside, 2.5);
+        assert!((projected.norm().double_value(&[]) - 2.5).abs() < 1e-6);
+        assert!((projected.double_value(&[0]) / projected.double_value(&[1]) - 0.75).abs() < 1e-6, "same direction");
+        let inside = Tensor::from_slice(&[0.3f32, 0.4]);
+        assert_eq!(project_l2(&inside, 2.5).double_value(&[1]), 0.4f32 as f64);
     }
 
     #[test]

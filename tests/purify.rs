@@ -44,6 +44,7 @@ fn fstgate_test_settings() -> Settings {
         feature_interpolation: None,
         sharpness_radius: None,
         distillation: None,
+        adversarial_unlearning: None,
     }
 }
 
@@ -697,6 +698,55 @@ fn distillation_holds_the_original_answers_and_unlearns_what_is_stamped() {
     let mut model = lab_classifier(&tuning);
     let error = purification::purify(&mut model, &tuning, &input, &refused, &Silent).unwrap_err();
     assert!(error.to_string().contains("distillation weight must be positive"), "{error}");
+}
+
+/// Adversarial unlearning (`Settings::adversarial_unlearning`) removes a backdoor it was never
+/// told about: each step grows one perturbation that misclassifies a share of the batch, and the
+/// tuning learns those images under their own labels. Plain fine-tuning of the lab model on clean
+/// images keeps its patch; with the universal perturbations unlearnt beside it, the patch goes.
+/// A share outside (0, 1] is refused.
+#[test]
+fn adversarial_unlearning_removes_a_trigger_it_was_not_told() {
+    let tuning = common::fashion("train", 1_000, 13);
+    let test = common::fashion("test", 1_000, 14);
+    let input = InputSpec::default();
+    let trigger: evaluation::Trigger = "badnets".parse().unwrap();
+    let plan = Plan {
+        input: input.clone(),
+        attack: Some(Attack::Trigger { trigger, target: 0 }),
+        probes: vec![],
+        batch_size: 256,
+    };
+    let fine_tuning = Settings { epochs: 30, ..settings(Method::Ft) };
+    let measured = |settings: &Settings| {
+        let mut model = lab_classifier(&tuning);
+        purification::purify(&mut model, &tuning, &input, settings, &Silent).unwrap();
+        let metrics = evaluation::evaluate(&mut model, &test, &plan).unwrap();
+        (metrics.attack.unwrap().attack_success_rate, metrics.clean_accuracy)
+    };
+    let adversarial = fstgate::training::AdversarialUnlearning {
+        share: 0.2,
+        radius: fstgate::training::ADVERSARIAL_RADIUS,
+        steps: fstgate::training::ADVERSARIAL_STEPS,
+    };
+    let (asr_plain, accuracy_plain) = measured(&fine_tuning);
+    let (asr, accuracy) = measured(&Settings { adversarial_unlearning: Some(adversarial), ..fine_tuning.clone() });
+    eprintln!(
+        "fine-tuning: ASR {:.1}%, C-Acc {:.1}%; with adversarial unlearning: ASR {:.1}%, C-Acc {:.1}%",
+        100.0 * asr_plain,
+        100.0 * accuracy_plain,
+        100.0 * asr,
+        100.0 * accuracy
+    );
+    assert!(asr_plain > 0.5, "fine-tuning alone removed the patch: {:.1}%", 100.0 * asr_plain);
+    assert!(asr < asr_plain / 2.0, "adversarial unlearning left ASR at {:.1}%", 100.0 * asr);
+    assert!(accuracy > accuracy_plain - 0.05, "it cost {accuracy} against {accuracy_plain}");
+    let refused = Settings {
+        adversarial_unlearning: Some(fstgate::training::AdversarialUnlearning { share: 1.5, ..adversarial }),
+        ..fine_tuning
+    };
+    let error = purification::purify(&mut lab_classifier(&tuning), &tuning, &input, &refused, &Silent).unwrap_err();
+    assert!(error.to_string().contains("adversarial unlearning share must be in (0, 1]"), "{error}");
 }
 
 /// With its own unlearning share, the sharpness-aware candidate, and only it, stamps the inverted

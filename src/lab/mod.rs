@@ -158,6 +158,7 @@ pub fn train_backdoored(
         validation: None,
         sharpness_radius: None,
         distillation: None,
+        adversarial: None,
     };
     let epochs = training::train(&mut model, trainable, &poisoned, &config, &mut rng, progress)?;
     let plan = Plan {

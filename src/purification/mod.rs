@@ -13,7 +13,7 @@ use crate::data::{Augmentation, Dataset, InputSpec};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Precision};
 use crate::rng::{self, SeededRng};
-use crate::training::{self, Distillation, EpochRecord, HeadConstraint, Progress, Unlearning};
+use crate::training::{self, AdversarialUnlearning, Distillation, EpochRecord, HeadConstraint, Progress, Unlearning};
 
 pub use strength::{
     AutoStrength, Candidate, Purified, RELEARN_LEARNING_RATE, RelearningCheck, Strength, StrengthSearch,
@@ -103,6 +103,10 @@ pub struct Settings {
     /// did is not. None: the paper.
     #[serde(default)]
     pub distillation: Option<f64>,
+    /// Trigger-agnostic adversarial unlearning (`training::AdversarialUnlearning`), in the head's
+    /// warm-up as in the full tuning. None: the paper.
+    #[serde(default)]
+    pub adversarial_unlearning: Option<AdversarialUnlearning>,
 }
 
 /// Softmax temperature of the distillation (Hinton et al. 2015's usual 2: the teacher's
@@ -129,6 +133,7 @@ impl Default for Settings {
             feature_interpolation: None,
             sharpness_radius: None,
             distillation: None,
+            adversarial_unlearning: None,
         }
     }
 }
@@ -160,6 +165,16 @@ impl Settings {
         }
         if let Some(weight) = self.distillation {
             positive("distillation weight", weight)?;
+        }
+        if let Some(adversarial) = self.adversarial_unlearning {
+            if !(adversarial.share > 0.0 && adversarial.share <= 1.0) {
+                return Err(Error::Settings(format!(
+                    "the adversarial unlearning share must be in (0, 1], got {}",
+                    adversarial.share
+                )));
+            }
+            positive("adversarial radius", adversarial.radius)?;
+            positive("adversarial steps", adversarial.steps as f64)?;
         }
         positive("batch size", self.batch_size as f64)?;
         positive("epochs", self.epochs as f64)?;
@@ -248,6 +263,7 @@ pub fn purify_unlearning(
             temperature: DISTILLATION_TEMPERATURE,
             weight: *weight,
         }),
+        adversarial: settings.adversarial_unlearning,
     };
     let mut records = Vec::new();
     if reinitialise && settings.head_warmup_epochs > 0 {
@@ -379,6 +395,7 @@ pub fn relearn_head(
         validation: None,
         sharpness_radius: None,
         distillation: None,
+        adversarial: None,
     };
     let records = training::train(model, head_only, clean, &config, &mut rng, progress);
     all_trainable(&parameters);

@@ -96,6 +96,7 @@ pub fn train_from_scratch(
         validation: None,
         sharpness_radius: None,
         distillation: None,
+        adversarial: None,
     };
     let trainable: Vec<Tensor> = parameters.iter().map(|(_, p)| p.shallow_clone()).collect();
     training::train(model, trainable, tuning, &config, &mut rng, progress)?;

@@ -12,6 +12,7 @@ use fstgate::pipeline::KeyConfig;
 use fstgate::policy::Decision;
 use fstgate::purification::{AutoStrength, Method, Settings, Strength};
 use fstgate::report::Report;
+use fstgate::training::AdversarialUnlearning;
 
 use fstgate::schemas::parse_name;
 
@@ -170,6 +171,18 @@ pub(crate) struct PurifyArgs {
     /// not yet the default; docs/strength.md).
     #[arg(long)]
     pub(crate) distill: Option<f64>,
+    /// Unlearn universal adversarial perturbations on this share of every tuning batch (every
+    /// candidate of the automatic strength too): a perturbation shared by those images is grown
+    /// to misclassify them, then learnt under their own labels, without being told a trigger
+    /// (opt-in, not yet the default; docs/strength.md).
+    #[arg(long)]
+    pub(crate) adversarial_unlearning: Option<f64>,
+    /// The adversarial unlearning's ball, as a root-mean-square change per [0, 1] input value.
+    #[arg(long, default_value_t = fstgate::training::ADVERSARIAL_RADIUS)]
+    pub(crate) adversarial_radius: f64,
+    /// Projected-gradient steps that grow each adversarial perturbation.
+    #[arg(long, default_value_t = fstgate::training::ADVERSARIAL_STEPS)]
+    pub(crate) adversarial_steps: usize,
     /// With --judge: one more candidate, sharpness-aware at this radius (ASAM), after a ladder
     /// whose candidates all left the evidence standing (default: the judge's; 0: none).
     #[arg(long)]
@@ -329,6 +342,11 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         feature_interpolation: args.feature_interpolation,
         sharpness_radius: args.sharpness_radius,
         distillation: args.distill,
+        adversarial_unlearning: args.adversarial_unlearning.map(|share| AdversarialUnlearning {
+            share,
+            radius: args.adversarial_radius,
+            steps: args.adversarial_steps,
+        }),
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
         (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),
