@@ -131,7 +131,9 @@
 # Fashion GroupNorm, and eight backdoors of new seeds, positions, classes and triggers, three
 # into small Fashion CNNs (a 4x4 patch at 1%, a digit blend, a checker into "bag"), a 3x3 patch
 # into an MNIST LeNet, a noise blend into a Fashion ResNet-18, a sinusoid into a Fashion
-# GroupNorm, a WaNet into an MNIST CNN, a 2x2 checker at 0.5% into an MNIST GroupNorm).
+# GroupNorm, a WaNet into an MNIST CNN, a 2x2 checker at 0.5% into an MNIST GroupNorm; gated
+# once with version 15, once with the opt-in distillation and once with distillation and the
+# opt-in adversarial unlearning, kept in bench/results/grid/: spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
