@@ -284,10 +284,10 @@ impl AdversarialUnlearning {
     }
 }
 
-/// `delta` scaled back onto the L2 ball of radius `bound` when it lies outside.
+/// `delta` scaled back onto the L2 ball of radius `bound` when it lies outside. On the device:
+/// it runs at every inner step of every training step, so it must not wait on the host.
 fn project_l2(delta: &Tensor, bound: f64) -> Tensor {
-    let norm = delta.norm().double_value(&[]);
-    if norm > bound { delta * (bound / norm) } else { delta.shallow_clone() }
+    delta * (bound / delta.norm()).clamp_max(1.0)
 }
 
 struct Sgd {
