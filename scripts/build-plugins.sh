@@ -112,8 +112,9 @@ build() {
   flags+=("--remap-path-prefix=$target_dir=/target")
   log "building ${plugins[*]} for $wasm_target (profile plugin)"
   # Only the wasm units get these flags (with --target, host units never do), so the host build
-  # cache stays shared with fstgate's own build.
-  env -u RUSTFLAGS CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${flags[*]}")" \
+  # cache stays shared with fstgate's own build. A compiler wrapper changes the bytes (clippy-driver
+  # adds --cfg clippy, which changes every crate's metadata hash), so none is used here.
+  env -u RUSTFLAGS -u RUSTC_WRAPPER -u RUSTC_WORKSPACE_WRAPPER CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${flags[*]}")" \
     cargo build --locked --profile plugin --target "$wasm_target" "${plugins[@]/#/--package=}"
   cargo build --locked --quiet --package fstgate-componentize
   mkdir -p "$target_dir/plugins"
