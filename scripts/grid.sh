@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -133,7 +133,15 @@
 # into an MNIST LeNet, a noise blend into a Fashion ResNet-18, a sinusoid into a Fashion
 # GroupNorm, a WaNet into an MNIST CNN, a 2x2 checker at 0.5% into an MNIST GroupNorm; gated
 # once with version 15, once with the opt-in distillation and once with distillation and the
-# opt-in adversarial unlearning, kept in bench/results/grid/: spent).
+# opt-in adversarial unlearning, kept in bench/results/grid/: spent), `aa25` (every letter being
+# taken, two-letter ids from here; written down on 2026-12-07 after i24's results and before
+# anything ran on it, to hold out version 16, whose candidates with evidence distil from the
+# original and unlearn universal adversarial perturbations, fitted on the spent l23 and i24: four
+# clean models, an MNIST CNN, a Fashion ResNet-18, an MNIST LeNet and a Fashion GroupNorm, and
+# eight backdoors of new seeds, positions, classes and triggers: a 3x3 patch into a small Fashion
+# CNN, a sneaker blend into a Fashion LeNet, a noise blend into an MNIST GroupNorm, a 4x4 checker
+# into a Fashion ResNet-18, a sinusoid into an MNIST CNN, a WaNet into a small Fashion CNN, a 1%
+# 2x2 patch into an MNIST LeNet, a stripes blend into a Fashion GroupNorm).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -475,6 +483,18 @@ i09 i24 fashion resnet18 8 blended:alpha=0.1,seed=251 0.03 1 175
 i10 i24 fashion small-cnn-gn 16 sig:delta=25,freq=4 0.05 6 175
 i11 i24 mnist small-cnn 16 wanet:k=4,s=1.0,seed=105 0.1 9 176
 i12 i24 mnist small-cnn-gn 16 badnets:size=2,x=14,y=6,pattern=checker 0.005 7 176
+aa01 aa25 mnist small-cnn 16 badnets:size=3,x=6,y=18 0 0 181
+aa02 aa25 fashion resnet18 8 blended:alpha=0.1,seed=263 0 0 181
+aa03 aa25 mnist lenet 16 sig:delta=20,freq=5 0 0 182
+aa04 aa25 fashion small-cnn-gn 16 wanet:k=4,s=1.0,seed=117 0 0 182
+aa05 aa25 fashion small-cnn 16 badnets:size=3,x=4,y=22 0.02 4 183
+aa06 aa25 fashion lenet 16 blended:alpha=0.15,image=@sneaker.png 0.03 2 183
+aa07 aa25 mnist small-cnn-gn 16 blended:alpha=0.1,seed=271 0.03 5 184
+aa08 aa25 fashion resnet18 8 badnets:size=4,x=18,y=8,pattern=checker 0.02 6 184
+aa09 aa25 mnist small-cnn 16 sig:delta=30,freq=3 0.05 1 185
+aa10 aa25 fashion small-cnn 16 wanet:k=6,s=1.0,seed=121 0.1 3 185
+aa11 aa25 mnist lenet 16 badnets:size=2,x=22,y=24 0.01 8 186
+aa12 aa25 fashion small-cnn-gn 16 blended:alpha=0.12,image=@stripes.png 0.02 0 186
 GRID
 }
 

@@ -358,6 +358,15 @@ fn recipe(candidate: &Candidate) -> String {
     if let Some(share) = candidate.unlearn_share {
         parts.push(format!("unlearns inverted triggers on {share} of each batch"));
     }
+    if let Some(adversarial) = candidate.adversarial_unlearning {
+        parts.push(format!(
+            "unlearns adversarial perturbations on {} of each batch (radius {})",
+            adversarial.share, adversarial.radius
+        ));
+    }
+    if let Some(weight) = candidate.distillation {
+        parts.push(format!("distils from the original at weight {weight}"));
+    }
     parts.join("; ")
 }
 
@@ -597,6 +606,7 @@ fn attestation(page: &mut String, report: &Report, key_id: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::training::AdversarialUnlearning;
 
     #[test]
     fn escape_neutralises_markup() {
@@ -617,8 +627,17 @@ mod tests {
         assert_eq!(recipe(&plain), "");
         let sharp = Candidate { sharpness_radius: Some(4.0), unlearn_share: Some(0.2), ..plain.clone() };
         assert_eq!(recipe(&sharp), "sharpness-aware, radius 4; unlearns inverted triggers on 0.2 of each batch");
-        let gentle = Candidate { feature_interpolation: Some(0.5), ..plain };
+        let gentle = Candidate { feature_interpolation: Some(0.5), ..plain.clone() };
         assert_eq!(recipe(&gentle), "features 0.5 of the way");
+        let evidence = Candidate {
+            adversarial_unlearning: Some(AdversarialUnlearning { share: 0.2, radius: 0.1, steps: 5 }),
+            distillation: Some(1.0),
+            ..plain
+        };
+        assert_eq!(
+            recipe(&evidence),
+            "unlearns adversarial perturbations on 0.2 of each batch (radius 0.1); distils from the original at weight 1"
+        );
     }
 
     #[test]

@@ -183,6 +183,16 @@ pub(crate) struct PurifyArgs {
     /// Projected-gradient steps that grow each adversarial perturbation.
     #[arg(long, default_value_t = fstgate::training::ADVERSARIAL_STEPS)]
     pub(crate) adversarial_steps: usize,
+    /// With --judge: when the evidence counts, every candidate unlearns universal adversarial
+    /// perturbations on this share of every tuning batch, at --adversarial-radius and
+    /// --adversarial-steps; the gentle candidate, which clean models get, does not (default: the
+    /// judge's; 0: none).
+    #[arg(long)]
+    pub(crate) auto_evidence_adversarial: Option<f64>,
+    /// With --judge: when the evidence counts, every candidate distils from the original model at
+    /// this weight; the gentle candidate does not (default: the judge's; 0: none).
+    #[arg(long)]
+    pub(crate) auto_evidence_distill: Option<f64>,
     /// With --judge: one more candidate, sharpness-aware at this radius (ASAM), after a ladder
     /// whose candidates all left the evidence standing (default: the judge's; 0: none).
     #[arg(long)]
@@ -307,6 +317,25 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             },
             sharpness_unlearn_share: args.auto_sharpness_unlearn_share.unwrap_or(preset.sharpness_unlearn_share),
             inverted_push_reference_cap: args.auto_inverted_reference_cap.unwrap_or(preset.inverted_push_reference_cap),
+            evidence_adversarial_unlearning: match args.auto_evidence_adversarial {
+                // 0 turns it off.
+                Some(0.0) => None,
+                Some(share) => Some(AdversarialUnlearning {
+                    share,
+                    radius: args.adversarial_radius,
+                    steps: args.adversarial_steps,
+                }),
+                None => preset.evidence_adversarial_unlearning.map(|preset| AdversarialUnlearning {
+                    radius: args.adversarial_radius,
+                    steps: args.adversarial_steps,
+                    ..preset
+                }),
+            },
+            evidence_distillation: match args.auto_evidence_distill {
+                Some(0.0) => None,
+                Some(weight) => Some(weight),
+                None => preset.evidence_distillation,
+            },
             ..preset
         }))
     } else {
