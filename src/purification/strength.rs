@@ -510,17 +510,7 @@ impl AutoStrength {
         }
         // The ranges of what the search adds to the base (the warm-up rate, the gentle
         // candidate's interpolation) are the training settings' own checks.
-        let gentle = CandidateRegime {
-            keep_head: self.gentle_keeps_head,
-            feature_interpolation: self.gentle_feature_interpolation,
-            ..CandidateRegime::default()
-        };
-        let evidence = CandidateRegime {
-            adversarial_unlearning: self.evidence_adversarial_unlearning,
-            distillation: self.evidence_distillation,
-            ..CandidateRegime::default()
-        };
-        for regime in [gentle, evidence] {
+        for regime in [self.gentle_regime(), self.evidence_regime()] {
             self.candidate_settings(base, self.start_alpha, 1, regime, None).validate()?;
         }
         if !(0.0..1.0).contains(&self.gentle_unlearn_share) {
@@ -562,17 +552,27 @@ impl AutoStrength {
     /// outside the judge, or exploring, nothing does.
     fn regime(&self, evidence: bool) -> CandidateRegime {
         match (self.invert_triggers && !self.explore, evidence) {
-            (true, false) => CandidateRegime {
-                keep_head: self.gentle_keeps_head,
-                feature_interpolation: self.gentle_feature_interpolation,
-                ..CandidateRegime::default()
-            },
-            (true, true) => CandidateRegime {
-                adversarial_unlearning: self.evidence_adversarial_unlearning,
-                distillation: self.evidence_distillation,
-                ..CandidateRegime::default()
-            },
+            (true, false) => self.gentle_regime(),
+            (true, true) => self.evidence_regime(),
             (false, _) => CandidateRegime::default(),
+        }
+    }
+
+    /// The judge's gentle candidate: its head and features.
+    fn gentle_regime(&self) -> CandidateRegime {
+        CandidateRegime {
+            keep_head: self.gentle_keeps_head,
+            feature_interpolation: self.gentle_feature_interpolation,
+            ..CandidateRegime::default()
+        }
+    }
+
+    /// The judge's candidates with evidence: their adversarial unlearning and distillation.
+    fn evidence_regime(&self) -> CandidateRegime {
+        CandidateRegime {
+            adversarial_unlearning: self.evidence_adversarial_unlearning,
+            distillation: self.evidence_distillation,
+            ..CandidateRegime::default()
         }
     }
 
@@ -635,7 +635,7 @@ impl AutoStrength {
         } else {
             String::new()
         };
-        let mut adversarial = match self.evidence_adversarial_unlearning {
+        let mut evidence_tuning = match self.evidence_adversarial_unlearning {
             Some(adversarial) => format!(
                 " With evidence every candidate also unlearns universal adversarial perturbations: one shared by \
                  the last {} of every tuning batch, grown in {} projected-gradient steps within an L2 ball of {} \
@@ -645,7 +645,7 @@ impl AutoStrength {
             None => String::new(),
         };
         if let Some(weight) = self.evidence_distillation {
-            adversarial += &format!(
+            evidence_tuning += &format!(
                 " With evidence every candidate distils from the original model at weight {weight} (its answers \
                  on the unstamped clean images, temperature {DISTILLATION_TEMPERATURE})."
             );
@@ -666,7 +666,7 @@ impl AutoStrength {
              clears it, at most {} candidates: every suspect probe pushes <= {} and every inverted trigger <= {}{} \
              into its class; choose the most accurate on validation among those that cleared it, else the \
              closest; warn if the choice did not clear it or loses more than {} validation points.{sharpness}\
-             {gentle}{unlearning}{adversarial}",
+             {gentle}{unlearning}{evidence_tuning}",
             self.suspect_push_rate,
             inversion.steps,
             self.inversion_images,
@@ -1438,7 +1438,7 @@ fn search(
         } else {
             candidate_unlearned.clone()
         };
-        let unlearned_shapes = shapes_of(judged_afresh.iter().map(|&i| &inverted[i]));
+        let afresh_shapes = shapes_of(judged_afresh.iter().map(|&i| &inverted[i]));
         let candidate_started = Instant::now();
         let mut candidate = Candidate {
             head_kept: regime.keep_head,
@@ -1507,14 +1507,8 @@ fn search(
         if let (false, Some(optimisation)) = (judged_afresh.is_empty(), &optimisation) {
             // The unlearned triggers' own pushes fall by construction: what is left is judged by
             // a fresh inversion, with the detection's rule and the reference's mask for the class.
-            let (summary, _) = evaluation::invert_shapes(
-                model,
-                optimisation,
-                &validation,
-                input,
-                &fresh_inversion,
-                &unlearned_shapes,
-            )?;
+            let (summary, _) =
+                evaluation::invert_shapes(model, optimisation, &validation, input, &fresh_inversion, &afresh_shapes)?;
             candidate.reinversion_seconds = Some(summary.seconds);
             for &i in &judged_afresh {
                 let signal = &signals[probe_signals + i];
