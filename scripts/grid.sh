@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|ab26|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -141,7 +141,15 @@
 # eight backdoors of new seeds, positions, classes and triggers: a 3x3 patch into a small Fashion
 # CNN, a sneaker blend into a Fashion LeNet, a noise blend into an MNIST GroupNorm, a 4x4 checker
 # into a Fashion ResNet-18, a sinusoid into an MNIST CNN, a WaNet into a small Fashion CNN, a 1%
-# 2x2 patch into an MNIST LeNet, a stripes blend into a Fashion GroupNorm).
+# 2x2 patch into an MNIST LeNet, a stripes blend into a Fashion GroupNorm; gated with the version
+# 16 candidate and version 15, kept: spent), `ab26` (written down on 2026-12-07 before anything ran
+# on it, to hold out version 16 as adopted, fitted on the lab model and the spent sets, aa25
+# included: four clean models, a 32-wide Fashion GroupNorm, an MNIST ResNet-18, a Fashion LeNet
+# and a 24-wide MNIST CNN, and eight backdoors of new seeds, positions, classes, widths and
+# triggers: a 4x4 patch into a 24-wide MNIST CNN, a noise blend into a 32-wide Fashion GroupNorm,
+# a 1% 3x3 checker into an MNIST LeNet, a 3x3 patch into a Fashion ResNet-18, a sinusoid into a
+# small Fashion CNN, a WaNet into an MNIST GroupNorm, a stripes blend into a Fashion LeNet, a 0.5%
+# sneaker blend into an MNIST ResNet-18).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -495,6 +503,18 @@ aa09 aa25 mnist small-cnn 16 sig:delta=30,freq=3 0.05 1 185
 aa10 aa25 fashion small-cnn 16 wanet:k=6,s=1.0,seed=121 0.1 3 185
 aa11 aa25 mnist lenet 16 badnets:size=2,x=22,y=24 0.01 8 186
 aa12 aa25 fashion small-cnn-gn 16 blended:alpha=0.12,image=@stripes.png 0.02 0 186
+ab01 ab26 fashion small-cnn-gn 32 badnets:size=3,x=20,y=4 0 0 191
+ab02 ab26 mnist resnet18 8 sig:delta=25,freq=6 0 0 191
+ab03 ab26 fashion lenet 16 blended:alpha=0.12,image=@digit.png 0 0 192
+ab04 ab26 mnist small-cnn 24 wanet:k=4,s=1.0,seed=131 0 0 192
+ab05 ab26 mnist small-cnn 24 badnets:size=4,x=2,y=12 0.02 7 193
+ab06 ab26 fashion small-cnn-gn 32 blended:alpha=0.1,seed=281 0.03 9 193
+ab07 ab26 mnist lenet 16 badnets:size=3,x=12,y=24,pattern=checker 0.01 2 194
+ab08 ab26 fashion resnet18 8 badnets:size=3,x=22,y=22 0.03 4 194
+ab09 ab26 fashion small-cnn 16 sig:delta=30,freq=6 0.05 8 195
+ab10 ab26 mnist small-cnn-gn 16 wanet:k=4,s=1.0,seed=133 0.1 1 195
+ab11 ab26 fashion lenet 16 blended:alpha=0.15,image=@stripes.png 0.02 3 196
+ab12 ab26 mnist resnet18 8 blended:alpha=0.12,image=@sneaker.png 0.005 5 196
 GRID
 }
 

@@ -185,6 +185,13 @@ fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
             reason: "cuda",
         },
         Case {
+            name: "judge flags on a fixed strength",
+            model: "heads/fc.pt",
+            data: OK_DATA,
+            extra: &["--judge", "--auto-candidates", "2"],
+            reason: "--judge, --auto-candidates would be ignored: the automatic strength's flags apply only to it",
+        },
+        Case {
             name: "bad normalisation",
             model: "heads/fc.pt",
             data: OK_DATA,

@@ -141,11 +141,11 @@ fn checker_model() -> &'static (PathBuf, lab::LabReport) {
 
 /// A 5x5 checkerboard in the top-left corner, into class 3: the probe bank pastes 3x3 patches,
 /// and its checkerboard sits bottom-right, so only inversion can name the class. Class 3 gets
-/// the smallest inverted mask by far, the judge purifies until its inverted trigger no longer
-/// pushes, the real trigger's ASR falls under 2%, and the blind verdict releases the model
-/// within the 2 points: alpha 0.03 left the inverted trigger pushing 10.6% and the judge
-/// went on to 0.09 (from 0.01 since version 11), which with 900 steps per candidate gained 0.9
-/// points when measured (with 300 steps it had cost 2.35).
+/// the smallest inverted mask by far, the judge purifies until a fresh inversion of each
+/// candidate no longer pushes, the real trigger's ASR falls under 2%, and the blind verdict
+/// releases the model within the 2 points. Plain FST (version 15) went on to alpha 0.09
+/// for it; unlearning adversarial perturbations within a ball of 0.15 (version 16) clears it at
+/// the first rung, 0.01 (1.8% left through `fstgate purify`, docs/strength.md).
 #[test]
 fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     let (trigger, (model, lab)) = (CHECKER, checker_model());
@@ -194,9 +194,13 @@ fn inversion_finds_a_patch_outside_the_probe_bank_and_the_judge_removes_it() {
     assert!(drop <= 2.0, "cost {drop:.2} points");
     let result = blind_verdict(&report);
     assert_eq!(result.verdict, Verdict::Allow, "{:?}", result.reasons);
-    // Trigger unlearning (the next test) clears the same evidence at a weaker alpha.
-    let plain_alpha = search.candidates[search.chosen].alpha;
-    assert!(plain_alpha > UNLEARNING_ALPHA, "plain FST cleared at {plain_alpha}, unlearning at {UNLEARNING_ALPHA}");
+    // Every candidate with evidence unlearnt adversarial perturbations in the judge's ball, and,
+    // since what it unlearnt covers the inverted trigger, was judged by a fresh inversion.
+    let judged = AutoStrength::judge().evidence_adversarial_unlearning;
+    for candidate in &search.candidates {
+        assert_eq!(candidate.adversarial_unlearning, judged, "{candidate:?}");
+        assert!(candidate.reinversion_seconds.is_some_and(|s| s > 0.0), "{candidate:?}");
+    }
 }
 
 /// [`CHECKER`]'s model with trigger unlearning (opt-in, not the judge's default): the inverted
@@ -219,6 +223,8 @@ fn trigger_unlearning_clears_the_inverted_patch_at_a_weaker_alpha() {
         refit_residual: true,
         evidence_start_alpha: UNLEARNING_ALPHA,
         max_candidates: 1,
+        // Trigger unlearning alone: what this checks.
+        evidence_adversarial_unlearning: None,
         ..AutoStrength::judge()
     };
     let report =

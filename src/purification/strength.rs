@@ -43,7 +43,7 @@ use crate::evaluation::{
 };
 use crate::model::{Classifier, Snapshot};
 use crate::stats::{Interval, PairedCounts, wilson_upper_95};
-use crate::training::{AdversarialUnlearning, EpochRecord, Progress, Stamp, Unlearning};
+use crate::training::{ADVERSARIAL_STEPS, AdversarialUnlearning, EpochRecord, Progress, Stamp, Unlearning};
 
 /// How strongly FST pushes: fixed settings, or a search per model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,9 +247,11 @@ impl AutoStrength {
     /// `JUDGE_EVIDENCE_START_ALPHA`, at most `JUDGE_MAX_CANDIDATES` candidates; without evidence
     /// one candidate at alpha `JUDGE_GENTLE_ALPHA` that unlearns the inverted patches of the
     /// `JUDGE_GENTLE_UNLEARN_CLASSES` easiest classes and keeps
-    /// `JUDGE_GENTLE_FEATURE_INTERPOLATION` of its tuning's change to the features. Not yet the
-    /// default: on the held-out grids it still releases backdoors it does not detect
-    /// (docs/strength.md).
+    /// `JUDGE_GENTLE_FEATURE_INTERPOLATION` of its tuning's change to the features; the
+    /// candidates with evidence unlearn universal adversarial perturbations on
+    /// `JUDGE_EVIDENCE_ADVERSARIAL_SHARE` of every batch within `JUDGE_EVIDENCE_ADVERSARIAL_RADIUS`
+    /// (version 16). Not the default strength: on the held-out grids it still releases backdoors
+    /// it does not detect (docs/strength.md).
     pub fn judge() -> Self {
         AutoStrength {
             start_alpha: JUDGE_GENTLE_ALPHA,
@@ -266,10 +268,28 @@ impl AutoStrength {
             head_warmup_learning_rate: Some(JUDGE_HEAD_WARMUP_LEARNING_RATE),
             inverted_push_reference_cap: JUDGE_INVERTED_PUSH_REFERENCE_CAP,
             relearn_epochs: JUDGE_RELEARN_EPOCHS,
+            evidence_adversarial_unlearning: Some(AdversarialUnlearning {
+                share: JUDGE_EVIDENCE_ADVERSARIAL_SHARE,
+                radius: JUDGE_EVIDENCE_ADVERSARIAL_RADIUS,
+                steps: ADVERSARIAL_STEPS,
+            }),
             ..AutoStrength::default()
         }
     }
 }
+
+/// The share of every tuning batch on which the judge's candidates with evidence unlearn
+/// universal adversarial perturbations (`AutoStrength::evidence_adversarial_unlearning`, version
+/// 16): Neural Cleanse's unlearning share, chosen before any run, not fitted.
+pub const JUDGE_EVIDENCE_ADVERSARIAL_SHARE: f64 = 0.2;
+
+/// The ball of the judge's evidence candidates' adversarial unlearning, as a root-mean-square
+/// change per [0, 1] input value (an L2 of 4.2 on 28x28 images; version 16). Fitted on one lab
+/// model (tests/judgement.rs's MNIST GroupNorm CNN with a 5x5 checker, whose change is an L2 of
+/// about 3.6): the default 0.1 left 4.0% of its ASR, 0.15 left 1.8%. Held out on aa01-aa12
+/// (docs/strength.md, "Version 16"): 2 backdoors purified within the bars against version 15's
+/// none, 8 of 12 verdicts right against 6.
+pub const JUDGE_EVIDENCE_ADVERSARIAL_RADIUS: f64 = 0.15;
 
 /// The judge screens an inverted patch whose mask is at most this fraction of the other classes'
 /// median (`InversionSettings::max_mask_ratio`; 0.3, `UNREFERENCED_MAX_MASK_RATIO`, before
@@ -1961,7 +1981,19 @@ mod tests {
         let gentle = keeps.candidate_settings(&base, 0.001, 30, keeps.regime(false), None);
         assert_eq!((gentle.method, gentle.alpha, gentle.epochs, gentle.keep_head), (Method::Fst, 0.001, 30, true));
         assert_eq!(gentle.feature_interpolation, Some(JUDGE_GENTLE_FEATURE_INTERPOLATION));
-        assert_eq!(keeps.regime(true), CandidateRegime::default());
+        // With evidence, the judge's candidates keep nothing: they only unlearn adversarial
+        // perturbations (version 16).
+        assert_eq!(
+            keeps.regime(true),
+            CandidateRegime {
+                adversarial_unlearning: Some(AdversarialUnlearning {
+                    share: JUDGE_EVIDENCE_ADVERSARIAL_SHARE,
+                    radius: JUDGE_EVIDENCE_ADVERSARIAL_RADIUS,
+                    steps: ADVERSARIAL_STEPS,
+                }),
+                ..CandidateRegime::default()
+            }
+        );
         // Exploring a ladder, or without inversion, every candidate starts from a new head and
         // keeps its tuned features.
         assert_eq!(AutoStrength { explore: true, ..keeps.clone() }.regime(false), CandidateRegime::default());

@@ -177,12 +177,14 @@ pub(crate) struct PurifyArgs {
     /// (opt-in, not yet the default; docs/strength.md).
     #[arg(long)]
     pub(crate) adversarial_unlearning: Option<f64>,
-    /// The adversarial unlearning's ball, as a root-mean-square change per [0, 1] input value.
-    #[arg(long, default_value_t = fstgate::training::ADVERSARIAL_RADIUS)]
-    pub(crate) adversarial_radius: f64,
-    /// Projected-gradient steps that grow each adversarial perturbation.
-    #[arg(long, default_value_t = fstgate::training::ADVERSARIAL_STEPS)]
-    pub(crate) adversarial_steps: usize,
+    /// The adversarial unlearning's ball, as a root-mean-square change per [0, 1] input value
+    /// (default: 0.1 under --adversarial-unlearning, the judge's 0.15 on its candidates with
+    /// evidence).
+    #[arg(long)]
+    pub(crate) adversarial_radius: Option<f64>,
+    /// Projected-gradient steps that grow each adversarial perturbation (default: 5).
+    #[arg(long)]
+    pub(crate) adversarial_steps: Option<usize>,
     /// With --judge: when the evidence counts, every candidate unlearns universal adversarial
     /// perturbations on this share of every tuning batch, at --adversarial-radius and
     /// --adversarial-steps; the gentle candidate, which clean models get, does not (default: the
@@ -269,6 +271,49 @@ pub(crate) fn sample(count: Option<i64>) -> Sample {
 }
 
 /// Auto unless asked otherwise, or the strength is given by hand, or the method has no alpha.
+/// The adversarial unlearning's ball: the command line's radius and steps where it names them,
+/// else `preset`'s (the judge's evidence candidates'), else the library's defaults. The share is
+/// the preset's or 0, for the caller to set.
+fn adversarial_ball(args: &PurifyArgs, preset: Option<AdversarialUnlearning>) -> AdversarialUnlearning {
+    let preset = preset.unwrap_or(AdversarialUnlearning {
+        share: 0.0,
+        radius: fstgate::training::ADVERSARIAL_RADIUS,
+        steps: fstgate::training::ADVERSARIAL_STEPS,
+    });
+    AdversarialUnlearning {
+        radius: args.adversarial_radius.unwrap_or(preset.radius),
+        steps: args.adversarial_steps.unwrap_or(preset.steps),
+        ..preset
+    }
+}
+
+/// The automatic strength's flags given on the command line, which a fixed strength would
+/// otherwise silently ignore. (Flags with a default value cannot be told apart from their
+/// default and are not listed.)
+fn automatic_only_flags(args: &PurifyArgs) -> Vec<&'static str> {
+    let given = [
+        ("--judge", args.judge),
+        ("--auto-explore", args.auto_explore),
+        ("--auto-refit-residual", args.auto_refit_residual),
+        ("--auto-start-alpha", args.auto_start_alpha.is_some()),
+        ("--auto-evidence-start-alpha", args.auto_evidence_start_alpha.is_some()),
+        ("--auto-candidates", args.auto_candidates.is_some()),
+        ("--auto-min-steps", args.auto_min_steps.is_some()),
+        ("--auto-unlearn-share", args.auto_unlearn_share.is_some()),
+        ("--auto-relearn-epochs", args.auto_relearn_epochs.is_some()),
+        ("--auto-gentle-unlearn-classes", args.auto_gentle_unlearn_classes.is_some()),
+        ("--auto-gentle-keep-head", args.auto_gentle_keep_head.is_some()),
+        ("--auto-gentle-unlearn-share", args.auto_gentle_unlearn_share.is_some()),
+        ("--auto-gentle-feature-interpolation", args.auto_gentle_feature_interpolation.is_some()),
+        ("--auto-evidence-adversarial", args.auto_evidence_adversarial.is_some()),
+        ("--auto-evidence-distill", args.auto_evidence_distill.is_some()),
+        ("--auto-sharpness-radius", args.auto_sharpness_radius.is_some()),
+        ("--auto-sharpness-unlearn-share", args.auto_sharpness_unlearn_share.is_some()),
+        ("--auto-inverted-reference-cap", args.auto_inverted_reference_cap.is_some()),
+    ];
+    given.into_iter().filter(|(_, given)| *given).map(|(flag, _)| flag).collect()
+}
+
 fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
     let manual = args.alpha.is_some() || args.epochs.is_some() || args.lr.is_some();
     let auto = match args.strength {
@@ -278,6 +323,17 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
         Some(mode) => mode == StrengthMode::Auto,
         None => args.method == Method::Fst && !manual,
     };
+    if !auto {
+        let ignored = automatic_only_flags(args);
+        if !ignored.is_empty() {
+            anyhow::bail!(
+                "{} would be ignored: the automatic strength's flags apply only to it, and this run's strength \
+                 is fixed (--strength fixed, a baseline --method, or --alpha, --epochs or --lr given); leave \
+                 them out, or use --strength auto",
+                ignored.join(", ")
+            );
+        }
+    }
     let preset = if args.judge { AutoStrength::judge() } else { AutoStrength::default() };
     Ok(if auto {
         Strength::Auto(Box::new(AutoStrength {
@@ -317,19 +373,17 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             },
             sharpness_unlearn_share: args.auto_sharpness_unlearn_share.unwrap_or(preset.sharpness_unlearn_share),
             inverted_push_reference_cap: args.auto_inverted_reference_cap.unwrap_or(preset.inverted_push_reference_cap),
-            evidence_adversarial_unlearning: match args.auto_evidence_adversarial {
+            evidence_adversarial_unlearning: match (
+                args.auto_evidence_adversarial,
+                preset.evidence_adversarial_unlearning,
+            ) {
                 // 0 turns it off.
-                Some(0.0) => None,
-                Some(share) => Some(AdversarialUnlearning {
-                    share,
-                    radius: args.adversarial_radius,
-                    steps: args.adversarial_steps,
-                }),
-                None => preset.evidence_adversarial_unlearning.map(|preset| AdversarialUnlearning {
-                    radius: args.adversarial_radius,
-                    steps: args.adversarial_steps,
-                    ..preset
-                }),
+                (Some(0.0), _) | (None, None) => None,
+                // The judge's ball unless the command line names one.
+                (share, preset_ball) => {
+                    let ball = adversarial_ball(args, preset_ball);
+                    Some(AdversarialUnlearning { share: share.unwrap_or(ball.share), ..ball })
+                }
             },
             evidence_distillation: match args.auto_evidence_distill {
                 Some(0.0) => None,
@@ -354,6 +408,7 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         crop_padding: args.crop_padding.unwrap_or(defaults.augmentation.crop_padding),
         horizontal_flip: (defaults.augmentation.horizontal_flip || args.flip) && !args.no_flip,
     };
+    let ball = adversarial_ball(&args, None);
     let settings = Settings {
         method: args.method,
         epochs: args.epochs.unwrap_or(defaults.epochs),
@@ -371,11 +426,7 @@ pub(crate) fn run(args: PurifyArgs, quiet: bool) -> anyhow::Result<()> {
         feature_interpolation: args.feature_interpolation,
         sharpness_radius: args.sharpness_radius,
         distillation: args.distill,
-        adversarial_unlearning: args.adversarial_unlearning.map(|share| AdversarialUnlearning {
-            share,
-            radius: args.adversarial_radius,
-            steps: args.adversarial_steps,
-        }),
+        adversarial_unlearning: args.adversarial_unlearning.map(|share| AdversarialUnlearning { share, ..ball }),
     };
     let attack = match (args.trigger, args.poisoned_test_data) {
         (Some(trigger), _) => Some((AttackInput::Trigger(trigger), args.target_class)),
