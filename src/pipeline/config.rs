@@ -464,6 +464,20 @@ mod tests {
             ..AutoStrength::judge()
         };
         assert_eq!(tuned, expected);
+        // The judge's evidence tuning is turned off by a share of 0 (TOML has no null); the
+        // rest of its ball is kept.
+        let v15 = with(
+            "[purification]\njudge = true\n[purification.auto]\nevidence_adversarial_unlearning = { share = 0.0 }",
+        )
+        .unwrap()
+        .purification
+        .auto
+        .unwrap();
+        let ball = AutoStrength::judge().evidence_adversarial_unlearning.unwrap();
+        assert_eq!(
+            v15.evidence_adversarial_unlearning,
+            Some(crate::training::AdversarialUnlearning { share: 0.0, ..ball })
+        );
         // Without `judge`, the keys change the default's settings.
         let plain = with("[purification.auto]\ninvert_triggers = true").unwrap().purification.auto.unwrap();
         assert_eq!(plain, AutoStrength { invert_triggers: true, ..AutoStrength::default() });

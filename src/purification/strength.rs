@@ -193,7 +193,8 @@ pub struct AutoStrength {
     /// unlearning cost the held-out i24's clean models 1.20-1.75 points, and on its evidence
     /// rungs it removed the most backdoors within the bars (docs/strength.md). Every inverted
     /// trigger that counts is then judged by a fresh inversion of each candidate, as under
-    /// trigger unlearning: the perturbations unlearnt cover it.
+    /// trigger unlearning: the perturbations unlearnt cover it. A share of 0 turns it off
+    /// (version 15's judge).
     #[serde(default)]
     pub evidence_adversarial_unlearning: Option<AdversarialUnlearning>,
     /// With evidence (trigger inversion on): every candidate distils from the original model at
@@ -512,9 +513,7 @@ impl AutoStrength {
                     .into(),
             ));
         }
-        if (self.evidence_adversarial_unlearning.is_some() || self.evidence_distillation.is_some())
-            && !self.invert_triggers
-        {
+        if (self.evidence_adversarial().is_some() || self.evidence_distillation.is_some()) && !self.invert_triggers {
             return Err(Error::Settings(
                 "the tuning with evidence (adversarial unlearning, distillation) is the judge's, chosen when \
                  inversion finds evidence: it needs trigger inversion (--judge, or invert_triggers = true)"
@@ -588,9 +587,16 @@ impl AutoStrength {
     }
 
     /// The judge's candidates with evidence: their adversarial unlearning and distillation.
+    /// The evidence candidates' adversarial unlearning, None when off: a share of exactly 0
+    /// turns it off, so a pipeline's TOML, which has no null, can give version 15 back (any
+    /// other share out of range is refused by `validate`).
+    fn evidence_adversarial(&self) -> Option<AdversarialUnlearning> {
+        self.evidence_adversarial_unlearning.filter(|adversarial| adversarial.share != 0.0)
+    }
+
     fn evidence_regime(&self) -> CandidateRegime {
         CandidateRegime {
-            adversarial_unlearning: self.evidence_adversarial_unlearning,
+            adversarial_unlearning: self.evidence_adversarial(),
             distillation: self.evidence_distillation,
             ..CandidateRegime::default()
         }
@@ -655,7 +661,7 @@ impl AutoStrength {
         } else {
             String::new()
         };
-        let mut evidence_tuning = match self.evidence_adversarial_unlearning {
+        let mut evidence_tuning = match self.evidence_adversarial() {
             Some(adversarial) => format!(
                 " With evidence every candidate also unlearns universal adversarial perturbations: one shared by \
                  the last {} of every tuning batch, grown in {} projected-gradient steps within an L2 ball of {} \
@@ -2051,6 +2057,19 @@ mod tests {
         judge.validate(&base).unwrap();
         let uninverted = AutoStrength { invert_triggers: false, ..judge.clone() };
         assert!(uninverted.validate(&base).unwrap_err().to_string().contains("needs trigger inversion"));
+        // A share of 0 is off: no candidate unlearns, and the rule does not say it does.
+        let off = AutoStrength {
+            evidence_adversarial_unlearning: Some(AdversarialUnlearning { share: 0.0, ..adversarial }),
+            ..judge.clone()
+        };
+        assert_eq!(off.regime(true), CandidateRegime::default());
+        assert!(!off.rule().contains("adversarial"), "{}", off.rule());
+        off.validate(&base).unwrap();
+        let negative_share = AutoStrength {
+            evidence_adversarial_unlearning: Some(AdversarialUnlearning { share: -0.2, ..adversarial }),
+            ..judge.clone()
+        };
+        assert!(negative_share.validate(&base).unwrap_err().to_string().contains("adversarial unlearning share"));
         let too_large = AutoStrength {
             evidence_adversarial_unlearning: Some(AdversarialUnlearning { share: 1.5, ..adversarial }),
             ..judge
