@@ -586,7 +586,6 @@ impl AutoStrength {
         }
     }
 
-    /// The judge's candidates with evidence: their adversarial unlearning and distillation.
     /// The evidence candidates' adversarial unlearning, None when off: a share of exactly 0
     /// turns it off, so a pipeline's TOML, which has no null, can give version 15 back (any
     /// other share out of range is refused by `validate`).
@@ -594,6 +593,7 @@ impl AutoStrength {
         self.evidence_adversarial_unlearning.filter(|adversarial| adversarial.share != 0.0)
     }
 
+    /// The judge's candidates with evidence: their adversarial unlearning and distillation.
     fn evidence_regime(&self) -> CandidateRegime {
         CandidateRegime {
             adversarial_unlearning: self.evidence_adversarial(),

@@ -270,7 +270,6 @@ pub(crate) fn sample(count: Option<i64>) -> Sample {
     count.map_or(Sample::All, Sample::Count)
 }
 
-/// Auto unless asked otherwise, or the strength is given by hand, or the method has no alpha.
 /// The adversarial unlearning's ball: the command line's radius and steps where it names them,
 /// else `preset`'s (the judge's evidence candidates'), else the library's defaults. The share is
 /// the preset's or 0, for the caller to set.
@@ -314,6 +313,7 @@ fn automatic_only_flags(args: &PurifyArgs) -> Vec<&'static str> {
     given.into_iter().filter(|(_, given)| *given).map(|(flag, _)| flag).collect()
 }
 
+/// Auto unless asked otherwise, or the strength is given by hand, or the method has no alpha.
 fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
     let manual = args.alpha.is_some() || args.epochs.is_some() || args.lr.is_some();
     let auto = match args.strength {
