@@ -16,6 +16,7 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         ("pipeline-config.schema.json", to_value(schemars::schema_for!(crate::pipeline::PipelineConfig))),
         ("gate-report.schema.json", to_value(schemars::schema_for!(crate::pipeline::GateReport))),
         ("outcome.schema.json", to_value(schemars::schema_for!(crate::publication::Outcome))),
+        ("scan.schema.json", to_value(schemars::schema_for!(crate::job::ScanReport))),
         ("sandbox-check.schema.json", to_value(schemars::schema_for!(crate::worker::check::SandboxCheck))),
         // fstgate's parts of the signed predicates.
         ("decision-record.schema.json", to_value(schemars::schema_for!(DecisionRecord))),

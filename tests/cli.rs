@@ -306,3 +306,57 @@ fn policy_eval_exits_0_on_allow_1_on_deny_2_on_a_bad_report() {
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("nope.json"), "{}", missing.stderr);
 }
+
+#[test]
+fn scan_names_the_lab_backdoors_target_and_writes_every_inverted_trigger() {
+    let lab = common::badnets_model();
+    let dir = common::scratch("cli-scan");
+    let (json, triggers) = (dir.join("scan.json"), dir.join("triggers"));
+    let data = format!("{}#train", common::FASHION_MNIST);
+    let scan = |model: &Path, data: &str| {
+        let [model, json, triggers] = [model, &json, &triggers].map(|p| p.display().to_string());
+        fstgate(&[
+            "--quiet",
+            "scan",
+            "--model",
+            &model,
+            "--clean-data",
+            data,
+            "--clean-count",
+            "1500",
+            "--device",
+            "cpu",
+            "--json",
+            &json,
+            "--triggers",
+            &triggers,
+        ])
+    };
+    // A bad input is refused before anything is written.
+    let missing = scan(&dir.join("missing.pt"), &data);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(missing.stderr.contains("missing.pt"), "{}", missing.stderr);
+    assert_nothing_written(&dir, &[]);
+
+    let run = scan(&lab.model, &data);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: fstgate::job::ScanReport = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report.schema, fstgate::job::SCAN_SCHEMA);
+    assert_eq!(report.clean_data.images_used, 1500);
+    let inversion = &report.inversion;
+    // The demo's BadNets patch into class 0: the smallest mask, far below the other classes'.
+    assert_eq!(inversion.suspected_targets.first(), Some(&0), "{inversion:?}");
+    assert!(inversion.classes[0].mask_ratio < 0.3 && inversion.classes[0].push > 0.9, "{:?}", inversion.classes[0]);
+    assert!(report.backdoor_suspected);
+    assert!(run.stdout.contains("backdoor suspected: patch targets [0"), "{}", run.stdout);
+    // A mask and a trigger per class, and a blend per class, each a 28x28 image.
+    let mut written: Vec<String> =
+        std::fs::read_dir(&triggers).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    written.sort();
+    assert_eq!(written.len(), 30, "{written:?}");
+    let mask = image::open(triggers.join("patch-0-mask.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (28, 28));
+    // The PNG is the mask: its sum is the reported size, up to 8-bit rounding of 784 pixels.
+    let pixels: f64 = mask.pixels().map(|p| f64::from(p.0[0]) / 255.0).sum();
+    assert!((pixels - inversion.classes[0].mask_pixels).abs() < 2.0, "{pixels} vs {:?}", inversion.classes[0]);
+}

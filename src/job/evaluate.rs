@@ -148,7 +148,7 @@ fn registered_source(source: &ModelSource, job: &PurifyJob) -> ModelSource {
 }
 
 /// Loads and conforms a data set, then samples it.
-fn load_data(spec: &DataSpec, input: &InputSpec, sample: Sample, seed: u64) -> Result<Dataset> {
+pub(super) fn load_data(spec: &DataSpec, input: &InputSpec, sample: Sample, seed: u64) -> Result<Dataset> {
     let data = data::load(spec)?.conform(input)?;
     let data = sample.apply(data, seed)?;
     if data.is_empty() {
@@ -157,7 +157,7 @@ fn load_data(spec: &DataSpec, input: &InputSpec, sample: Sample, seed: u64) -> R
     Ok(data)
 }
 
-fn check_normalisation(input: &InputSpec, data: &Dataset) -> Result<()> {
+pub(super) fn check_normalisation(input: &InputSpec, data: &Dataset) -> Result<()> {
     input.validate()?;
     let channels = data.image_shape()[0] as usize;
     if input.mean.len() != 1 && input.mean.len() != channels {
@@ -181,6 +181,6 @@ fn same_image_shape(what: &str, data: &Dataset, test: &Dataset) -> Result<()> {
     )))
 }
 
-fn usage(data: &Dataset) -> DataUsage {
+pub(super) fn usage(data: &Dataset) -> DataUsage {
     DataUsage { source: data.source.clone(), images_used: data.len(), image_shape: data.image_shape() }
 }

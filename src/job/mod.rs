@@ -8,8 +8,11 @@
 //!
 //! `fstgate purify` and the pipeline both go through these two; the pipeline then publishes the
 //! directory to its destination store (`publication`). [`run`] does both stages in this process.
+//! [`scan`] (scan.rs) is the untrusted stage's evidence alone: trigger inversion without
+//! purification, for `fstgate scan`.
 mod conclude;
 mod evaluate;
+mod scan;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,7 @@ use crate::report::html;
 use crate::training::Progress;
 pub use conclude::conclude;
 pub use evaluate::evaluate;
+pub use scan::{SCAN_SCHEMA, ScanJob, ScanReport, scan, write_trigger_images};
 
 /// How much of a data source to use.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -42,7 +42,7 @@ pub fn triggered_examples(examples: &Examples, before: &[i64], after: &[i64]) ->
 }
 
 /// A [C, H, W] image in [0, 1] (C = 1 or 3) as PNG bytes.
-fn png(image: &Tensor) -> Result<Vec<u8>> {
+pub fn png(image: &Tensor) -> Result<Vec<u8>> {
     let size = image.size();
     let (channels, height, width) = (size[0], size[1] as u32, size[2] as u32);
     let pixels = (image.to_device(tch::Device::Cpu) * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);

@@ -8,6 +8,7 @@ mod pipeline;
 mod policy;
 mod purify;
 mod sandbox;
+mod scan;
 mod schema;
 mod verify;
 
@@ -77,6 +78,12 @@ enum Command {
     /// The attack lab: make backdoored models on real data.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Trigger inversion on one model, without purifying it: the judge's evidence alone (a mask
+    /// and pattern per class, and a blend, each sized against the other classes). A class that
+    /// stands out is a suspect, not a verdict: the judge also reads it against a model trained
+    /// from scratch, which a scan does not (exit 0 either way; 2 on an error). Runs the model's
+    /// code in this process.
+    Scan(scan::ScanArgs),
     /// Write a new ECDSA P-256 signing key pair (private key mode 0600).
     Keygen {
         #[arg(long)]
@@ -190,6 +197,7 @@ fn main() -> ExitCode {
         }
         Command::SandboxCheck { unconfined, json } => sandbox::sandbox_check(!unconfined, json),
         Command::Purify(args) => purify::run(args, cli.quiet).map(|()| true),
+        Command::Scan(args) => scan::run(args).map(|()| true),
         Command::Lab(lab::LabCommand::Poison(args)) => lab::poison(args, cli.quiet).map(|()| true),
         Command::Keygen { private_key, public_key } => {
             fstgate::attestation::keys::generate_files(&private_key, &public_key)
