@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|ab26|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|ab26|ac27|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -149,7 +149,15 @@
 # triggers: a 4x4 patch into a 24-wide MNIST CNN, a noise blend into a 32-wide Fashion GroupNorm,
 # a 1% 3x3 checker into an MNIST LeNet, a 3x3 patch into a Fashion ResNet-18, a sinusoid into a
 # small Fashion CNN, a WaNet into an MNIST GroupNorm, a stripes blend into a Fashion LeNet, a 0.5%
-# sneaker blend into an MNIST ResNet-18).
+# sneaker blend into an MNIST ResNet-18; gated once with version 16, kept: spent), `ac27`
+# (written down on 2026-12-07, night, before anything ran on it, to hold out a version 17 whose
+# inversion runs 600 steps instead of 200, fitted on the spent ab05 and ab04 and on scans of
+# spent models: four clean models, an MNIST CNN, a 24-wide MNIST CNN, a Fashion ResNet-18 and a
+# 32-wide Fashion GroupNorm, and eight backdoors of new seeds, positions, classes, widths and
+# triggers: a 2% 4x4 patch into a 24-wide MNIST CNN, a 1% 4x4 patch into an MNIST CNN, a 1% 3x3
+# checker into a 32-wide MNIST CNN, a 3x3 checker into a Fashion ResNet-18, a 2x2 patch into a
+# Fashion LeNet, a noise blend into an MNIST GroupNorm, a sinusoid into a Fashion GroupNorm, a
+# WaNet into a small Fashion CNN).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -515,6 +523,18 @@ ab09 ab26 fashion small-cnn 16 sig:delta=30,freq=6 0.05 8 195
 ab10 ab26 mnist small-cnn-gn 16 wanet:k=4,s=1.0,seed=133 0.1 1 195
 ab11 ab26 fashion lenet 16 blended:alpha=0.15,image=@stripes.png 0.02 3 196
 ab12 ab26 mnist resnet18 8 blended:alpha=0.12,image=@sneaker.png 0.005 5 196
+ac01 ac27 mnist small-cnn 16 badnets:size=4,x=16,y=6 0 0 201
+ac02 ac27 mnist small-cnn 24 badnets:size=3,x=8,y=8 0 0 201
+ac03 ac27 fashion resnet18 8 badnets:size=3,x=6,y=22,pattern=checker 0 0 202
+ac04 ac27 fashion small-cnn-gn 32 blended:alpha=0.1,seed=291 0 0 202
+ac05 ac27 mnist small-cnn 24 badnets:size=4,x=22,y=8 0.02 3 203
+ac06 ac27 mnist small-cnn 16 badnets:size=4,x=10,y=2 0.01 6 203
+ac07 ac27 mnist small-cnn 32 badnets:size=3,x=4,y=4,pattern=checker 0.01 9 204
+ac08 ac27 fashion resnet18 8 badnets:size=3,x=20,y=14,pattern=checker 0.02 1 204
+ac09 ac27 fashion lenet 16 badnets:size=2,x=2,y=24 0.02 7 205
+ac10 ac27 mnist small-cnn-gn 16 blended:alpha=0.1,seed=293 0.03 5 205
+ac11 ac27 fashion small-cnn-gn 16 sig:delta=25,freq=5 0.05 2 206
+ac12 ac27 fashion small-cnn 16 wanet:k=4,s=1.0,seed=141 0.1 4 206
 GRID
 }
 
