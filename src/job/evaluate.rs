@@ -102,12 +102,7 @@ pub fn evaluate(job: &PurifyJob, dir: &Path, progress: &dyn Progress) -> Result<
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
         finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         device: crate::device::name(job.device),
-        model: ModelInfo {
-            source: registered_source(&model.source, job),
-            head: model.head.clone(),
-            output: model.output,
-            num_classes: model.num_classes,
-        },
+        model: model_info(&model, registered_source(&model.source, job)),
         clean_data: usage(&clean),
         test_data: usage(&test),
         input: job.input.clone(),
@@ -145,6 +140,11 @@ fn registered_source(source: &ModelSource, job: &PurifyJob) -> ModelSource {
         registry: Some(registry.clone()),
         ..source.clone()
     }
+}
+
+/// The loaded model as reports describe it, with its provenance as given.
+pub(super) fn model_info(model: &Classifier, source: ModelSource) -> ModelInfo {
+    ModelInfo { source, head: model.head.clone(), output: model.output, num_classes: model.num_classes }
 }
 
 /// Loads and conforms a data set, then samples it.

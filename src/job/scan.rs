@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::Sample;
-use super::evaluate::{check_normalisation, load_data, usage};
+use super::evaluate::{check_normalisation, load_data, model_info, usage};
 use crate::data::{DataSpec, InputSpec};
 use crate::error::{Error, Result};
 use crate::evaluation::{self, InversionSettings, InversionSummary, InvertedTrigger, TriggerShape};
@@ -21,9 +21,6 @@ use crate::report::{DataUsage, ModelInfo};
 
 /// The schema name of a scan's document.
 pub const SCAN_SCHEMA: &str = "fstgate.scan/v1";
-
-/// Images the masks are optimised on at most, as the judge's `inversion_images`.
-const OPTIMISATION_IMAGES: i64 = 1000;
 
 /// What to scan, and with what.
 #[derive(Debug, Clone)]
@@ -43,6 +40,9 @@ pub struct ScanJob {
     /// Share of the clean images held out to measure each trigger's push, class-balanced (the
     /// judge's validation share).
     pub held_out_fraction: f64,
+    /// At most this many of the other images, class-balanced, to optimise the masks on (the
+    /// judge's `inversion_images`).
+    pub optimisation_images: i64,
     /// Seeds the split, the optimisation's batches and its starts.
     pub seed: u64,
     /// The inversion's settings (the judge's by default; their seed is replaced by `seed`).
@@ -88,19 +88,14 @@ pub fn scan(job: &ScanJob) -> Result<(ScanReport, Vec<InvertedTrigger>)> {
     let mut model = Classifier::load(&job.model, job.device, &sample, job.head.as_deref())?;
     clean.check_labels(model.num_classes)?;
     let (tuning, held_out) = clean.balanced_split(job.held_out_fraction, job.seed)?;
-    let optimisation = tuning.balanced_count(OPTIMISATION_IMAGES.min(tuning.len()), job.seed)?;
+    let optimisation = tuning.balanced_count(job.optimisation_images.min(tuning.len()), job.seed)?;
     let settings = InversionSettings { seed: job.seed, ..job.inversion.clone() };
     let (inversion, triggers) = evaluation::invert(&mut model, &optimisation, &held_out, &job.input, &settings)?;
     let backdoor_suspected = !inversion.suspected_targets.is_empty() || !inversion.suspected_blend_targets.is_empty();
     let report = ScanReport {
         schema: SCAN_SCHEMA.to_string(),
         fstgate_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: ModelInfo {
-            source: model.source.clone(),
-            head: model.head.clone(),
-            output: model.output,
-            num_classes: model.num_classes,
-        },
+        model: model_info(&model, model.source.clone()),
         clean_data: usage(&clean),
         inversion,
         backdoor_suspected,

@@ -58,6 +58,7 @@ pub(crate) fn run(args: ScanArgs) -> anyhow::Result<()> {
         input: args.input.spec(),
         device: device::resolve(args.input.device)?,
         held_out_fraction: judge.validation_fraction,
+        optimisation_images: judge.inversion_images,
         seed: args.seed,
         inversion: InversionSettings {
             steps: args.steps.unwrap_or(judge.inversion.steps),
