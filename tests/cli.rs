@@ -188,8 +188,9 @@ fn every_bad_input_exits_2_with_its_reason_and_writes_nothing() {
             name: "judge flags on a fixed strength",
             model: "heads/fc.pt",
             data: OK_DATA,
-            extra: &["--judge", "--auto-candidates", "2"],
-            reason: "--judge, --auto-candidates would be ignored: the automatic strength's flags apply only to it",
+            extra: &["--judge", "--auto-candidates", "2", "--inversion-steps", "50"],
+            reason: "--judge, --auto-candidates, --inversion-steps would be ignored: the automatic strength's flags \
+                     apply only to it",
         },
         Case {
             name: "bad normalisation",

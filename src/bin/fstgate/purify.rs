@@ -123,12 +123,14 @@ pub(crate) struct PurifyArgs {
     /// 20; 0 turns it off).
     #[arg(long)]
     pub(crate) auto_relearn_epochs: Option<usize>,
-    /// With --judge: optimiser steps of the trigger inversion (all classes together).
-    #[arg(long, default_value_t = AutoStrength::default().inversion.steps)]
-    pub(crate) inversion_steps: usize,
-    /// With --judge: clean images per class and step of the trigger inversion.
-    #[arg(long, default_value_t = AutoStrength::default().inversion.batch_size)]
-    pub(crate) inversion_batch: i64,
+    /// With --judge: optimiser steps of the trigger inversion, all classes together (default:
+    /// the judge's).
+    #[arg(long)]
+    pub(crate) inversion_steps: Option<usize>,
+    /// With --judge: clean images per class and step of the trigger inversion (default: the
+    /// judge's).
+    #[arg(long)]
+    pub(crate) inversion_batch: Option<i64>,
     /// Epochs of linear probing of the re-initialised head before the full tuning (LP-FT;
     /// default 0, the paper; with --judge 5 per candidate).
     #[arg(long)]
@@ -309,6 +311,8 @@ fn automatic_only_flags(args: &PurifyArgs) -> Vec<&'static str> {
         ("--auto-sharpness-radius", args.auto_sharpness_radius.is_some()),
         ("--auto-sharpness-unlearn-share", args.auto_sharpness_unlearn_share.is_some()),
         ("--auto-inverted-reference-cap", args.auto_inverted_reference_cap.is_some()),
+        ("--inversion-steps", args.inversion_steps.is_some()),
+        ("--inversion-batch", args.inversion_batch.is_some()),
     ];
     given.into_iter().filter(|(_, given)| *given).map(|(flag, _)| flag).collect()
 }
@@ -348,8 +352,8 @@ fn strength(args: &PurifyArgs) -> anyhow::Result<Strength> {
             max_validation_drop_points: args.max_validation_drop,
             explore: args.auto_explore,
             inversion: InversionSettings {
-                steps: args.inversion_steps,
-                batch_size: args.inversion_batch,
+                steps: args.inversion_steps.unwrap_or(preset.inversion.steps),
+                batch_size: args.inversion_batch.unwrap_or(preset.inversion.batch_size),
                 ..preset.inversion.clone()
             },
             head_warmup_epochs: args.head_warmup_epochs.unwrap_or(preset.head_warmup_epochs),
