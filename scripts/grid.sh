@@ -157,7 +157,7 @@
 # triggers: a 2% 4x4 patch into a 24-wide MNIST CNN, a 1% 4x4 patch into an MNIST CNN, a 1% 3x3
 # checker into a 32-wide MNIST CNN, a 3x3 checker into a Fashion ResNet-18, a 2x2 patch into a
 # Fashion LeNet, a noise blend into an MNIST GroupNorm, a sinusoid into a Fashion GroupNorm, a
-# WaNet into a small Fashion CNN).
+# WaNet into a small Fashion CNN; gated with version 16 and version 17, kept: spent).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
