@@ -7,7 +7,7 @@
 # trigger is passed only so the report measures the true ASR; the strength search never sees
 # it), and the default policy judging a copy of the report with the known attack removed.
 #
-#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|ab26|ac27|all] [path/to/fstgate]
+#   scripts/grid.sh [fit|heldout|fresh|blends|clean|v5|w6|r7|s8|t9|u10|gpu|x11|y12|z13|k14|m15|p16|q17|e18|d19|a20|o21|j22|l23|i24|aa25|ab26|ac27|ad28|all] [path/to/fstgate]
 #
 # Halves: `fit` (the defaults are fitted on it), `heldout` (reported twice, now spent), `fresh`
 # (a second held-out half, other seeds, positions, classes and triggers, reported once for
@@ -157,7 +157,15 @@
 # triggers: a 2% 4x4 patch into a 24-wide MNIST CNN, a 1% 4x4 patch into an MNIST CNN, a 1% 3x3
 # checker into a 32-wide MNIST CNN, a 3x3 checker into a Fashion ResNet-18, a 2x2 patch into a
 # Fashion LeNet, a noise blend into an MNIST GroupNorm, a sinusoid into a Fashion GroupNorm, a
-# WaNet into a small Fashion CNN; gated with version 16 and version 17, kept: spent).
+# WaNet into a small Fashion CNN; gated with version 16 and version 17, kept: spent), `ad28`
+# (written down on 2026-12-08, night, before anything ran on it and before the next version is
+# fitted on the spent sets, ac27 included, to hold that version out: four clean models, a 24-wide
+# Fashion CNN, an MNIST ResNet-18, an MNIST LeNet and a Fashion GroupNorm, and eight backdoors of
+# new seeds, positions, classes, widths and triggers, the kinds whose first rung cost too much on
+# ac27 among them: a 2% 4x4 patch into a Fashion ResNet-18, a 1% 3x3 checker into an MNIST LeNet,
+# a 1% 3x3 patch into a 24-wide MNIST CNN, a sinusoid into a Fashion LeNet, a WaNet into a 32-wide
+# MNIST GroupNorm, a digit blend into a small Fashion CNN, a noise blend into an MNIST ResNet-18, a
+# 2x2 patch into a 32-wide Fashion GroupNorm).
 #
 # Environment: GRID_DIR [work/grid], GRID_TRAIN [20000 training images], GRID_LAB_EPOCHS [8],
 # GRID_CLEAN [3000 clean images], GRID_TEST [2000 test images], GRID_JOBS [2 models at a time,
@@ -535,6 +543,18 @@ ac09 ac27 fashion lenet 16 badnets:size=2,x=2,y=24 0.02 7 205
 ac10 ac27 mnist small-cnn-gn 16 blended:alpha=0.1,seed=293 0.03 5 205
 ac11 ac27 fashion small-cnn-gn 16 sig:delta=25,freq=5 0.05 2 206
 ac12 ac27 fashion small-cnn 16 wanet:k=4,s=1.0,seed=141 0.1 4 206
+ad01 ad28 fashion small-cnn 24 badnets:size=3,x=10,y=20 0 0 207
+ad02 ad28 mnist resnet18 8 badnets:size=3,x=4,y=12 0 0 207
+ad03 ad28 mnist lenet 16 badnets:size=3,x=4,y=12 0 0 208
+ad04 ad28 fashion small-cnn-gn 16 badnets:size=3,x=4,y=12 0 0 208
+ad05 ad28 fashion resnet18 8 badnets:size=4,x=2,y=2 0.02 5 209
+ad06 ad28 mnist lenet 16 badnets:size=3,x=22,y=22,pattern=checker 0.01 4 209
+ad07 ad28 mnist small-cnn 24 badnets:size=3,x=12,y=20 0.01 8 210
+ad08 ad28 fashion lenet 16 sig:delta=30,freq=4 0.05 3 210
+ad09 ad28 mnist small-cnn-gn 32 wanet:k=6,s=0.75,seed=151 0.1 6 211
+ad10 ad28 fashion small-cnn 16 blended:alpha=0.12,image=@digit.png 0.03 0 211
+ad11 ad28 mnist resnet18 8 blended:alpha=0.1,seed=297 0.02 9 212
+ad12 ad28 fashion small-cnn-gn 32 badnets:size=2,x=24,y=4 0.02 2 212
 GRID
 }
 
